@@ -1,0 +1,3 @@
+from acquire_vf._cli import main
+
+main()

@@ -1,0 +1,149 @@
+"""The ``acquire-vf`` command line.
+
+Errors a user can cause print one line (what was expected, what arrived) and exit non-zero;
+``--debug`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from acquire_vf import __version__
+from acquire_vf._errors import AcquireVFError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="Real-time virtual refocusing and virtual fluorescence for Micro-Manager.")
+profile_app = typer.Typer(no_args_is_help=True, help="Check hardware profiles.")
+app.add_typer(profile_app, name="profile")
+
+_state = {"debug": False}
+
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default: the "
+                                             "profile's storage folder, time-stamped).")]
+HeadlessOpt = Annotated[bool, typer.Option("--headless", help="No live window.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"acquire-vf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More log output.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+) -> None:
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _display_note(headless: bool, profile_display: bool) -> None:
+    if headless or not profile_display:
+        return
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
+        or sys.platform in ("win32", "darwin")
+    reason = "no live window yet in this version" if has_display else "no display found"
+    typer.echo(f"running headless ({reason})", err=True)
+
+
+@app.command()
+def demo(
+    headless: HeadlessOpt = False,
+    time_points: Annotated[int | None, typer.Option("--time-points", min=1,
+                                                    help="Number of time points.")] = None,
+    out: OutOpt = None,
+) -> None:
+    """The main job on Micro-Manager's demo configuration (no hardware needed)."""
+    from acquire_vf._session import run_session
+    from acquire_vf.config import load_profile
+
+    prof = load_profile("demo")
+    _display_note(headless, prof.display.enabled)
+    run_session(prof, out, time_points=time_points, profile_source="demo")
+
+
+@app.command()
+def live(
+    profile: Annotated[str, typer.Option("--profile", help="Hardware profile (.toml or name).")],
+    headless: HeadlessOpt = False,
+    out: OutOpt = None,
+) -> None:
+    """Acquire on the microscope that PROFILE describes."""
+    from acquire_vf._session import run_session
+    from acquire_vf.config import load_profile
+
+    prof = load_profile(profile)
+    _display_note(headless, prof.display.enabled)
+    run_session(prof, out, profile_source=str(profile))
+
+
+@profile_app.command("validate")
+def profile_validate(
+    profile: Annotated[str, typer.Argument(help="Hardware profile (.toml or shipped name).")],
+) -> None:
+    """Check a profile without touching hardware: keys, types, channels, engine files."""
+    from acquire_vf._errors import ProfileError
+    from acquire_vf.config import load_profile, resolve_profile_path
+
+    path = resolve_profile_path(profile)
+    prof = load_profile(path)
+    engines = [(v.name, v.engine) for v in prof.virtual_channels]
+    if prof.autofocus.engine is not None:
+        engines.append(("autofocus", prof.autofocus.engine))
+    missing = [f"{name}: {p}" for name, p in engines if not Path(p).is_file()]
+    if missing:
+        raise ProfileError(f"{path}: engine file(s) not found: {'; '.join(missing)}")
+    typer.echo(f"{path}: ok ({prof.connection.kind} connection, {len(prof.channels)} physical "
+               f"and {len(prof.virtual_channels)} virtual channel(s), "
+               f"autofocus {prof.autofocus.policy})")
+
+
+@app.command()
+def recover(
+    dataset: Annotated[Path, typer.Argument(help="Run folder or .ome.tif file.")],
+) -> None:
+    """Restore the OME-XML of a run that was killed; keeps exactly the journaled frames."""
+    from acquire_vf.storage import open_dataset
+
+    files = open_dataset(dataset)
+    for f in files:
+        problems = f.verify()
+        status = "ok" if not problems else f"{len(problems)} problem(s): {problems[0]}"
+        typer.echo(f"{f.path}: {len(f.records)} frames, {status}")
+        if problems:
+            raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: run the app, turn our errors into one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except AcquireVFError as e:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,83 @@
+"""Frames and their identity, shared by acquisition, pipeline, storage and display."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+VIRTUAL_PREFIX = "virtual:"
+"""Prefix of a virtual channel's name in files and on screen, so it is never taken for data."""
+
+
+@dataclass(frozen=True, order=True)
+class FrameId:
+    """Where a frame sits in the acquisition: time point, position, z index, channel name."""
+
+    t: int
+    p: int
+    z: int
+    c: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"t": self.t, "p": self.p, "z": self.z, "c": self.c}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image with its identity and acquisition facts.
+
+    ``pixels`` is owned by the frame (copied out of Micro-Manager's buffer) and never mutated.
+    """
+
+    id: FrameId
+    pixels: np.ndarray
+    seq: int
+    """Arrival order in the run (0, 1, 2, ...): gaps in it mean lost frames."""
+    elapsed_ms: float
+    """Milliseconds since the start of the acquisition (Micro-Manager's ElapsedTime-ms)."""
+    z_um: float | None = None
+    x_um: float | None = None
+    y_um: float | None = None
+    exposure_ms: float | None = None
+    role: Literal["physical", "virtual"] = "physical"
+    qc: dict[str, Any] = field(default_factory=dict)
+    """Quality flags of a virtual frame (empty for physical frames)."""
+    received: float = 0.0
+    """``time.perf_counter()`` when the frame reached acquire-vf (for latency accounting)."""
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.pixels.nbytes)
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A channel of a dataset: physical, or virtual with its provenance."""
+
+    name: str
+    role: Literal["physical", "virtual"] = "physical"
+    engine: str | None = None
+    sha256: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def stored_name(self) -> str:
+        """The name written into files: virtual channels carry :data:`VIRTUAL_PREFIX`."""
+        return VIRTUAL_PREFIX + self.name if self.role == "virtual" else self.name
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "role": self.role}
+        if self.role == "virtual":
+            d.update(engine=self.engine, sha256=self.sha256, backend=self.backend,
+                     precision=self.precision, inputs=list(self.inputs))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChannelInfo:
+        return cls(name=d["name"], role=d.get("role", "physical"), engine=d.get("engine"),
+                   sha256=d.get("sha256"), backend=d.get("backend"),
+                   precision=d.get("precision"), inputs=tuple(d.get("inputs", ())))

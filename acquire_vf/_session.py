@@ -1,0 +1,67 @@
+"""One session, as ``demo`` and ``live`` run it: connect, acquire, save, report."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from acquire_vf._errors import AcquireVFError
+from acquire_vf.acquisition import AcquisitionRun, print_session, session_report, write_session
+from acquire_vf.config import Profile
+from acquire_vf.microscope import connect
+from acquire_vf.pipeline import FocusScoreStage, Stage
+
+log = logging.getLogger(__name__)
+
+
+def default_out_dir(profile: Profile) -> Path:
+    return profile.storage.folder / time.strftime(f"{profile.name}-%Y%m%d-%H%M%S")
+
+
+def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
+                profile_source: str = "", stages: list[Stage] | None = None,
+                quiet: bool = False) -> dict[str, Any]:
+    """Acquire as ``profile`` says into ``out_dir``; return the session report.
+
+    Ctrl-C cancels cleanly (frames so far are saved, the report is written). A fatal error is
+    raised after the data and ``session.json`` are safely on disk.
+    """
+    out = out_dir or default_out_dir(profile)
+    mic = connect(profile)
+    run = AcquisitionRun(profile, mic, out, time_points=time_points,
+                         stages=stages if stages is not None else [FocusScoreStage()])
+    restore = _cancel_on_sigint(run)
+    try:
+        run.run()
+    finally:
+        restore()
+        report = session_report(run, profile_source=profile_source)
+        if run.out_dir.is_dir():
+            write_session(report, run.out_dir)
+    if not quiet:
+        print_session(report)
+        log.info("saved to %s", run.out_dir)
+    if run.fatal_error is not None:
+        raise run.fatal_error
+    return report
+
+
+def _cancel_on_sigint(run: AcquisitionRun) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        log.warning("Ctrl-C: cancelling after the current frame (press again to force)")
+        signal.signal(signal.SIGINT, previous)
+        run.cancel()
+
+    signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+__all__ = ["AcquireVFError", "default_out_dir", "run_session"]

@@ -1,0 +1,47 @@
+"""Turn a profile's protocol into pycromanager acquisition events and the frames they yield."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from acquire_vf._frames import FrameId
+from acquire_vf.config import Profile
+
+
+def build_events(profile: Profile, *, time_points: int | None = None,
+                 base_z_um: float | None = None,
+                 base_xy_um: tuple[float, float] | None = None,
+                 ) -> tuple[list[dict[str, Any]], list[FrameId], list[dict[str, Any]]]:
+    """Events in acquisition order (time, position, z, channel) and the frame each one yields.
+
+    Returns the events, the expected :class:`FrameId` of each, and the position table
+    (name, x, y) for the dataset.
+    """
+    proto = profile.acquisition
+    n_t = time_points if time_points is not None else proto.time_points
+    positions = [{"name": p.name or f"Pos{i}", "x_um": p.x_um, "y_um": p.y_um}
+                 for i, p in enumerate(proto.positions)]
+    if not positions:
+        x, y = base_xy_um if base_xy_um is not None else (None, None)
+        positions = [{"name": "Pos0", "x_um": x, "y_um": y}]
+    move_z = base_z_um is not None and any(o != 0.0 for o in proto.z_offsets_um)
+    events: list[dict[str, Any]] = []
+    ids: list[FrameId] = []
+    for t in range(n_t):
+        for p, pos in enumerate(positions):
+            for zi, off in enumerate(proto.z_offsets_um):
+                for ch in profile.channels:
+                    ev: dict[str, Any] = {
+                        "axes": {"time": t, "position": p, "z": zi, "channel": ch.name},
+                        "config_group": [ch.group, ch.preset],
+                        "exposure": ch.exposure_ms,
+                    }
+                    if proto.interval_s > 0:
+                        ev["min_start_time"] = t * proto.interval_s
+                    if proto.positions:
+                        ev["x"], ev["y"] = pos["x_um"], pos["y_um"]
+                    if move_z and base_z_um is not None:
+                        ev["z"] = base_z_um + off
+                    events.append(ev)
+                    ids.append(FrameId(t, p, zi, ch.name))
+    return events, ids, positions

@@ -1,0 +1,25 @@
+"""Hardware profiles: validated, frozen descriptions of a microscope and an experiment."""
+
+from acquire_vf.config._load import PROFILES_DIR, load_profile, profile_from_dict, resolve_profile_path
+from acquire_vf.config._profile import (
+    AttachConnection,
+    Autofocus,
+    Camera,
+    Compute,
+    DemoConnection,
+    HeadlessConnection,
+    PhysicalChannel,
+    Profile,
+    Protocol,
+    Queues,
+    Storage,
+    Tiling,
+    VirtualChannel,
+    XYPosition,
+)
+
+__all__ = [
+    "PROFILES_DIR", "AttachConnection", "Autofocus", "Camera", "Compute", "DemoConnection",
+    "HeadlessConnection", "PhysicalChannel", "Profile", "Protocol", "Queues", "Storage", "Tiling",
+    "VirtualChannel", "XYPosition", "load_profile", "profile_from_dict", "resolve_profile_path",
+]

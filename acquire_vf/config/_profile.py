@@ -1,0 +1,246 @@
+"""Hardware profile models: what a microscope is, what to acquire, what to compute.
+
+Frozen pydantic models with unknown keys rejected, so a typo in a profile fails at load time
+with the key named instead of being silently ignored mid-experiment. The connection is a tagged
+union on ``kind`` so each mode carries exactly the fields it needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROFILE_VERSION = 1
+Backend = Literal["tensorrt", "onnxruntime", "torch"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class DemoConnection(_Model):
+    """Micro-Manager's demo configuration, headless, in this process (pymmcore)."""
+
+    kind: Literal["demo"] = "demo"
+    config_file: str = "MMConfig_demo.cfg"
+    """Config file name inside the ``mm-test-adapters`` folder, or an absolute path."""
+    timeout_s: float = Field(30.0, gt=0)
+    """Longest wait for Micro-Manager to load before giving up."""
+
+
+class HeadlessConnection(_Model):
+    """A local Micro-Manager installation driven headless in this process (pymmcore)."""
+
+    kind: Literal["headless"]
+    mm_dir: Path
+    """Micro-Manager installation folder (holds the device adapters)."""
+    config_file: Path
+    """Hardware configuration file (``.cfg``); relative paths are relative to ``mm_dir``."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Longest wait for the configuration to load (real hardware can be slow)."""
+
+
+class AttachConnection(_Model):
+    """A running Micro-Manager application, reached through pycromanager's Java bridge.
+
+    The bridge serialises every frame over ZMQ (about 100-200 MB/s): enough for one 2048 x 2048
+    16-bit camera at 12-25 fps. The in-process modes (``demo``, ``headless``) are the fast path.
+    """
+
+    kind: Literal["attach"]
+    port: int = Field(4827, ge=1, le=65535)
+    """Port of Micro-Manager's ZMQ server (Tools > Options > Run server on port)."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Longest wait for the application to answer."""
+
+
+Connection = Annotated[
+    DemoConnection | HeadlessConnection | AttachConnection, Field(discriminator="kind")
+]
+
+
+class Camera(_Model):
+    """Camera facts the pipeline needs (Micro-Manager's own values are checked against them)."""
+
+    pixel_size_um: float = Field(1.0, gt=0)
+    """Pixel size in the sample plane, µm."""
+    bit_depth: int = Field(16, ge=8, le=16)
+    """Significant bits per pixel; frames are stored as uint16 (uint8 for 8-bit cameras)."""
+
+
+class PhysicalChannel(_Model):
+    """A channel that is exposed: a preset of a Micro-Manager config group."""
+
+    name: str = Field(min_length=1)
+    """Name in files, display and model cards (e.g. ``AGP``, ``RNA``)."""
+    group: str = "Channel"
+    """Micro-Manager config group."""
+    preset: str = Field(min_length=1)
+    """Preset of that group."""
+    exposure_ms: float = Field(gt=0)
+
+
+class VirtualChannel(_Model):
+    """A channel synthesised by an engine from physical channels instead of being exposed."""
+
+    name: str = Field(min_length=1)
+    engine: Path
+    """ONNX file (its model card ``NAME.json`` beside it); relative to the profile's folder."""
+    inputs: tuple[str, ...] = Field(min_length=1)
+    """Physical channels fed to the engine, in the model card's order."""
+    on_failure: Literal["skip", "expose"] = "skip"
+    """When the engine fails: skip the virtual frame, or expose the channel physically."""
+    group: str = "Channel"
+    """Config group used when ``on_failure = "expose"``."""
+    preset: str | None = None
+    """Preset used when ``on_failure = "expose"``."""
+    exposure_ms: float | None = Field(None, gt=0)
+    """Exposure used when ``on_failure = "expose"``."""
+
+    @model_validator(mode="after")
+    def _expose_needs_preset(self) -> VirtualChannel:
+        if self.on_failure == "expose" and (self.preset is None or self.exposure_ms is None):
+            raise ValueError("on_failure = 'expose' needs 'preset' and 'exposure_ms'")
+        return self
+
+
+class Autofocus(_Model):
+    """Virtual refocusing, which replaces a z-scan autofocus."""
+
+    policy: Literal["off", "always", "when_defocused"] = "off"
+    """``always`` refocuses every frame; ``when_defocused`` only frames whose focus score is low."""
+    engine: Path | None = None
+    """Refocus ONNX file; relative to the profile's folder."""
+    channels: tuple[str, ...] = ()
+    """Physical channels to refocus; empty means all that the engine's card accepts."""
+    focus_threshold: float = Field(0.6, gt=0, le=1)
+    """Refocus when the focus score falls below this fraction of the best score seen."""
+    zscan_planes: int = Field(11, ge=0)
+    """Exposures a z-scan autofocus takes per time point and position (counted in the
+    full-protocol exposure total that the session report compares against)."""
+
+    @model_validator(mode="after")
+    def _policy_needs_engine(self) -> Autofocus:
+        if self.policy != "off" and self.engine is None:
+            raise ValueError(f"autofocus policy '{self.policy}' needs 'engine'")
+        return self
+
+
+class Compute(_Model):
+    """Where engines run."""
+
+    backends: tuple[Backend, ...] = ("onnxruntime",)
+    """Preference order; the first that can run is used."""
+    allow_fallback: bool = False
+    """If false, only the first backend is acceptable and the run refuses when it cannot run."""
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    threads: int = Field(0, ge=0)
+    """CPU threads for ONNX Runtime; 0 lets it choose."""
+    device: int = Field(0, ge=0)
+    """CUDA device index."""
+
+
+class Tiling(_Model):
+    """Frames are cut into overlapping tiles, run in batches and blended back."""
+
+    tile: int = Field(512, ge=64, multiple_of=32)
+    overlap: int = Field(32, ge=0)
+    batch: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> Tiling:
+        if self.overlap * 2 >= self.tile:
+            raise ValueError(f"overlap {self.overlap} must be less than half the tile {self.tile}")
+        return self
+
+
+class Queues(_Model):
+    """Bounds between acquisition and its consumers. Acquisition never waits on any of them."""
+
+    pipeline: int = Field(1, ge=1)
+    """Frame sets waiting for the engines; 1 is a latest-frame slot (lowest latency)."""
+    virtual_write: int = Field(64, ge=1)
+    """Virtual frames waiting to be written; beyond this they are skipped and recorded."""
+    raw_write_mb: int = Field(1024, ge=16)
+    """Memory for raw frames waiting to be written; if exceeded the run stops (never drops)."""
+    mm_buffer_mb: int = Field(1024, ge=1)
+    """Micro-Manager circular buffer size."""
+
+
+class Storage(_Model):
+    folder: Path = Path("acquisitions")
+    """Default output folder when ``--out`` is not given (a time-stamped subfolder is made)."""
+    name: str = Field("acquisition", pattern=r"^[A-Za-z0-9_.-]+$")
+    """File stem: ``NAME.ome.tif``."""
+
+
+class Display(_Model):
+    enabled: bool = True
+    """Show the live window when a display is available (``--headless`` turns it off)."""
+
+
+class XYPosition(_Model):
+    name: str = ""
+    x_um: float
+    y_um: float
+
+
+class Protocol(_Model):
+    """The multi-dimensional acquisition: time points, positions, z offsets, channels."""
+
+    time_points: int = Field(20, ge=1)
+    interval_s: float = Field(0.0, ge=0)
+    """Time between time-point starts; 0 runs as fast as the hardware allows."""
+    z_offsets_um: tuple[float, ...] = Field((0.0,), min_length=1)
+    """Offsets from the focus position at the start of the run."""
+    positions: tuple[XYPosition, ...] = ()
+    """Stage positions; empty acquires at the current position."""
+
+
+class Profile(_Model):
+    """A microscope, what to acquire on it, and what to compute from it."""
+
+    version: Literal[1] = PROFILE_VERSION
+    """Profile format version."""
+    name: str = Field(min_length=1)
+    description: str = ""
+    connection: Connection = DemoConnection()
+    camera: Camera = Camera()
+    channels: tuple[PhysicalChannel, ...] = Field(min_length=1)
+    """Physical channels, in acquisition order."""
+    virtual_channels: tuple[VirtualChannel, ...] = ()
+    autofocus: Autofocus = Autofocus()
+    compute: Compute = Compute()
+    tiling: Tiling = Tiling()
+    queues: Queues = Queues()
+    storage: Storage = Storage()
+    display: Display = Display()
+    acquisition: Protocol = Protocol()
+
+    @model_validator(mode="after")
+    def _channels_consistent(self) -> Profile:
+        names = [c.name for c in self.channels] + [v.name for v in self.virtual_channels]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"channel names must be unique; repeated: {', '.join(dupes)}")
+        physical = {c.name for c in self.channels}
+        for v in self.virtual_channels:
+            missing = [i for i in v.inputs if i not in physical]
+            if missing:
+                raise ValueError(
+                    f"virtual channel '{v.name}' takes inputs {list(v.inputs)}, but "
+                    f"{missing} are not physical channels (have {sorted(physical)})"
+                )
+        unknown = [c for c in self.autofocus.channels if c not in physical]
+        if unknown:
+            raise ValueError(f"autofocus.channels {unknown} are not physical channels")
+        return self
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Physical then virtual channel names: the channel order in files."""
+        return tuple(c.name for c in self.channels) + tuple(
+            v.name for v in self.virtual_channels
+        )

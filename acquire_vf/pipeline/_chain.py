@@ -1,0 +1,159 @@
+"""The stage chain and its worker thread, fed through a bounded latest-frame slot.
+
+``submit`` never blocks: when the slot is full the oldest waiting frame set is dropped (its
+virtual frames are counted as skipped) and the new one takes its place, so the engines always
+work on the newest data and a slow engine costs virtual frames, never raw ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf._stats import LatencyRecorder
+from acquire_vf.pipeline._protocol import FrameSet, Stage, check_stage
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Runs ``stages`` in order on each submitted :class:`FrameSet` on one worker thread."""
+
+    def __init__(self, stages: Sequence[Stage], *, slot_size: int = 1,
+                 on_virtual: Callable[[Frame], None] | None = None,
+                 on_error: Callable[[str], None] | None = None,
+                 latency: LatencyRecorder | None = None) -> None:
+        self.stages = [check_stage(s) for s in stages]
+        self._slot: deque[FrameSet] = deque()
+        self._slot_size = slot_size
+        self._cv = threading.Condition()
+        self._stop = False
+        self._on_virtual = on_virtual
+        self._on_error = on_error
+        self.latency = latency or LatencyRecorder()
+        self.sets_processed = 0
+        self.sets_dropped = 0
+        self.virtual_made = 0
+        self.virtual_skipped = 0
+        self.refocus_applied = 0
+        self.errors: list[str] = []
+        self.max_depth = 0
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="acquire-vf pipeline", daemon=True)
+        self._thread.start()
+
+    @property
+    def outputs(self) -> tuple[ChannelInfo, ...]:
+        return tuple(c for s in self.stages for c in s.outputs)
+
+    @property
+    def depth(self) -> int:
+        return len(self._slot)
+
+    def submit(self, fs: FrameSet) -> None:
+        """Hand over a frame set without waiting; the oldest waiting set is dropped if full."""
+        with self._cv:
+            if len(self._slot) >= self._slot_size:
+                self._slot.popleft()
+                self.sets_dropped += 1
+                self.virtual_skipped += len(self.outputs)
+            self._slot.append(fs)
+            self.max_depth = max(self.max_depth, len(self._slot))
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._slot and not self._stop:
+                    self._cv.wait()
+                if not self._slot:
+                    return
+                fs = self._slot.popleft()
+                self._busy = True
+            try:
+                self._process(fs)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def _process(self, fs: FrameSet) -> None:
+        if not fs.raw:
+            fs.raw = dict(fs.frames)
+        t_start = time.perf_counter()
+        for stage in self.stages:
+            t0 = time.perf_counter()
+            try:
+                produced = stage.process(fs)
+            except Exception as e:
+                self._record_error(f"stage '{stage.name}' failed at t={fs.t} p={fs.p} z={fs.z}: "
+                                   f"{type(e).__name__}: {e}")
+                self.virtual_skipped += len(stage.outputs)
+                continue
+            finally:
+                self.latency.add(stage.name, (time.perf_counter() - t0) * 1e3)
+            self._accept(stage, fs, produced)
+        self.latency.add("pipeline", (time.perf_counter() - t_start) * 1e3)
+        self.sets_processed += 1
+
+    def _accept(self, stage: Stage, fs: FrameSet, produced: dict[str, Frame]) -> None:
+        virtual_names = {c.name for c in stage.outputs}
+        for name, frame in produced.items():
+            if frame.role == "virtual":
+                if name not in virtual_names:
+                    self._record_error(f"stage '{stage.name}' produced undeclared channel '{name}'")
+                    continue
+                if not np.isfinite(frame.pixels).all():
+                    self._record_error(f"stage '{stage.name}': NaN or inf in '{name}' at "
+                                       f"t={fs.t} p={fs.p} z={fs.z}; virtual frame skipped")
+                    self.virtual_skipped += 1
+                    continue
+                self.virtual_made += 1
+                if frame.received:
+                    self.latency.add("virtual_end_to_end",
+                                     (time.perf_counter() - frame.received) * 1e3)
+                if self._on_virtual is not None:
+                    self._on_virtual(frame)
+            else:
+                fs.frames[name] = frame  # a refocused physical channel for later stages
+                self.refocus_applied += 1
+        missing = virtual_names - {n for n, f in produced.items() if f.role == "virtual"}
+        self.virtual_skipped += len(missing)
+
+    def _record_error(self, msg: str) -> None:
+        log.warning(msg)
+        if len(self.errors) < 1000:  # bounded: a stage failing every frame must not grow memory
+            self.errors.append(msg)
+        elif len(self.errors) == 1000:
+            self.errors.append("(further pipeline errors not recorded)")
+        if self._on_error is not None:
+            self._on_error(msg)
+
+    def close(self, drain: bool = True) -> None:
+        """Stop the worker: finish waiting frame sets first if ``drain``, else skip them."""
+        with self._cv:
+            if not drain:
+                self.virtual_skipped += len(self._slot) * len(self.outputs)
+                self.sets_dropped += len(self._slot)
+                self._slot.clear()
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join()
+        for s in self.stages:
+            try:
+                s.close()
+            except Exception as e:
+                self._record_error(f"closing stage '{s.name}': {e}")
+
+
+def virtual_frame(source: Frame, name: str, pixels: np.ndarray, qc: dict | None = None) -> Frame:
+    """A virtual frame at the same time point, position and z as ``source``."""
+    return replace(source, id=replace(source.id, c=name), pixels=pixels, role="virtual",
+                   qc=dict(qc or {}))

@@ -1,0 +1,18 @@
+"""Crash-safe OME-TIFF storage: append-only pages, a journal, repair, and verified readback."""
+
+from acquire_vf.storage._layout import DatasetLayout
+from acquire_vf.storage._ometiff import (
+    IDENTITY_TAG,
+    OmeTiffWriter,
+    frame_crc,
+    journal_path,
+    read_journal,
+    repair,
+)
+from acquire_vf.storage._reader import DatasetFile, open_dataset
+from acquire_vf.storage._sink import BackgroundWriter, FrameSink
+
+__all__ = [
+    "IDENTITY_TAG", "BackgroundWriter", "DatasetFile", "DatasetLayout", "FrameSink",
+    "OmeTiffWriter", "frame_crc", "journal_path", "open_dataset", "read_journal", "repair",
+]

@@ -1,0 +1,207 @@
+"""Append-only, journaled OME-TIFF: every frame written before a crash reads back intact.
+
+Each frame becomes one BigTIFF page, written and flushed to the operating system before a
+journal line (``NAME.ome.tif.journal``) records its identity, its CRC-32 and the file size after
+it. Nothing is preallocated and no page is rewritten. tifffile writes the OME-XML only at close,
+so a killed process leaves pages without it and possibly a torn last page; :func:`repair` cuts
+the file back to the last journaled size and writes the OME-XML from the journal.
+
+Each page also carries its own identity as JSON in a private tag, so a frame can be checked on
+readback without trusting the OME-XML.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from acquire_vf._errors import StorageError
+from acquire_vf._frames import Frame
+from acquire_vf.storage._layout import DatasetLayout
+from acquire_vf.storage._omexml import build_ome_xml
+
+log = logging.getLogger(__name__)
+
+IDENTITY_TAG = 65421
+"""Private TIFF tag holding each page's identity JSON."""
+_PLACEHOLDER = "acquire-vf: OME-XML is written when the file is closed or repaired" + " " * 64
+
+
+def journal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".journal")
+
+
+def frame_crc(pixels: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(pixels).data) & 0xFFFFFFFF
+
+
+class OmeTiffWriter:
+    """Writes frames of one :class:`DatasetLayout` to ``path``; not thread-safe (one writer thread)."""
+
+    def __init__(self, path: str | os.PathLike[str], layout: DatasetLayout) -> None:
+        self.path = Path(path)
+        self.layout = layout
+        self.frames_written = 0
+        self._qc_counts: dict[str, dict[str, int]] = {}
+        if self.path.exists():
+            raise StorageError(f"refusing to overwrite existing file '{self.path}'")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._journal = open(journal_path(self.path), "x", encoding="utf-8")  # noqa: SIM115
+            self._tw = tifffile.TiffWriter(self.path, bigtiff=True, ome=False)
+            self._write_journal(layout.to_json())
+        except OSError as e:
+            raise StorageError(f"cannot create '{self.path}': {e.strerror or e}") from e
+        self._closed = False
+
+    def write(self, frame: Frame) -> int:
+        """Append ``frame`` as the next page; return its page index (IFD)."""
+        if self._closed:
+            raise StorageError(f"'{self.path}' is closed")
+        self.layout.check_frame(frame.pixels, f"frame {frame.id}")
+        c = self.layout.channel_index(frame.id.c)
+        pixels = np.ascontiguousarray(frame.pixels)
+        ifd = self.frames_written
+        rec: dict[str, Any] = {
+            "kind": "frame", "ifd": ifd, **frame.id.as_dict(), "c": c, "channel": frame.id.c,
+            "role": frame.role, "seq": frame.seq, "crc32": frame_crc(pixels),
+            "elapsed_ms": round(frame.elapsed_ms, 3), "exposure_ms": frame.exposure_ms,
+            "x_um": frame.x_um, "y_um": frame.y_um, "z_um": frame.z_um,
+        }
+        if frame.qc:
+            rec["qc"] = frame.qc
+            counts = self._qc_counts.setdefault(frame.id.c, {})
+            for flag, on in frame.qc.items():
+                if on is True:
+                    counts[flag] = counts.get(flag, 0) + 1
+        identity = json.dumps({k: v for k, v in rec.items() if k not in ("kind", "ifd")})
+        try:
+            self._tw.write(
+                pixels, description=_PLACEHOLDER if ifd == 0 else None, metadata=None,
+                contiguous=False, software="acquire-vf",
+                extratags=[(IDENTITY_TAG, "s", 0, identity, True)],
+            )
+            fh = self._tw.filehandle
+            fh.flush()
+            rec["end"] = os.fstat(fh.fileno()).st_size
+            self._write_journal(rec)
+        except OSError as e:
+            raise StorageError(
+                f"writing frame {frame.id.as_dict()} to '{self.path}' failed: "
+                f"{e.strerror or e}; {self.frames_written} earlier frames are intact"
+            ) from e
+        self.frames_written += 1
+        return ifd
+
+    def close(self) -> None:
+        """Write the OME-XML and mark the journal closed. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._tw.close()
+            records = read_journal(self.path)[1]
+            if records:
+                _write_ome(self.path, self.layout, records, self._qc_counts)
+            self._write_journal({"kind": "closed", "frames": len(records)})
+        except OSError as e:
+            raise StorageError(
+                f"finishing '{self.path}' failed: {e.strerror or e}; the frames are intact, "
+                f"run 'acquire-vf recover {self.path.parent}' to restore its OME-XML"
+            ) from e
+        finally:
+            self._journal.close()
+
+    def _write_journal(self, rec: dict[str, Any]) -> None:
+        self._journal.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self._journal.flush()
+
+
+def read_journal(path: Path) -> tuple[DatasetLayout, list[dict[str, Any]], bool]:
+    """Layout, frame records and whether the writer closed cleanly. A torn last line is ignored."""
+    jp = journal_path(path)
+    try:
+        lines = jp.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise StorageError(f"journal '{jp}' cannot be read: {e.strerror or e}") from e
+    recs = []
+    for line in lines:
+        try:
+            recs.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the line being written at the crash; nothing after it is trusted
+    if not recs or recs[0].get("kind") != "header":
+        raise StorageError(f"journal '{jp}': expected a header line first, found none")
+    frames = [r for r in recs if r.get("kind") == "frame"]
+    closed = any(r.get("kind") == "closed" for r in recs)
+    return DatasetLayout.from_json(recs[0]), frames, closed
+
+
+def _write_ome(path: Path, layout: DatasetLayout, records: list[dict[str, Any]],
+               qc: dict[str, dict[str, int]] | None = None) -> None:
+    if qc is None:
+        qc = {}
+        for r in records:
+            counts = qc.setdefault(r["channel"], {})
+            for flag, on in (r.get("qc") or {}).items():
+                if on is True:
+                    counts[flag] = counts.get(flag, 0) + 1
+    xml = build_ome_xml(layout, records, qc)
+    tifffile.tiffcomment(path, comment=xml.encode("utf-8"))
+
+
+def repair(path: str | os.PathLike[str]) -> int:
+    """Make a crashed file whole again from its journal; return the number of frames kept.
+
+    The file is cut back to the size recorded after the last journaled frame (removing a torn
+    page and anything unjournaled), the last kept page's next-IFD link is cleared, and the
+    OME-XML is written. A file whose writer closed cleanly is left untouched.
+    """
+    path = Path(path)
+    layout, records, closed = read_journal(path)
+    if closed:
+        return len(records)
+    with open(journal_path(path), "a", encoding="utf-8") as j:
+        if not records:
+            path.unlink(missing_ok=True)
+            j.write(json.dumps({"kind": "closed", "frames": 0, "recovered": True}) + "\n")
+            return 0
+        end = int(records[-1]["end"])
+        with open(path, "r+b") as fh:
+            if os.fstat(fh.fileno()).st_size < end:
+                raise StorageError(
+                    f"'{path}' is shorter than its journal says ({end} bytes expected): "
+                    "the file was truncated outside acquire-vf"
+                )
+            fh.truncate(end)
+            _clear_next_ifd(fh, len(records))
+        _write_ome(path, layout, records)
+        j.write(json.dumps({"kind": "closed", "frames": len(records), "recovered": True}) + "\n")
+    log.info("recovered %d frames in %s", len(records), path)
+    return len(records)
+
+
+def _clear_next_ifd(fh: Any, n_pages: int) -> None:
+    """Walk the BigTIFF IFD chain to page ``n_pages - 1`` and end the chain there."""
+    fh.seek(0)
+    head = fh.read(16)
+    if head[:2] != b"II" or struct.unpack("<H", head[2:4])[0] != 43:
+        raise StorageError("expected a little-endian BigTIFF header")
+    offset = struct.unpack("<Q", head[8:16])[0]
+    for i in range(n_pages):
+        fh.seek(offset)
+        (count,) = struct.unpack("<Q", fh.read(8))
+        link = offset + 8 + count * 20
+        fh.seek(link)
+        (offset,) = struct.unpack("<Q", fh.read(8))
+        if i == n_pages - 1:
+            fh.seek(link)
+            fh.write(struct.pack("<Q", 0))

@@ -1,0 +1,87 @@
+"""Read a saved dataset back, repairing it first if its writer was killed, and verify it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from acquire_vf._errors import StorageError
+from acquire_vf.storage._layout import DatasetLayout
+from acquire_vf.storage._ometiff import IDENTITY_TAG, frame_crc, journal_path, read_journal, repair
+
+_IDENTITY_KEYS = ("t", "p", "z", "channel", "role", "seq", "crc32")
+
+
+@dataclass
+class DatasetFile:
+    """One OME-TIFF of a dataset with its journal records (one per frame, in page order)."""
+
+    path: Path
+    layout: DatasetLayout
+    records: list[dict[str, Any]]
+
+    def read(self, rec: dict[str, Any]) -> np.ndarray:
+        """Pixels of the frame that ``rec`` describes."""
+        with tifffile.TiffFile(self.path) as tf:
+            return tf.pages[int(rec["ifd"])].asarray()  # type: ignore[union-attr]
+
+    def iter_frames(self) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+        with tifffile.TiffFile(self.path) as tf:
+            for rec in self.records:
+                yield rec, tf.pages[int(rec["ifd"])].asarray()  # type: ignore[union-attr]
+
+    def find(self, t: int, channel: str, z: int = 0, p: int = 0) -> dict[str, Any] | None:
+        for r in self.records:
+            if (r["t"], r["channel"], r["z"], r["p"]) == (t, channel, z, p):
+                return r
+        return None
+
+    def verify(self) -> list[str]:
+        """Problems found: page count, identity tag or CRC not matching the journal."""
+        problems = []
+        with tifffile.TiffFile(self.path) as tf:
+            if not tf.is_ome:
+                problems.append(f"{self.path.name}: no OME-XML")
+            if len(tf.pages) != len(self.records):
+                problems.append(f"{self.path.name}: {len(tf.pages)} pages, "
+                                f"journal has {len(self.records)} frames")
+            for rec in self.records[: len(tf.pages)]:
+                page = tf.pages[int(rec["ifd"])]
+                tag = page.tags.get(IDENTITY_TAG)  # type: ignore[union-attr]
+                ident = json.loads(tag.value) if tag is not None else {}
+                want = {k: rec.get(k) for k in _IDENTITY_KEYS}
+                got = {k: ident.get(k) for k in _IDENTITY_KEYS}
+                if got != want:
+                    problems.append(f"page {rec['ifd']}: identity {got} != journal {want}")
+                elif frame_crc(page.asarray()) != rec["crc32"]:  # type: ignore[union-attr]
+                    problems.append(f"page {rec['ifd']}: pixels differ from journal CRC")
+        return problems
+
+
+def open_dataset(path: str | os.PathLike[str], *, repair_if_needed: bool = True) -> list[DatasetFile]:
+    """The OME-TIFF files of a run folder (or one file), repaired first if a crash left them open."""
+    p = Path(path)
+    files = sorted(p.glob("*.ome.tif")) if p.is_dir() else [p]
+    if not files or not all(f.exists() or journal_path(f).exists() for f in files):
+        raise StorageError(f"no acquire-vf OME-TIFF found at '{p}' (expected NAME.ome.tif "
+                           "with NAME.ome.tif.journal beside it)")
+    out = []
+    for f in files:
+        if not journal_path(f).exists():
+            raise StorageError(f"'{f}' has no journal beside it; expected '{journal_path(f).name}'")
+        layout, records, closed = read_journal(f)
+        if not closed:
+            if not repair_if_needed:
+                raise StorageError(f"'{f}' was not closed; run 'acquire-vf recover {p}'")
+            repair(f)
+            layout, records, closed = read_journal(f)
+        if records:
+            out.append(DatasetFile(f, layout, records))
+    return out

@@ -1,0 +1,140 @@
+"""The writer thread between acquisition and the file: raw frames first, never dropped.
+
+Acquisition hands frames over and returns at once. Raw frames wait in a queue bounded by memory;
+if the disk cannot keep up and that bound is reached, the run must stop (the frames would
+otherwise be lost silently), so :meth:`BackgroundWriter.put_raw` raises. Virtual frames wait in
+a short queue and are dropped, and counted, when it is full: they can be recomputed, raw ones
+cannot. A write error stops the writer at once; frames already written stay intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from acquire_vf._errors import AcquisitionError, StorageError
+from acquire_vf._frames import Frame
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class FrameSink(Protocol):
+    """Where frames end up (an OME-TIFF file; anything with the same two methods)."""
+
+    def write(self, frame: Frame) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class BackgroundWriter:
+    """Owns one :class:`FrameSink` and the only thread that writes to it."""
+
+    def __init__(self, sink: FrameSink, *, raw_limit_bytes: int, virtual_limit: int,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        if not isinstance(sink, FrameSink):
+            raise TypeError(f"expected a FrameSink (write, close), got {type(sink).__name__}")
+        self._sink = sink
+        self._raw: deque[Frame] = deque()
+        self._virtual: deque[Frame] = deque()
+        self._raw_bytes = 0
+        self._raw_limit = raw_limit_bytes
+        self._virtual_limit = virtual_limit
+        self._cv = threading.Condition()
+        self._closing = False
+        self._on_error = on_error
+        self.error: BaseException | None = None
+        self.raw_written = 0
+        self.virtual_written = 0
+        self.virtual_dropped = 0
+        self.max_raw_backlog_bytes = 0
+        self.max_virtual_depth = 0
+        self._thread = threading.Thread(target=self._run, name="acquire-vf writer", daemon=True)
+        self._thread.start()
+
+    def put_raw(self, frame: Frame) -> None:
+        """Queue a raw frame; raises if the writer failed or its memory bound is reached."""
+        with self._cv:
+            if self.error is not None:
+                raise StorageError(str(self.error)) from self.error
+            if self._raw_bytes + frame.nbytes > self._raw_limit:
+                raise AcquisitionError(
+                    f"the disk is not keeping up: {self._raw_bytes / 2**20:.0f} MB of raw frames "
+                    f"are waiting to be written (limit queues.raw_write_mb = "
+                    f"{self._raw_limit // 2**20}); stopped so that no frame is lost"
+                )
+            self._raw.append(frame)
+            self._raw_bytes += frame.nbytes
+            self.max_raw_backlog_bytes = max(self.max_raw_backlog_bytes, self._raw_bytes)
+            self._cv.notify()
+
+    def put_virtual(self, frame: Frame) -> bool:
+        """Queue a virtual frame; ``False`` (frame dropped) if the queue is full or writer failed."""
+        with self._cv:
+            if self.error is not None or len(self._virtual) >= self._virtual_limit:
+                self.virtual_dropped += 1
+                return False
+            self._virtual.append(frame)
+            self.max_virtual_depth = max(self.max_virtual_depth, len(self._virtual))
+            self._cv.notify()
+            return True
+
+    @property
+    def raw_backlog_bytes(self) -> int:
+        return self._raw_bytes
+
+    @property
+    def virtual_depth(self) -> int:
+        return len(self._virtual)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._raw or self._virtual or self._closing):
+                    self._cv.wait()
+                if self._raw:
+                    frame = self._raw.popleft()
+                    raw = True
+                elif self._virtual:
+                    frame = self._virtual.popleft()
+                    raw = False
+                else:
+                    return  # closing and drained
+            try:
+                self._sink.write(frame)
+            except BaseException as e:
+                self._fail(e)
+                return
+            with self._cv:
+                if raw:
+                    self._raw_bytes -= frame.nbytes
+                    self.raw_written += 1
+                else:
+                    self.virtual_written += 1
+
+    def _fail(self, e: BaseException) -> None:
+        log.error("writer stopped: %s", e)
+        with self._cv:
+            self.error = e
+            self.virtual_dropped += len(self._virtual)
+            self._virtual.clear()
+        if self._on_error is not None:
+            self._on_error(e)
+
+    def close(self) -> None:
+        """Write everything queued, then close the sink. Raises the writer's error, if any."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join()
+        try:
+            self._sink.close()
+        except BaseException as e:
+            if self.error is None:
+                self.error = e
+        if self.error is not None:
+            err = self.error
+            raise err if isinstance(err, StorageError) else StorageError(str(err)) from err
