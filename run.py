@@ -39,7 +39,7 @@ def _stamp(extras: str) -> str:
 
 def ensure_venv(extras: str) -> Path:
     """Create ``.venv`` if missing and install the package with ``extras`` if out of date."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - run.py may be started by an old python3
         sys.exit(f"acquire-vf needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     py = _venv_python()
     if not py.exists():

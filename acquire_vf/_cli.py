@@ -69,7 +69,8 @@ def demo(
 
     prof = load_profile("demo")
     _display_note(headless, prof.display.enabled)
-    run_session(prof, out, time_points=time_points, profile_source="demo")
+    run_session(prof, out, time_points=time_points, profile_source="demo",
+                quiet_libraries=not _state["debug"])
 
 
 @app.command()
@@ -84,7 +85,7 @@ def live(
 
     prof = load_profile(profile)
     _display_note(headless, prof.display.enabled)
-    run_session(prof, out, profile_source=str(profile))
+    run_session(prof, out, profile_source=str(profile), quiet_libraries=not _state["debug"])
 
 
 @profile_app.command("validate")
@@ -125,25 +126,14 @@ def recover(
 
 
 def main() -> None:
-    """Entry point: run the app, turn our errors into one line and an exit code."""
+    """Entry point: typer reports usage errors itself; ours become one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        app()
     except AcquireVFError as e:
         if _state["debug"]:
             raise
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
     except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise

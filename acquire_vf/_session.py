@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import signal
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +28,13 @@ def default_out_dir(profile: Profile) -> Path:
 
 def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
                 profile_source: str = "", stages: list[Stage] | None = None,
-                quiet: bool = False) -> dict[str, Any]:
+                quiet: bool = False, quiet_libraries: bool = True) -> dict[str, Any]:
     """Acquire as ``profile`` says into ``out_dir``; return the session report.
 
     Ctrl-C cancels cleanly (frames so far are saved, the report is written). A fatal error is
-    raised after the data and ``session.json`` are safely on disk.
+    raised after the data and ``session.json`` are safely on disk. pycromanager prints
+    tracebacks of its own threads to stderr; with ``quiet_libraries`` they go to the debug log
+    instead, and the user sees the run's one-line error.
     """
     out = out_dir or default_out_dir(profile)
     mic = connect(profile)
@@ -36,7 +42,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
                          stages=stages if stages is not None else [FocusScoreStage()])
     restore = _cancel_on_sigint(run)
     try:
-        run.run()
+        with _third_party_stderr_to_log(enabled=quiet_libraries):
+            run.run()
     finally:
         restore()
         report = session_report(run, profile_source=profile_source)
@@ -48,6 +55,28 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     if run.fatal_error is not None:
         raise run.fatal_error
     return report
+
+
+class _LogWriter(io.TextIOBase):
+    def write(self, s: str) -> int:
+        if s.strip():
+            log.debug("library stderr: %s", s.rstrip())
+        return len(s)
+
+
+@contextlib.contextmanager
+def _third_party_stderr_to_log(enabled: bool) -> Iterator[None]:
+    """Route ``sys.stderr`` to the debug log while Micro-Manager runs (logging handlers keep
+    their own stream, so acquire-vf's warnings still reach the terminal)."""
+    if not enabled:
+        yield
+        return
+    saved = sys.stderr
+    sys.stderr = _LogWriter()
+    try:
+        yield
+    finally:
+        sys.stderr = saved
 
 
 def _cancel_on_sigint(run: AcquisitionRun) -> Any:

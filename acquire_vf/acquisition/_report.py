@@ -44,7 +44,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         # detail beyond the contract
         "state": run.state.value,
         "frames_expected": len(run.expected),
-        "frame_gaps": list(run.gaps),
+        "frame_gaps": list(run.sequence.gaps),
         "raw_fps": round(run.raw_fps, 2),
         "duration_s": round(duration, 3),
         "microscope": {"mode": run.microscope.mode, "source": run.microscope.source},

@@ -15,15 +15,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from acquire_vf._errors import AcquisitionError, AcquireVFError, StorageError
+from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
 from acquire_vf._frames import ChannelInfo, Frame, FrameId
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._events import build_events
+from acquire_vf.acquisition._sequence import SequenceChecker
 from acquire_vf.acquisition._signals import RunSignals
 from acquire_vf.config import Profile
 from acquire_vf.microscope import Microscope
@@ -113,10 +115,9 @@ class AcquisitionRun:
         self._acq: Any = None
         self.frames_acquired = 0
         self.expected: list[FrameId] = []
-        self._index: dict[FrameId, int] = {}
-        self._next_index = 0
-        self.gaps: list[str] = []
+        self.sequence = SequenceChecker([])
         self._pending: dict[tuple[int, int, int], dict[str, Frame]] = {}
+        self._clock0: float | None = None
         self._first_ms: float | None = None
         self._last_ms: float | None = None
         self.started_at: float | None = None
@@ -193,7 +194,7 @@ class AcquisitionRun:
             base_xy = (core.get_x_position(), core.get_y_position())
         events, self.expected, positions = build_events(
             self.profile, time_points=self._time_points, base_z_um=base_z, base_xy_um=base_xy)
-        self._index = {fid: i for i, fid in enumerate(self.expected)}
+        self.sequence = SequenceChecker(self.expected)
         core.set_circular_buffer_memory_footprint(self.profile.queues.mm_buffer_mb)
         h, w = int(core.get_image_height()), int(core.get_image_width())
         dtype = "uint8" if int(core.get_bytes_per_pixel()) == 1 else "uint16"
@@ -257,7 +258,7 @@ class AcquisitionRun:
                 pixels = self._frame_source(pixels, fid, md)
             arr = np.asarray(pixels)
             arr.flags.writeable = False  # raw data: no stage may change it in place
-            elapsed = float(md.get("ElapsedTime-ms", 0.0))
+            elapsed = self._elapsed_ms(md, t0)
             frame = Frame(id=fid, pixels=arr, seq=self.frames_acquired, elapsed_ms=elapsed,
                           z_um=_num(md.get("ZPosition_um_Intended")),
                           x_um=_num(md.get("XPosition_um_Intended")),
@@ -283,19 +284,31 @@ class AcquisitionRun:
         axes = md.get("Axes") or {}
         fid = FrameId(int(axes.get("time", 0)), int(axes.get("position", 0)),
                       int(axes.get("z", 0)), str(axes.get("channel", "")))
-        idx = self._index.get(fid)
-        if idx is None:
-            self._record_error(f"unexpected frame {fid.as_dict()} (not in the protocol)")
-        elif idx > self._next_index:
-            missing = self.expected[self._next_index:idx]
-            msg = (f"frame gap: {len(missing)} frame(s) missing before {fid.as_dict()}, "
-                   f"first missing {missing[0].as_dict()}")
-            self.gaps.append(msg)
-            self._record_error(msg)
-            self._next_index = idx + 1
-        else:
-            self._next_index = max(self._next_index, idx + 1)
+        for problem in (self.sequence.arrived(fid),
+                        self.sequence.camera_number(_int(md.get("ImageNumber")))):
+            if problem:
+                self._record_error(problem)
         return fid
+
+    def _elapsed_ms(self, md: dict[str, Any], now: float) -> float:
+        """Milliseconds since the first frame, on the best clock the metadata offers.
+
+        ``TimeReceivedByCore`` (µs resolution, stamped by the core as the camera delivers) is
+        right in sequence mode, where ``ElapsedTime-ms`` is the same for every frame of the
+        sequence; without either, the arrival clock is used.
+        """
+        stamp = md.get("TimeReceivedByCore")
+        t: float | None = None
+        if isinstance(stamp, str):
+            try:
+                t = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            except ValueError:
+                t = None
+        if t is None:
+            t = now if "ElapsedTime-ms" not in md else float(md["ElapsedTime-ms"]) / 1e3
+        if self._clock0 is None:
+            self._clock0 = t
+        return (t - self._clock0) * 1e3
 
     def _collect(self, frame: Frame) -> None:
         key = (frame.id.t, frame.id.p, frame.id.z)
@@ -343,10 +356,9 @@ class AcquisitionRun:
             except StorageError as e:
                 if self._fatal is None:
                     self._fatal = e
-        if not self._cancel.is_set() and self._fatal is None:
-            if self._next_index < len(self.expected):
-                missing = len(self.expected) - self._next_index
-                self._record_error(f"{missing} frame(s) of the protocol never arrived")
+        if not self._cancel.is_set() and self._fatal is None and self.sequence.missing_at_end:
+            self._record_error(
+                f"{self.sequence.missing_at_end} frame(s) of the protocol never arrived")
         self.finished_at = time.time()
         if self._fatal is not None:
             self._record_error(str(self._fatal))
@@ -359,6 +371,13 @@ class AcquisitionRun:
     @property
     def fatal_error(self) -> AcquireVFError | None:
         return self._fatal
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _num(v: Any) -> float | None:

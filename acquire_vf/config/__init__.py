@@ -1,6 +1,11 @@
 """Hardware profiles: validated, frozen descriptions of a microscope and an experiment."""
 
-from acquire_vf.config._load import PROFILES_DIR, load_profile, profile_from_dict, resolve_profile_path
+from acquire_vf.config._load import (
+    PROFILES_DIR,
+    load_profile,
+    profile_from_dict,
+    resolve_profile_path,
+)
 from acquire_vf.config._profile import (
     AttachConnection,
     Autofocus,

@@ -22,7 +22,8 @@ PROFILES_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
 
 
 def resolve_profile_path(name_or_path: str | Path) -> Path:
-    """Accept a path, or the bare name of a shipped profile (``demo`` → ``hardware_profiles/demo.toml``)."""
+    """A profile path, or the bare name of a shipped one (``demo`` → its file in
+    ``hardware_profiles/``)."""
     p = Path(name_or_path)
     if p.exists():
         return p

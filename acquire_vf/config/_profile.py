@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PROFILE_VERSION = 1
+PROFILE_VERSION: Literal[1] = 1
 Backend = Literal["tensorrt", "onnxruntime", "torch"]
 
 

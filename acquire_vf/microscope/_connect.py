@@ -114,19 +114,50 @@ def _start_in_process(conn: DemoConnection | HeadlessConnection, buffer_mb: int)
 
 
 def _attach(conn: AttachConnection) -> Microscope:
-    def reach() -> Any:
-        from pycromanager import Core
+    if _in_process is not None:
+        # pycromanager routes Core() and Acquisition() to the in-process core once one exists.
+        raise MicroscopeError(
+            "attach mode needs its own process: this one already runs Micro-Manager's core "
+            f"in-process ('{_in_process[1].source}')"
+        )
 
-        core = Core(port=conn.port, timeout=int(conn.timeout_s * 1000))
+    def reach() -> Any:
+        from pycromanager.mm_java_classes import ZMQRemoteMMCoreJ
+
+        core = ZMQRemoteMMCoreJ(port=conn.port, timeout=int(conn.timeout_s * 1000))
         core.get_version_info()  # the first real round trip
         return core
 
-    core = _bounded(reach, conn.timeout_s + 2.0,
-                    f"reaching Micro-Manager on localhost:{conn.port}",
-                    hint="is Micro-Manager running with Tools > Options > "
-                         f"'Run server on port {conn.port}' enabled?")
+    _quiet_bridge_threads()
+    try:
+        core = _bounded(reach, conn.timeout_s + 2.0,
+                        f"reaching Micro-Manager on localhost:{conn.port}")
+    except MicroscopeError as e:
+        raise MicroscopeError(
+            f"no Micro-Manager answered on localhost:{conn.port}: is the application running "
+            f"with Tools > Options > 'Run server on port {conn.port}' enabled?"
+        ) from e
     log.info("attached to Micro-Manager on port %d (ZMQ bridge: ~100-200 MB/s)", conn.port)
     return Microscope(core=core, mode="attach", source=f"localhost:{conn.port}")
+
+
+def _quiet_bridge_threads() -> None:
+    """pyjavaz's socket threads die with a traceback on stderr when nothing answers; log it.
+
+    The failure itself reaches the user as one line from :func:`_attach`.
+    """
+    previous = threading.excepthook
+    if getattr(previous, "_acquire_vf", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.thread is not None and args.thread.name.startswith("BridgeSocketThread"):
+            log.debug("pycromanager bridge thread: %s", args.exc_value)
+            return
+        previous(args)
+
+    hook._acquire_vf = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def _bounded(fn: Callable[[], T], timeout_s: float, what: str, hint: str = "") -> T:

@@ -33,7 +33,7 @@ class DatasetLayout:
         raise KeyError(f"channel '{name}' not in dataset (has {[c.name for c in self.channels]})")
 
     def check_frame(self, pixels: np.ndarray, what: str) -> None:
-        """Refuse a frame that does not fit: wrong shape or dtype would corrupt the file's series."""
+        """Refuse a frame that does not fit: a wrong shape or dtype would break the series."""
         if pixels.shape != self.shape or pixels.dtype != np.dtype(self.dtype):
             raise ValueError(
                 f"{what}: expected a {self.shape[1]} x {self.shape[0]} {self.dtype} frame, "

@@ -44,7 +44,7 @@ def frame_crc(pixels: np.ndarray) -> int:
 
 
 class OmeTiffWriter:
-    """Writes frames of one :class:`DatasetLayout` to ``path``; not thread-safe (one writer thread)."""
+    """Writes frames of one :class:`DatasetLayout` to ``path``; one writer thread only."""
 
     def __init__(self, path: str | os.PathLike[str], layout: DatasetLayout) -> None:
         self.path = Path(path)
@@ -94,9 +94,12 @@ class OmeTiffWriter:
             rec["end"] = os.fstat(fh.fileno()).st_size
             self._write_journal(rec)
         except OSError as e:
+            reason = e.strerror or (
+                f"the disk is full or a file-size limit was reached ({e})" if "written" in str(e)
+                else str(e))
             raise StorageError(
                 f"writing frame {frame.id.as_dict()} to '{self.path}' failed: "
-                f"{e.strerror or e}; {self.frames_written} earlier frames are intact"
+                f"{reason}; {self.frames_written} earlier frames are intact"
             ) from e
         self.frames_written += 1
         return ifd
@@ -111,6 +114,8 @@ class OmeTiffWriter:
             records = read_journal(self.path)[1]
             if records:
                 _write_ome(self.path, self.layout, records, self._qc_counts)
+            else:
+                self.path.unlink()  # a header-only file is not a valid TIFF; the journal says why
             self._write_journal({"kind": "closed", "frames": len(records)})
         except OSError as e:
             raise StorageError(
@@ -162,18 +167,18 @@ def repair(path: str | os.PathLike[str]) -> int:
     """Make a crashed file whole again from its journal; return the number of frames kept.
 
     The file is cut back to the size recorded after the last journaled frame (removing a torn
-    page and anything unjournaled), the last kept page's next-IFD link is cleared, and the
-    OME-XML is written. A file whose writer closed cleanly is left untouched.
+    page and anything unjournaled), the last kept page's next-IFD link is cleared, the OME-XML
+    is written, and the journal is rewritten without its torn tail and marked closed. Each step
+    can be repeated, so a repair that is itself interrupted can simply be run again. A file
+    whose writer closed cleanly is left untouched.
     """
     path = Path(path)
     layout, records, closed = read_journal(path)
     if closed:
         return len(records)
-    with open(journal_path(path), "a", encoding="utf-8") as j:
-        if not records:
-            path.unlink(missing_ok=True)
-            j.write(json.dumps({"kind": "closed", "frames": 0, "recovered": True}) + "\n")
-            return 0
+    if not records:
+        path.unlink(missing_ok=True)
+    else:
         end = int(records[-1]["end"])
         with open(path, "r+b") as fh:
             if os.fstat(fh.fileno()).st_size < end:
@@ -182,15 +187,29 @@ def repair(path: str | os.PathLike[str]) -> int:
                     "the file was truncated outside acquire-vf"
                 )
             fh.truncate(end)
-            _clear_next_ifd(fh, len(records))
+            _clear_next_ifd(fh, len(records), end)
         _write_ome(path, layout, records)
-        j.write(json.dumps({"kind": "closed", "frames": len(records), "recovered": True}) + "\n")
+    _rewrite_journal(path, layout, records)
     log.info("recovered %d frames in %s", len(records), path)
     return len(records)
 
 
-def _clear_next_ifd(fh: Any, n_pages: int) -> None:
-    """Walk the BigTIFF IFD chain to page ``n_pages - 1`` and end the chain there."""
+def _rewrite_journal(path: Path, layout: DatasetLayout, records: list[dict[str, Any]]) -> None:
+    jp = journal_path(path)
+    tmp = jp.with_name(jp.name + ".tmp")
+    lines = [layout.to_json(), *records,
+             {"kind": "closed", "frames": len(records), "recovered": True}]
+    tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in lines),
+                   encoding="utf-8")
+    os.replace(tmp, jp)
+
+
+def _clear_next_ifd(fh: Any, n_pages: int, end: int) -> None:
+    """Walk the BigTIFF IFD chain to page ``n_pages - 1`` and end the chain there.
+
+    Also empties page 0's ImageDescription if its value lies beyond ``end`` (an OME-XML that
+    an interrupted repair appended and this truncation removed), so it can be written anew.
+    """
     fh.seek(0)
     head = fh.read(16)
     if head[:2] != b"II" or struct.unpack("<H", head[2:4])[0] != 43:
@@ -199,9 +218,21 @@ def _clear_next_ifd(fh: Any, n_pages: int) -> None:
     for i in range(n_pages):
         fh.seek(offset)
         (count,) = struct.unpack("<Q", fh.read(8))
+        if i == 0:
+            _reset_description(fh, offset, count, end)
         link = offset + 8 + count * 20
         fh.seek(link)
         (offset,) = struct.unpack("<Q", fh.read(8))
         if i == n_pages - 1:
             fh.seek(link)
             fh.write(struct.pack("<Q", 0))
+
+
+def _reset_description(fh: Any, ifd: int, count: int, end: int) -> None:
+    for k in range(count):
+        entry = ifd + 8 + k * 20
+        fh.seek(entry)
+        code, _typ, n, value = struct.unpack("<HHQQ", fh.read(20))
+        if code == 270 and n > 8 and value + n > end:
+            fh.seek(entry)
+            fh.write(struct.pack("<HHQ8s", 270, 2, 1, b"\0" * 8))

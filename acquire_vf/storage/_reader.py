@@ -30,12 +30,17 @@ class DatasetFile:
     def read(self, rec: dict[str, Any]) -> np.ndarray:
         """Pixels of the frame that ``rec`` describes."""
         with tifffile.TiffFile(self.path) as tf:
-            return tf.pages[int(rec["ifd"])].asarray()  # type: ignore[union-attr]
+            return tf.pages[int(rec["ifd"])].asarray()
 
     def iter_frames(self) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
         with tifffile.TiffFile(self.path) as tf:
             for rec in self.records:
-                yield rec, tf.pages[int(rec["ifd"])].asarray()  # type: ignore[union-attr]
+                yield rec, tf.pages[int(rec["ifd"])].asarray()
+
+    def identity(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """The identity JSON the page itself carries (independent of journal and OME-XML)."""
+        with tifffile.TiffFile(self.path) as tf:
+            return _page_identity(tf, int(rec["ifd"]))
 
     def find(self, t: int, channel: str, z: int = 0, p: int = 0) -> dict[str, Any] | None:
         for r in self.records:
@@ -47,6 +52,7 @@ class DatasetFile:
         """Problems found: page count, identity tag or CRC not matching the journal."""
         problems = []
         with tifffile.TiffFile(self.path) as tf:
+            tf.pages.useframes = False
             if not tf.is_ome:
                 problems.append(f"{self.path.name}: no OME-XML")
             if len(tf.pages) != len(self.records):
@@ -54,21 +60,36 @@ class DatasetFile:
                                 f"journal has {len(self.records)} frames")
             for rec in self.records[: len(tf.pages)]:
                 page = tf.pages[int(rec["ifd"])]
-                tag = page.tags.get(IDENTITY_TAG)  # type: ignore[union-attr]
-                ident = json.loads(tag.value) if tag is not None else {}
+                ident = _page_identity(tf, int(rec["ifd"]))
                 want = {k: rec.get(k) for k in _IDENTITY_KEYS}
                 got = {k: ident.get(k) for k in _IDENTITY_KEYS}
                 if got != want:
                     problems.append(f"page {rec['ifd']}: identity {got} != journal {want}")
-                elif frame_crc(page.asarray()) != rec["crc32"]:  # type: ignore[union-attr]
+                elif frame_crc(page.asarray()) != rec["crc32"]:
                     problems.append(f"page {rec['ifd']}: pixels differ from journal CRC")
         return problems
 
 
-def open_dataset(path: str | os.PathLike[str], *, repair_if_needed: bool = True) -> list[DatasetFile]:
-    """The OME-TIFF files of a run folder (or one file), repaired first if a crash left them open."""
+def _page_identity(tf: tifffile.TiffFile, ifd: int) -> dict[str, Any]:
+    tf.pages.useframes = False
+    page = tf.pages[ifd]
+    tag = page.tags.get(IDENTITY_TAG)  # type: ignore[union-attr]
+    return json.loads(tag.value) if tag is not None else {}
+
+
+def open_dataset(path: str | os.PathLike[str], *,
+                 repair_if_needed: bool = True) -> list[DatasetFile]:
+    """The OME-TIFF files of a run folder (or one file), repaired first if a crash left them open.
+
+    A run that stopped before its first frame leaves only a journal; it contributes no file.
+    """
     p = Path(path)
-    files = sorted(p.glob("*.ome.tif")) if p.is_dir() else [p]
+    if p.is_dir():
+        names = {f.name for f in p.glob("*.ome.tif")}
+        names |= {j.name.removesuffix(".journal") for j in p.glob("*.ome.tif.journal")}
+        files = [p / n for n in sorted(names)]
+    else:
+        files = [p]
     if not files or not all(f.exists() or journal_path(f).exists() for f in files):
         raise StorageError(f"no acquire-vf OME-TIFF found at '{p}' (expected NAME.ome.tif "
                            "with NAME.ome.tif.journal beside it)")

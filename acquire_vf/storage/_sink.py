@@ -72,7 +72,7 @@ class BackgroundWriter:
             self._cv.notify()
 
     def put_virtual(self, frame: Frame) -> bool:
-        """Queue a virtual frame; ``False`` (frame dropped) if the queue is full or writer failed."""
+        """Queue a virtual frame; ``False`` (dropped) if the queue is full or the writer failed."""
         with self._cv:
             if self.error is not None or len(self._virtual) >= self._virtual_limit:
                 self.virtual_dropped += 1

@@ -1,0 +1,96 @@
+"""Real subprocesses: kill -9 mid-run, a disk that fills mid-run, an unwritable output folder."""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from acquire_vf.storage import open_dataset
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _complete_frame_lines(journal: Path) -> int:
+    n = 0
+    for line in journal.read_text().splitlines():
+        try:
+            n += json.loads(line).get("kind") == "frame"
+        except json.JSONDecodeError:
+            break
+    return n
+
+
+@pytest.mark.parametrize("seed", [11, 22, 33])
+def test_kill_9_at_a_random_frame_recovers_exactly_the_journal(tmp_path: Path,
+                                                               seed: int) -> None:
+    target = random.Random(seed).randint(3, 300)
+    out = tmp_path / "run"
+    journal = out / "acquisition.ome.tif.journal"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acquire_vf", "demo", "--headless", "--time-points", "100000",
+         "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal.exists() and _complete_frame_lines(journal) >= target):
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "acquisition did not reach the target frame"
+            time.sleep(0.002)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+    journaled = _complete_frame_lines(journal)
+    assert journaled >= target
+
+    r = run_cli("recover", str(out), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"{journaled} frames, ok" in r.stdout
+    (ds,) = open_dataset(out)
+    assert len(ds.records) == journaled
+    assert ds.verify() == []  # identity tags and CRC of every page match the journal
+    expected_order = [(t, c) for t in range(journaled) for c in ("AGP", "RNA")][:journaled]
+    assert [(r["t"], r["channel"]) for r in ds.records] == expected_order
+
+
+def _limit_file_size(limit: int):
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+def test_disk_full_mid_run_stops_with_earlier_frames_intact(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = run_cli("demo", "--headless", "--time-points", "200", "--out", str(out),
+                preexec_fn=_limit_file_size(8 * 2**20))  # room for about 15 frames
+    assert r.returncode == 5, r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: writing frame {")
+    assert "File too large" in err or "the disk is full or a file-size limit" in err
+    assert "earlier frames are intact" in err and "Traceback" not in r.stderr
+    session = json.loads((out / "session.json").read_text())
+    assert session["state"] == "failed"
+    assert any(e.startswith("writing frame") for e in session["errors"])
+    (ds,) = open_dataset(out)
+    assert 5 <= len(ds.records) < 400
+    assert ds.verify() == []
+
+
+@pytest.mark.parametrize("where", ["below-a-file", "unwritable-device"])
+def test_unwritable_output_is_one_clear_line(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    out = blocker / "run" if where == "below-a-file" else Path("/proc/acquire-vf-run")
+    r = run_cli("demo", "--headless", "--time-points", "2", "--out", str(out), timeout=120)
+    assert r.returncode == 5
+    assert r.stderr.strip().count("\n") == 0
+    assert r.stderr.startswith(f"error: output folder '{out}' is not writable")

@@ -1,0 +1,47 @@
+"""The distribution: one import root, a light import, a CLI whose every command has --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+HEAVY = ("torch", "tensorrt", "PySide6", "pyqtgraph", "onnxruntime", "pycromanager")
+
+
+@pytest.mark.slow
+def test_wheel_has_only_acquire_vf(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("acquire_vf-*.whl")
+    tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
+    packages = {t for t in tops if not t.endswith(".dist-info")}
+    assert packages == {"acquire_vf"}, tops
+
+
+def test_import_is_light() -> None:
+    code = ("import sys, acquire_vf, acquire_vf.config, acquire_vf.storage; "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
+
+
+@pytest.mark.parametrize("cmd", [[], ["demo"], ["live"], ["profile", "validate"], ["recover"]],
+                         ids=["app", "demo", "live", "profile-validate", "recover"])
+def test_every_command_has_help(cmd: list[str]) -> None:
+    r = run_cli(*cmd, "--help", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Usage" in r.stdout
+
+
+def test_cli_error_is_one_line_without_traceback() -> None:
+    r = run_cli("live", "--profile", "no-such-profile", timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: profile 'no-such-profile' not found")
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,110 @@
+"""Hardware profiles: the shipped ones validate; typos and wrong types get one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from acquire_vf._errors import ProfileError
+from acquire_vf.config import PROFILES_DIR, load_profile
+from tests.conftest import make_profile, run_cli
+
+SHIPPED = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def test_three_profiles_are_shipped() -> None:
+    assert {"demo", "workstation-rtx", "jetson-orin"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_profile_loads(name: str) -> None:
+    prof = load_profile(name)
+    assert prof.name == name
+    assert prof.channels
+
+
+def test_profiles_are_frozen() -> None:
+    prof = load_profile("demo")
+    with pytest.raises(Exception, match="frozen"):
+        prof.name = "other"  # type: ignore[misc]
+
+
+BAD = [
+    ("typo-top", "nmae = 'x'\n", "unknown key 'nmae' (did you mean 'name'?)"),
+    ("typo-nested", "[camera]\npixel_sise_um = 1.0\n",
+     "unknown key 'camera.pixel_sise_um' (did you mean 'pixel_size_um'?)"),
+    ("typo-union", "[connection]\nkind = 'attach'\nprot = 4827\n",
+     "unknown key 'connection.attach.prot' (did you mean 'port'?)"),
+    ("bad-kind", "[connection]\nkind = 'remote'\n",
+     "'connection.kind' is 'remote'; expected one of 'demo', 'headless', 'attach'"),
+    ("wrong-type", "[camera]\nbit_depth = 'sixteen'\n",
+     "'camera.bit_depth' expected a valid integer"),
+    ("out-of-range", "[camera]\nbit_depth = 32\n",
+     "'camera.bit_depth' expected less than or equal to 16, got 32"),
+    ("bad-overlap", "[tiling]\ntile = 128\noverlap = 64\n",
+     "tiling: overlap 64 must be less than half the tile 128"),
+    ("af-no-engine", "[autofocus]\npolicy = 'always'\n",
+     "autofocus: autofocus policy 'always' needs 'engine'"),
+    ("virtual-bad-input",
+     "[[virtual_channels]]\nname = 'DNA'\nengine = 'x.onnx'\ninputs = ['AGP', 'Mito']\n",
+     "virtual channel 'DNA' takes inputs ['AGP', 'Mito'], but ['Mito'] are not physical"),
+    ("duplicate-channel",
+     "[[virtual_channels]]\nname = 'AGP'\nengine = 'x.onnx'\ninputs = ['RNA']\n",
+     "channel names must be unique; repeated: AGP"),
+    ("not-toml", "[camera\n", "not valid TOML"),
+]
+
+
+def _write(tmp_path: Path, extra: str) -> Path:
+    base = (PROFILES_DIR / "demo.toml").read_text()
+    # strip the sections the case redefines so TOML does not reject a duplicate table
+    for section in ("[camera]", "[connection]", "[tiling]", "[autofocus]"):
+        if section in extra and section in base:
+            start = base.index(section)
+            end = base.find("\n[", start + 1)
+            base = base[:start] + (base[end + 1:] if end != -1 else "")
+    path = tmp_path / "bad.toml"
+    path.write_text(extra + "\n" + base if not extra.startswith("[") else base + "\n" + extra)
+    return path
+
+
+@pytest.mark.parametrize(("case", "extra", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_bad_profile_names_file_and_key(tmp_path: Path, case: str, extra: str,
+                                        expected: str) -> None:
+    path = _write(tmp_path, extra)
+    with pytest.raises(ProfileError) as ei:
+        load_profile(path)
+    msg = str(ei.value)
+    assert str(path) in msg
+    assert expected in msg
+    assert "\n" not in msg
+
+
+def test_validate_cli_ok_and_bad(tmp_path: Path) -> None:
+    ok = run_cli("profile", "validate", "demo", timeout=60)
+    assert ok.returncode == 0 and "ok" in ok.stdout
+    bad = run_cli("profile", "validate", str(_write(tmp_path, "nmae = 'x'\n")), timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "did you mean 'name'" in bad.stderr
+
+
+def test_validate_reports_missing_engine_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[[virtual_channels]]\nname = 'DNA'\nengine = 'missing.onnx'\n"
+                            "inputs = ['AGP', 'RNA']\n")
+    r = run_cli("profile", "validate", str(path), timeout=60)
+    assert r.returncode == 2
+    assert "engine file(s) not found: DNA:" in r.stderr and "missing.onnx" in r.stderr
+
+
+def test_engine_paths_resolve_against_profile_folder(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[[virtual_channels]]\nname = 'DNA'\nengine = 'e/dna.onnx'\n"
+                            "inputs = ['AGP']\n")
+    prof = load_profile(path)
+    assert prof.virtual_channels[0].engine == (tmp_path / "e" / "dna.onnx").resolve()
+
+
+def test_expose_fallback_needs_preset() -> None:
+    with pytest.raises(ProfileError, match="on_failure = 'expose' needs 'preset'"):
+        make_profile(virtual_channels=[{"name": "DNA", "engine": "x.onnx", "inputs": ["AGP"],
+                                        "on_failure": "expose"}])
