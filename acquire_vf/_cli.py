@@ -6,6 +6,7 @@ Errors a user can cause print one line (what was expected, what arrived) and exi
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import sys
@@ -107,6 +108,48 @@ def profile_validate(
     typer.echo(f"{path}: ok ({prof.connection.kind} connection, {len(prof.channels)} physical "
                f"and {len(prof.virtual_channels)} virtual channel(s), "
                f"autofocus {prof.autofocus.policy})")
+
+
+class DatasetName(str, enum.Enum):
+    bbbc006 = "bbbc006"
+    bbbc022 = "bbbc022"
+    mda231 = "mda231"
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected WIDTHxHEIGHT in pixels (e.g. 696x520), got {text!r}")
+    if w < 64 or h < 64:
+        raise typer.BadParameter(f"expected at least 64x64 pixels, got {text!r}")
+    return h, w
+
+
+@app.command()
+def simulate(
+    dataset: Annotated[DatasetName, typer.Argument(help="Which public layout to write.")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset folder to create.")],
+    fields: Annotated[int, typer.Option("--fields", min=1, help="Fields (sites) to simulate.")]
+    = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")]
+    = 0,
+    size: Annotated[str | None, typer.Option("--size", help="Field size WIDTHxHEIGHT "
+                                             "(default: the public dataset's).")] = None,
+) -> None:
+    """Synthetic datasets in the layouts of BBBC006, BBBC022 and the paper's MDA-MB-231."""
+    from rich.progress import Progress
+
+    from acquire_vf.simulate import write_dataset
+
+    shape = _parse_size(size)
+    with Progress(transient=False) as bar:
+        task = bar.add_task(f"simulating {dataset.value}", total=fields)
+        write_dataset(dataset.value, out, fields=fields, seed=seed, size=shape,  # type: ignore[arg-type]
+                      progress=lambda k: bar.update(task, completed=k))
+    typer.echo(f"{out}: {fields} field(s) of {dataset.value} (seed {seed})")
 
 
 @app.command()

@@ -211,3 +211,30 @@ def test_journal_lines_are_json(tmp_path: Path) -> None:
     lines = journal_path(tmp_path / "a.ome.tif").read_text().splitlines()
     kinds = [json.loads(x)["kind"] for x in lines]
     assert kinds[0] == "header" and kinds[-1] == "closed" and kinds.count("frame") == 3
+
+
+def test_ome_xml_validates_against_the_ome_schema(tmp_path: Path) -> None:
+    """What Fiji (Bio-Formats) and napari parse: checked against the OME 2016-06 XSD."""
+    ome_types = pytest.importorskip("ome_types")
+    layout = DatasetLayout(channels=LAYOUT.channels, shape=(48, 64), z_offsets_um=(-2.0, 0.0),
+                           positions=({"name": "A1", "x_um": 0.0, "y_um": 0.0},
+                                      {"name": "B2", "x_um": 100.0, "y_um": 5.0}))
+    w = OmeTiffWriter(tmp_path / "a.ome.tif", layout)
+    for p in range(2):
+        for z in range(2):
+            f = _frame(0, "AGP", p * 2 + z)
+            w.write(Frame(FrameId(0, p, z, "AGP"), f.pixels, 0, 0.0, z_um=z - 2.0, x_um=100.0 * p,
+                          y_um=5.0 * p, exposure_ms=10.0))
+            w.write(Frame(FrameId(0, p, z, "DNA"), f.pixels, 0, 0.0, role="virtual",
+                          qc={"nan": False, "saturated": True}))
+    w.close()
+    with tifffile.TiffFile(tmp_path / "a.ome.tif") as tf:
+        ome = ome_types.from_xml(tf.ome_metadata, validate=True)
+    assert [i.name for i in ome.images] == ["A1", "B2"]
+    px = ome.images[1].pixels
+    assert (px.size_z, px.size_c, px.size_t) == (2, 3, 1)
+    assert [c.name for c in px.channels] == ["AGP", "RNA", "virtual:DNA"]
+    assert px.planes[0].position_x == 100.0 and px.planes[0].exposure_time == 10.0
+    (ann,) = ome.structured_annotations.map_annotations
+    assert ann.namespace == "acquire-vf/virtual-channel"
+    assert {m.k: m.value for m in ann.value.ms}["qc.saturated"] == "4"

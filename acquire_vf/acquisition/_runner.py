@@ -27,7 +27,7 @@ from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._events import build_events
 from acquire_vf.acquisition._sequence import SequenceChecker
 from acquire_vf.acquisition._signals import RunSignals
-from acquire_vf.config import Profile
+from acquire_vf.config import AttachConnection, Profile
 from acquire_vf.microscope import Microscope
 from acquire_vf.pipeline import FrameSet, Pipeline, Stage
 from acquire_vf.storage import BackgroundWriter, DatasetLayout, OmeTiffWriter
@@ -214,12 +214,15 @@ class AcquisitionRun:
             OmeTiffWriter(self.data_path, layout),
             raw_limit_bytes=self.profile.queues.raw_write_mb * 2**20,
             virtual_limit=self.profile.queues.virtual_write, on_error=self._writer_failed)
+        backend_args: dict[str, Any] = {}
+        if isinstance(self.profile.connection, AttachConnection):
+            backend_args["port"] = self.profile.connection.port  # the Java backend's bridge
         self.started_at = time.time()
         self._set_state(RunState.RUNNING)
         try:
             with Acquisition(directory=None, image_process_fn=self._on_image,
                              pre_hardware_hook_fn=self._gate, show_display=False,
-                             **self._hooks) as acq:
+                             **backend_args, **self._hooks) as acq:
                 self._acq = acq
                 acq.acquire(events)
         except Exception as e:

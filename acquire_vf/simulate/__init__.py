@@ -1,0 +1,17 @@
+"""Simulated specimens, widefield optics and camera: the project's own ground truth.
+
+U2OS Cell Painting (five BBBC022 stains, plus phalloidin for BBBC006) and MDA-MB-231 (phase
+contrast, DAPI, F-actin, vinculin) phantoms in physical units; a vectorial defocus PSF per
+channel (psfmodels); an sCMOS-like camera; writers for the public dataset layouts; and a live
+specimen that the demo's camera frames show.
+"""
+
+from acquire_vf.simulate._camera import Camera
+from acquire_vf.simulate._cells import Cell
+from acquire_vf.simulate._datasets import OPTICS_20X, OPTICS_60X, write_dataset
+from acquire_vf.simulate._optics import Optics, convolve, convolve_many, phase_contrast
+from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
+from acquire_vf.simulate._stains import Truth
+
+__all__ = ["OPTICS_20X", "OPTICS_60X", "STAINS", "Camera", "Cell", "Field", "Optics", "Truth", "convolve", "convolve_many",
+           "fluorescence", "phase_contrast", "render_field", "write_dataset"]

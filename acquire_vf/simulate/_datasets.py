@@ -1,0 +1,118 @@
+"""Write simulated datasets in the public layouts (see :mod:`acquire_vf.layouts`).
+
+Each field gets its own seed derived from the dataset seed and the field index, so a dataset is
+reproducible and fields are independent. ``simulation.json`` at the root records every setting;
+``truth/`` holds the cell and nucleus label images (not part of the public layouts, ignored by
+the loaders, used by evaluation tests).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tifffile
+
+from acquire_vf import layouts
+from acquire_vf.simulate._camera import Camera
+from acquire_vf.simulate._optics import Optics, convolve, phase_contrast
+from acquire_vf.simulate._phantom import fluorescence, render_field
+
+DatasetKind = Literal["bbbc006", "bbbc022", "mda231"]
+
+# 20x/0.45 air over an aqueous sample (the BBBC screens); 60x/1.25 oil (the paper's MDA-MB-231)
+OPTICS_20X = Optics(na=0.45, immersion_index=1.0, specimen_index=1.38, pixel_size_um=0.65,
+                    depth_um=3.0, psf_px=65)
+OPTICS_60X = Optics(na=1.25, immersion_index=1.515, specimen_index=1.38, pixel_size_um=0.1075,
+                    depth_um=2.0, psf_px=33)
+DEFAULT_SIZE = {"bbbc006": (520, 696), "bbbc022": (520, 696), "mda231": (1040, 1392)}
+EXPOSURE_MS = {"DNA": 20.0, "actin": 40.0, "ER": 60.0, "RNA": 50.0, "AGP": 50.0, "Mito": 50.0,
+               "DAPI": 30.0, "F-actin": 40.0, "Vinculin": 60.0, "PhC": 10.0}
+PHASE_FLUX = 0.6  # transmitted-light background, as a fraction of the camera's photon flux
+
+
+def field_seed(seed: int, index: int) -> int:
+    return int(np.random.default_rng([seed, index, 0xF1E1D]).integers(2**31))
+
+
+def write_dataset(kind: DatasetKind, out: Path, *, fields: int, seed: int,
+                  size: tuple[int, int] | None = None,
+                  progress: Callable[[int], None] | None = None) -> Path:
+    """Write ``fields`` fields of ``kind`` under ``out``; return the dataset root."""
+    shape = size or DEFAULT_SIZE[kind]
+    out.mkdir(parents=True, exist_ok=True)
+    camera = Camera()
+    optics = OPTICS_60X if kind == "mda231" else OPTICS_20X
+    write = {"bbbc006": _bbbc006_field, "bbbc022": _bbbc022_field, "mda231": _mda_field}[kind]
+    for k in range(fields):
+        write(out, k, seed, shape, optics, camera)
+        if progress is not None:
+            progress(k + 1)
+    manifest = {
+        "dataset": kind, "simulated_by": "acquire-vf", "fields": fields, "seed": seed,
+        "shape": list(shape), "optics": asdict(optics), "camera": asdict(camera),
+        "exposure_ms": EXPOSURE_MS,
+    }
+    (out / "simulation.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def _save(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, img, compression="zlib", photometric="minisblack")
+
+
+def _truth(out: Path, name: str, labels: np.ndarray, nuclei: np.ndarray) -> None:
+    _save(out / "truth" / f"{name}_cells.tif", labels.astype(np.uint16))
+    _save(out / "truth" / f"{name}_nuclei.tif", nuclei.astype(np.uint16))
+
+
+def _bbbc006_field(out: Path, k: int, seed: int, shape: tuple[int, int], optics: Optics,
+                   camera: Camera) -> None:
+    well, site = layouts.well_name(k // 2), k % 2 + 1
+    fs = field_seed(seed, k)
+    f = render_field("u2os", fs, shape, optics.pixel_size_um)
+    rng = np.random.default_rng([fs, 1])
+    zs = tuple((i - layouts.BBBC006_FOCUS_INDEX) * layouts.BBBC006_Z_STEP_UM
+               for i in range(layouts.BBBC006_PLANES))
+    for w, stain in layouts.BBBC006_CHANNELS.items():
+        stack = fluorescence(f.stains[stain], stain, optics, zs)
+        for i, plane in enumerate(stack):
+            _save(layouts.bbbc006_path(out, i, well, site, w, seed),
+                  camera.expose(plane, EXPOSURE_MS[stain], rng))
+    _truth(out, f"{well}_s{site}", f.truth.labels, f.truth.nuclei)
+
+
+def _bbbc022_field(out: Path, k: int, seed: int, shape: tuple[int, int], optics: Optics,
+                   camera: Camera) -> None:
+    plate = f"{20585 + k // 96}"
+    well, site = layouts.well_name(k // 2 % 384, upper=True), k % 2 + 1
+    fs = field_seed(seed, k)
+    f = render_field("u2os", fs, shape, optics.pixel_size_um)
+    rng = np.random.default_rng([fs, 1])
+    for w, stain in layouts.BBBC022_CHANNELS.items():
+        img = fluorescence(f.stains[stain], stain, optics, 0.0)
+        _save(layouts.bbbc022_path(out, plate, well, site, w, seed),
+              camera.expose(img, EXPOSURE_MS[stain], rng))
+    _truth(out, f"{plate}_{well}_s{site}", f.truth.labels, f.truth.nuclei)
+
+
+def _mda_field(out: Path, k: int, seed: int, shape: tuple[int, int], optics: Optics,
+               camera: Camera) -> None:
+    fs = field_seed(seed, k)
+    f = render_field("mda231", fs, shape, optics.pixel_size_um)
+    rng = np.random.default_rng([fs, 1])
+    name = f"field_{k + 1:03d}"
+    pc = phase_contrast(f.stains["OPD"], pixel_size_um=optics.pixel_size_um)
+    pc = convolve(pc, optics.psf(0.55, 0.0)) * PHASE_FLUX
+    _save(out / "PhC" / f"{name}.tif", camera.expose(pc, EXPOSURE_MS["PhC"], rng))
+    for stain in ("DAPI", "F-actin", "Vinculin"):
+        img = fluorescence(f.stains[stain], stain, optics, 0.0)
+        _save(out / stain / f"{name}.tif", camera.expose(img, EXPOSURE_MS[stain], rng))
+    _truth(out, name, f.truth.labels, f.truth.nuclei)
+    adhesions = [{"cell": c, "x_um": x, "y_um": y} for c, x, y in f.truth.adhesions]
+    (out / "truth" / f"{name}_adhesions.json").write_text(json.dumps(adhesions))
