@@ -110,7 +110,7 @@ def profile_validate(
                f"autofocus {prof.autofocus.policy})")
 
 
-class DatasetName(str, enum.Enum):
+class DatasetName(enum.StrEnum):
     bbbc006 = "bbbc006"
     bbbc022 = "bbbc022"
     mda231 = "mda231"
@@ -122,7 +122,8 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"expected WIDTHxHEIGHT in pixels (e.g. 696x520), got {text!r}")
+        raise typer.BadParameter(
+            f"expected WIDTHxHEIGHT in pixels (e.g. 696x520), got {text!r}") from None
     if w < 64 or h < 64:
         raise typer.BadParameter(f"expected at least 64x64 pixels, got {text!r}")
     return h, w
@@ -147,7 +148,7 @@ def simulate(
     shape = _parse_size(size)
     with Progress(transient=False) as bar:
         task = bar.add_task(f"simulating {dataset.value}", total=fields)
-        write_dataset(dataset.value, out, fields=fields, seed=seed, size=shape,  # type: ignore[arg-type]
+        write_dataset(dataset.value, out, fields=fields, seed=seed, size=shape,
                       progress=lambda k: bar.update(task, completed=k))
     typer.echo(f"{out}: {fields} field(s) of {dataset.value} (seed {seed})")
 

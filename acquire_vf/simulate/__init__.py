@@ -13,5 +13,6 @@ from acquire_vf.simulate._optics import Optics, convolve, convolve_many, phase_c
 from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
 from acquire_vf.simulate._stains import Truth
 
-__all__ = ["OPTICS_20X", "OPTICS_60X", "STAINS", "Camera", "Cell", "Field", "Optics", "Truth", "convolve", "convolve_many",
-           "fluorescence", "phase_contrast", "render_field", "write_dataset"]
+__all__ = ["OPTICS_20X", "OPTICS_60X", "STAINS", "Camera", "Cell", "Field", "Optics", "Truth",
+           "convolve", "convolve_many", "fluorescence", "phase_contrast", "render_field",
+           "write_dataset"]

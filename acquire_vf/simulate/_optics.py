@@ -20,6 +20,7 @@ halo round cells: ``I = I0 (1 - k (phi - h * G_sigma(phi)))`` with the halo widt
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,16 +52,23 @@ class Optics:
         """
         return _focal_shift(self, round(wavelength_um, 4))
 
-    def psf(self, wavelength_um: float, z_um: float | tuple[float, ...]) -> np.ndarray:
+    def psf(self, wavelength_um: float, z_um: float | Sequence[float]) -> np.ndarray:
         """PSF plane(s) at defocus ``z_um`` from best focus, each summing to 1.
 
         Shape (ny, nx) for a scalar ``z_um``, else (nz, ny, nx).
         """
-        zs = (z_um,) if np.isscalar(z_um) else tuple(float(z) for z in z_um)  # type: ignore[arg-type]
+        zs, scalar = z_planes(z_um)
         shift = self.best_focus_um(wavelength_um)
         planes = np.stack([_psf_plane(self, round(wavelength_um, 4), round(z + shift, 3))
                            for z in zs])
-        return planes[0] if np.isscalar(z_um) else planes
+        return planes[0] if scalar else planes
+
+
+def z_planes(z_um: float | Sequence[float]) -> tuple[tuple[float, ...], bool]:
+    """Defocus value(s) as a tuple, and whether a single value was given."""
+    if isinstance(z_um, int | float | np.floating | np.integer):
+        return (float(z_um),), True
+    return tuple(float(z) for z in z_um), False
 
 
 @functools.lru_cache(maxsize=64)
@@ -70,7 +78,7 @@ def _focal_shift(optics: Optics, wavelength_um: float) -> float:
     span = max(2.0, 3.0 * optics.depth_um * abs(optics.specimen_index / optics.immersion_index - 1))
     zs = np.arange(-span, span + 1e-9, 0.05)
     psf = psfmodels.make_psf(
-        zs, 9, dxy=optics.pixel_size_um / _OVERSAMPLE, NA=optics.na,
+        list(zs), 9, dxy=optics.pixel_size_um / _OVERSAMPLE, NA=optics.na,
         ns=optics.specimen_index, ni=optics.immersion_index, ni0=optics.immersion_index,
         wvl=wavelength_um, pz=optics.depth_um, model="vectorial", normalize=False,
     )

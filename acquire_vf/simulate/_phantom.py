@@ -8,12 +8,13 @@ current stage position) renders the same cells the same way.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from acquire_vf.simulate._cells import Cell, Kind, sample_cells, territories
-from acquire_vf.simulate._optics import Optics, convolve_many
+from acquire_vf.simulate._optics import Optics, convolve_many, z_planes
 from acquire_vf.simulate._stains import Truth, render_mda231, render_u2os
 
 TILE_UM = {"u2os": 200.0, "mda231": 240.0}
@@ -85,9 +86,9 @@ def render_field(kind: Kind, seed: int, shape: tuple[int, int], pixel_size_um: f
 
 
 def fluorescence(emitters: np.ndarray, stain: str, optics: Optics,
-                 z_um: float | tuple[float, ...]) -> np.ndarray:
+                 z_um: float | Sequence[float]) -> np.ndarray:
     """Widefield image(s) of a stain's emitter map at defocus ``z_um`` (µm from focus)."""
-    zs = (z_um,) if np.isscalar(z_um) else tuple(z_um)  # type: ignore[arg-type]
-    psfs = optics.psf(STAINS[stain].wavelength_um, tuple(float(z) for z in zs))
+    zs, scalar = z_planes(z_um)
+    psfs = optics.psf(STAINS[stain].wavelength_um, zs)
     imgs = convolve_many(emitters * STAINS[stain].brightness, psfs)
-    return imgs[0] if np.isscalar(z_um) else imgs
+    return imgs[0] if scalar else imgs
