@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from acquire_vf._errors import AcquireVFError
-from acquire_vf.acquisition import AcquisitionRun, print_session, session_report, write_session
+from acquire_vf.acquisition import (
+    AcquisitionRun,
+    prepare_output,
+    print_session,
+    session_report,
+    write_session,
+)
 from acquire_vf.config import Profile
 from acquire_vf.microscope import connect
 from acquire_vf.pipeline import FocusScoreStage, Stage
@@ -37,9 +43,12 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     instead, and the user sees the run's one-line error.
     """
     out = out_dir or default_out_dir(profile)
+    prepare_output(out)
     mic = connect(profile)
+    source = simulated_specimen(profile, mic.core)
     run = AcquisitionRun(profile, mic, out, time_points=time_points,
-                         stages=stages if stages is not None else [FocusScoreStage()])
+                         stages=stages if stages is not None else [FocusScoreStage()],
+                         frame_source=source)
     restore = _cancel_on_sigint(run)
     try:
         with _third_party_stderr_to_log(enabled=quiet_libraries):
@@ -77,6 +86,15 @@ def _third_party_stderr_to_log(enabled: bool) -> Iterator[None]:
         yield
     finally:
         sys.stderr = saved
+
+
+def simulated_specimen(profile: Profile, core: Any) -> Any:
+    """The live specimen when the profile asks for one; ``None`` for a real sample."""
+    if profile.specimen.kind != "simulated":
+        return None
+    from acquire_vf.simulate import LiveSpecimen
+
+    return LiveSpecimen.for_run(profile, core)
 
 
 def _cancel_on_sigint(run: AcquisitionRun) -> Any:

@@ -98,15 +98,16 @@ def autofocus_pairs(refs: Iterable[ImageRef], channel: str = "DNA",
                     exclude: tuple[float, float] = (-2.0, 2.0)) -> list[tuple[ImageRef, ImageRef]]:
     """(defocused, in focus) pairs as the paper trained its autofocus model.
 
-    Every plane with ``z_range[0] <= z <= z_range[1]`` and outside the open interval
-    ``exclude`` is paired with the in-focus plane of the same site and channel.
+    Every plane with ``z_range[0] <= z <= z_range[1]`` and outside the closed interval
+    ``exclude`` (too close to focus to tell apart) is paired with the in-focus plane of the
+    same site and channel.
     """
     refs = [r for r in refs if r.channel == channel]
     focus = {r.field_key: r for r in refs if r.z_um == 0.0}
     pairs = []
     for r in refs:
         inside = z_range[0] <= r.z_um <= z_range[1]
-        excluded = exclude[0] < r.z_um < exclude[1]
+        excluded = exclude[0] <= r.z_um <= exclude[1]
         if inside and not excluded and r.field_key in focus:
             pairs.append((r, focus[r.field_key]))
     return pairs

@@ -84,7 +84,8 @@ def test_headless_with_missing_config(tmp_path: Path) -> None:
 )
 def test_profile_that_does_not_fit_the_hardware(microscope, channels, expected) -> None:
     with pytest.raises(MicroscopeError) as ei:
-        check_profile_against_hardware(microscope, make_profile(channels=channels))
+        check_profile_against_hardware(
+            microscope, make_profile(channels=channels, specimen={"kind": "camera"}))
     assert expected in str(ei.value)
 
 

@@ -2,8 +2,8 @@
 
 from acquire_vf.acquisition._events import build_events
 from acquire_vf.acquisition._report import print_session, session_report, write_session
-from acquire_vf.acquisition._runner import AcquisitionRun, RunState, RunStatus
+from acquire_vf.acquisition._runner import AcquisitionRun, RunState, RunStatus, prepare_output
 from acquire_vf.acquisition._signals import RunSignals
 
 __all__ = ["AcquisitionRun", "RunSignals", "RunState", "RunStatus", "build_events",
-           "print_session", "session_report", "write_session"]
+           "prepare_output", "print_session", "session_report", "write_session"]

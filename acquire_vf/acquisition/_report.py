@@ -48,6 +48,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "raw_fps": round(run.raw_fps, 2),
         "duration_s": round(duration, 3),
         "microscope": {"mode": run.microscope.mode, "source": run.microscope.source},
+        "specimen": prof.specimen.model_dump(mode="json"),
         "backend": backend,
         "files": [run.data_path.name] if run.data_path else [],
         "queues": {

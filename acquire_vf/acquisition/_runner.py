@@ -208,6 +208,7 @@ class AcquisitionRun:
             z_offsets_um=self.profile.acquisition.z_offsets_um,
             pixel_size_um=self.profile.camera.pixel_size_um,
             bit_depth=self.profile.camera.bit_depth, profile=self.profile.name,
+            extra={"specimen": self.profile.specimen.model_dump(mode="json")},
         )
         self.data_path = self.out_dir / f"{self.profile.storage.name}.ome.tif"
         self.writer = BackgroundWriter(
@@ -230,18 +231,23 @@ class AcquisitionRun:
                 self._fatal = _micro_manager_error(e)
         finally:
             self._acq = None
+            self._restore_stages(base_z, base_xy)
             self._finish()
         return self._state
 
-    def _prepare_output(self) -> None:
+    def _restore_stages(self, z: float | None, xy: tuple[float, float] | None) -> None:
+        """Put focus and XY back where the run found them (as Micro-Manager's MDA does)."""
+        core = self.microscope.core
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.out_dir / ".acquire-vf-write-test"
-            probe.write_bytes(b"ok")
-            probe.unlink()
-        except OSError as e:
-            raise StorageError(f"output folder '{self.out_dir}' is not writable: "
-                               f"{e.strerror or e}") from e
+            if z is not None and any(o != 0.0 for o in self.profile.acquisition.z_offsets_um):
+                core.set_position(z)
+            if xy is not None and self.profile.acquisition.positions:
+                core.set_xy_position(*xy)
+        except Exception as e:  # never let a stage error hide the run's own outcome
+            self._record_error(f"could not return the stages to their start: {e}")
+
+    def _prepare_output(self) -> None:
+        prepare_output(self.out_dir)
 
     def _gate(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Pre-hardware hook: hold while paused, drop remaining events once cancelled."""
@@ -374,6 +380,18 @@ class AcquisitionRun:
     @property
     def fatal_error(self) -> AcquireVFError | None:
         return self._fatal
+
+
+def prepare_output(out_dir: Path) -> None:
+    """Create the output folder and prove it takes a file, before any hardware moves."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".acquire-vf-write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise StorageError(f"output folder '{out_dir}' is not writable: "
+                           f"{e.strerror or e}") from e
 
 
 def _int(v: Any) -> int | None:

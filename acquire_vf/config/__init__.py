@@ -17,6 +17,7 @@ from acquire_vf.config._profile import (
     Profile,
     Protocol,
     Queues,
+    Specimen,
     Storage,
     Tiling,
     VirtualChannel,
@@ -25,6 +26,7 @@ from acquire_vf.config._profile import (
 
 __all__ = [
     "PROFILES_DIR", "AttachConnection", "Autofocus", "Camera", "Compute", "DemoConnection",
-    "HeadlessConnection", "PhysicalChannel", "Profile", "Protocol", "Queues", "Storage", "Tiling",
+    "HeadlessConnection", "PhysicalChannel", "Profile", "Protocol", "Queues", "Specimen",
+    "Storage", "Tiling",
     "VirtualChannel", "XYPosition", "load_profile", "profile_from_dict", "resolve_profile_path",
 ]

@@ -128,6 +128,38 @@ class Autofocus(_Model):
         return self
 
 
+class Specimen(_Model):
+    """What the camera looks at: the real sample, or acquire-vf's simulated slide.
+
+    With ``kind = "simulated"`` each frame shows the simulated slide as Micro-Manager's devices
+    stand for that frame: the XY stage picks the field, the focus stage's distance from
+    ``focus_z_um`` sets the defocus, the channel's preset picks the stain (``stains``), and the
+    exposure scales the photons. The camera (e.g. the DemoCamera) still sets the timing.
+    """
+
+    kind: Literal["camera", "simulated"] = "camera"
+    sample: Literal["u2os", "mda231"] = "u2os"
+    """U2OS Cell Painting cells, or MDA-MB-231 (phase contrast, DAPI, F-actin, vinculin)."""
+    seed: int = 0
+    focus_z_um: float = 0.0
+    """Focus-stage position (µm) at which the specimen is in focus."""
+    na: float = Field(0.45, gt=0, lt=1.7)
+    immersion_index: float = Field(1.0, ge=1.0, le=1.8)
+    specimen_index: float = Field(1.38, ge=1.0, le=1.8)
+    depth_um: float = Field(3.0, ge=0)
+    """Depth of the emitters in the specimen (sets the focal shift and defocus asymmetry)."""
+    stains: dict[str, Literal["DNA", "ER", "RNA", "AGP", "Mito", "actin", "DAPI", "F-actin",
+                              "Vinculin", "PhC"]] = {}
+    """Micro-Manager preset name → the stain it shows (e.g. ``Rhodamine = "AGP"``)."""
+
+    @model_validator(mode="after")
+    def _optics_consistent(self) -> Specimen:
+        if self.na >= self.immersion_index:
+            raise ValueError(f"na {self.na} must be below the immersion index "
+                             f"{self.immersion_index}")
+        return self
+
+
 class Compute(_Model):
     """Where engines run."""
 
@@ -212,6 +244,7 @@ class Profile(_Model):
     """Physical channels, in acquisition order."""
     virtual_channels: tuple[VirtualChannel, ...] = ()
     autofocus: Autofocus = Autofocus()
+    specimen: Specimen = Specimen()
     compute: Compute = Compute()
     tiling: Tiling = Tiling()
     queues: Queues = Queues()
@@ -236,6 +269,12 @@ class Profile(_Model):
         unknown = [c for c in self.autofocus.channels if c not in physical]
         if unknown:
             raise ValueError(f"autofocus.channels {unknown} are not physical channels")
+        if self.specimen.kind == "simulated":
+            unmapped = [c.preset for c in self.channels if c.preset not in self.specimen.stains]
+            if unmapped:
+                raise ValueError(
+                    f"specimen is simulated but presets {unmapped} have no entry in "
+                    f"specimen.stains (mapped: {sorted(self.specimen.stains)})")
         return self
 
     @property

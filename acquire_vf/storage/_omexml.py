@@ -68,6 +68,13 @@ def build_ome_xml(layout: DatasetLayout, frames: Iterable[dict[str, Any]],
             f'SignificantBits="{layout.bit_depth}">'
             f"{chans}{tiffdata}{planes}</Pixels></Image>"
         )
+    spec = layout.extra.get("specimen") or {}
+    description = ""
+    if spec.get("kind") == "simulated":
+        description = (f"<Description>SIMULATED PIXELS: acquire-vf simulated specimen "
+                       f"({_esc(str(spec.get('sample')))}, seed {spec.get('seed')}); the camera "
+                       f"supplied only the timing.</Description>")
+    images = [i.replace("<Pixels ", description + "<Pixels ", 1) for i in images]
     sa = f"<StructuredAnnotations>{''.join(anns)}</StructuredAnnotations>" if anns else ""
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
