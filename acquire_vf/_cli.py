@@ -18,6 +18,12 @@ import typer
 from acquire_vf import __version__
 from acquire_vf._errors import AcquireVFError
 
+
+class DataError(AcquireVFError):
+    """Training or export input that does not fit (data, checkpoint, output path)."""
+
+    exit_code = 2
+
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Real-time virtual refocusing and virtual fluorescence for Micro-Manager.")
 profile_app = typer.Typer(no_args_is_help=True, help="Check hardware profiles.")
@@ -151,6 +157,60 @@ def simulate(
         write_dataset(dataset.value, out, fields=fields, seed=seed, size=shape,
                       progress=lambda k: bar.update(task, completed=k))
     typer.echo(f"{out}: {fields} field(s) of {dataset.value} (seed {seed})")
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Argument(help="Training recipe (training/*.toml).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: "
+                                             "runs/RECIPE-NAME).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1,
+                                                  help="Stop after this many steps.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's "
+                                         "last checkpoint.")] = False,
+) -> None:
+    """Train one engine from a recipe (several GPUs: torchrun -m acquire_vf.training)."""
+    import json
+
+    from acquire_vf.training import require_torch
+    from acquire_vf.training._recipe import load_recipe
+
+    require_torch()
+    from acquire_vf.training._loop import train as run_training
+
+    rec, text = load_recipe(recipe)
+    folder = out or Path("runs") / rec.name
+    try:
+        summary = run_training(rec, text, folder, max_steps=max_steps, resume=resume)
+    except (ValueError, FileNotFoundError) as e:
+        raise DataError(str(e)) from e
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    typer.echo(f"{folder}: {summary['steps']} steps, best validation MAE "
+               f"{summary['best_val_mae']:.4f}, {summary['patches_per_s']:.1f} patches/s; "
+               f"checkpoints in {folder / 'checkpoints'}")
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by train.")],
+    out: Annotated[Path, typer.Option("--out", help="engines/NAME.onnx (the card is "
+                                      "written beside it as NAME.json).")],
+) -> None:
+    """ONNX + model card, checked against PyTorch with ONNX Runtime."""
+    from acquire_vf.training import require_torch
+
+    require_torch()
+    from acquire_vf.training._export import ExportError, export
+
+    if out.suffix != ".onnx":
+        raise DataError(f"--out: expected a path ending in .onnx, got '{out}'")
+    try:
+        card, _ = export(checkpoint, out)
+    except ExportError as e:
+        raise DataError(str(e)) from e
+    typer.echo(f"{out}: {card.task} engine, inputs {list(card.inputs)} -> {card.output}, "
+               f"{card.parameters:,} parameters, {card.gflop_per_256} GFLOP per 256x256; "
+               f"card {out.with_suffix('.json')}")
 
 
 @app.command()

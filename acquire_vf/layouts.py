@@ -153,3 +153,22 @@ def split_of(key: tuple[object, ...], fractions: tuple[float, float, float] = (0
     if h < fractions[0]:
         return "train"
     return "val" if h < fractions[0] + fractions[1] else "test"
+
+
+def assign_splits(keys: Iterable[tuple[object, ...]], seed: int = 0,
+                  fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                  ) -> dict[tuple[object, ...], str]:
+    """:func:`split_of` for each field, adjusted so that train, validation and test each get
+    at least one field when there are three or more (a small set must still validate and
+    test). Adjustments move a field from the largest split, chosen deterministically."""
+    keys = sorted(set(keys), key=repr)
+    out = {k: split_of(k, fractions, seed) for k in keys}
+    if len(keys) >= 3:
+        for need in ("train", "val", "test"):
+            if need in out.values():
+                continue
+            sizes = {s: sum(v == s for v in out.values()) for s in ("train", "val", "test")}
+            donor = max(sizes, key=lambda s: (sizes[s], s == "train"))
+            moved = max((k for k in keys if out[k] == donor), key=lambda k: repr((seed, need, k)))
+            out[moved] = need
+    return out

@@ -105,3 +105,12 @@ def test_simulate_cli(tmp_path: Path) -> None:
     assert len(layouts.scan_bbbc022(tmp_path / "d")) == 2
     bad = run_cli("simulate", "bbbc022", "--out", str(tmp_path / "e"), "--size", "big")
     assert bad.returncode == 2 and "expected WIDTHxHEIGHT in pixels" in bad.stderr
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 8])
+def test_small_sets_still_get_every_split(n: int) -> None:
+    for seed in range(20):
+        keys = [("X", layouts.well_name(i), 1) for i in range(n)]
+        splits = layouts.assign_splits(keys, seed=seed)
+        assert set(splits.values()) == {"train", "val", "test"}
+        assert splits == layouts.assign_splits(list(reversed(keys)), seed=seed)

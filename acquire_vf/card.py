@@ -1,0 +1,133 @@
+"""The model card: what an engine file is, how to feed it and how good it is.
+
+Written by ``acquire-vf export`` beside ``NAME.onnx`` as ``NAME.json``; read by every inference
+backend, by ``evaluate`` and by the live pipeline. Torch-free, so a microscope PC can read it.
+Normalisation is stored exactly as training applied it, so inference inverts it exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from acquire_vf._errors import AcquireVFError
+
+CARD_VERSION: Literal[1] = 1
+
+
+class CardError(AcquireVFError):
+    """A model card is missing, unreadable or does not match its ONNX file."""
+
+    exit_code = 7
+
+
+class Normalisation(BaseModel):
+    """``x_norm = 2 (x - low) / (high - low) - 1``: [low, high] maps to [-1, 1].
+
+    ``low``/``high`` are robust percentiles of the training images of that channel (``mode =
+    "dataset"``), fixed at training time, so inference needs no per-frame statistics and the
+    output's inverse is exact. Values outside [low, high] are not clipped on input (the model
+    sees them, and QC flags them); the output's Tanh range maps back onto [low, high].
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    mode: Literal["dataset"] = "dataset"
+    low: float
+    high: float
+    percentiles: tuple[float, float] = (0.1, 99.9)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        scale = 2.0 / max(self.high - self.low, 1e-6)
+        return (x.astype(np.float32) - np.float32(self.low)) * np.float32(scale) - 1.0
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return (y.astype(np.float32) + 1.0) * np.float32((self.high - self.low) / 2.0) + \
+            np.float32(self.low)
+
+
+class ModelCard(BaseModel):
+    """Everything needed to run an engine correctly and to judge its output."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    version: Literal[1] = CARD_VERSION
+    name: str
+    task: Literal["refocus", "synthesis"]
+    inputs: tuple[str, ...] = Field(min_length=1)
+    """Input channel names, in the order of the model's input channels."""
+    output: str
+    normalisation: dict[str, Normalisation]
+    """Per channel (every input and the output)."""
+    dtype: Literal["uint8", "uint16"] = "uint16"
+    tile: int = 256
+    overlap: int = 32
+    multiple_of: int
+    """Height and width the network needs to be divisible by (inputs are padded to it)."""
+    preset: str
+    width: int
+    depth: int
+    parameters: int
+    gflop_per_256: float
+    """Forward cost per 256 x 256 pixels."""
+    onnx_sha256: str
+    opset: int
+    training: dict[str, Any] = {}
+    """Recipe (name, sha256, text), data, steps, seed, the command that reproduces it."""
+    metrics: dict[str, Any] = {}
+    """Held-out metrics with baselines (filled by ``evaluate --update-card``)."""
+
+    @classmethod
+    def load(cls, onnx_path: str | Path, *, verify: bool = True) -> ModelCard:
+        """The card beside ``onnx_path``; with ``verify``, check it describes that exact file."""
+        onnx_path = Path(onnx_path)
+        path = onnx_path.with_suffix(".json")
+        try:
+            card = cls.model_validate(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise CardError(f"model card not found: expected '{path}' beside the ONNX file") \
+                from None
+        except (json.JSONDecodeError, ValueError) as e:
+            msg = " ".join(str(e).split())[:300]
+            raise CardError(f"model card '{path}' is not valid: {msg}") from e
+        if verify:
+            digest = sha256_file(onnx_path)
+            if digest != card.onnx_sha256:
+                raise CardError(f"'{onnx_path.name}' does not match its card: sha256 "
+                                f"{digest[:12]}..., card says {card.onnx_sha256[:12]}...")
+        return card
+
+    def save(self, onnx_path: str | Path) -> Path:
+        path = Path(onnx_path).with_suffix(".json")
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        return path
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise CardError(f"cannot read '{path}': {e.strerror or e}") from e
+    return h.hexdigest()
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad the last two axes (reflect) up to a multiple; return the array and the original size.
+
+    Odd sizes are handled by padding at the bottom/right and cropping the output back, so the
+    network sees a valid size and the result keeps the input's shape.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    pad = [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)]
+    if h > ph and w > pw:
+        return np.pad(x, pad, mode="reflect"), (h, w)
+    return np.pad(x, pad, mode="symmetric"), (h, w)

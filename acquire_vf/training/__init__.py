@@ -1,0 +1,31 @@
+"""Training: the VirFluoNet conditional GAN, dataset loaders, DDP training, ONNX export.
+
+Needs the ``train`` extra (torch). Importing this package does not import torch; its functions
+do, so ``acquire-vf --help`` works on a microscope PC without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from acquire_vf._errors import MissingExtraError
+
+
+def require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("torch", "train") from None
+
+
+def __getattr__(name: str) -> Any:
+    lazy = {"train": "_loop", "export": "_export", "load_recipe": "_recipe",
+            "Recipe": "_recipe", "Generator": "_models", "Discriminator": "_models",
+            "GeneratorConfig": "_models", "PRESETS": "_models", "load_pairs": "_data"}
+    if name in lazy:
+        if name not in ("load_recipe", "Recipe"):
+            require_torch()
+        import importlib
+
+        return getattr(importlib.import_module(f"acquire_vf.training.{lazy[name]}"), name)
+    raise AttributeError(name)

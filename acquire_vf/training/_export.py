@@ -1,0 +1,135 @@
+"""Checkpoint → ONNX + model card, checked against PyTorch before it is accepted.
+
+The generator is exported in eval mode (BatchNorm uses its running statistics and the exporter
+folds it into the convolutions) with torch's current exporter (``torch.export`` + onnxscript),
+opset 18, a dynamic batch and dynamic height and width constrained to multiples of
+``2**depth``. Other sizes are padded (reflect) to the next multiple and the output is cropped
+back (:func:`acquire_vf.card.pad_to_multiple`); the inference engines do the same.
+
+The export checks itself: ``onnx.checker``, then ONNX Runtime against PyTorch at the minimum
+size, a typical tile, a large frame and an odd size; the largest absolute difference must stay
+below 1e-4 (fp32), or the file is removed and the export fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import pickle
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from acquire_vf.card import ModelCard, Normalisation, pad_to_multiple, sha256_file
+from acquire_vf.training._models import Generator, GeneratorConfig, count_parameters, gflop
+
+OPSET = 18
+TOLERANCE = 1e-4
+
+
+class ExportError(Exception):
+    pass
+
+
+def load_generator(checkpoint: str | Path) -> tuple[Generator, dict[str, Any]]:
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        gcfg = GeneratorConfig(**state["generator_config"])
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, EOFError,
+            pickle.UnpicklingError) as e:
+        raise ExportError(f"'{checkpoint}' is not an acquire-vf training checkpoint "
+                          f"(expected a checkpoints/*.pt written by 'acquire-vf train'): "
+                          f"{type(e).__name__}: {e}") from e
+    G = Generator(gcfg)
+    G.load_state_dict(state["generator"])
+    return G.eval(), state
+
+
+def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
+           sizes: list[tuple[int, int]] | None = None) -> tuple[ModelCard, dict[str, float]]:
+    """Write ``out`` (ONNX) and its card; return the card and the check's max errors by size."""
+    out = Path(out)
+    G, state = load_generator(checkpoint)
+    cfg = G.cfg
+    m = cfg.multiple_of
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, cfg.in_channels, 2 * m, 2 * m)
+    batch, h, w = (torch.export.Dim("batch", min=1, max=256), torch.export.Dim("h", min=1),
+                   torch.export.Dim("w", min=1))
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "torchvision is not installed" notices: not relevant here
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # torch-internal deprecation notices during tracing
+        program = torch.onnx.export(
+            G, (example,), dynamo=True, opset_version=OPSET, input_names=["input"],
+            output_names=["output"], dynamic_shapes={"x": {0: batch, 2: m * h, 3: m * w}},
+            optimize=True, verbose=False)
+        if program is None:
+            raise ExportError("torch.onnx.export returned no program")
+        program.save(str(out))
+    quiet.setLevel(level)
+    try:
+        errors = check_export(G, out, sizes or default_check_sizes(m))
+    except Exception:
+        out.unlink(missing_ok=True)
+        raise
+    recipe = state["recipe"]
+    card = ModelCard(
+        name=name or out.stem, task=recipe["task"], inputs=tuple(state["inputs"]),
+        output=state["target"],
+        normalisation={k: Normalisation(**v) for k, v in state["normalisation"].items()},
+        tile=recipe["export"]["tile"], overlap=recipe["export"]["overlap"], multiple_of=m,
+        preset=recipe["preset"], width=cfg.width, depth=cfg.depth,
+        parameters=count_parameters(G), gflop_per_256=round(gflop(G, cfg.in_channels), 3),
+        onnx_sha256=sha256_file(out), opset=OPSET,
+        training={
+            "recipe": recipe["name"], "recipe_text": state["recipe_text"],
+            "steps": state["step"], "seed": recipe["seed"], "data": recipe["data"],
+            "data_root": state["data_root"], "splits": state["splits"],
+            "best_val_mae": state["best_val_mae"], "world_size": state["world_size"],
+            "equalize_inputs": recipe["train"]["equalize"],
+            "command": f"acquire-vf train training/{recipe['name']}.toml && "
+                       f"acquire-vf export <out>/checkpoints/best.pt --out {out}",
+            "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+        metrics={"export_check_max_abs_error": errors},
+    )
+    card.save(out)
+    return card, errors
+
+
+def default_check_sizes(m: int) -> list[tuple[int, int]]:
+    """Minimum, typical tile, large frame, odd size."""
+    return [(m, m), (256, 256), (1024, 1024), (m * 3 + 5, m * 2 + 17)]
+
+
+def check_export(G: Generator, onnx_path: Path, sizes: list[tuple[int, int]],
+                 ) -> dict[str, float]:
+    import onnx
+    import onnxruntime as ort
+
+    onnx.checker.check_model(onnx.load(str(onnx_path)), full_check=True)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    errors = {}
+    for h, w in sizes:
+        x = rng.uniform(-1, 1, (1, G.cfg.in_channels, h, w)).astype(np.float32)
+        xp, (oh, ow) = pad_to_multiple(x, G.cfg.multiple_of)
+        with torch.no_grad():
+            ref = G(torch.from_numpy(xp)).numpy()[..., :oh, :ow]
+        got = sess.run(None, {"input": xp})[0][..., :oh, :ow]
+        err = float(np.abs(ref - got).max())
+        errors[f"{h}x{w}"] = err
+        if not err < TOLERANCE:
+            raise ExportError(f"ONNX Runtime differs from PyTorch by {err:.2e} at {h}x{w} "
+                              f"(expected < {TOLERANCE:g})")
+    print("export check: onnx.checker ok; ONNX Runtime vs PyTorch max |diff| "
+          + ", ".join(f"{k}: {v:.1e}" for k, v in errors.items()), file=sys.stderr)
+    return errors

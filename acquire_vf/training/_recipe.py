@@ -1,0 +1,134 @@
+"""Training recipes (``training/*.toml``): one recipe, one engine.
+
+A recipe names its data (a public layout, real or simulated), the model preset, loss weights
+and the schedule. Simulated data is written once, in the public layout, into a cache folder
+keyed by the simulation settings, and read by the same loaders as downloaded data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from acquire_vf._errors import ProfileError
+from acquire_vf.config._load import format_validation_error
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class SimulatedData(_Model):
+    fields: int = Field(24, ge=3)
+    seed: int = 1000
+    """Simulation seed; held-out evaluation uses other seeds."""
+    size: tuple[int, int] = (256, 256)
+    """Field size (width, height) in pixels."""
+
+
+class Data(_Model):
+    layout: Literal["bbbc006", "bbbc022", "paired"]
+    path: Path | None = None
+    """Folder of real data in that layout; empty means simulated data."""
+    simulate: Literal["bbbc006", "bbbc022", "mda231"] | None = None
+    """Which simulated dataset stands in when ``path`` is empty."""
+    inputs: tuple[str, ...] = Field(min_length=1)
+    target: str
+    z_range_um: tuple[float, float] = (-12.0, 8.0)
+    """BBBC006 only: defocused planes used as inputs."""
+    exclude_um: tuple[float, float] = (-2.0, 2.0)
+    """BBBC006 only: planes too close to focus, left out."""
+    simulated: SimulatedData = SimulatedData()
+    cache: Path = Path(".cache/datasets")
+    """Where simulated datasets are written (relative to the repository root)."""
+
+    @model_validator(mode="after")
+    def _source(self) -> Data:
+        if self.path is None and self.simulate is None:
+            raise ValueError("data needs 'path' (real data) or 'simulate' (simulated data)")
+        return self
+
+
+class Train(_Model):
+    steps: int = Field(2000, ge=1)
+    batch: int = Field(8, ge=1)
+    """Per process; the effective batch is batch x number of processes (DDP)."""
+    patch: int = Field(128, ge=32, multiple_of=16)
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    """Adam betas (pix2pix practice; the paper gives only the learning rate)."""
+    val_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(200, ge=1)
+    val_patches: int = Field(32, ge=1)
+    augment: bool = True
+    """Random 90-degree rotations and flips."""
+    equalize: bool = False
+    """Histogram-equalise inputs (the paper did, for MDA-MB-231 only)."""
+    amp: bool = True
+    """Mixed precision on GPU (ignored on CPU)."""
+
+
+class Loss(_Model):
+    mae: float = 0.99
+    adversarial: float = 0.01
+    weights_l1: float = 0.001
+    l1_reduction: Literal["mean", "sum"] = "mean"
+
+
+class Export(_Model):
+    tile: int = Field(256, ge=64)
+    overlap: int = Field(32, ge=0)
+
+
+class Recipe(_Model):
+    version: Literal[1] = 1
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Engine name: ``engines/NAME.onnx``."""
+    task: Literal["refocus", "synthesis"]
+    description: str = ""
+    preset: Literal["paper", "realtime"] = "realtime"
+    seed: int = 0
+    data: Data
+    train: Train = Train()
+    loss: Loss = Loss()
+    export: Export = Export()
+
+    @model_validator(mode="after")
+    def _task_fits_data(self) -> Recipe:
+        if self.task == "refocus" and (self.data.layout != "bbbc006" or
+                                       self.data.inputs != (self.data.target,)):
+            raise ValueError("a refocus recipe takes one channel from a bbbc006 layout and "
+                             "predicts the same channel in focus")
+        if self.task == "synthesis" and self.data.target in self.data.inputs:
+            raise ValueError(f"target '{self.data.target}' is also an input")
+        return self
+
+
+def load_recipe(path: str | Path) -> tuple[Recipe, str]:
+    """The validated recipe and its text (stored in checkpoints and model cards)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+        return Recipe.model_validate(data), text
+    except FileNotFoundError:
+        raise ProfileError(f"recipe not found: '{p}'") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{p}: not valid TOML: {e}") from e
+    except ValidationError as e:
+        raise ProfileError(f"{p}: {format_validation_error(e, Recipe)}") from e
+
+
+def simulated_root(recipe: Recipe) -> Path:
+    """Cache folder of a recipe's simulated dataset (keyed by everything that shapes it)."""
+    d = recipe.data
+    key = f"{d.simulate}-{d.simulated.fields}-{d.simulated.seed}-{d.simulated.size}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    base = d.cache if d.cache.is_absolute() else REPO_ROOT / d.cache
+    return base / f"{d.simulate}-{digest}"

@@ -1,0 +1,288 @@
+"""Training: the paper's networks and loss, loaders and splits, learning, resume, DDP, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from acquire_vf.training._data import PatchSampler, load_pairs  # noqa: E402
+from acquire_vf.training._loss import (  # noqa: E402
+    LossWeights,
+    discriminator_loss,
+    generator_loss,
+)
+from acquire_vf.training._models import (  # noqa: E402
+    PRESETS,
+    Discriminator,
+    Generator,
+    GeneratorConfig,
+    count_parameters,
+    gflop,
+)
+from acquire_vf.training._recipe import Recipe  # noqa: E402
+from tests.conftest import ROOT, run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("datasets")
+
+
+def recipe(cache: Path, **over: Any) -> Recipe:
+    """A small synthesis recipe: DNA from RNA on six 128 x 128 simulated BBBC022 fields."""
+    base: dict[str, Any] = {
+        "name": "t", "task": "synthesis", "preset": "realtime",
+        "data": {"layout": "bbbc022", "simulate": "bbbc022", "inputs": ["RNA"],
+                 "target": "DNA", "simulated": {"fields": 6, "seed": 3, "size": [128, 128]},
+                 "cache": str(cache)},
+        "train": {"steps": 40, "batch": 8, "patch": 64, "val_every": 10,
+                  "checkpoint_every": 10, "val_patches": 16},
+    }
+    for k, v in over.items():
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return Recipe.model_validate(base)
+
+
+def write_recipe(path: Path, rec: Recipe) -> Path:
+    import tomllib  # noqa: F401 - the file must round-trip through TOML
+
+    lines = []
+    d = rec.model_dump(mode="json", exclude_none=True)
+    top = {k: v for k, v in d.items() if not isinstance(v, dict)}
+    lines += [f"{k} = {json.dumps(v)}" for k, v in top.items()]
+    for section in ("data", "train", "loss", "export"):
+        sub = d[section]
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in sub.items() if not isinstance(v, dict)]
+        for name, table in ((k, v) for k, v in sub.items() if isinstance(v, dict)):
+            lines.append(f"[{section}.{name}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("cin", [1, 2])
+@pytest.mark.parametrize("size", [(64, 64), (128, 192), (320, 256)])
+def test_generator_output_shape(cin: int, size: tuple[int, int]) -> None:
+    g = Generator(GeneratorConfig(cin, width=8, depth=6)).eval()
+    with torch.no_grad():
+        y = g(torch.zeros(2, cin, *size))
+    assert y.shape == (2, 1, *size)
+    assert float(y.abs().max()) <= 1.0  # Tanh
+
+
+@pytest.mark.parametrize(
+    ("preset", "cin", "params", "gflops"),
+    [("realtime", 1, 1_029_729, 0.420), ("realtime", 2, 1_029_873, 0.425),
+     ("paper", 1, 30_609_793, 6.691), ("paper", 2, 30_610_369, 6.710)],
+    ids=["realtime-1in", "realtime-2in", "paper-1in", "paper-2in"])
+def test_preset_sizes(preset: str, cin: int, params: int, gflops: float) -> None:
+    g = Generator(GeneratorConfig(cin, **PRESETS[preset]))
+    assert count_parameters(g) == params
+    assert gflop(g, cin) == pytest.approx(gflops, abs=0.002)
+
+
+def test_discriminator_is_conditional_and_sized_by_patch() -> None:
+    d = Discriminator(in_channels=2, width=8, patch=64)
+    x, y = torch.randn(3, 2, 64, 64), torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        p = d.probability(x, y)
+    assert p.shape == (3,) and bool(((p > 0) & (p < 1)).all())
+    kernel_sizes = {m.kernel_size for m in d.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert kernel_sizes == {(5, 5)}
+    assert d.features[0].in_channels == 3  # inputs + target
+    with pytest.raises(RuntimeError):
+        d(x, torch.randn(3, 1, 128, 128))  # the FC layer is built for the patch size
+
+
+def test_loss_matches_the_formula_on_known_tensors() -> None:
+    g = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        g.weight.copy_(torch.tensor([[0.5, -1.5]]))
+        g.bias.fill_(2.0)
+    pred = torch.tensor([[0.2, -0.4], [0.0, 1.0]])
+    target = torch.tensor([[0.0, 0.0], [0.5, 0.5]])
+    logits = torch.tensor([0.0, 2.0])
+    total, parts = generator_loss(pred, target, logits, g, LossWeights())
+    mae = (0.2 + 0.4 + 0.5 + 0.5) / 4
+    adv = (-np.log(0.5) - np.log(1 / (1 + np.exp(-2.0)))) / 2
+    l1_mean = (0.5 + 1.5 + 2.0) / 3
+    assert parts["mae"] == pytest.approx(mae)
+    assert parts["adv"] == pytest.approx(adv, rel=1e-6)
+    assert parts["l1"] == pytest.approx(l1_mean)
+    expected = 0.99 * mae + 0.01 * adv + 0.001 * l1_mean
+    assert float(total.detach()) == pytest.approx(expected, rel=1e-6)
+    total_sum, _ = generator_loss(pred, target, logits, g, LossWeights(l1_reduction="sum"))
+    expected_sum = 0.99 * mae + 0.01 * adv + 0.001 * 4.0
+    assert float(total_sum.detach()) == pytest.approx(expected_sum, rel=1e-6)
+    d = discriminator_loss(torch.tensor([0.0]), torch.tensor([0.0]))
+    assert float(d) == pytest.approx(np.log(2.0))
+
+
+def test_splits_are_by_site_without_leakage(cache: Path) -> None:
+    data = load_pairs(recipe(cache))
+    keys = {s: {p.key for p in getattr(data, s)} for s in ("train", "val", "test")}
+    assert keys["train"] and keys["val"] and keys["test"]
+    assert not keys["train"] & keys["val"] and not keys["train"] & keys["test"]
+    assert not keys["val"] & keys["test"]
+    norm = data.normalisation
+    assert set(norm) == {"RNA", "DNA"} and all(n.high > n.low for n in norm.values())
+
+
+def test_bbbc006_pairs_respect_range_and_exclusion(cache: Path) -> None:
+    rec = Recipe.model_validate({
+        "name": "rf", "task": "refocus",
+        "data": {"layout": "bbbc006", "simulate": "bbbc006", "inputs": ["DNA"],
+                 "target": "DNA", "simulated": {"fields": 3, "seed": 4, "size": [128, 128]},
+                 "cache": str(cache)}})
+    data = load_pairs(rec)
+    pairs = data.train + data.val + data.test
+    assert sorted({p.z_um for p in pairs}) == [-12.0, -10.0, -8.0, -6.0, -4.0, 4.0, 6.0, 8.0]
+    assert len(pairs) == 3 * 8
+
+
+def test_paired_folder_loader_reads_mda_layout(tmp_path: Path) -> None:
+    rec = Recipe.model_validate({
+        "name": "m", "task": "synthesis",
+        "data": {"layout": "paired", "simulate": "mda231", "inputs": ["F-actin"],
+                 "target": "Vinculin", "simulated": {"fields": 3, "seed": 2,
+                                                     "size": [256, 192]},
+                 "cache": str(tmp_path)}})
+    data = load_pairs(rec)
+    pairs = data.train + data.val + data.test
+    assert len(pairs) == 3 and pairs[0].inputs.shape == (1, 192, 256)
+
+
+@pytest.mark.slow
+def test_training_learns_within_a_cpu_minute(cache: Path, tmp_path: Path) -> None:
+    from acquire_vf.training._loop import train
+
+    rec = recipe(cache, train={"steps": 400, "val_every": 50, "checkpoint_every": 400})
+    data = load_pairs(rec)
+    vx, vy = PatchSampler(data, data.val, 64, augment=False).fixed(16)
+    identity = float(np.mean(np.abs((vx + 1) / 2 - (vy + 1) / 2)))
+    summary = train(rec, "", tmp_path / "run", progress=False)
+    assert summary["steps"] == 400
+    assert summary["best_val_mae"] < 0.7 * identity, (summary, identity)
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.*"))
+
+
+def _losses(log: Path) -> dict[int, float]:
+    with open(log, newline="") as fh:
+        return {int(r["step"]): float(r["g_loss"]) for r in csv.DictReader(fh)}
+
+
+def _steps(log: Path) -> list[int]:
+    with open(log, newline="") as fh:
+        return [int(r["step"]) for r in csv.DictReader(fh)]
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_where_it_stopped(cache: Path, tmp_path: Path) -> None:
+    path = write_recipe(tmp_path / "r.toml", recipe(cache))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "acquire_vf", "train", str(path), "--out",
+                             str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not ((out / "log.csv").exists() and max(_steps(out / "log.csv"), default=0) >= 25):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _losses(out / "log.csv")
+    ck = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"]
+    assert ck == 20
+    r = run_cli("train", str(path), "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert _steps(out / "log.csv") == list(range(1, 41))
+    after = _losses(out / "log.csv")
+    assert json.loads((out / "summary.json").read_text())["steps"] == 40
+    recent = np.mean([before[s] for s in range(16, 21)])
+    assert 0.5 * recent < after[21] < 2.0 * recent  # the curve continues, no restart
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_stay_identical(cache: Path, tmp_path: Path) -> None:
+    path = write_recipe(tmp_path / "r.toml", recipe(cache))
+    load_pairs(recipe(cache))  # the dataset exists before two processes start
+    torchrun = Path(sys.executable).with_name("torchrun")
+    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "acquire_vf.training",
+                        str(path), "--max-steps", "4", "--out", str(tmp_path / "ddp")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["in_sync"] is True
+    assert summary["effective_batch"] == 2 * 8
+
+
+@pytest.mark.slow
+def test_export_round_trip(cache: Path, tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from acquire_vf.card import ModelCard, pad_to_multiple
+    from acquire_vf.training._export import load_generator
+    from acquire_vf.training._loop import train
+
+    train(recipe(cache, train={"steps": 5}), "recipe text", tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    onnx_path = tmp_path / "engines" / "dna.onnx"
+    r = run_cli("export", str(ckpt), "--out", str(onnx_path))
+    assert r.returncode == 0, r.stderr
+    assert "export check: onnx.checker ok" in r.stderr
+    card = ModelCard.load(onnx_path)  # verifies the sha256 against the file
+    assert (card.task, card.inputs, card.output) == ("synthesis", ("RNA",), "DNA")
+    assert card.multiple_of == 64 and card.opset >= 17
+    assert set(card.metrics["export_check_max_abs_error"]) == {"64x64", "256x256",
+                                                              "1024x1024", "197x145"}
+    model = onnx.load(str(onnx_path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and dims[2].dim_param and dims[3].dim_param  # dynamic
+    G, _ = load_generator(ckpt)
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 1, 150, 333)).astype(np.float32)
+    xp, (h, w) = pad_to_multiple(x, 64)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": xp})[0][..., :h, :w]
+    with torch.no_grad():
+        ref = G(torch.from_numpy(xp)).numpy()[..., :h, :w]
+    assert got.shape == (1, 1, 150, 333) and np.abs(got - ref).max() < 1e-4
+
+
+def test_export_refuses_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = run_cli("export", str(bad), "--out", str(tmp_path / "x.onnx"), timeout=120)
+    assert r.returncode == 2
+    assert "is not an acquire-vf training checkpoint" in r.stderr
+    r = run_cli("export", str(bad), "--out", str(tmp_path / "x.engine"), timeout=120)
+    assert r.returncode == 2 and "expected a path ending in .onnx" in r.stderr
+
+
+def test_recipe_typo_is_one_clear_line(tmp_path: Path) -> None:
+    p = tmp_path / "r.toml"
+    p.write_text((ROOT / "training" / "cps_dna.toml").read_text().replace("steps =", "stpes ="))
+    r = run_cli("train", str(p), timeout=120)
+    assert r.returncode == 2
+    assert "unknown key 'train.stpes' (did you mean 'steps'?)" in r.stderr
+
+
+def test_shipped_recipes_are_valid() -> None:
+    from acquire_vf.training._recipe import load_recipe
+
+    names = {load_recipe(p)[0].name for p in (ROOT / "training").glob("*.toml")}
+    assert names == {"refocus", "cps_dna", "cps_er", "cps_mito", "mda_phc_dapi",
+                     "mda_phc_vinculin", "mda_factin_vinculin"}
