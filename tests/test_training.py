@@ -286,3 +286,12 @@ def test_shipped_recipes_are_valid() -> None:
     names = {load_recipe(p)[0].name for p in (ROOT / "training").glob("*.toml")}
     assert names == {"refocus", "cps_dna", "cps_er", "cps_mito", "mda_phc_dapi",
                      "mda_phc_vinculin", "mda_factin_vinculin"}
+
+
+def test_recipe_patch_must_fit_the_preset(cache: Path) -> None:
+    from acquire_vf.training._models import PRESETS
+    from acquire_vf.training._recipe import PRESET_DEPTH
+
+    assert PRESET_DEPTH == {k: v["depth"] for k, v in PRESETS.items()}
+    with pytest.raises(ValueError, match="preset 'paper' needs patches in multiples of 256"):
+        recipe(cache, preset="paper")

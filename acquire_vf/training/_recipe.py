@@ -18,6 +18,8 @@ from acquire_vf._errors import ProfileError
 from acquire_vf.config._load import format_validation_error
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PRESET_DEPTH = {"paper": 8, "realtime": 6}
+"""Generator depth of each preset (mirrors ``_models.PRESETS``; kept here to stay torch-free)."""
 
 
 class _Model(BaseModel):
@@ -107,6 +109,10 @@ class Recipe(_Model):
                              "predicts the same channel in focus")
         if self.task == "synthesis" and self.data.target in self.data.inputs:
             raise ValueError(f"target '{self.data.target}' is also an input")
+        multiple = 2 ** PRESET_DEPTH[self.preset]
+        if self.train.patch % multiple:
+            raise ValueError(f"preset '{self.preset}' needs patches in multiples of {multiple} "
+                             f"(one halving per level), got train.patch = {self.train.patch}")
         return self
 
 
