@@ -31,6 +31,8 @@ app.add_typer(profile_app, name="profile")
 
 _state = {"debug": False}
 
+BackendOpt = Annotated[str | None, typer.Option(
+    "--backend", help="Run engines on this backend only (onnxruntime, torch, tensorrt).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default: the "
                                              "profile's storage folder, time-stamped).")]
 HeadlessOpt = Annotated[bool, typer.Option("--headless", help="No live window.")]
@@ -69,6 +71,7 @@ def demo(
     time_points: Annotated[int | None, typer.Option("--time-points", min=1,
                                                     help="Number of time points.")] = None,
     out: OutOpt = None,
+    backend: BackendOpt = None,
 ) -> None:
     """The main job on Micro-Manager's demo configuration (no hardware needed)."""
     from acquire_vf._session import run_session
@@ -77,7 +80,7 @@ def demo(
     prof = load_profile("demo")
     _display_note(headless, prof.display.enabled)
     run_session(prof, out, time_points=time_points, profile_source="demo",
-                quiet_libraries=not _state["debug"])
+                quiet_libraries=not _state["debug"], backend=backend)
 
 
 @app.command()
@@ -85,6 +88,7 @@ def live(
     profile: Annotated[str, typer.Option("--profile", help="Hardware profile (.toml or name).")],
     headless: HeadlessOpt = False,
     out: OutOpt = None,
+    backend: BackendOpt = None,
 ) -> None:
     """Acquire on the microscope that PROFILE describes."""
     from acquire_vf._session import run_session
@@ -92,7 +96,8 @@ def live(
 
     prof = load_profile(profile)
     _display_note(headless, prof.display.enabled)
-    run_session(prof, out, profile_source=str(profile), quiet_libraries=not _state["debug"])
+    run_session(prof, out, profile_source=str(profile), quiet_libraries=not _state["debug"],
+                backend=backend)
 
 
 @profile_app.command("validate")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from acquire_vf._errors import AcquireVFError
+from acquire_vf._errors import AcquireVFError, ProfileError
 from acquire_vf.acquisition import (
     AcquisitionRun,
     prepare_output,
@@ -34,7 +34,8 @@ def default_out_dir(profile: Profile) -> Path:
 
 def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
                 profile_source: str = "", stages: list[Stage] | None = None,
-                quiet: bool = False, quiet_libraries: bool = True) -> dict[str, Any]:
+                quiet: bool = False, quiet_libraries: bool = True,
+                backend: str | None = None) -> dict[str, Any]:
     """Acquire as ``profile`` says into ``out_dir``; return the session report.
 
     Ctrl-C cancels cleanly (frames so far are saved, the report is written). A fatal error is
@@ -44,10 +45,12 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     """
     out = out_dir or default_out_dir(profile)
     prepare_output(out)
+    backend_desc = None
+    if stages is None:
+        stages, backend_desc = build_stages(profile, backend)
     mic = connect(profile)
     source = simulated_specimen(profile, mic.core)
-    run = AcquisitionRun(profile, mic, out, time_points=time_points,
-                         stages=stages if stages is not None else [FocusScoreStage()],
+    run = AcquisitionRun(profile, mic, out, time_points=time_points, stages=stages,
                          frame_source=source)
     restore = _cancel_on_sigint(run)
     try:
@@ -55,7 +58,7 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
             run.run()
     finally:
         restore()
-        report = session_report(run, profile_source=profile_source)
+        report = session_report(run, profile_source=profile_source, backend=backend_desc)
         if run.out_dir.is_dir():
             write_session(report, run.out_dir)
     if not quiet:
@@ -86,6 +89,57 @@ def _third_party_stderr_to_log(enabled: bool) -> Iterator[None]:
         yield
     finally:
         sys.stderr = saved
+
+
+def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Stage], str | None]:
+    """The focus measure, the refocus stage and one synthesis stage per virtual channel.
+
+    Engines are created (and checked against the profile) before Micro-Manager starts, so a
+    corrupt engine or a card that does not fit the profile stops the run before any exposure.
+    """
+    stages: list[Stage] = [FocusScoreStage()]
+    if profile.autofocus.policy == "off" and not profile.virtual_channels:
+        return stages, None
+    from acquire_vf.inference import RefocusStage, SynthesisStage, create_engine
+
+    physical = [c.name for c in profile.channels]
+    def make(path: Path) -> Any:
+        t = profile.tiling
+        return create_engine(path, profile.compute, tile=t.tile, overlap=t.overlap,
+                             batch=t.batch, backend=backend)
+
+    used = []
+    af = profile.autofocus
+    if af.policy != "off" and af.engine is not None:
+        engine = make(af.engine)
+        if engine.card.task != "refocus":
+            raise ProfileError(f"autofocus.engine '{af.engine}' is a {engine.card.task} "
+                               "engine; expected a refocus engine")
+        stages.append(RefocusStage(engine, af.channels or tuple(physical), policy=af.policy,
+                                   threshold=af.focus_threshold))
+        used.append(engine)
+    for v in profile.virtual_channels:
+        engine = make(v.engine)
+        card = engine.card
+        missing = [c for c in card.inputs if c not in physical]
+        if missing or tuple(v.inputs) != card.inputs:
+            raise ProfileError(
+                f"virtual channel '{v.name}': engine '{card.name}' expects input channels "
+                f"{list(card.inputs)}, the profile gives {list(v.inputs)}"
+                + (f" and has no physical channel(s) {missing}" if missing else ""))
+        stages.append(SynthesisStage(v.name, engine, tuple(v.inputs)))
+        used.append(engine)
+    backends = sorted({f"{e.backend} ({e.runner.device}, {e.precision})" for e in used})
+    for e in used:
+        try:
+            e.warmup()
+        except Exception as err:  # a backend's own exception type: one line, engine named
+            from acquire_vf.inference import EngineFileError
+
+            msg = " ".join(str(err).split())[:300]
+            raise EngineFileError(f"engine '{e.card.name}' failed its warm-up run on "
+                                  f"{e.backend}: {msg}") from err
+    return stages, ", ".join(backends)
 
 
 def simulated_specimen(profile: Profile, core: Any) -> Any:

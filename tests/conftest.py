@@ -68,3 +68,61 @@ def run_cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None,
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "acquire_vf", *args], capture_output=True,
                           text=True, timeout=timeout, env=full_env, cwd=ROOT, **kw)
+
+
+@pytest.fixture(scope="session")
+def engines(tmp_path_factory):
+    """Real engines, made the way users make them: a short training run, then export.
+
+    ``dna``: AGP + RNA -> DNA (synthesis); ``refocus``: DNA -> DNA (refocus). A few steps only:
+    these test the machinery, not quality.
+    """
+    pytest.importorskip("torch")
+    from acquire_vf.training._export import export
+    from acquire_vf.training._loop import train
+    from acquire_vf.training._recipe import Recipe
+
+    root = tmp_path_factory.mktemp("engines")
+    cache = root / "data"
+    specs = {
+        "dna": {"name": "dna", "task": "synthesis", "data": {
+            "layout": "bbbc022", "simulate": "bbbc022", "inputs": ["AGP", "RNA"],
+            "target": "DNA", "simulated": {"fields": 3, "seed": 5, "size": [128, 128]},
+            "cache": str(cache)}},
+        "refocus": {"name": "refocus", "task": "refocus", "data": {
+            "layout": "bbbc006", "simulate": "bbbc006", "inputs": ["DNA"], "target": "DNA",
+            "simulated": {"fields": 3, "seed": 5, "size": [128, 128]}, "cache": str(cache)}},
+    }
+    out = {}
+    for name, spec in specs.items():
+        rec = Recipe.model_validate({**spec, "train": {"steps": 3, "batch": 2, "patch": 64,
+                                                       "val_patches": 2}})
+        train(rec, "test recipe", root / name, progress=False)
+        out[name] = root / "engines" / f"{name}.onnx"
+        export(root / name / "checkpoints" / "last.pt", out[name],
+               sizes=[(64, 64), (128, 96)])
+    return out
+
+
+def onnx_engine(path: Path, graph_nodes, inputs: int = 1, *, multiple_of: int = 1,
+                low: float = 0.0, high: float = 65535.0, extra_inits=(),
+                names: tuple[str, ...] | None = None) -> Path:
+    """A hand-built ONNX graph with a model card, for behaviour the U-Net cannot show."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from acquire_vf.card import ModelCard, Normalisation, sha256_file
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", inputs, "h", "w"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "h", "w"])
+    graph = helper.make_graph(graph_nodes, "g", [x], [y], initializer=list(extra_inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    names = list(names or (f"in{i}" for i in range(inputs)))
+    norm = Normalisation(low=low, high=high)
+    ModelCard(name=path.stem, task="synthesis", inputs=tuple(names), output="out",
+              normalisation={**{n: norm for n in names}, "out": norm}, tile=64, overlap=16,
+              multiple_of=multiple_of, preset="test", width=1, depth=0, parameters=0,
+              gflop_per_256=0.0, onnx_sha256=sha256_file(path), opset=18).save(path)
+    return path

@@ -104,12 +104,11 @@ class Pipeline:
         self.sets_processed += 1
 
     def _accept(self, stage: Stage, fs: FrameSet, produced: dict[str, Frame]) -> None:
+        """Declared outputs are saved; a physical channel's name replaces that channel for the
+        stages after this one (a refocused frame); anything else is an error."""
         virtual_names = {c.name for c in stage.outputs}
         for name, frame in produced.items():
-            if frame.role == "virtual":
-                if name not in virtual_names:
-                    self._record_error(f"stage '{stage.name}' produced undeclared channel '{name}'")
-                    continue
+            if name in virtual_names:
                 if not np.isfinite(frame.pixels).all():
                     self._record_error(f"stage '{stage.name}': NaN or inf in '{name}' at "
                                        f"t={fs.t} p={fs.p} z={fs.z}; virtual frame skipped")
@@ -121,11 +120,11 @@ class Pipeline:
                                      (time.perf_counter() - frame.received) * 1e3)
                 if self._on_virtual is not None:
                     self._on_virtual(frame)
-            else:
+            elif name in fs.frames:
                 fs.frames[name] = frame  # a refocused physical channel for later stages
                 self.refocus_applied += 1
-        missing = virtual_names - {n for n, f in produced.items() if f.role == "virtual"}
-        self.virtual_skipped += len(missing)
+            else:
+                self._record_error(f"stage '{stage.name}' produced undeclared channel '{name}'")
 
     def _record_error(self, msg: str) -> None:
         log.warning(msg)

@@ -1,0 +1,76 @@
+"""One factory for all backends: each in its own module, imported only when chosen.
+
+The profile lists backends in order of preference. Without ``allow_fallback`` only the first
+may run, and if it cannot the run refuses with the reason; with it, the next is tried, and every
+failure is reported together. The backend that runs is logged and written to session.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from acquire_vf.card import ModelCard
+from acquire_vf.config import Compute
+from acquire_vf.inference._engine import TiledEngine
+from acquire_vf.inference._errors import BackendUnavailable
+from acquire_vf.inference._protocol import Runner
+
+log = logging.getLogger(__name__)
+
+
+def make_runner(backend: str, onnx_path: Path, card: ModelCard, compute: Compute, *,
+                tile: int, batch: int) -> Runner:
+    if backend == "onnxruntime":
+        import onnxruntime as ort
+
+        from acquire_vf.inference._onnxruntime import OnnxRuntimeRunner
+
+        gpu = "CUDAExecutionProvider" in ort.get_available_providers()
+        return OnnxRuntimeRunner(onnx_path, device="cuda" if gpu else "cpu",
+                                 threads=compute.threads, precision=compute.precision)
+    if backend == "torch":
+        from acquire_vf.inference._torch import TorchRunner
+
+        try:
+            import torch
+
+            device = f"cuda:{compute.device}" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            device = "cpu"
+        return TorchRunner(onnx_path, device=device, precision=compute.precision,
+                           threads=compute.threads)
+    if backend == "tensorrt":
+        from acquire_vf.inference._tensorrt import TensorRTRunner
+
+        return TensorRTRunner(onnx_path, card, precision=compute.precision, tile=tile,
+                              batch=batch, device=compute.device)
+    raise BackendUnavailable(f"unknown backend '{backend}' (expected onnxruntime, torch or "
+                             "tensorrt)")
+
+
+def create_engine(onnx_path: str | Path, compute: Compute, *, tile: int | None = None,
+                  overlap: int | None = None, batch: int = 4,
+                  backend: str | None = None) -> TiledEngine:
+    """The engine for ``onnx_path`` on the first backend that may and can run it."""
+    path = Path(onnx_path)
+    card = ModelCard.load(path)
+    m = card.multiple_of
+    tile_px = max(m, ((tile or card.tile) // m) * m)
+    order = [backend] if backend else list(compute.backends)
+    allowed = order if (compute.allow_fallback and not backend) else order[:1]
+    failures = []
+    for name in allowed:
+        try:
+            runner = make_runner(name, path, card, compute, tile=tile_px, batch=batch)
+        except BackendUnavailable as e:
+            failures.append(f"{name}: {e}")
+            continue
+        if failures:
+            log.warning("engine %s: %s", card.name, "; ".join(failures))
+        log.info("engine %s runs on %s (%s, %s)", card.name, runner.backend, runner.device,
+                 runner.precision)
+        return TiledEngine(card, runner, tile=tile_px, overlap=overlap, batch=batch)
+    hint = "" if compute.allow_fallback or backend or len(order) == 1 else \
+        f" (the profile does not allow falling back to {order[1:]})"
+    raise BackendUnavailable(f"no backend can run '{path.name}'{hint}: {'; '.join(failures)}")

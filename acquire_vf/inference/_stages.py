@@ -1,0 +1,84 @@
+"""Engine-backed pipeline stages: virtual refocusing and channel synthesis.
+
+They run on the pipeline's thread (never the acquisition thread). A failure raises; the
+pipeline records it and skips only that virtual frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf.inference._engine import TiledEngine
+from acquire_vf.pipeline import FrameSet, focus_score, virtual_frame
+
+
+def _info(name: str, engine: TiledEngine, inputs: tuple[str, ...]) -> ChannelInfo:
+    return ChannelInfo(name, role="virtual", engine=engine.card.name,
+                       sha256=engine.card.onnx_sha256, backend=engine.backend,
+                       precision=engine.precision, inputs=inputs)
+
+
+class RefocusStage:
+    """Refocuses defocused physical frames; later stages see the refocused frames.
+
+    ``always`` refocuses every frame; ``when_defocused`` only frames whose focus score falls
+    below ``threshold`` x the best score seen for that channel. Each refocused frame is saved as
+    the virtual channel ``NAME-refocused`` and replaces ``NAME`` for the synthesis stages.
+    """
+
+    name = "refocus"
+
+    def __init__(self, engine: TiledEngine, channels: tuple[str, ...], *,
+                 policy: str = "always", threshold: float = 0.6) -> None:
+        self.engine = engine
+        self.channels = channels
+        self.policy = policy
+        self.threshold = threshold
+        self.best: dict[str, float] = {}
+        self.applied = 0
+
+    @property
+    def outputs(self) -> tuple[ChannelInfo, ...]:
+        return tuple(_info(f"{c}-refocused", self.engine, (c,)) for c in self.channels)
+
+    def process(self, fs: FrameSet) -> dict[str, Frame]:
+        out: dict[str, Frame] = {}
+        for ch in self.channels:
+            src = fs.frames[ch]
+            score = focus_score(src.pixels)
+            best = self.best[ch] = max(self.best.get(ch, 0.0), score)
+            if self.policy == "when_defocused" and score >= self.threshold * best:
+                continue
+            pixels, qc = self.engine.infer([src.pixels])
+            qc["input_focus_score"] = round(score, 5)
+            saved = virtual_frame(src, f"{ch}-refocused", pixels, qc)
+            out[f"{ch}-refocused"] = saved
+            out[ch] = replace(saved, id=src.id)  # what later stages see as this channel
+            self.applied += 1
+        return out
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class SynthesisStage:
+    """Synthesises one virtual channel from its input channels (raw or refocused)."""
+
+    def __init__(self, channel: str, engine: TiledEngine, inputs: tuple[str, ...]) -> None:
+        self.name = f"synthesis:{channel}"
+        self.channel = channel
+        self.engine = engine
+        self.inputs = inputs
+
+    @property
+    def outputs(self) -> tuple[ChannelInfo, ...]:
+        return (_info(self.channel, self.engine, self.inputs),)
+
+    def process(self, fs: FrameSet) -> dict[str, Frame]:
+        pixels, qc = self.engine.infer([fs.frames[c].pixels for c in self.inputs])
+        src = fs.frames[self.inputs[0]]
+        return {self.channel: virtual_frame(src, self.channel, pixels, qc)}
+
+    def close(self) -> None:
+        self.engine.close()

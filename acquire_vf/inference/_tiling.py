@@ -1,0 +1,101 @@
+"""Cut frames into overlapping tiles, run them in batches, blend them back without seams.
+
+Tiles overlap by ``overlap`` pixels; each tile's output is weighted by a separable ramp that
+rises smoothly (raised cosine) across the overlap and is flat inside, and the weighted sum is
+divided by the summed weights. Every output pixel is therefore a convex combination of the
+tiles covering it, with weights that change smoothly, so no seam is visible. Each tile's
+outermost quarter-overlap gets no weight (convolutions' zero padding corrupts it), so a network
+whose receptive field fits in that margin is reproduced exactly, seams included. Frames smaller than a tile, or whose
+size is not a multiple of the network's, are padded (reflect) and cropped back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from acquire_vf.card import pad_to_multiple
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets along one axis so tiles of ``tile`` cover ``length`` with >= ``overlap``."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    return sorted(set(starts))
+
+
+def ramp(tile: int, overlap: int) -> np.ndarray:
+    """1-D blending weight over a tile: 0 on the outer quarter of the overlap (pixels that a
+    convolution's zero padding corrupts), a raised cosine across the middle half, 1 inside.
+
+    Two neighbouring tiles' weights are mirror images across their overlap, so every pixel has
+    a positive total weight and the blend is smooth.
+    """
+    w = np.ones(tile, np.float32)
+    if overlap > 0:
+        margin = overlap // 4
+        span = overlap - 2 * margin
+        t = (np.arange(span, dtype=np.float32) + 0.5) / span
+        edge = np.concatenate([np.zeros(margin, np.float32), 0.5 - 0.5 * np.cos(np.pi * t),
+                               np.ones(margin, np.float32)])
+        w[:overlap] = edge
+        w[-overlap:] = edge[::-1]
+    return w
+
+
+def tiles(shape: tuple[int, int], tile: int, overlap: int) -> Iterator[tuple[slice, slice]]:
+    h, w = shape
+    for y in tile_starts(h, tile, overlap):
+        for x in tile_starts(w, tile, overlap):
+            yield slice(y, y + tile), slice(x, x + tile)
+
+
+def run_tiled(x: np.ndarray, run: Callable[[np.ndarray], np.ndarray], *, tile: int,
+              overlap: int, batch: int, multiple: int) -> np.ndarray:
+    """Apply ``run`` (N, C, t, t) -> (N, 1, t, t) to a (C, H, W) image by blended tiles.
+
+    Returns (H, W) float32. ``tile`` must be a multiple of ``multiple``.
+    """
+    if tile % multiple:
+        raise ValueError(f"tile {tile} must be a multiple of {multiple}")
+    c, h, w = x.shape
+    th, tw = max(h, tile), max(w, tile)
+    if h < tile or w < tile:  # smaller than one tile: pad up to the tile
+        x = np.pad(x, ((0, 0), (0, th - h), (0, tw - w)), mode="symmetric")
+    x, _ = pad_to_multiple(x, multiple)
+    H, W = x.shape[-2:]
+    if tile >= H and tile >= W:
+        return run(x[None])[0, 0, :h, :w]
+    out = np.zeros((H, W), np.float32)
+    weight = np.zeros((H, W), np.float32)
+    wy = ramp(tile, overlap)
+    win = np.outer(wy, wy)
+    boxes = list(tiles((H, W), tile, overlap))
+    for i in range(0, len(boxes), batch):
+        chunk = boxes[i:i + batch]
+        y = run(np.stack([x[:, sy, sx] for sy, sx in chunk]))
+        for (sy, sx), t in zip(chunk, y[:, 0], strict=True):
+            wt = _edge_aware(win, sy, sx, H, W, overlap, wy)
+            out[sy, sx] += t * wt
+            weight[sy, sx] += wt
+    return (out / np.maximum(weight, 1e-12))[:h, :w]
+
+
+def _edge_aware(win: np.ndarray, sy: slice, sx: slice, H: int, W: int, overlap: int,
+                wy: np.ndarray) -> np.ndarray:
+    """At the frame's own edges no other tile overlaps: keep full weight there."""
+    if overlap == 0:
+        return win
+    ry, rx = wy.copy(), wy.copy()
+    if sy.start == 0:
+        ry[:overlap] = 1.0
+    if sy.stop == H:
+        ry[-overlap:] = 1.0
+    if sx.start == 0:
+        rx[:overlap] = 1.0
+    if sx.stop == W:
+        rx[-overlap:] = 1.0
+    return np.outer(ry, rx)
