@@ -219,6 +219,63 @@ def export_cmd(
 
 
 @app.command()
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="One TIFF per input channel in the "
+                                                 "card's order, or one (C, Y, X) TIFF.")],
+    model: Annotated[Path, typer.Option("--model", help="Engine (NAME.onnx with NAME.json).")],
+    out: Annotated[Path, typer.Option("--out", help="Output TIFF.")],
+    backend: BackendOpt = None,
+) -> None:
+    """Run an engine on saved images (any size; keeps the input's shape and dtype)."""
+    from acquire_vf.config import Compute
+    from acquire_vf.inference._predict import predict as run_predict
+
+    info = run_predict(model, inputs, out, Compute(backends=("onnxruntime", "torch"),
+                                                   allow_fallback=True), backend=backend)
+    flags = [k for k in ("input_out_of_range", "saturated") if info.get(k)]
+    typer.echo(f"{out}: {info['shape'][1]} x {info['shape'][0]} {info['dtype']}, "
+               f"{info['backend']}; QC: {', '.join(flags) or 'ok'}")
+
+
+@app.command("build-engine")
+def build_engine(
+    onnx: Annotated[Path, typer.Argument(help="Engine (NAME.onnx with NAME.json).")],
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8.")] = "fp16",
+    tile: Annotated[int, typer.Option("--tile", help="Tile size the plan is built for.")] = 512,
+    batch: Annotated[int, typer.Option("--batch", help="Largest batch of tiles.")] = 4,
+) -> None:
+    """Build the TensorRT plan for this GPU into the engine cache, ahead of a session."""
+    from acquire_vf.config import Compute
+    from acquire_vf.inference import create_engine
+
+    if precision not in ("fp32", "fp16", "int8"):
+        raise DataError(f"--precision: expected fp32, fp16 or int8, got '{precision}'")
+    compute = Compute.model_validate({"backends": ["tensorrt"], "precision": precision})
+    engine = create_engine(onnx, compute, tile=tile, batch=batch, backend="tensorrt")
+    engine.close()
+    typer.echo(f"{onnx}: TensorRT plan ready ({precision}, tile {tile}, batch {batch})")
+
+
+@app.command()
+def bench(
+    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results "
+                                                   "as JSON.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="512 x 512 and the realtime preset "
+                                        "only (about a minute).")] = False,
+) -> None:
+    """Inference and pipeline speed as ratios measured side by side in one run."""
+    import json
+
+    from acquire_vf.training import require_torch
+
+    require_torch()
+    from acquire_vf.bench import run as run_bench
+
+    result = run_bench(json_file, quick=quick, progress=lambda m: typer.echo(m, err=True))
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "detail"}, indent=2))
+
+
+@app.command()
 def recover(
     dataset: Annotated[Path, typer.Argument(help="Run folder or .ome.tif file.")],
 ) -> None:

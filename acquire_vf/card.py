@@ -42,12 +42,19 @@ class Normalisation(BaseModel):
     percentiles: tuple[float, float] = (0.1, 99.9)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        scale = 2.0 / max(self.high - self.low, 1e-6)
-        return (x.astype(np.float32) - np.float32(self.low)) * np.float32(scale) - 1.0
+        """Raw → [-1, 1] (float32; in-place arithmetic: this runs on every live frame)."""
+        scale = np.float32(2.0 / max(self.high - self.low, 1e-6))
+        out = np.subtract(x, np.float32(self.low), dtype=np.float32)
+        out *= scale
+        out -= np.float32(1.0)
+        return out
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        return (y.astype(np.float32) + 1.0) * np.float32((self.high - self.low) / 2.0) + \
-            np.float32(self.low)
+        """[-1, 1] → raw intensity (float32, a new array)."""
+        out = np.add(y, np.float32(1.0), dtype=np.float32)
+        out *= np.float32((self.high - self.low) / 2.0)
+        out += np.float32(self.low)
+        return out
 
 
 class ModelCard(BaseModel):

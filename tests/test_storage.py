@@ -238,3 +238,12 @@ def test_ome_xml_validates_against_the_ome_schema(tmp_path: Path) -> None:
     (ann,) = ome.structured_annotations.map_annotations
     assert ann.namespace == "acquire-vf/virtual-channel"
     assert {m.k: m.value for m in ann.value.ms}["qc.saturated"] == "4"
+
+
+def test_numpy_qc_values_are_written(tmp_path: Path) -> None:
+    w = OmeTiffWriter(tmp_path / "a.ome.tif", LAYOUT)
+    w.write(_frame(0, "DNA", 1, "virtual", {"saturated": np.bool_(True),
+                                            "focus_score": np.float32(0.5)}))
+    w.close()
+    (ds,) = open_dataset(tmp_path)
+    assert ds.records[0]["qc"] == {"saturated": True, "focus_score": 0.5}

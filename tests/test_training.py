@@ -292,6 +292,6 @@ def test_recipe_patch_must_fit_the_preset(cache: Path) -> None:
     from acquire_vf.training._models import PRESETS
     from acquire_vf.training._recipe import PRESET_DEPTH
 
-    assert PRESET_DEPTH == {k: v["depth"] for k, v in PRESETS.items()}
+    assert {k: v["depth"] for k, v in PRESETS.items()} == PRESET_DEPTH
     with pytest.raises(ValueError, match="preset 'paper' needs patches in multiples of 256"):
         recipe(cache, preset="paper")

@@ -169,7 +169,7 @@ class Compute(_Model):
     """If false, only the first backend is acceptable and the run refuses when it cannot run."""
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     threads: int = Field(0, ge=0)
-    """CPU threads for ONNX Runtime; 0 lets it choose."""
+    """CPU threads for inference; 0 means all cores but one (the spare one is acquisition's)."""
     device: int = Field(0, ge=0)
     """CUDA device index."""
 

@@ -8,6 +8,7 @@ failure is reported together. The backend that runs is logged and written to ses
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from acquire_vf.card import ModelCard
@@ -19,6 +20,15 @@ from acquire_vf.inference._protocol import Runner
 log = logging.getLogger(__name__)
 
 
+def cpu_threads(compute: Compute) -> int:
+    """Threads for CPU inference: the profile's, or all cores but one.
+
+    The spare core is acquisition's: engines on every core would starve the frame hand-off and
+    the writer, and acquisition must never wait on inference.
+    """
+    return compute.threads or max(1, (os.cpu_count() or 2) - 1)
+
+
 def make_runner(backend: str, onnx_path: Path, card: ModelCard, compute: Compute, *,
                 tile: int, batch: int) -> Runner:
     if backend == "onnxruntime":
@@ -28,7 +38,7 @@ def make_runner(backend: str, onnx_path: Path, card: ModelCard, compute: Compute
 
         gpu = "CUDAExecutionProvider" in ort.get_available_providers()
         return OnnxRuntimeRunner(onnx_path, device="cuda" if gpu else "cpu",
-                                 threads=compute.threads, precision=compute.precision)
+                                 threads=cpu_threads(compute), precision=compute.precision)
     if backend == "torch":
         from acquire_vf.inference._torch import TorchRunner
 
@@ -39,7 +49,7 @@ def make_runner(backend: str, onnx_path: Path, card: ModelCard, compute: Compute
         except ImportError:
             device = "cpu"
         return TorchRunner(onnx_path, device=device, precision=compute.precision,
-                           threads=compute.threads)
+                           threads=cpu_threads(compute) if device == "cpu" else 0)
     if backend == "tensorrt":
         from acquire_vf.inference._tensorrt import TensorRTRunner
 

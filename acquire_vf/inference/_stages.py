@@ -77,7 +77,8 @@ class SynthesisStage:
 
     def process(self, fs: FrameSet) -> dict[str, Frame]:
         pixels, qc = self.engine.infer([fs.frames[c].pixels for c in self.inputs])
-        src = fs.frames[self.inputs[0]]
+        # timed from the last input's arrival: the virtual frame cannot exist before it
+        src = max((fs.frames[c] for c in self.inputs), key=lambda f: f.received)
         return {self.channel: virtual_frame(src, self.channel, pixels, qc)}
 
     def close(self) -> None:

@@ -5,8 +5,9 @@ rises smoothly (raised cosine) across the overlap and is flat inside, and the we
 divided by the summed weights. Every output pixel is therefore a convex combination of the
 tiles covering it, with weights that change smoothly, so no seam is visible. Each tile's
 outermost quarter-overlap gets no weight (convolutions' zero padding corrupts it), so a network
-whose receptive field fits in that margin is reproduced exactly, seams included. Frames smaller than a tile, or whose
-size is not a multiple of the network's, are padded (reflect) and cropped back.
+whose receptive field fits in that margin is reproduced exactly, seams included. Frames
+smaller than a tile, or whose size is not a multiple of the network's, are padded (reflect)
+and cropped back.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ work on the newest data and a slow engine costs virtual frames, never raw ones.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -69,6 +71,7 @@ class Pipeline:
             self._cv.notify()
 
     def _run(self) -> None:
+        _lower_priority()
         while True:
             with self._cv:
                 while not self._slot and not self._stop:
@@ -150,6 +153,19 @@ class Pipeline:
                 s.close()
             except Exception as e:
                 self._record_error(f"closing stage '{s.name}': {e}")
+
+
+def _lower_priority(niceness: int = 10) -> None:
+    """Let acquisition threads win the CPU over this one (Linux: per-thread nice value).
+
+    Engines run here; on a machine with few cores they would otherwise compete with the frame
+    hand-off and the writer. Elsewhere this is a no-op.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except OSError as e:
+            log.debug("could not lower the pipeline thread's priority: %s", e)
 
 
 def virtual_frame(source: Frame, name: str, pixels: np.ndarray, qc: dict | None = None) -> Frame:

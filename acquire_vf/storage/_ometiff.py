@@ -82,7 +82,8 @@ class OmeTiffWriter:
             for flag, on in frame.qc.items():
                 if on is True:
                     counts[flag] = counts.get(flag, 0) + 1
-        identity = json.dumps({k: v for k, v in rec.items() if k not in ("kind", "ifd")})
+        identity = json.dumps({k: v for k, v in rec.items() if k not in ("kind", "ifd")},
+                              default=_plain)
         try:
             self._tw.write(
                 pixels, description=_PLACEHOLDER if ifd == 0 else None, metadata=None,
@@ -126,8 +127,15 @@ class OmeTiffWriter:
             self._journal.close()
 
     def _write_journal(self, rec: dict[str, Any]) -> None:
-        self._journal.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self._journal.write(json.dumps(rec, separators=(",", ":"), default=_plain) + "\n")
         self._journal.flush()
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars (from a stage's QC flags) as plain JSON values."""
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
 
 
 def read_journal(path: Path) -> tuple[DatasetLayout, list[dict[str, Any]], bool]:

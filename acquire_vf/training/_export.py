@@ -58,23 +58,7 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
     G, state = load_generator(checkpoint)
     cfg = G.cfg
     m = cfg.multiple_of
-    out.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, cfg.in_channels, 2 * m, 2 * m)
-    batch, h, w = (torch.export.Dim("batch", min=1, max=256), torch.export.Dim("h", min=1),
-                   torch.export.Dim("w", min=1))
-    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "torchvision is not installed" notices: not relevant here
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")  # torch-internal deprecation notices during tracing
-        program = torch.onnx.export(
-            G, (example,), dynamo=True, opset_version=OPSET, input_names=["input"],
-            output_names=["output"], dynamic_shapes={"x": {0: batch, 2: m * h, 3: m * w}},
-            optimize=True, verbose=False)
-        if program is None:
-            raise ExportError("torch.onnx.export returned no program")
-        program.save(str(out))
-    quiet.setLevel(level)
+    write_onnx(G, out)
     try:
         errors = check_export(G, out, sizes or default_check_sizes(m))
     except Exception:
@@ -103,6 +87,52 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
     )
     card.save(out)
     return card, errors
+
+
+def write_onnx(G: Generator, out: Path) -> None:
+    """Trace ``G`` (eval mode) to ONNX at ``out`` with dynamic batch, height and width."""
+    m = G.cfg.multiple_of
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, G.cfg.in_channels, 2 * m, 2 * m)
+    batch, h, w = (torch.export.Dim("batch", min=1, max=256), torch.export.Dim("h", min=1),
+                   torch.export.Dim("w", min=1))
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "torchvision is not installed" notices: not relevant here
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # torch-internal deprecation notices
+            program = torch.onnx.export(
+                G.eval(), (example,), dynamo=True, opset_version=OPSET, input_names=["input"],
+                output_names=["output"], dynamic_shapes={"x": {0: batch, 2: m * h, 3: m * w}},
+                optimize=True, verbose=False)
+            if program is None:
+                raise ExportError("torch.onnx.export returned no program")
+            program.save(str(out))
+    finally:
+        quiet.setLevel(level)
+
+
+def export_untrained(preset: str, in_channels: int, out: Path, *, task: str = "synthesis",
+                     tile: int = 512) -> ModelCard:
+    """An engine with random weights, for speed measurements only (speed does not depend on
+    the weights). Its card says so: ``training.untrained = true``."""
+    from acquire_vf.training._models import PRESETS
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(in_channels, **PRESETS[preset])).eval()
+    write_onnx(G, out)
+    check_export(G, out, [(G.cfg.multiple_of, G.cfg.multiple_of)])
+    names = tuple(f"in{i}" for i in range(in_channels))
+    norm = Normalisation(low=100.0, high=4000.0)
+    card = ModelCard(
+        name=out.stem, task=task, inputs=names, output="out",
+        normalisation={**{n: norm for n in names}, "out": norm}, tile=tile, overlap=32,
+        multiple_of=G.cfg.multiple_of, preset=preset, width=G.cfg.width, depth=G.cfg.depth,
+        parameters=count_parameters(G), gflop_per_256=round(gflop(G, in_channels), 3),
+        onnx_sha256=sha256_file(out), opset=OPSET, training={"untrained": True})
+    card.save(out)
+    return card
 
 
 def default_check_sizes(m: int) -> list[tuple[int, int]]:

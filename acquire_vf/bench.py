@@ -1,0 +1,196 @@
+"""``acquire-vf bench``: inference and pipeline speed as ratios measured side by side in one run.
+
+Everything is timed on this machine in this process, so the ratios hold even where absolute
+times do not travel (a noisy 2-core CI machine, a workstation). Engines of both presets are
+made with random weights for the measurement (speed does not depend on the weights).
+
+JSON keys (numbers; ``null`` where a backend is absent): ``ort_over_torch_speedup``,
+``ort_fraction_of_matmul``, ``tiling_overhead_ratio``, ``pipeline_overhead_ratio``,
+``latency_over_model_ratio``, ``acquisition_rate_ratio``, ``gpu_2048_ms``, ``device``, and
+``detail`` with every underlying time.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquire_vf.config import Compute
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Best of ``repeats`` (ms): on a shared machine the minimum is the least disturbed run."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return round(min(times), 3)
+
+
+def matmul_gflops(n: int = 2048) -> float:
+    """fp32 matrix multiply rate (numpy/BLAS), the reference for 'fraction of matmul'."""
+    a = np.random.default_rng(0).random((n, n), np.float32)
+    b = np.random.default_rng(1).random((n, n), np.float32)
+    ms = _median_ms(lambda: a @ b, repeats=5)
+    return round(2 * n**3 / (ms / 1e3) / 1e9, 1)
+
+
+def device_description() -> str:
+    import os
+
+    desc = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            desc += f", {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return desc
+
+
+def run(json_path: Path | None = None, *, quick: bool = False,
+        progress: Callable[[str], None] = print) -> dict[str, Any]:
+    from acquire_vf.inference import create_engine
+    from acquire_vf.inference._torch import TorchRunner
+    from acquire_vf.training._export import export_untrained
+
+    work = Path(tempfile.mkdtemp(prefix="acquire-vf-bench-"))
+    reps = 5 if quick else 7
+    detail: dict[str, Any] = {"matmul_gflops": matmul_gflops()}
+    progress(f"matmul: {detail['matmul_gflops']} GFLOP/s")
+    import os
+
+    cores = os.cpu_count() or 1
+    cpu = Compute(backends=("onnxruntime",), threads=cores)  # like the matmul: every core
+    engines = {}
+    for preset in ("realtime", "paper"):
+        card = export_untrained(preset, 2, work / f"{preset}.onnx")
+        engines[preset] = card
+    rng = np.random.default_rng(0)
+    sizes = (512,) if quick else (512, 2048)
+    for preset, card in engines.items():
+        path = work / f"{preset}.onnx"
+        for size in sizes:
+            if quick and preset == "paper":
+                continue
+            frames = [rng.integers(100, 4000, (size, size), dtype=np.uint16) for _ in range(2)]
+            whole = create_engine(path, cpu, tile=size, overlap=0, batch=1)
+            tiled = create_engine(path, cpu, tile=512, overlap=32, batch=4)
+            x = whole.normalise(frames)[None]
+            r = 1 if (preset == "paper" and size == 2048) else reps
+            model_ms = _median_ms(lambda: whole.runner.run(x), r)  # noqa: B023 - called now
+            infer_ms = _median_ms(lambda: whole.infer(frames), r)  # noqa: B023
+            tiled_ms = _median_ms(lambda: tiled.infer(frames), r)  # noqa: B023
+            torch_ms = None
+            if size == 512:
+                tr = TorchRunner(path, threads=cores)
+                torch_ms = _median_ms(lambda: tr.run(x), r)  # noqa: B023
+            gflop = card.gflop_per_256 * (size / 256) ** 2
+            detail[f"{preset}_{size}"] = {
+                "onnxruntime_model_ms": model_ms, "onnxruntime_frame_ms": infer_ms,
+                "onnxruntime_tiled_ms": tiled_ms, "torch_eager_ms": torch_ms,
+                "gflop": round(gflop, 2),
+                "onnxruntime_gflops": round(gflop / (model_ms / 1e3), 1)}
+            progress(f"{preset} {size}: {detail[f'{preset}_{size}']}")
+    rt = detail["realtime_512"]
+    tiling_key = "realtime_2048" if "realtime_2048" in detail else "realtime_512"
+    result: dict[str, Any] = {
+        "ort_over_torch_speedup": round(rt["torch_eager_ms"] / rt["onnxruntime_model_ms"], 3),
+        "ort_fraction_of_matmul": round(rt["onnxruntime_gflops"] / detail["matmul_gflops"], 3),
+        "tiling_overhead_ratio": round(detail[tiling_key]["onnxruntime_tiled_ms"]
+                                       / detail[tiling_key]["onnxruntime_frame_ms"], 3),
+        "pipeline_overhead_ratio": round((rt["onnxruntime_frame_ms"] - rt["onnxruntime_model_ms"])
+                                         / rt["onnxruntime_model_ms"], 3),
+    }
+    live = live_ratios(work / "realtime.onnx", progress, time_points=20 if quick else 60)
+    detail["live"] = live
+    result["latency_over_model_ratio"] = live["latency_over_model_ratio"]
+    result["acquisition_rate_ratio"] = live["acquisition_rate_ratio"]
+    result["gpu_2048_ms"] = gpu_2048_ms(work)
+    result["device"] = device_description()
+    result["detail"] = detail
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def live_ratios(engine: Path, progress: Callable[[str], None], time_points: int) -> dict[str, Any]:
+    """On the demo configuration: raw rate with a synthesis engine running over the rate
+    without, and a virtual frame's end-to-end latency over the model's own time."""
+    import shutil
+
+    from acquire_vf._session import run_session
+    from acquire_vf.config import load_profile
+
+    prof = load_profile("demo")
+    card_dir = Path(tempfile.mkdtemp())
+    # the demo's channels are AGP and RNA: a copy of the engine whose card names them
+    from acquire_vf.card import ModelCard
+
+    card = ModelCard.load(engine)
+    target = card_dir / "bench_dna.onnx"
+    shutil.copy(engine, target)
+    norm = card.normalisation["in0"]
+    card.model_copy(update={"name": "bench_dna", "inputs": ("AGP", "RNA"),
+                            "normalisation": {"AGP": norm, "RNA": norm, "out": norm}}
+                    ).save(target)
+    with_engine = prof.model_copy(update={"virtual_channels": (
+        prof.virtual_channels[0].model_copy(update={"engine": target})
+        if prof.virtual_channels else _virtual(target),)})
+    out = Path(tempfile.mkdtemp())
+    plain = run_session(prof, out / "plain", time_points=time_points, quiet=True)
+    engines = run_session(with_engine, out / "engine", time_points=time_points, quiet=True)
+    stage = engines["latency_ms"]["synthesis:DNA"]["p50"]
+    e2e = engines["latency_ms"].get("virtual_end_to_end", {}).get("p50")
+    res = {"raw_fps_without": plain["raw_fps"], "raw_fps_with": engines["raw_fps"],
+           "acquisition_rate_ratio": round(engines["raw_fps"] / plain["raw_fps"], 3),
+           "model_ms_p50": stage, "virtual_end_to_end_ms_p50": e2e,
+           "latency_over_model_ratio": round(e2e / stage, 3) if e2e else None,
+           "virtual_frames": engines["virtual_frames"],
+           "virtual_skipped": engines["virtual_skipped"]}
+    progress(f"live: {res}")
+    return res
+
+
+def _virtual(engine: Path) -> Any:
+    from acquire_vf.config import VirtualChannel
+
+    return VirtualChannel(name="DNA", engine=engine, inputs=("AGP", "RNA"))
+
+
+def gpu_2048_ms(work: Path) -> float | None:
+    """Refocus + three synthesis engines (realtime) on one 2048 x 2048 frame, PyTorch CUDA fp16
+    with CUDA graphs; ``None`` without a GPU."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    from acquire_vf.inference._torch import TorchRunner
+    from acquire_vf.training._export import export_untrained
+
+    export_untrained("realtime", 1, work / "refocus_gpu.onnx", task="refocus")
+    runners = [TorchRunner(work / "refocus_gpu.onnx", device="cuda:0", precision="fp16")]
+    runners += [TorchRunner(work / "realtime.onnx", device="cuda:0", precision="fp16")
+                for _ in range(3)]
+    x1 = np.zeros((1, 1, 2048, 2048), np.float32)
+    x2 = np.zeros((1, 2, 2048, 2048), np.float32)
+
+    def frame() -> None:
+        runners[0].run(x1)
+        for r in runners[1:]:
+            r.run(x2)
+
+    return _median_ms(frame, repeats=20, warmup=3)
