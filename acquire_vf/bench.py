@@ -86,7 +86,7 @@ def run(json_path: Path | None = None, *, quick: bool = False,
                 continue
             frames = [rng.integers(100, 4000, (size, size), dtype=np.uint16) for _ in range(2)]
             whole = create_engine(path, cpu, tile=size, overlap=0, batch=1)
-            tiled = create_engine(path, cpu, tile=512, overlap=32, batch=4)
+            tiled = create_engine(path, cpu, tile=min(size, 1024), overlap=32, batch=4)
             x = whole.normalise(frames)[None]
             r = 1 if (preset == "paper" and size == 2048) else reps
             model_ms = _median_ms(lambda: whole.runner.run(x), r)  # noqa: B023 - called now

@@ -221,3 +221,15 @@ def test_tiled_engine_protocol(engines) -> None:
     out, qc = engine.infer(frames)
     assert out.shape == (200, 300) and out.dtype == np.uint16
     assert {"input_out_of_range", "saturated", "finite", "focus_score"} <= set(qc)
+
+
+@pytest.mark.parametrize(("length", "tile", "expected"),
+                         [(2048, 512, 448), (2048, 1024, 704), (512, 512, 512), (700, 512, 384)])
+def test_tiles_shrink_to_fit_the_frame(length: int, tile: int, expected: int) -> None:
+    from acquire_vf.inference._tiling import fit_tile, tile_starts
+
+    fitted = fit_tile(length, tile, 32, 64)
+    assert fitted == expected and fitted % 64 == 0 and fitted <= tile
+    starts = tile_starts(length, fitted, 32)
+    assert starts[0] == 0 and starts[-1] + fitted == max(length, fitted)
+    assert all(b - a <= fitted - 32 for a, b in zip(starts, starts[1:], strict=False))

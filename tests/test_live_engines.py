@@ -106,3 +106,25 @@ def test_engine_failing_at_warmup_stops_before_any_exposure(microscope, tmp_path
                                               "onnxruntime: .*Reshape"):
         run_session(prof, tmp_path / "run", time_points=2, quiet=True)
     assert not list((tmp_path / "run").glob("*.ome.tif"))
+
+
+def test_failed_engine_channel_goes_back_to_physical_exposure(microscope, tmp_path: Path) -> None:
+    engine = _bad_engines(tmp_path)["nan"]
+    prof = make_profile(virtual_channels=[{
+        "name": "DNA", "engine": str(engine), "inputs": ["AGP", "RNA"], "on_failure": "expose",
+        "preset": "DAPI", "exposure_ms": 10}], queues={"pipeline": 1})
+    report = run_session(prof, tmp_path / "run", time_points=12, quiet=True)
+    assert report["state"] == "finished" and report["virtual_frames"] == 0
+    exposed = report["frames_acquired"] - 24
+    assert exposed > 0, "the DNA channel must be exposed after its engine failed"
+    assert report["exposures_taken"] == report["frames_acquired"]
+    assert any("exposing it physically from now on" in e for e in report["errors"])
+    assert {"name": "DNA", "role": "physical", "fallback_for": "virtual:DNA"} in \
+        report["channels"]
+    (ds,) = open_dataset(tmp_path / "run")
+    assert ds.verify() == []
+    dna = [r for r in ds.records if r["channel"] == "DNA"]
+    assert len(dna) == exposed and all(r["role"] == "physical" for r in dna)
+    with tifffile.TiffFile(ds.path) as tf:
+        ome = tf.ome_metadata
+    assert 'Name="DNA"' in ome and 'Name="virtual:DNA"' in ome

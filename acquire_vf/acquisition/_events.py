@@ -8,6 +8,12 @@ from acquire_vf._frames import FrameId
 from acquire_vf.config import Profile
 
 
+def fallback_channels(profile: Profile) -> list[tuple[str, str, str, float]]:
+    """(name, group, preset, exposure) of virtual channels exposed when their engine fails."""
+    return [(v.name, v.group, v.preset, v.exposure_ms) for v in profile.virtual_channels
+            if v.on_failure == "expose" and v.preset is not None and v.exposure_ms is not None]
+
+
 def build_events(profile: Profile, *, time_points: int | None = None,
                  base_z_um: float | None = None,
                  base_xy_um: tuple[float, float] | None = None,
@@ -15,7 +21,9 @@ def build_events(profile: Profile, *, time_points: int | None = None,
     """Events in acquisition order (time, position, z, channel) and the frame each one yields.
 
     Returns the events, the expected :class:`FrameId` of each, and the position table
-    (name, x, y) for the dataset.
+    (name, x, y) for the dataset. Virtual channels with ``on_failure = "expose"`` get an event
+    after the physical channels of each (t, p, z); the run's gate drops it while that channel's
+    engine works.
     """
     proto = profile.acquisition
     n_t = time_points if time_points is not None else proto.time_points
@@ -30,11 +38,12 @@ def build_events(profile: Profile, *, time_points: int | None = None,
     for t in range(n_t):
         for p, pos in enumerate(positions):
             for zi, off in enumerate(proto.z_offsets_um):
-                for ch in profile.channels:
+                chans = [(c.name, c.group, c.preset, c.exposure_ms) for c in profile.channels]
+                for name, group, preset, exposure in chans + fallback_channels(profile):
                     ev: dict[str, Any] = {
-                        "axes": {"time": t, "position": p, "z": zi, "channel": ch.name},
-                        "config_group": [ch.group, ch.preset],
-                        "exposure": ch.exposure_ms,
+                        "axes": {"time": t, "position": p, "z": zi, "channel": name},
+                        "config_group": [group, preset],
+                        "exposure": exposure,
                     }
                     if proto.interval_s > 0:
                         ev["min_start_time"] = t * proto.interval_s
@@ -43,5 +52,5 @@ def build_events(profile: Profile, *, time_points: int | None = None,
                     if move_z and base_z_um is not None:
                         ev["z"] = base_z_um + off
                     events.append(ev)
-                    ids.append(FrameId(t, p, zi, ch.name))
+                    ids.append(FrameId(t, p, zi, name))
     return events, ids, positions

@@ -19,6 +19,8 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
     prof = run.profile
     p, w = run.pipeline, run.writer
     channels: list[dict[str, Any]] = [{"name": c.name, "role": "physical"} for c in prof.channels]
+    channels += [{"name": n, "role": "physical", "fallback_for": "virtual:" + n}
+                 for n in sorted(run.exposing)]
     if p is not None:
         channels += [c.as_dict() for c in p.outputs]
     n_sets = len({(f.t, f.p, f.z) for f in run.expected[: run.frames_acquired]}) if run.expected \

@@ -24,7 +24,7 @@ import numpy as np
 from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
 from acquire_vf._frames import ChannelInfo, Frame, FrameId
 from acquire_vf._stats import LatencyRecorder
-from acquire_vf.acquisition._events import build_events
+from acquire_vf.acquisition._events import build_events, fallback_channels
 from acquire_vf.acquisition._sequence import SequenceChecker
 from acquire_vf.acquisition._signals import RunSignals
 from acquire_vf.config import AttachConnection, Profile
@@ -116,6 +116,8 @@ class AcquisitionRun:
         self.frames_acquired = 0
         self.expected: list[FrameId] = []
         self.sequence = SequenceChecker([])
+        self._fallback: set[str] = set()
+        self.exposing: set[str] = set()
         self._pending: dict[tuple[int, int, int], dict[str, Frame]] = {}
         self._clock0: float | None = None
         self._first_ms: float | None = None
@@ -194,15 +196,19 @@ class AcquisitionRun:
             base_xy = (core.get_x_position(), core.get_y_position())
         events, self.expected, positions = build_events(
             self.profile, time_points=self._time_points, base_z_um=base_z, base_xy_um=base_xy)
-        self.sequence = SequenceChecker(self.expected)
+        self._fallback = {name for name, *_ in fallback_channels(self.profile)}
+        self.exposing = set()  # virtual channels exposed physically since their engine failed
+        self.sequence = SequenceChecker(self.expected, optional=self._fallback)
+        self.expected = self.sequence.expected
         core.set_circular_buffer_memory_footprint(self.profile.queues.mm_buffer_mb)
         h, w = int(core.get_image_height()), int(core.get_image_width())
         dtype = "uint8" if int(core.get_bytes_per_pixel()) == 1 else "uint16"
         self.pipeline = Pipeline(self._stages, slot_size=self.profile.queues.pipeline,
                                  on_virtual=self._on_virtual, on_error=self._record_error,
-                                 latency=self.latency)
+                                 on_stage_failure=self._stage_failed, latency=self.latency)
         layout = DatasetLayout(
             channels=tuple(ChannelInfo(c.name) for c in self.profile.channels)
+            + tuple(ChannelInfo(name) for name in sorted(self._fallback))
             + self.pipeline.outputs,
             shape=(h, w), dtype=dtype, positions=tuple(positions),
             z_offsets_um=self.profile.acquisition.z_offsets_um,
@@ -254,7 +260,18 @@ class AcquisitionRun:
         self._unpaused.wait()
         if self._cancel.is_set() or self._fatal is not None:
             return None
+        channel = (event.get("axes") or {}).get("channel")
+        if channel in self._fallback and channel not in self.exposing:
+            return None  # the engine makes this channel; no exposure needed
         return event
+
+    def _stage_failed(self, stage: Stage) -> None:
+        """A synthesis engine failed: expose its channel from now on if the profile says so."""
+        channel = getattr(stage, "channel", None)
+        if channel in self._fallback and channel not in self.exposing:
+            self.exposing.add(channel)
+            self._record_error(f"virtual channel '{channel}': engine failed, exposing it "
+                               "physically from now on (on_failure = 'expose')")
 
     def _on_image(self, pixels: np.ndarray, md: dict[str, Any]) -> None:
         """pycromanager's image_process_fn: tag, queue, return at once (never blocks)."""
@@ -320,6 +337,8 @@ class AcquisitionRun:
         return (t - self._clock0) * 1e3
 
     def _collect(self, frame: Frame) -> None:
+        if frame.id.c in self._fallback:
+            return  # a fallback exposure is data, not an engine input
         key = (frame.id.t, frame.id.p, frame.id.z)
         group = self._pending.setdefault(key, {})
         group[frame.id.c] = frame

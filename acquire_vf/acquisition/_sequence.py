@@ -14,9 +14,12 @@ class SequenceChecker:
     expected one means the frames in between were lost.
     """
 
-    def __init__(self, expected: Sequence[FrameId]) -> None:
-        self.expected = list(expected)
+    def __init__(self, expected: Sequence[FrameId], optional: set[str] | None = None) -> None:
+        optional = optional or set()
+        self.expected = [f for f in expected if f.c not in optional]
+        """Frames that must arrive (fallback exposures are optional and not counted)."""
         self._index = {fid: i for i, fid in enumerate(self.expected)}
+        self._optional = optional
         self.next_index = 0
         self.gaps: list[str] = []
         self.unexpected: list[str] = []
@@ -25,6 +28,8 @@ class SequenceChecker:
     def arrived(self, fid: FrameId) -> str | None:
         """Record an arrival; return a message if it reveals a gap or is not in the protocol."""
         idx = self._index.get(fid)
+        if idx is None and fid.c in self._optional:
+            return None
         if idx is None:
             note = f"unexpected frame {fid.as_dict()} (not in the protocol)"
             self.unexpected.append(note)

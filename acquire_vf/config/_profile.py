@@ -270,7 +270,9 @@ class Profile(_Model):
         if unknown:
             raise ValueError(f"autofocus.channels {unknown} are not physical channels")
         if self.specimen.kind == "simulated":
-            unmapped = [c.preset for c in self.channels if c.preset not in self.specimen.stains]
+            presets = [c.preset for c in self.channels] + [
+                v.preset for v in self.virtual_channels if v.on_failure == "expose" and v.preset]
+            unmapped = [p for p in presets if p not in self.specimen.stains]
             if unmapped:
                 raise ValueError(
                     f"specimen is simulated but presets {unmapped} have no entry in "

@@ -54,14 +54,27 @@ def tiles(shape: tuple[int, int], tile: int, overlap: int) -> Iterator[tuple[sli
             yield slice(y, y + tile), slice(x, x + tile)
 
 
+def fit_tile(length: int, tile: int, overlap: int, multiple: int) -> int:
+    """The smallest tile (a multiple of ``multiple``, at most ``tile``) that covers ``length``
+    with as few tiles as ``tile`` would need: less area is computed twice."""
+    if length <= tile:
+        return tile
+    n = -(-(length - overlap) // (tile - overlap))
+    fitted = -(-(length + (n - 1) * overlap) // n)
+    return min(tile, -(-fitted // multiple) * multiple)
+
+
 def run_tiled(x: np.ndarray, run: Callable[[np.ndarray], np.ndarray], *, tile: int,
               overlap: int, batch: int, multiple: int) -> np.ndarray:
     """Apply ``run`` (N, C, t, t) -> (N, 1, t, t) to a (C, H, W) image by blended tiles.
 
-    Returns (H, W) float32. ``tile`` must be a multiple of ``multiple``.
+    Returns (H, W) float32. ``tile`` must be a multiple of ``multiple``; it is shrunk to fit
+    the frame evenly (:func:`fit_tile`), square, so batches keep one shape.
     """
     if tile % multiple:
         raise ValueError(f"tile {tile} must be a multiple of {multiple}")
+    tile = max(fit_tile(x.shape[-2], tile, overlap, multiple),
+               fit_tile(x.shape[-1], tile, overlap, multiple))
     c, h, w = x.shape
     th, tw = max(h, tile), max(w, tile)
     if h < tile or w < tile:  # smaller than one tile: pad up to the tile

@@ -31,6 +31,7 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage], *, slot_size: int = 1,
                  on_virtual: Callable[[Frame], None] | None = None,
                  on_error: Callable[[str], None] | None = None,
+                 on_stage_failure: Callable[[Stage], None] | None = None,
                  latency: LatencyRecorder | None = None) -> None:
         self.stages = [check_stage(s) for s in stages]
         self._slot: deque[FrameSet] = deque()
@@ -39,6 +40,7 @@ class Pipeline:
         self._stop = False
         self._on_virtual = on_virtual
         self._on_error = on_error
+        self._on_stage_failure = on_stage_failure
         self.latency = latency or LatencyRecorder()
         self.sets_processed = 0
         self.sets_dropped = 0
@@ -99,6 +101,8 @@ class Pipeline:
                 self._record_error(f"stage '{stage.name}' failed at t={fs.t} p={fs.p} z={fs.z}: "
                                    f"{type(e).__name__}: {e}")
                 self.virtual_skipped += len(stage.outputs)
+                if self._on_stage_failure is not None:
+                    self._on_stage_failure(stage)
                 continue
             finally:
                 self.latency.add(stage.name, (time.perf_counter() - t0) * 1e3)

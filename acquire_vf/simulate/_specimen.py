@@ -48,6 +48,8 @@ class LiveSpecimen:
                              depth_um=spec.depth_um)
         self.camera = Camera(bit_depth=profile.camera.bit_depth)
         self._stain_of = {c.name: spec.stains[c.preset] for c in profile.channels}
+        self._stain_of.update({v.name: spec.stains[v.preset] for v in profile.virtual_channels
+                               if v.on_failure == "expose" and v.preset in spec.stains})
         self._fields: OrderedDict[tuple[int, int, int, int], Field] = OrderedDict()
         self._images: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._max = max_cached

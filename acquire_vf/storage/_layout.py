@@ -26,11 +26,14 @@ class DatasetLayout:
     profile: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def channel_index(self, name: str) -> int:
+    def channel_index(self, name: str, role: str = "physical") -> int:
+        """Index of a channel; a name can exist twice, measured and ``virtual:`` (a virtual
+        channel whose engine failed and that was then exposed physically)."""
         for i, c in enumerate(self.channels):
-            if c.name == name:
+            if c.name == name and c.role == role:
                 return i
-        raise KeyError(f"channel '{name}' not in dataset (has {[c.name for c in self.channels]})")
+        raise KeyError(f"{role} channel '{name}' not in dataset "
+                       f"(has {[c.stored_name for c in self.channels]})")
 
     def check_frame(self, pixels: np.ndarray, what: str) -> None:
         """Refuse a frame that does not fit: a wrong shape or dtype would break the series."""

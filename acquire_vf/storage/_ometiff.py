@@ -67,7 +67,7 @@ class OmeTiffWriter:
         if self._closed:
             raise StorageError(f"'{self.path}' is closed")
         self.layout.check_frame(frame.pixels, f"frame {frame.id}")
-        c = self.layout.channel_index(frame.id.c)
+        c = self.layout.channel_index(frame.id.c, frame.role)
         pixels = np.ascontiguousarray(frame.pixels)
         ifd = self.frames_written
         rec: dict[str, Any] = {
