@@ -7,6 +7,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+
+def metadata_number(v: Any, kind: type[float] | type[int] = float) -> Any:
+    """A Micro-Manager metadata value as a number, or ``None`` when absent or not numeric."""
+    try:
+        return None if v is None else kind(v)
+    except (TypeError, ValueError):
+        return None
+
+
 VIRTUAL_PREFIX = "virtual:"
 """Prefix of a virtual channel's name in files and on screen, so it is never taken for data."""
 

@@ -37,6 +37,22 @@ def _median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return round(min(times), 3)
 
 
+def _interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int,
+                    warmup: int = 3) -> dict[str, float]:
+    """Best of ``repeats`` for each function, run in turn, so that every one of them meets
+    the same machine state (thermal, other load, allocator warm-up)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: round(min(v), 3) for k, v in times.items()}
+
+
 def matmul_gflops(n: int = 2048) -> float:
     """fp32 matrix multiply rate (numpy/BLAS), the reference for 'fraction of matmul'."""
     a = np.random.default_rng(0).random((n, n), np.float32)
@@ -88,14 +104,17 @@ def run(json_path: Path | None = None, *, quick: bool = False,
             whole = create_engine(path, cpu, tile=size, overlap=0, batch=1)
             tiled = create_engine(path, cpu, tile=min(size, 1024), overlap=32, batch=4)
             x = whole.normalise(frames)[None]
-            r = 1 if (preset == "paper" and size == 2048) else reps
-            model_ms = _median_ms(lambda: whole.runner.run(x), r)  # noqa: B023 - called now
-            infer_ms = _median_ms(lambda: whole.infer(frames), r)  # noqa: B023
-            tiled_ms = _median_ms(lambda: tiled.infer(frames), r)  # noqa: B023
-            torch_ms = None
+            big = preset == "paper" and size == 2048
+            fns: dict[str, Callable[[], Any]] = {
+                "model": lambda: whole.runner.run(x),  # noqa: B023 - called right here
+                "frame": lambda: whole.infer(frames),  # noqa: B023
+                "tiled": lambda: tiled.infer(frames)}  # noqa: B023
             if size == 512:
                 tr = TorchRunner(path, threads=cores)
-                torch_ms = _median_ms(lambda: tr.run(x), r)  # noqa: B023
+                fns["torch"] = lambda: tr.run(x)  # noqa: B023
+            t = _interleaved_ms(fns, 2 if big else reps, warmup=1 if big else 3)
+            model_ms, infer_ms, tiled_ms = t["model"], t["frame"], t["tiled"]
+            torch_ms = t.get("torch")
             gflop = card.gflop_per_256 * (size / 256) ** 2
             detail[f"{preset}_{size}"] = {
                 "onnxruntime_model_ms": model_ms, "onnxruntime_frame_ms": infer_ms,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
-from acquire_vf._frames import ChannelInfo, Frame, FrameId
+from acquire_vf._frames import ChannelInfo, Frame, FrameId, metadata_number
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._events import build_events, fallback_channels
 from acquire_vf.acquisition._sequence import SequenceChecker
@@ -255,15 +255,21 @@ class AcquisitionRun:
     def _prepare_output(self) -> None:
         prepare_output(self.out_dir)
 
-    def _gate(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """Pre-hardware hook: hold while paused, drop remaining events once cancelled."""
+    def _gate(self, event: Any) -> Any:
+        """Pre-hardware hook: hold while paused, drop remaining events once cancelled, and
+        drop fallback exposures while their engine works. In hardware-sequence mode
+        pycromanager passes a list of events; otherwise one."""
         self._unpaused.wait()
         if self._cancel.is_set() or self._fatal is not None:
             return None
+        if isinstance(event, list):
+            kept = [e for e in event if self._wanted(e)]
+            return kept or None
+        return event if self._wanted(event) else None
+
+    def _wanted(self, event: dict[str, Any]) -> bool:
         channel = (event.get("axes") or {}).get("channel")
-        if channel in self._fallback and channel not in self.exposing:
-            return None  # the engine makes this channel; no exposure needed
-        return event
+        return not (channel in self._fallback and channel not in self.exposing)
 
     def _stage_failed(self, stage: Stage) -> None:
         """A synthesis engine failed: expose its channel from now on if the profile says so."""
@@ -286,10 +292,10 @@ class AcquisitionRun:
             arr.flags.writeable = False  # raw data: no stage may change it in place
             elapsed = self._elapsed_ms(md, t0)
             frame = Frame(id=fid, pixels=arr, seq=self.frames_acquired, elapsed_ms=elapsed,
-                          z_um=_num(md.get("ZPosition_um_Intended")),
-                          x_um=_num(md.get("XPosition_um_Intended")),
-                          y_um=_num(md.get("YPosition_um_Intended")),
-                          exposure_ms=_num(md.get("Exposure")), received=t0)
+                          z_um=metadata_number(md.get("ZPosition_um_Intended")),
+                          x_um=metadata_number(md.get("XPosition_um_Intended")),
+                          y_um=metadata_number(md.get("YPosition_um_Intended")),
+                          exposure_ms=metadata_number(md.get("Exposure")), received=t0)
             assert self.writer is not None
             self.writer.put_raw(frame)
         except AcquireVFError as e:
@@ -311,7 +317,7 @@ class AcquisitionRun:
         fid = FrameId(int(axes.get("time", 0)), int(axes.get("position", 0)),
                       int(axes.get("z", 0)), str(axes.get("channel", "")))
         for problem in (self.sequence.arrived(fid),
-                        self.sequence.camera_number(_int(md.get("ImageNumber")))):
+                        self.sequence.camera_number(metadata_number(md.get("ImageNumber"), int))):
             if problem:
                 self._record_error(problem)
         return fid
@@ -411,20 +417,6 @@ def prepare_output(out_dir: Path) -> None:
     except OSError as e:
         raise StorageError(f"output folder '{out_dir}' is not writable: "
                            f"{e.strerror or e}") from e
-
-
-def _int(v: Any) -> int | None:
-    try:
-        return None if v is None else int(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _num(v: Any) -> float | None:
-    try:
-        return None if v is None else float(v)
-    except (TypeError, ValueError):
-        return None
 
 
 def _micro_manager_error(e: Exception) -> AcquireVFError:

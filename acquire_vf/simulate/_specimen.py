@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from acquire_vf._frames import FrameId
+from acquire_vf._frames import FrameId, metadata_number
 from acquire_vf.config import Profile
 from acquire_vf.simulate._camera import Camera
 from acquire_vf.simulate._optics import Optics, convolve, phase_contrast
@@ -78,15 +78,15 @@ class LiveSpecimen:
 
     def __call__(self, pixels: np.ndarray, fid: FrameId, md: dict[str, Any]) -> np.ndarray:
         shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
-        x = _num(md.get("XPosition_um_Intended"))
-        y = _num(md.get("YPosition_um_Intended"))
-        z = _num(md.get("ZPosition_um_Intended"))
+        x = metadata_number(md.get("XPosition_um_Intended"))
+        y = metadata_number(md.get("YPosition_um_Intended"))
+        z = metadata_number(md.get("ZPosition_um_Intended"))
         if x is None or y is None:
             x, y = (self.core.get_x_position(), self.core.get_y_position()) \
                 if self.core.get_xy_stage_device() else (0.0, 0.0)
         if z is None:
             z = self.core.get_position() if self.core.get_focus_device() else 0.0
-        exposure = _num(md.get("Exposure")) or float(self.core.get_exposure())
+        exposure = metadata_number(md.get("Exposure")) or float(self.core.get_exposure())
         defocus = round((z - self.profile.specimen.focus_z_um) / Z_STEP_UM) * Z_STEP_UM
         with self._lock:
             field = self._field(self._origin(x, y), shape)
@@ -128,10 +128,3 @@ class LiveSpecimen:
         while len(self._images) > self._max:
             self._images.popitem(last=False)
         return img
-
-
-def _num(v: Any) -> float | None:
-    try:
-        return None if v is None else float(v)
-    except (TypeError, ValueError):
-        return None

@@ -11,6 +11,7 @@ near the cell edge, which F-actin shows and phase contrast does not.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,11 +130,22 @@ def _nucleus(cell: Cell, b: CellBox, px: float) -> tuple[np.ndarray, np.ndarray,
     return soft.astype(np.float32), d_out.astype(np.float32), nucleoli
 
 
-def render_u2os(cells: list[Cell], terr: Territories, px: float) -> tuple[dict, Truth]:
-    """The five Cell Painting stains (plus phalloidin alone as ``actin``, BBBC006's w2)."""
-    shape = terr.labels.shape
-    out = {k: np.zeros(shape, np.float32) for k in ("DNA", "ER", "RNA", "AGP", "Mito", "actin")}
-    truth = Truth(terr.labels, np.zeros(shape, np.int32))
+@dataclass
+class _InWindow:
+    """One cell's part of the window: its box, own mask, nucleus and nucleoli."""
+
+    cell: Cell
+    b: CellBox
+    own: np.ndarray
+    soft: np.ndarray
+    d_out: np.ndarray
+    nucleoli: np.ndarray
+    nuc: np.ndarray
+
+
+def _cells_in_window(cells: list[Cell], terr: Territories, px: float,
+                     truth: Truth) -> Iterator[_InWindow]:
+    """Each cell that reaches into the window, with its nucleus recorded in ``truth``."""
     for cell in cells:
         b = terr.boxes.get(cell.id)
         if b is None:
@@ -141,8 +153,19 @@ def render_u2os(cells: list[Cell], terr: Territories, px: float) -> tuple[dict, 
         own = (terr.labels[b.window] == cell.id).astype(np.float32)
         soft, d_out, nucleoli = _nucleus(cell, b, px)
         nuc = soft * own
-        cyto = np.clip(own - nuc, 0, 1)
         truth.nuclei[b.window][nuc > 0.5] = cell.id
+        yield _InWindow(cell, b, own, soft, d_out, nucleoli, nuc)
+
+
+def render_u2os(cells: list[Cell], terr: Territories, px: float) -> tuple[dict, Truth]:
+    """The five Cell Painting stains (plus phalloidin alone as ``actin``, BBBC006's w2)."""
+    shape = terr.labels.shape
+    out = {k: np.zeros(shape, np.float32) for k in ("DNA", "ER", "RNA", "AGP", "Mito", "actin")}
+    truth = Truth(terr.labels, np.zeros(shape, np.int32))
+    for w in _cells_in_window(cells, terr, px, truth):
+        cell, b, own, soft, d_out, nucleoli, nuc = (w.cell, w.b, w.own, w.soft, w.d_out,
+                                                    w.nucleoli, w.nuc)
+        cyto = np.clip(own - nuc, 0, 1)
         g = cell.gains
         chrom = _noise(cell, 1, b, 0.6 / px)
         reticulum = np.exp(-((_noise(cell, 2, b, 0.9 / px)) / 0.35) ** 2)
@@ -229,14 +252,8 @@ def render_mda231(cells: list[Cell], terr: Territories, px: float) -> tuple[dict
     shape = terr.labels.shape
     out = {k: np.zeros(shape, np.float32) for k in ("OPD", "DAPI", "F-actin", "Vinculin")}
     truth = Truth(terr.labels, np.zeros(shape, np.int32))
-    for cell in cells:
-        b = terr.boxes.get(cell.id)
-        if b is None:
-            continue
-        own = (terr.labels[b.window] == cell.id).astype(np.float32)
-        soft, _d_out, nucleoli = _nucleus(cell, b, px)
-        nuc = soft * own
-        truth.nuclei[b.window][nuc > 0.5] = cell.id
+    for w in _cells_in_window(cells, terr, px, truth):
+        cell, b, own, nucleoli, nuc = w.cell, w.b, w.own, w.nucleoli, w.nuc
         g = cell.gains
         fine = _noise(cell, 5, b, 0.3 / px)
         chrom = _noise(cell, 1, b, 0.4 / px)
