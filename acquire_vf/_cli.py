@@ -275,6 +275,40 @@ def bench(
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "detail"}, indent=2))
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option("--model", help="Engine (NAME.onnx with NAME.json).")],
+    data: Annotated[Path, typer.Option("--data", help="Held-out data in the layout of the "
+                                       "engine's recipe.")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")],
+    split: Annotated[str, typer.Option("--split", help="test (the recipe's test fields), "
+                                       "val, or all (data never used in training).")] = "test",
+    max_images: Annotated[int | None, typer.Option("--max-images", min=1)] = None,
+    update_card: Annotated[bool, typer.Option("--update-card", help="Write the headline "
+                                              "metrics into the model card.")] = False,
+) -> None:
+    """The paper's metrics, tolerance-level index and baselines; metrics.json + report.html."""
+    from rich.progress import Progress
+
+    from acquire_vf.evaluate._run import evaluate as run_evaluate
+    from acquire_vf.evaluate._run import update_card as write_card
+
+    with Progress(transient=False) as bar:
+        task = bar.add_task("evaluating", total=None)
+        try:
+            result = run_evaluate(model, data, out, split=split, max_images=max_images,
+                                  progress=lambda k, n: bar.update(task, completed=k,
+                                                                   total=n))
+        except (ValueError, FileNotFoundError) as e:
+            raise DataError(str(e)) from e
+    if update_card:
+        write_card(model, result)
+    p = result["prediction"]
+    typer.echo(f"{out / 'report.html'}: {result['n_images']} images; PSNR {p['psnr']:.2f} dB, "
+               f"SSIM {p['ssim']:.3f}, MAE {p['mae']:.4f}, TL {p['tl']:.3f}"
+               + "".join(f"; {b}: PSNR {v['psnr']:.2f}" for b, v in result["baselines"].items()))
+
+
 @app.command()
 def recover(
     dataset: Annotated[Path, typer.Argument(help="Run folder or .ome.tif file.")],

@@ -66,7 +66,8 @@ def data_root(recipe: Recipe) -> Path:
     return root
 
 
-def load_pairs(recipe: Recipe, root: Path | None = None) -> PairedData:
+def load_pairs(recipe: Recipe, root: Path | None = None, *,
+               require_splits: bool = True) -> PairedData:
     d = recipe.data
     root = root or data_root(recipe)
     cache: dict[Path, np.ndarray] = {}
@@ -97,10 +98,11 @@ def load_pairs(recipe: Recipe, root: Path | None = None) -> PairedData:
         raise ValueError(f"no training pairs found in '{root}' for layout '{d.layout}'")
     splits = layouts.assign_splits([p.key for p in pairs], seed=recipe.seed)
     by = {s: [p for p in pairs if splits[p.key] == s] for s in ("train", "val", "test")}
-    if not by["train"] or not by["val"]:
+    if require_splits and (not by["train"] or not by["val"]):
         raise ValueError(f"'{root}' has too few fields to split ({len(splits)}); need 3 or more")
-    norm = {c: _robust_range(by["train"], i) for i, c in enumerate(d.inputs)}
-    norm[d.target] = _robust_range(by["train"], -1)
+    stats = by["train"] or pairs
+    norm = {c: _robust_range(stats, i) for i, c in enumerate(d.inputs)}
+    norm[d.target] = _robust_range(stats, -1)
     return PairedData(by["train"], by["val"], by["test"], norm, d.inputs, d.target, root, splits)
 
 

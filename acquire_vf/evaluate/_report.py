@@ -1,0 +1,155 @@
+"""The evaluation report: ``report.html`` with its figures beside it as PNG (matplotlib)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquire_vf.card import ModelCard
+from acquire_vf.evaluate._metrics import to_unit
+from acquire_vf.evaluate._tolerance import error_overlay, tolerance_curves
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grey(ax: Any, img: np.ndarray, title: str, lo: float, hi: float) -> None:
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def examples_figure(path: Path, card: ModelCard, examples: list[tuple[Any, np.ndarray]],
+                    bit_depth: int) -> None:
+    plt = _plt()
+    n_in = len(card.inputs)
+    fig, axes = plt.subplots(len(examples), n_in + 3, figsize=(3 * (n_in + 3),
+                                                               3 * len(examples)),
+                             squeeze=False)
+    for row, (pair, pred) in zip(axes, examples, strict=True):
+        truth = pair.target[0]
+        lo, hi = np.percentile(truth, [0.5, 99.8])
+        for i, name in enumerate(card.inputs):
+            ilo, ihi = np.percentile(pair.inputs[i], [0.5, 99.8])
+            z = f" ({pair.z_um:+.0f} µm)" if card.task == "refocus" else ""
+            _grey(row[i], pair.inputs[i], f"input {name}{z}", ilo, ihi)
+        _grey(row[n_in], pred, f"prediction {card.output}", lo, hi)
+        _grey(row[n_in + 1], truth, f"truth {card.output}", lo, hi)
+        low, high = card.normalisation[card.output].low, card.normalisation[card.output].high
+        rgb, mask = error_overlay(to_unit(pred, low, high) * 255, to_unit(truth, low, high) * 255,
+                                  bit_depth=8)
+        row[n_in + 2].imshow(rgb)
+        row[n_in + 2].set_title(f"|error| > 50/255: {mask.mean():.1%} of pixels", fontsize=9)
+        row[n_in + 2].set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def tl_figure(path: Path, card: ModelCard, examples: list[tuple[Any, np.ndarray]]) -> None:
+    plt = _plt()
+    low, high = card.normalisation[card.output].low, card.normalisation[card.output].high
+    curves = [tolerance_curves(to_unit(pred, low, high) * 255,
+                               to_unit(pair.target[0], low, high) * 255, 8)
+              for pair, pred in examples]
+    bit_depth = 8
+    x = curves[0].thresholds / (2**bit_depth - 1) * 100
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, style in (("ie", "--"), ("se", ":"), ("total", "-")):
+        mean = np.mean([getattr(c, name) for c in curves], axis=0)
+        ax.plot(x, mean, style, label={"ie": "IE (intensity error)", "se": "SE (spatial error)",
+                                       "total": "IE + SE"}[name])
+    tl = float(np.mean([c.tl_fraction for c in curves])) * 100
+    ax.axvline(tl, color="grey", lw=0.8)
+    ax.set_xlabel("tolerance (% of the bit-depth range)")
+    ax.set_ylabel("error")
+    ax.set_title(f"tolerance-level index (mean over {len(curves)} images): TL = {tl:.1f}%")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def metrics_figure(path: Path, result: dict[str, Any]) -> None:
+    plt = _plt()
+    names = ["prediction", *result["baselines"]]
+    data = [result["prediction"], *result["baselines"].values()]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+    for ax, key in zip(axes, ("psnr", "ssim", "mae"), strict=True):
+        ax.bar(names, [d[key] for d in data], yerr=[d[f"{key}_sd"] for d in data],
+               color=["tab:green"] + ["tab:grey"] * (len(names) - 1))
+        ax.set_title(key.upper())
+        ax.tick_params(axis="x", rotation=20, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def per_z_figure(path: Path, result: dict[str, Any]) -> None:
+    plt = _plt()
+    zs = [r["z_um"] for r in result["per_z"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(zs, [r["prediction"]["psnr"] for r in result["per_z"]], "o-", label="refocused")
+    ax.plot(zs, [r["input"]["psnr"] for r in result["per_z"]], "s--", label="defocused input")
+    ax.set_xlabel("defocus (µm)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _table(result: dict[str, Any]) -> str:
+    rows = [("prediction", result["prediction"]), *result["baselines"].items()]
+    body = "".join(
+        f"<tr><td>{html.escape(n)}</td>" + "".join(
+            f"<td>{d[k]:.4f} ± {d[k + '_sd']:.4f}</td>" for k in ("mae", "psnr", "ssim", "tl"))
+        + "</tr>" for n, d in rows)
+    return ("<table><tr><th></th><th>MAE</th><th>PSNR (dB)</th><th>SSIM</th>"
+            f"<th>TL (fraction)</th></tr>{body}</table>")
+
+
+def write_report(out: Path, card: ModelCard, result: dict[str, Any],
+                 rows: list[dict[str, Any]], examples: list[tuple[Any, np.ndarray]],
+                 bit_depth: int) -> Path:
+    figures = {"examples.png": "Input, prediction, truth and the error map (errors above "
+                               "50/255 of the range in green)",
+               "tolerance.png": "Tolerance-level index: IE, SE and their sum (paper Fig. 5D)",
+               "metrics.png": "Metrics of the prediction and the baselines (mean ± sd)"}
+    examples_figure(out / "examples.png", card, examples, bit_depth)
+    tl_figure(out / "tolerance.png", card, examples)
+    metrics_figure(out / "metrics.png", result)
+    if "per_z" in result:
+        per_z_figure(out / "per_z.png", result)
+        figures["per_z.png"] = "PSNR by defocus: refocused against the defocused input"
+    card_view = {k: v for k, v in card.model_dump(mode="json").items() if k != "training"}
+    card_view["training"] = {k: v for k, v in card.training.items() if k != "recipe_text"}
+    figs = "".join(f'<figure><img src="{name}" alt="{html.escape(cap)}">'
+                   f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+                   for name, cap in figures.items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>acquire-vf evaluation: {html.escape(card.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
+img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
+<h1>{html.escape(card.name)}: {html.escape(card.task)}
+{html.escape(", ".join(card.inputs))} → {html.escape(card.output)}</h1>
+<p>{result["n_images"]} held-out images ({html.escape(result["split"])} split), images
+scaled to [0, 1] by the card's output range for MAE, PSNR and SSIM.</p>
+<h2>Metrics</h2>{_table(result)}
+<h2>Figures</h2>{figs}
+<h2>Model card</h2><pre>{html.escape(json.dumps(card_view, indent=2))}</pre>
+</body></html>"""
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

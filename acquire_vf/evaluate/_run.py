@@ -1,0 +1,187 @@
+"""``acquire-vf evaluate``: an engine on held-out data, with the paper's metrics and baselines.
+
+The data are read with the training loaders in the layout the card's recipe names, and split
+by field exactly as training split them, so only the test fields are used (``split="all"``
+for a data set simulated with seeds training never saw). Every image is scaled to [0, 1] by the
+card's output range before MAE, PSNR and SSIM; the tolerance-level index works on
+intensities scaled to 8 bits by the same range (the paper's 8-bit error tolerances).
+Baselines in the same report: the input itself and Richardson-Lucy deconvolution
+with the known PSF (refocus, simulated data), per-pixel linear regression from the input
+channels fitted on the training fields (synthesis).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquire_vf.card import ModelCard
+from acquire_vf.config import Compute
+from acquire_vf.evaluate._metrics import image_metrics, to_unit
+from acquire_vf.evaluate._tolerance import tolerance_curves
+
+log = logging.getLogger(__name__)
+
+
+def _recipe_for(card: ModelCard, data: Path) -> Any:
+    from acquire_vf.training._recipe import Recipe
+
+    spec = dict(card.training.get("data") or {})
+    if not spec:
+        raise ValueError(f"card '{card.name}' names no training data layout; cannot evaluate")
+    spec.update(path=str(data), simulate=None)
+    return Recipe.model_validate({"name": card.name, "task": card.task, "data": spec,
+                                  "seed": card.training.get("seed", 0)})
+
+
+def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
+             max_images: int | None = None, compute: Compute | None = None,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on ``data``; write ``out/metrics.json`` and ``out/report.html``."""
+    from acquire_vf.inference import create_engine
+    from acquire_vf.training._data import load_pairs
+
+    card = ModelCard.load(model)
+    engine = create_engine(model, compute or Compute(backends=("onnxruntime",)))
+    pairs_data = load_pairs(_recipe_for(card, data), root=data, require_splits=split != "all")
+    if split == "all":
+        pairs = pairs_data.train + pairs_data.val + pairs_data.test
+    elif split in ("test", "val"):
+        pairs = getattr(pairs_data, split)
+    else:
+        raise ValueError(f"split: expected test, val or all, got '{split}'")
+    pairs = pairs[:max_images] if max_images else pairs
+    if not pairs:
+        raise ValueError(f"no {split} images in '{data}'")
+    norm = card.normalisation[card.output]
+    lo, hi = norm.low, norm.high
+    bit_depth = 16 if card.dtype == "uint16" else 8
+    baselines = _baselines(card, pairs_data, data)
+    rows: list[dict[str, Any]] = []
+    examples: list[tuple[Any, np.ndarray]] = []
+    for k, pair in enumerate(pairs):
+        inputs = [pair.inputs[i].astype(np.uint16) for i in range(pair.inputs.shape[0])]
+        truth = pair.target[0]
+        pred, qc = engine.infer(inputs)
+        row: dict[str, Any] = {"key": [str(v) for v in pair.key], "z_um": pair.z_um, "qc": qc}
+        row["prediction"] = _scores(pred, truth, lo, hi, bit_depth)
+        for name, fn in baselines.items():
+            row[name] = _scores(fn(pair), truth, lo, hi, bit_depth)
+        rows.append(row)
+        if len(examples) < 3:
+            examples.append((pair, pred))
+        if progress is not None:
+            progress(k + 1, len(pairs))
+    engine.close()
+    result = _summarise(card, rows, list(baselines), split)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    from acquire_vf.evaluate._report import write_report
+
+    write_report(out, card, result, rows, examples, bit_depth)
+    return result
+
+
+def _scores(pred: np.ndarray, truth: np.ndarray, lo: float, hi: float,
+            bit_depth: int) -> dict[str, float]:
+    p01, t01 = to_unit(pred, lo, hi), to_unit(truth, lo, hi)
+    m = image_metrics(p01, t01)
+    tl = tolerance_curves(p01 * 255, t01 * 255, 8)  # the paper's 8-bit error tolerances
+    return {**m, "tl": tl.tl_fraction, "tl_value": tl.minimum}
+
+
+def _baselines(card: ModelCard, data: Any, root: Path) -> dict[str, Callable[[Any], np.ndarray]]:
+    if card.task == "refocus":
+        out: dict[str, Callable[[Any], np.ndarray]] = {"input": lambda p: p.inputs[0]}
+        rl = _richardson_lucy(card, root)
+        if rl is not None:
+            out["richardson_lucy"] = rl
+        return out
+    trained_on = Path(str(card.training.get("data_root", "")))
+    if trained_on.is_dir() and trained_on != root:  # fit where the engine learned
+        from acquire_vf.training._data import load_pairs
+
+        data = load_pairs(_recipe_for(card, trained_on), root=trained_on, require_splits=False)
+    return {"linear": _linear_regression(data)}
+
+
+def _linear_regression(data: Any) -> Callable[[Any], np.ndarray]:
+    """Per-pixel least squares, target ~ inputs + 1, fitted on the training fields."""
+    rng = np.random.default_rng(0)
+    xs, ys = [], []
+    for p in data.train or data.train + data.val + data.test:
+        idx = rng.choice(p.target[0].size, size=min(20_000, p.target[0].size), replace=False)
+        xs.append(np.column_stack([c.ravel()[idx] for c in p.inputs] + [np.ones(idx.size)]))
+        ys.append(p.target[0].ravel()[idx])
+    coef, *_ = np.linalg.lstsq(np.concatenate(xs), np.concatenate(ys), rcond=None)
+
+    def predict(p: Any) -> np.ndarray:
+        flat = np.tensordot(coef[:-1], p.inputs.astype(np.float64), axes=1) + coef[-1]
+        return np.asarray(flat, np.float64)
+
+    return predict
+
+
+def _richardson_lucy(card: ModelCard, root: Path) -> Callable[[Any], np.ndarray] | None:
+    """Deconvolution with the true PSF, available for the project's simulated data only."""
+    meta = root / "simulation.json"
+    if not meta.exists():
+        return None
+    from skimage.restoration import richardson_lucy
+
+    from acquire_vf.simulate import STAINS, Optics
+
+    optics = Optics(**json.loads(meta.read_text())["optics"])
+    wavelength = STAINS.get(card.output, STAINS["DNA"]).wavelength_um
+
+    def deconvolve(p: Any) -> np.ndarray:
+        img = p.inputs[0].astype(np.float64)
+        offset = float(np.percentile(img, 0.5))
+        psf = optics.psf(wavelength, float(p.z_um))
+        est = richardson_lucy(np.clip(img - offset, 0, None), psf, num_iter=30, clip=False)
+        return np.asarray(est + offset)
+
+    return deconvolve
+
+
+def _summarise(card: ModelCard, rows: list[dict[str, Any]], baselines: list[str],
+               split: str) -> dict[str, Any]:
+    def agg(name: str, subset: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {}
+        for k in ("mae", "psnr", "ssim", "tl"):
+            vals = np.array([r[name][k] for r in subset], float)
+            out[k] = round(float(vals.mean()), 5)
+            out[f"{k}_sd"] = round(float(vals.std()), 5)
+        return out
+
+    result: dict[str, Any] = {
+        "model": {"name": card.name, "task": card.task, "inputs": list(card.inputs),
+                  "output": card.output, "sha256": card.onnx_sha256, "preset": card.preset},
+        "n_images": len(rows), "split": split,
+        "prediction": agg("prediction", rows),
+        "baselines": {b: agg(b, rows) for b in baselines},
+    }
+    if card.task == "refocus":
+        zs = sorted({r["z_um"] for r in rows})
+        result["per_z"] = [{"z_um": z, "prediction": agg("prediction", sub),
+                            "input": agg("input", sub)}
+                           for z in zs if (sub := [r for r in rows if r["z_um"] == z])]
+    return result
+
+
+def update_card(model: Path, result: dict[str, Any]) -> ModelCard:
+    """Write the headline held-out metrics into the model card (the ONNX file is unchanged)."""
+    card = ModelCard.load(model)
+    metrics = dict(card.metrics)
+    metrics["held_out"] = {k: result[k] for k in ("n_images", "split", "prediction",
+                                                   "baselines")}
+    if "per_z" in result:
+        metrics["held_out"]["per_z"] = result["per_z"]
+    updated = card.model_copy(update={"metrics": metrics})
+    updated.save(model)
+    return updated
