@@ -34,6 +34,13 @@ def test_report_for_held_out_simulated_data(engines, tmp_path: Path, engine: str
     assert all(set(v) >= KEYS for v in metrics["baselines"].values())
     if engine == "refocus":
         assert metrics["per_z"] and {"z_um", "prediction", "input"} <= set(metrics["per_z"][0])
+    else:
+        feats = metrics["features"]
+        assert feats["n_cells"] > 5 and -1 <= feats["median_correlation"] <= 1
+        assert "intensity_mean" in feats["per_feature"] and "texture_contrast" in \
+            feats["per_feature"]
+        assert feats["inputs"]["median_correlation"] == 1.0
+        assert (out / "features.png").exists()
     page = (out / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) >= 3 and all((out / name).exists() for name in images)

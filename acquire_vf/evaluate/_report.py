@@ -95,6 +95,25 @@ def metrics_figure(path: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def features_figure(path: Path, features: dict[str, Any]) -> None:
+    plt = _plt()
+    per = features["per_feature"]
+    names = sorted(per, key=per.__getitem__)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 2]})
+    ax1.hist(list(per.values()), bins=np.linspace(-1, 1, 21), color="tab:green")
+    ax1.set_xlabel("correlation across cells (real vs virtual)")
+    ax1.set_ylabel("features")
+    ax1.set_title(f"median {features['median_correlation']:.2f} over "
+                  f"{features['n_cells']} cells")
+    ax2.barh(names, [per[n] for n in names], color="tab:green")
+    ax2.set_xlim(-1, 1)
+    ax2.tick_params(axis="y", labelsize=7)
+    ax2.set_xlabel("correlation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def per_z_figure(path: Path, result: dict[str, Any]) -> None:
     plt = _plt()
     zs = [r["z_um"] for r in result["per_z"]]
@@ -129,6 +148,10 @@ def write_report(out: Path, card: ModelCard, result: dict[str, Any],
     examples_figure(out / "examples.png", card, examples, bit_depth)
     tl_figure(out / "tolerance.png", card, examples)
     metrics_figure(out / "metrics.png", result)
+    if "features" in result:
+        features_figure(out / "features.png", result["features"])
+        figures["features.png"] = ("Per-cell feature fidelity: correlation across cells of each "
+                                   "feature, real against virtual (paper Figs. 7-8)")
     if "per_z" in result:
         per_z_figure(out / "per_z.png", result)
         figures["per_z.png"] = "PSNR by defocus: refocused against the defocused input"

@@ -62,6 +62,8 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
     lo, hi = norm.low, norm.high
     bit_depth = 16 if card.dtype == "uint16" else 8
     baselines = _baselines(card, pairs_data, data)
+    seg_source = _segmentation_source(card, data) if card.task == "synthesis" else None
+    feats: dict[str, list[dict[str, np.ndarray]]] = {"real": [], "virtual": [], "inputs": []}
     rows: list[dict[str, Any]] = []
     examples: list[tuple[Any, np.ndarray]] = []
     for k, pair in enumerate(pairs):
@@ -75,10 +77,14 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
         rows.append(row)
         if len(examples) < 3:
             examples.append((pair, pred))
+        if seg_source is not None:
+            _measure_cells(seg_source(pair), pair, pred, feats)
         if progress is not None:
             progress(k + 1, len(pairs))
     engine.close()
     result = _summarise(card, rows, list(baselines), split)
+    if feats["real"]:
+        result["features"] = _feature_summary(card, feats)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     from acquire_vf.evaluate._report import write_report
@@ -147,6 +153,72 @@ def _richardson_lucy(card: ModelCard, root: Path) -> Callable[[Any], np.ndarray]
         return np.asarray(est + offset)
 
     return deconvolve
+
+
+def _segmentation_source(card: ModelCard, root: Path) -> Callable[[Any], tuple[Any, Any]]:
+    """Where each site's DNA (nuclei) and cell-body images come from, by layout."""
+    from acquire_vf import layouts
+
+    layout = (card.training.get("data") or {}).get("layout")
+    dna_names, body_names = ("DNA", "DAPI"), ("AGP", "F-actin")
+    by_site: dict[Any, dict[str, Path]] = {}
+    if layout == "bbbc022":
+        for site in layouts.scan_bbbc022(root):
+            by_site[next(iter(site.values())).field_key] = {c: r.path for c, r in site.items()}
+    elif layout == "paired":
+        have = [c for c in (*dna_names, *body_names) if (root / c).is_dir()]
+        if have:
+            for site in layouts.scan_paired(root, have):
+                by_site[next(iter(site.values())).field_key] = {c: r.path
+                                                                for c, r in site.items()}
+
+    def images(pair: Any) -> tuple[Any, Any]:
+        import tifffile
+
+        files = by_site.get(pair.key, {})
+        named = dict(zip(card.inputs, pair.inputs, strict=True)) | {card.output: pair.target[0]}
+        for c, path in files.items():
+            named.setdefault(c, tifffile.imread(path))
+        dna = next((named[c] for c in dna_names if c in named), None)
+        body = next((named[c] for c in body_names if c in named), None)
+        return dna, body
+
+    return images
+
+
+def _measure_cells(seg: tuple[Any, Any], pair: Any, pred: np.ndarray,
+                   feats: dict[str, list[dict[str, np.ndarray]]]) -> None:
+    from acquire_vf.evaluate._features import cell_features, segment
+
+    dna, body = seg
+    if dna is None:
+        return
+    nuclei, cells = segment(dna, body)
+    if cells.max() == 0:
+        return
+    inputs = list(pair.inputs)
+    feats["real"].append(cell_features(pair.target[0], nuclei, cells, inputs))
+    feats["virtual"].append(cell_features(pred, nuclei, cells, inputs))
+    feats["inputs"].append(cell_features(inputs[0], nuclei, cells))
+
+
+def _feature_summary(card: ModelCard, feats: dict[str, list[dict[str, np.ndarray]]],
+                     ) -> dict[str, Any]:
+    from acquire_vf.evaluate._features import fidelity
+
+    def pool(items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {k: np.concatenate([d[k] for d in items]) for k in items[0]}
+
+    fid = fidelity(pool(feats["real"]), pool(feats["virtual"]))
+    own = fidelity(pool(feats["inputs"]), pool(feats["inputs"]))
+    names = {f"correlation_input_{i}": f"correlation_with_{c}" for i, c in enumerate(card.inputs)}
+    per = {names.get(k, k): v for k, v in fid.per_feature.items()}
+    return {"n_cells": fid.n_cells, "median_correlation": fid.median_correlation,
+            "per_feature": per,
+            "inputs": {"channel": card.inputs[0],
+                       "median_correlation": own.median_correlation,
+                       "note": "an input channel measured against itself: correlation 1 by "
+                               "construction, reported apart"}}
 
 
 def _summarise(card: ModelCard, rows: list[dict[str, Any]], baselines: list[str],
