@@ -41,6 +41,9 @@ def test_report_for_held_out_simulated_data(engines, tmp_path: Path, engine: str
             feats["per_feature"]
         assert feats["inputs"]["median_correlation"] == 1.0
         assert (out / "features.png").exists()
+    per_image = json.loads((out / "per_image.json").read_text())
+    assert len(per_image) == metrics["n_images"]
+    assert all({"tl", "tl_value"} <= set(r["prediction"]) for r in per_image)
     page = (out / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) >= 3 and all((out / name).exists() for name in images)

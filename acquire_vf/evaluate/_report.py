@@ -33,7 +33,7 @@ def examples_figure(path: Path, card: ModelCard, examples: list[tuple[Any, np.nd
                     bit_depth: int) -> None:
     plt = _plt()
     n_in = len(card.inputs)
-    fig, axes = plt.subplots(len(examples), n_in + 3, figsize=(3 * (n_in + 3),
+    fig, axes = plt.subplots(len(examples), n_in + 4, figsize=(3 * (n_in + 4),
                                                                3 * len(examples)),
                              squeeze=False)
     for row, (pair, pred) in zip(axes, examples, strict=True):
@@ -51,9 +51,34 @@ def examples_figure(path: Path, card: ModelCard, examples: list[tuple[Any, np.nd
         row[n_in + 2].imshow(rgb)
         row[n_in + 2].set_title(f"|error| > 50/255: {mask.mean():.1%} of pixels", fontsize=9)
         row[n_in + 2].set_axis_off()
+        (y0, y1), (x0, x1) = _worst_window(mask)
+        row[n_in + 3].imshow(rgb[y0:y1, x0:x1], interpolation="nearest")
+        row[n_in + 3].set_title("zoom: where the errors are densest", fontsize=9)
+        row[n_in + 3].set_axis_off()
+        row[n_in + 2].add_patch(_box(x0, y0, x1 - x0, y1 - y0))
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _worst_window(mask: np.ndarray, frac: float = 0.3) -> tuple[tuple[int, int],
+                                                                tuple[int, int]]:
+    """The square window (``frac`` of the image) holding the most error pixels."""
+    from scipy import ndimage
+
+    h, w = mask.shape
+    s = max(8, int(min(h, w) * frac))
+    density = ndimage.uniform_filter(mask.astype(np.float32), s, mode="constant")
+    cy, cx = np.unravel_index(int(np.argmax(density)), density.shape)
+    y0 = int(np.clip(cy - s // 2, 0, h - s))
+    x0 = int(np.clip(cx - s // 2, 0, w - s))
+    return (y0, y0 + s), (x0, x0 + s)
+
+
+def _box(x: int, y: int, w: int, h: int) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), w, h, fill=False, edgecolor="yellow", lw=1)
 
 
 def tl_figure(path: Path, card: ModelCard, examples: list[tuple[Any, np.ndarray]]) -> None:
@@ -65,10 +90,14 @@ def tl_figure(path: Path, card: ModelCard, examples: list[tuple[Any, np.ndarray]
     bit_depth = 8
     x = curves[0].thresholds / (2**bit_depth - 1) * 100
     fig, ax = plt.subplots(figsize=(6, 4))
+    for i, c in enumerate(curves):  # each image's IE + SE, faint
+        ax.plot(x, c.total, color="tab:green", alpha=0.25, lw=0.8,
+                label="IE + SE, each image" if i == 0 else None)
     for name, style in (("ie", "--"), ("se", ":"), ("total", "-")):
         mean = np.mean([getattr(c, name) for c in curves], axis=0)
-        ax.plot(x, mean, style, label={"ie": "IE (intensity error)", "se": "SE (spatial error)",
-                                       "total": "IE + SE"}[name])
+        ax.plot(x, mean, style, label={"ie": "IE (intensity error), mean",
+                                       "se": "SE (spatial error), mean",
+                                       "total": "IE + SE, mean"}[name])
     tl = float(np.mean([c.tl_fraction for c in curves])) * 100
     ax.axvline(tl, color="grey", lw=0.8)
     ax.set_xlabel("tolerance (% of the bit-depth range)")

@@ -87,10 +87,15 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
         result["features"] = _feature_summary(card, feats)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "per_image.json").write_text(json.dumps(rows, indent=1, default=_plain))
     from acquire_vf.evaluate._report import write_report
 
     write_report(out, card, result, rows, examples, bit_depth)
     return result
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else str(v)
 
 
 def _scores(pred: np.ndarray, truth: np.ndarray, lo: float, hi: float,
