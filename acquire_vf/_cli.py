@@ -310,6 +310,40 @@ def evaluate_cmd(
 
 
 @app.command()
+def view(
+    dataset: Annotated[Path, typer.Argument(help="Run folder or .ome.tif file.")],
+    screenshot: Annotated[Path | None, typer.Option("--screenshot", help="Render offscreen "
+                                                    "to this PNG and exit.")] = None,
+) -> None:
+    """The viewer over a saved dataset: physical and virtual channels, t/position/z sliders."""
+    if screenshot is not None:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
+    elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+              or sys.platform in ("win32", "darwin")):
+        raise DataError("no display found: expected a desktop session, or use --screenshot "
+                        "PNG to render offscreen")
+    from acquire_vf.display._dataset import DatasetViewer
+
+    try:
+        viewer = DatasetViewer(dataset)
+    except FileNotFoundError as e:
+        raise DataError(str(e)) from e
+    if screenshot is not None:
+        viewer.view.screenshot(str(screenshot))
+        typer.echo(f"{screenshot}: {len(viewer.view.panels)} channel panel(s)")
+        viewer.view.window.close()
+        viewer.view.app.processEvents()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # Qt and pyqtgraph tear down in the wrong order at interpreter exit
+    viewer.view.window.show()
+    viewer.view.app.exec()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+@app.command()
 def recover(
     dataset: Annotated[Path, typer.Argument(help="Run folder or .ome.tif file.")],
 ) -> None:

@@ -104,6 +104,15 @@ def test_engine_paths_resolve_against_profile_folder(tmp_path: Path) -> None:
     assert prof.virtual_channels[0].engine == (tmp_path / "e" / "dna.onnx").resolve()
 
 
+def test_absolute_engine_paths_are_kept(tmp_path: Path) -> None:
+    engine = tmp_path / "abs" / "refocus.onnx"
+    path = _write(tmp_path, f"[autofocus]\npolicy = 'always'\nengine = '{engine}'\n"
+                            f"[[virtual_channels]]\nname = 'DNA'\nengine = '{engine}'\n"
+                            "inputs = ['AGP']\n")
+    prof = load_profile(path)
+    assert prof.autofocus.engine == engine and prof.virtual_channels[0].engine == engine
+
+
 def test_expose_fallback_needs_preset() -> None:
     with pytest.raises(ProfileError, match="on_failure = 'expose' needs 'preset'"):
         make_profile(virtual_channels=[{"name": "DNA", "engine": "x.onnx", "inputs": ["AGP"],

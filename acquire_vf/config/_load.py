@@ -65,7 +65,7 @@ def profile_from_dict(data: Mapping[str, Any], source: str = "<profile>",
 
 def _resolve_paths(prof: Profile, base: Path) -> Profile:
     def fix(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else (base / p).resolve()
+        return p if p is None or p.is_absolute() else (base / p).resolve()
 
     virtual = tuple(v.model_copy(update={"engine": fix(v.engine)}) for v in prof.virtual_channels)
     af = prof.autofocus.model_copy(update={"engine": fix(prof.autofocus.engine)})

@@ -1,0 +1,142 @@
+"""The viewer's widgets (pyqtgraph, extra ``gui``): one panel per channel, linked zoom and pan.
+
+Virtual channels are unmistakable: the title carries a "VIRTUAL" badge, the panel has an orange
+border, and the tooltip names the engine, its sha256 and the backend. Contrast is automatic from
+robust percentiles of a pixel subsample (cheap enough for every displayed frame), or fixed by
+the user. Everything here runs on the GUI thread only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from acquire_vf._errors import MissingExtraError
+from acquire_vf._frames import ChannelInfo
+
+VIRTUAL_COLOR = "#ff8c00"
+
+
+def qt() -> tuple[Any, Any]:
+    """pyqtgraph and its Qt bindings, or a one-line error naming the extra to install."""
+    try:
+        import pyqtgraph as pg
+        from pyqtgraph.Qt import QtCore, QtWidgets  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("pyqtgraph", "gui") from None
+    return pg, QtWidgets
+
+
+def robust_levels(img: np.ndarray, step: int = 4) -> tuple[float, float]:
+    """0.5 and 99.8 percentiles of a subsample: display contrast that ignores hot pixels."""
+    lo, hi = np.percentile(img[::step, ::step], [0.5, 99.8])
+    return float(lo), float(max(hi, lo + 1))
+
+
+class ChannelPanel:
+    """A titled image panel for one channel."""
+
+    def __init__(self, info: ChannelInfo) -> None:
+        pg, QtWidgets = qt()
+        self.info = info
+        self.widget = pg.PlotWidget()
+        self.widget.setAspectLocked(True)
+        self.widget.invertY(True)
+        self.widget.hideAxis("left")
+        self.widget.hideAxis("bottom")
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.widget.addItem(self.image)
+        self.levels: tuple[float, float] | None = None
+        """Manual levels; ``None`` means automatic."""
+        self.frames_shown = 0
+        if info.role == "virtual":
+            self.widget.setTitle(f'<span style="color:{VIRTUAL_COLOR}"><b>VIRTUAL</b></span> '
+                                 f"{info.name}")
+            self.widget.setStyleSheet(f"border: 3px solid {VIRTUAL_COLOR};")
+            self.widget.setToolTip(f"virtual channel {info.name}: engine {info.engine}, "
+                                   f"sha256 {str(info.sha256)[:12]}..., backend {info.backend}, "
+                                   f"{info.precision}; inputs {', '.join(info.inputs)}")
+        else:
+            self.widget.setTitle(info.name)
+            self.widget.setToolTip(f"measured channel {info.name}")
+
+    @property
+    def title(self) -> str:
+        return str(self.widget.getPlotItem().titleLabel.text)
+
+    def show(self, pixels: np.ndarray) -> None:
+        levels = self.levels or robust_levels(pixels)
+        self.image.setImage(pixels, levels=levels, autoLevels=False)
+        if self.frames_shown == 0:
+            self.widget.getViewBox().autoRange(padding=0)
+        self.frames_shown += 1
+
+
+class ViewerWindow:
+    """Channel panels in a grid with linked views, sliders for t / position / z, a status bar."""
+
+    def __init__(self, channels: list[ChannelInfo], *, title: str = "acquire-vf") -> None:
+        pg, QtWidgets = qt()
+        from pyqtgraph.Qt import QtCore
+
+        self.app = pg.mkQApp()
+        self.window = QtWidgets.QMainWindow()
+        self.window.setWindowTitle(title)
+        central = QtWidgets.QWidget()
+        layout = QtWidgets.QVBoxLayout(central)
+        grid = QtWidgets.QGridLayout()
+        layout.addLayout(grid)
+        self.panels: dict[tuple[str, str], ChannelPanel] = {}
+        cols = min(3, max(1, len(channels)))
+        first = None
+        for i, info in enumerate(channels):
+            panel = ChannelPanel(info)
+            grid.addWidget(panel.widget, i // cols, i % cols)
+            if first is None:
+                first = panel.widget
+            else:
+                panel.widget.setXLink(first)
+                panel.widget.setYLink(first)
+            self.panels[(info.name, info.role)] = panel
+        self.sliders: dict[str, Any] = {}
+        for axis in ("time", "position", "z"):
+            row = QtWidgets.QHBoxLayout()
+            label = QtWidgets.QLabel(axis)
+            slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+            slider.setMaximum(0)
+            row.addWidget(label)
+            row.addWidget(slider)
+            layout.addLayout(row)
+            self.sliders[axis] = slider
+        self.window.setCentralWidget(central)
+        self.status = self.window.statusBar()
+        self.window.resize(420 * cols, 380 * ((len(channels) + cols - 1) // cols) + 120)
+
+    def panel(self, name: str, role: str = "physical") -> ChannelPanel:
+        return self.panels[(name, role)]
+
+    def show_frame(self, name: str, role: str, pixels: np.ndarray) -> None:
+        self.panel(name, role).show(pixels)
+
+    def set_status(self, text: str) -> None:
+        self.status.showMessage(text)
+
+    def screenshot(self, path: str) -> None:
+        """Render (offscreen works) and save the whole window as PNG."""
+        self.window.show()
+        for _ in range(3):
+            self.app.processEvents()
+        if not self.window.grab().save(str(path)):
+            raise OSError(f"could not write '{path}'")
+
+    def grab_panel(self, name: str, role: str = "physical") -> np.ndarray:
+        """The panel as rendered on screen, grey (for tests and checks)."""
+        self.window.show()
+        self.app.processEvents()
+        img = self.panel(name, role).widget.grab().toImage()
+        w, h = img.width(), img.height()
+        ptr = img.constBits()
+        arr = np.frombuffer(ptr, np.uint8, img.sizeInBytes()).reshape(h, img.bytesPerLine())
+        rgba = arr[:, : w * 4].reshape(h, w, 4)
+        return rgba[..., :3].mean(axis=2)
