@@ -72,35 +72,34 @@ def run_cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None,
 
 @pytest.fixture(scope="session")
 def engines(tmp_path_factory):
-    """Real engines, made the way users make them: a short training run, then export.
+    """Real engines, made the way users make them: ``acquire-vf train``, then ``export``.
 
     ``dna``: AGP + RNA -> DNA (synthesis); ``refocus``: DNA -> DNA (refocus). A few steps only:
-    these test the machinery, not quality.
+    these test the machinery, not quality. Built by the CLI in child processes, so test
+    processes that run Micro-Manager in-process never import torch (as live runs don't).
     """
     pytest.importorskip("torch")
-    from acquire_vf.training._export import export
-    from acquire_vf.training._loop import train
-    from acquire_vf.training._recipe import Recipe
-
     root = tmp_path_factory.mktemp("engines")
     cache = root / "data"
     specs = {
-        "dna": {"name": "dna", "task": "synthesis", "data": {
-            "layout": "bbbc022", "simulate": "bbbc022", "inputs": ["AGP", "RNA"],
-            "target": "DNA", "simulated": {"fields": 3, "seed": 5, "size": [128, 128]},
-            "cache": str(cache)}},
-        "refocus": {"name": "refocus", "task": "refocus", "data": {
-            "layout": "bbbc006", "simulate": "bbbc006", "inputs": ["DNA"], "target": "DNA",
-            "simulated": {"fields": 3, "seed": 5, "size": [128, 128]}, "cache": str(cache)}},
+        "dna": ("synthesis", "bbbc022", '["AGP", "RNA"]', "DNA"),
+        "refocus": ("refocus", "bbbc006", '["DNA"]', "DNA"),
     }
     out = {}
-    for name, spec in specs.items():
-        rec = Recipe.model_validate({**spec, "train": {"steps": 3, "batch": 2, "patch": 64,
-                                                       "val_patches": 2}})
-        train(rec, "test recipe", root / name, progress=False)
+    for name, (task, layout, inputs, target) in specs.items():
+        recipe = root / f"{name}.toml"
+        recipe.write_text(
+            f'name = "{name}"\ntask = "{task}"\n[data]\nlayout = "{layout}"\n'
+            f'simulate = "{layout}"\ninputs = {inputs}\ntarget = "{target}"\n'
+            f'cache = "{cache}"\n[data.simulated]\nfields = 3\nseed = 5\n'
+            f"size = [128, 128]\n[train]\nsteps = 3\nbatch = 2\npatch = 64\n"
+            f"val_patches = 2\n")
+        r = run_cli("train", str(recipe), "--out", str(root / name), timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
         out[name] = root / "engines" / f"{name}.onnx"
-        export(root / name / "checkpoints" / "last.pt", out[name],
-               sizes=[(64, 64), (128, 96)])
+        r = run_cli("export", str(root / name / "checkpoints" / "last.pt"), "--out",
+                    str(out[name]), timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
     return out
 
 

@@ -173,6 +173,7 @@ def test_circular_buffer_overflow_stops_with_clear_error(microscope, tmp_path: P
     assert isinstance(run.fatal_error, AcquisitionError)
     assert "circular buffer overflowed" in str(run.fatal_error)
     assert any("circular buffer overflowed" in e for e in run.errors)
+    assert not microscope.core.is_sequence_running(), "the camera must not keep streaming"
     saved = open_dataset(tmp_path)
     assert sum(len(ds.records) for ds in saved) == run.frames_acquired
     assert all(ds.verify() == [] for ds in saved)

@@ -200,6 +200,7 @@ class AcquisitionRun:
         self.exposing = set()  # virtual channels exposed physically since their engine failed
         self.sequence = SequenceChecker(self.expected, optional=self._fallback)
         self.expected = self.sequence.expected
+        _stop_camera_sequence(core)  # never resize the buffer under a streaming camera
         core.set_circular_buffer_memory_footprint(self.profile.queues.mm_buffer_mb)
         h, w = int(core.get_image_height()), int(core.get_image_width())
         dtype = "uint8" if int(core.get_bytes_per_pixel()) == 1 else "uint16"
@@ -237,6 +238,7 @@ class AcquisitionRun:
                 self._fatal = _micro_manager_error(e)
         finally:
             self._acq = None
+            _stop_camera_sequence(core)  # an aborted run can leave the camera streaming
             self._restore_stages(base_z, base_xy)
             self._finish()
         return self._state
@@ -405,6 +407,17 @@ class AcquisitionRun:
     @property
     def fatal_error(self) -> AcquireVFError | None:
         return self._fatal
+
+
+def _stop_camera_sequence(core: Any) -> None:
+    """Stop a hardware sequence that is still running (after an overflow, pycromanager aborts
+    without stopping the camera, which then keeps writing into the circular buffer)."""
+    try:
+        if core.is_sequence_running():
+            core.stop_sequence_acquisition()
+            log.warning("stopped a camera sequence that was still running")
+    except Exception as e:  # a camera without sequencing, or a bridge error
+        log.debug("stop sequence: %s", e)
 
 
 def prepare_output(out_dir: Path) -> None:
