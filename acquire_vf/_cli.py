@@ -56,13 +56,73 @@ def _main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _display_note(headless: bool, profile_display: bool) -> None:
-    if headless or not profile_display:
-        return
-    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
-        or sys.platform in ("win32", "darwin")
-    reason = "no live window yet in this version" if has_display else "no display found"
-    typer.echo(f"running headless ({reason})", err=True)
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
+        or sys.platform in ("win32", "darwin") \
+        or os.environ.get("QT_QPA_PLATFORM") == "offscreen"
+
+
+def _want_window(headless: bool, display: bool, profile_display: bool) -> bool:
+    """The live window when asked for, or by default on a desktop; else a one-line note."""
+    if headless:
+        return False
+    if display:
+        if not _has_display():
+            raise DataError("--display: no display found (expected a desktop session, or "
+                            "QT_QPA_PLATFORM=offscreen)")
+        return True
+    if not profile_display:
+        return False
+    if _has_display() and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
+        from acquire_vf._errors import MissingExtraError
+
+        try:
+            import pyqtgraph  # noqa: F401
+        except ImportError:
+            typer.echo(f"running headless ({MissingExtraError('pyqtgraph', 'gui')})", err=True)
+            return False
+        return True
+    typer.echo("running headless (no display found)", err=True)
+    return False
+
+
+class OnClose(enum.StrEnum):
+    ask = "ask"
+    stop = "stop"
+    continue_ = "continue"
+
+
+DisplayOpt = Annotated[bool, typer.Option("--display", help="Open the live window even where "
+                                          "none would open by default (e.g. offscreen).")]
+OnCloseOpt = Annotated[OnClose, typer.Option(
+    "--on-close", help="Closing the live window mid-run: ask, stop the run, or continue "
+    "headless.")]
+CloseDoneOpt = Annotated[bool, typer.Option("--close-when-done", help="Close the live window "
+                                            "when the run ends.")]
+
+
+def _session(profile_name: str, out: Path | None, *, headless: bool, display: bool,
+             on_close: OnClose, close_when_done: bool, backend: str | None,
+             time_points: int | None = None) -> None:
+    from acquire_vf._session import run_session
+    from acquire_vf.config import load_profile
+
+    prof = load_profile(profile_name)
+    window = _want_window(headless, display, prof.display.enabled)
+    code = 0
+    try:
+        run_session(prof, out, time_points=time_points, profile_source=profile_name,
+                    quiet_libraries=not _state["debug"], backend=backend, display=window,
+                    on_close=on_close.value, close_when_done=close_when_done)
+    except AcquireVFError as e:
+        if not window or _state["debug"]:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        code = e.exit_code
+    if window:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # Qt and pyqtgraph tear down in the wrong order at interpreter exit
 
 
 @app.command()
@@ -72,15 +132,13 @@ def demo(
                                                     help="Number of time points.")] = None,
     out: OutOpt = None,
     backend: BackendOpt = None,
+    display: DisplayOpt = False,
+    on_close: OnCloseOpt = OnClose.ask,
+    close_when_done: CloseDoneOpt = False,
 ) -> None:
     """The main job on Micro-Manager's demo configuration (no hardware needed)."""
-    from acquire_vf._session import run_session
-    from acquire_vf.config import load_profile
-
-    prof = load_profile("demo")
-    _display_note(headless, prof.display.enabled)
-    run_session(prof, out, time_points=time_points, profile_source="demo",
-                quiet_libraries=not _state["debug"], backend=backend)
+    _session("demo", out, headless=headless, display=display, on_close=on_close,
+             close_when_done=close_when_done, backend=backend, time_points=time_points)
 
 
 @app.command()
@@ -89,15 +147,13 @@ def live(
     headless: HeadlessOpt = False,
     out: OutOpt = None,
     backend: BackendOpt = None,
+    display: DisplayOpt = False,
+    on_close: OnCloseOpt = OnClose.ask,
+    close_when_done: CloseDoneOpt = False,
 ) -> None:
     """Acquire on the microscope that PROFILE describes."""
-    from acquire_vf._session import run_session
-    from acquire_vf.config import load_profile
-
-    prof = load_profile(profile)
-    _display_note(headless, prof.display.enabled)
-    run_session(prof, out, profile_source=str(profile), quiet_libraries=not _state["debug"],
-                backend=backend)
+    _session(profile, out, headless=headless, display=display, on_close=on_close,
+             close_when_done=close_when_done, backend=backend)
 
 
 @profile_app.command("validate")
@@ -111,8 +167,7 @@ def profile_validate(
     path = resolve_profile_path(profile)
     prof = load_profile(path)
     engines = [(v.name, v.engine) for v in prof.virtual_channels]
-    if prof.autofocus.engine is not None:
-        engines.append(("autofocus", prof.autofocus.engine))
+    engines += [(f"autofocus {c}", p) for c, p in prof.refocus_engines().items()]
     missing = [f"{name}: {p}" for name, p in engines if not Path(p).is_file()]
     if missing:
         raise ProfileError(f"{path}: engine file(s) not found: {'; '.join(missing)}")

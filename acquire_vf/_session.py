@@ -35,13 +35,18 @@ def default_out_dir(profile: Profile) -> Path:
 def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
                 profile_source: str = "", stages: list[Stage] | None = None,
                 quiet: bool = False, quiet_libraries: bool = True,
-                backend: str | None = None) -> dict[str, Any]:
+                backend: str | None = None, display: bool = False,
+                on_close: str = "ask", close_when_done: bool = False) -> dict[str, Any]:
     """Acquire as ``profile`` says into ``out_dir``; return the session report.
 
     Ctrl-C cancels cleanly (frames so far are saved, the report is written). A fatal error is
     raised after the data and ``session.json`` are safely on disk. pycromanager prints
     tracebacks of its own threads to stderr; with ``quiet_libraries`` they go to the debug log
     instead, and the user sees the run's one-line error.
+
+    With ``display`` the live window shows the run (the run goes to a worker thread, Qt keeps
+    the main one); ``on_close`` says what closing it mid-run does (ask, stop, continue), and
+    ``close_when_done`` closes it when the run ends (otherwise it stays up to be looked at).
     """
     out = out_dir or default_out_dir(profile)
     prepare_output(out)
@@ -55,7 +60,10 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     restore = _cancel_on_sigint(run)
     try:
         with _third_party_stderr_to_log(enabled=quiet_libraries):
-            run.run()
+            if display:
+                _run_with_window(run, profile, backend_desc, on_close, close_when_done)
+            else:
+                run.run()
     finally:
         restore()
         report = session_report(run, profile_source=profile_source, backend=backend_desc)
@@ -67,6 +75,55 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     if run.fatal_error is not None:
         raise run.fatal_error
     return report
+
+
+def _run_with_window(run: AcquisitionRun, profile: Profile, backend: str | None,
+                     on_close: str, close_when_done: bool) -> None:
+    """Run on a worker thread under the live window; return when both are done."""
+    from acquire_vf._frames import ChannelInfo
+    from acquire_vf.display._live import LiveWindow
+
+    channels = [ChannelInfo(c.name) for c in profile.channels]
+    channels += [c for s in run._stages for c in getattr(s, "outputs", ())]
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            run.run()
+        except BaseException as e:  # re-raised on the main thread below
+            errors.append(e)
+
+    thread = threading.Thread(target=work, name="acquire-vf run", daemon=True)
+    window = LiveWindow(channels, run=run, start=thread.start, on_close=on_close,  # type: ignore[arg-type]
+                        backend=backend, title=f"acquire-vf: {profile.name}",
+                        refresh_hz=profile.display.refresh_hz)
+    window.connect(run.signals)
+    from pyqtgraph.Qt import QtCore
+
+    watch = QtCore.QTimer()
+    watch.setInterval(100)  # also lets Python handle Ctrl-C while Qt's loop runs
+
+    def check() -> None:
+        if window.started and not thread.is_alive():
+            watch.stop()
+            window.run_done = True
+            if not window.closed:
+                window.run_finished()
+                if close_when_done:
+                    window.window.close()  # the last window closed ends the event loop
+
+    watch.timeout.connect(check)
+    watch.start()
+    window.window.show()
+    window.start()
+    window.app.setQuitOnLastWindowClosed(True)
+    window.app.exec()
+    watch.stop()
+    for timer in (window.status_timer, window.frame_timer, window.histogram_timer):
+        timer.stop()
+    thread.join()  # closed with "continue": the run goes on headless until it ends
+    if errors:
+        raise errors[0]
 
 
 class _LogWriter(io.TextIOBase):
@@ -109,15 +166,20 @@ def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Sta
                              batch=t.batch, backend=backend)
 
     used = []
-    af = profile.autofocus
-    if af.policy != "off" and af.engine is not None:
-        engine = make(af.engine)
-        if engine.card.task != "refocus":
-            raise ProfileError(f"autofocus.engine '{af.engine}' is a {engine.card.task} "
-                               "engine; expected a refocus engine")
-        stages.append(RefocusStage(engine, af.channels or tuple(physical), policy=af.policy,
-                                   threshold=af.focus_threshold))
-        used.append(engine)
+    refocus: dict[str, Any] = {}
+    by_file: dict[Path, Any] = {}
+    for channel, path in profile.refocus_engines().items():
+        if path not in by_file:
+            by_file[path] = make(path)
+            if by_file[path].card.task != "refocus":
+                raise ProfileError(f"autofocus engine '{path}' is a "
+                                   f"{by_file[path].card.task} engine; expected a refocus "
+                                   "engine")
+            used.append(by_file[path])
+        refocus[channel] = by_file[path]
+    if refocus:
+        stages.append(RefocusStage(refocus, policy=profile.autofocus.policy,
+                                   threshold=profile.autofocus.focus_threshold))
     for v in profile.virtual_channels:
         engine = make(v.engine)
         card = engine.card

@@ -5,6 +5,8 @@ data and the real downloads go through the same code:
 
 - BBBC006 (U2OS z-stacks, 20x): ``BBBC006_v1_images_z_{00..33}/`` (2 µm apart, ``z_16`` in
   focus), files ``mcf-z-stacks-03212011_{well}_s{site}_w{1|2}{id}.tif``; w1 Hoechst, w2 phalloidin.
+  The simulator adds w3 (RNA) and w4 (AGP) z-stacks in the same naming, which the real data set
+  does not have, to train refocus engines for the Cell Painting channels the demo acquires.
 - BBBC022 (U2OS Cell Painting): ``{plate}/{prefix}_{well}_s{site}_w{1..5}{id}.tif``; w1 DNA,
   w2 ER, w3 RNA, w4 AGP, w5 Mito.
 - Paired folders (e.g. MDA-MB-231): ``{channel}/{name}.tif``, one folder per channel, the same
@@ -22,13 +24,13 @@ from pathlib import Path
 BBBC006_PLANES = 34
 BBBC006_FOCUS_INDEX = 16
 BBBC006_Z_STEP_UM = 2.0
-BBBC006_CHANNELS = {1: "DNA", 2: "actin"}
+BBBC006_CHANNELS = {1: "DNA", 2: "actin", 3: "RNA", 4: "AGP"}  # w3, w4: simulated only
 BBBC022_CHANNELS = {1: "DNA", 2: "ER", 3: "RNA", 4: "AGP", 5: "Mito"}
 MDA231_CHANNELS = ("PhC", "DAPI", "F-actin", "Vinculin")
 
 _BBBC006_DIR = re.compile(r"^BBBC006_v1_images_z_(?P<z>\d{2})$")
 _BBBC006_FILE = re.compile(
-    r"^mcf-z-stacks-03212011_(?P<well>[a-p]\d{2})_s(?P<site>\d+)_w(?P<w>[12])"
+    r"^mcf-z-stacks-03212011_(?P<well>[a-p]\d{2})_s(?P<site>\d+)_w(?P<w>[1-4])"
     r"(?P<uid>[0-9A-Fa-f-]*)\.tif$")
 _BBBC022_FILE = re.compile(
     r"^(?P<prefix>.+)_(?P<well>[A-P]\d{2})_s(?P<site>\d+)_w(?P<w>[1-5])"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 import tomllib
@@ -21,8 +22,20 @@ from acquire_vf.config import PROFILES_DIR, Profile, profile_from_dict
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def demo_dict() -> dict[str, Any]:
+def shipped_demo_dict() -> dict[str, Any]:
+    """The shipped demo profile as it is (engines, focus drift, a time point a second)."""
     return tomllib.loads((PROFILES_DIR / "demo.toml").read_text())
+
+
+def demo_dict() -> dict[str, Any]:
+    """The demo hardware without the shipped engines, drift or interval: the plain base that
+    tests add to."""
+    d = shipped_demo_dict()
+    d.pop("virtual_channels", None)
+    d["autofocus"] = {"policy": "off"}
+    d["specimen"]["focus_drift_um"] = 0.0
+    d["acquisition"]["interval_s"] = 0.0
+    return d
 
 
 def _merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
@@ -64,10 +77,26 @@ def core(microscope):
 
 def run_cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None,
             **kw: Any) -> subprocess.CompletedProcess[str]:
-    """Run ``acquire-vf ARGS`` in a fresh interpreter (its own Micro-Manager)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "acquire_vf", *args], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=ROOT, **kw)
+    """Run ``acquire-vf ARGS`` in a fresh interpreter (its own Micro-Manager).
+
+    A child that outlives ``timeout`` gets SIGABRT, so faulthandler prints where every thread
+    was, and the test fails with that in its message."""
+    full_env = {**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "acquire_vf", *args]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=full_env, cwd=kw.pop("cwd", ROOT), **kw) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGABRT)
+            try:
+                out, err = p.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+            pytest.fail(f"acquire-vf {' '.join(args)} hung for {timeout} s; its threads:\n"
+                        f"{err[-6000:]}")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 @pytest.fixture(scope="session")

@@ -50,13 +50,13 @@ def trend(grey, axis):
 """
 
 
-def run_qt(body: str) -> None:
+def run_qt(body: str, timeout: float = 120) -> None:
     code = PRELUDE + "\ntry:\n" + textwrap.indent(textwrap.dedent(body), "    ") + \
         "\n    print('OK', flush=True)\n    os._exit(0)\nexcept BaseException:\n" \
         "    traceback.print_exc()\n    sys.stdout.flush(); sys.stderr.flush()\n    os._exit(1)\n"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_LOGGING_RULES": "qt.qpa.*=false"}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env=env, timeout=120)
+                       env=env, timeout=timeout)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
 
 

@@ -31,7 +31,7 @@ def test_bbbc006_layout_and_naming(bbbc006: Path) -> None:
     assert dirs == [f"BBBC006_v1_images_z_{i:02d}" for i in range(34)]
     pattern = re.compile(r"^mcf-z-stacks-03212011_[a-p]\d{2}_s[12]_w[12][0-9A-F-]{36}\.tif$")
     assert all(pattern.match(r.path.name) for r in refs)
-    assert Counter(r.channel for r in refs) == {"DNA": 136, "actin": 136}
+    assert Counter(r.channel for r in refs) == {"DNA": 136, "actin": 136, "RNA": 136, "AGP": 136}
     assert {r.z_um for r in refs} == {(i - 16) * 2.0 for i in range(34)}
     img = tifffile.imread(refs[0].path)
     assert img.shape == SIZE and img.dtype == np.uint16

@@ -155,8 +155,11 @@ class AcquisitionRun:
             self._unpaused.set()
 
     def cancel(self) -> None:
-        """Stop after the frame in progress; everything acquired so far is saved."""
-        if self._state in (RunState.RUNNING, RunState.PAUSED):
+        """Stop after the frame in progress; everything acquired so far is saved. Before the
+        run starts, it makes the run end without exposing."""
+        if self._state == RunState.IDLE:
+            self._cancel.set()
+        elif self._state in (RunState.RUNNING, RunState.PAUSED):
             self._cancel.set()
             self._set_state(RunState.CANCELLING)
             self._unpaused.set()
@@ -190,6 +193,9 @@ class AcquisitionRun:
 
         core = self.microscope.core
         self._prepare_output()
+        data_path = self.out_dir / f"{self.profile.storage.name}.ome.tif"
+        if data_path.exists():  # before any thread starts or anything moves
+            raise StorageError(f"refusing to overwrite existing file '{data_path}'")
         base_z = core.get_position() if core.get_focus_device() else None
         base_xy = None
         if core.get_xy_stage_device():
@@ -227,6 +233,8 @@ class AcquisitionRun:
             backend_args["port"] = self.profile.connection.port  # the Java backend's bridge
         self.started_at = time.time()
         self._set_state(RunState.RUNNING)
+        if self._cancel.is_set():  # cancelled before it started
+            self._set_state(RunState.CANCELLING)
         try:
             with Acquisition(directory=None, image_process_fn=self._on_image,
                              pre_hardware_hook_fn=self._gate, show_display=False,

@@ -68,7 +68,9 @@ def _resolve_paths(prof: Profile, base: Path) -> Profile:
         return p if p is None or p.is_absolute() else (base / p).resolve()
 
     virtual = tuple(v.model_copy(update={"engine": fix(v.engine)}) for v in prof.virtual_channels)
-    af = prof.autofocus.model_copy(update={"engine": fix(prof.autofocus.engine)})
+    af = prof.autofocus.model_copy(update={
+        "engine": fix(prof.autofocus.engine),
+        "engines": {c: fix(p) for c, p in prof.autofocus.engines.items()}})
     return prof.model_copy(update={"virtual_channels": virtual, "autofocus": af})
 
 

@@ -7,6 +7,7 @@ union on ``kind`` so each mode carries exactly the fields it needs.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -112,9 +113,13 @@ class Autofocus(_Model):
     policy: Literal["off", "always", "when_defocused"] = "off"
     """``always`` refocuses every frame; ``when_defocused`` only frames whose focus score is low."""
     engine: Path | None = None
-    """Refocus ONNX file; relative to the profile's folder."""
+    """Refocus ONNX file for ``channels``; relative to the profile's folder."""
     channels: tuple[str, ...] = ()
-    """Physical channels to refocus; empty means all that the engine's card accepts."""
+    """Physical channels that ``engine`` refocuses; empty means every physical channel that
+    has no engine of its own in ``engines``."""
+    engines: dict[str, Path] = Field(default_factory=dict)
+    """One refocus engine per physical channel (``AGP = "engines/refocus_agp.onnx"``): a
+    refocus engine is trained on one stain."""
     focus_threshold: float = Field(0.6, gt=0, le=1)
     """Refocus when the focus score falls below this fraction of the best score seen."""
     zscan_planes: int = Field(11, ge=0)
@@ -123,8 +128,8 @@ class Autofocus(_Model):
 
     @model_validator(mode="after")
     def _policy_needs_engine(self) -> Autofocus:
-        if self.policy != "off" and self.engine is None:
-            raise ValueError(f"autofocus policy '{self.policy}' needs 'engine'")
+        if self.policy != "off" and self.engine is None and not self.engines:
+            raise ValueError(f"autofocus policy '{self.policy}' needs 'engine' or 'engines'")
         return self
 
 
@@ -151,6 +156,19 @@ class Specimen(_Model):
     stains: dict[str, Literal["DNA", "ER", "RNA", "AGP", "Mito", "actin", "DAPI", "F-actin",
                               "Vinculin", "PhC"]] = {}
     """Micro-Manager preset name → the stain it shows (e.g. ``Rhodamine = "AGP"``)."""
+    focus_drift_um: float = Field(0.0, ge=0, le=50)
+    """Amplitude of a simulated focus drift: the specimen's focal plane moves by
+    ``focus_drift_um x sin(2 pi t / focus_drift_period)`` at time point ``t`` (thermal drift
+    in a long experiment), so frames go out of focus and come back."""
+    focus_drift_period: int = Field(20, ge=2)
+    """Time points per drift cycle."""
+
+    def focus_at(self, t: int) -> float:
+        """Focus-stage position (µm) at which the specimen is in focus at time point ``t``."""
+        if not self.focus_drift_um:
+            return self.focus_z_um
+        return self.focus_z_um + self.focus_drift_um * math.sin(2 * math.pi * t /
+                                                                self.focus_drift_period)
 
     @model_validator(mode="after")
     def _optics_consistent(self) -> Specimen:
@@ -211,6 +229,9 @@ class Storage(_Model):
 class Display(_Model):
     enabled: bool = True
     """Show the live window when a display is available (``--headless`` turns it off)."""
+    refresh_hz: float = Field(5.0, gt=0, le=60)
+    """Most window redraws per second; frames arriving faster are skipped for display (never
+    for saving). A few per second is what an eye follows, and keeps the GUI's CPU share low."""
 
 
 class XYPosition(_Model):
@@ -266,9 +287,11 @@ class Profile(_Model):
                     f"virtual channel '{v.name}' takes inputs {list(v.inputs)}, but "
                     f"{missing} are not physical channels (have {sorted(physical)})"
                 )
-        unknown = [c for c in self.autofocus.channels if c not in physical]
+        af = self.autofocus
+        unknown = [c for c in (*af.channels, *af.engines) if c not in physical]
         if unknown:
-            raise ValueError(f"autofocus.channels {unknown} are not physical channels")
+            raise ValueError(f"autofocus channels {unknown} are not physical channels "
+                             f"(have {sorted(physical)})")
         if self.specimen.kind == "simulated":
             presets = [c.preset for c in self.channels] + [
                 v.preset for v in self.virtual_channels if v.on_failure == "expose" and v.preset]
@@ -278,6 +301,16 @@ class Profile(_Model):
                     f"specimen is simulated but presets {unmapped} have no entry in "
                     f"specimen.stains (mapped: {sorted(self.specimen.stains)})")
         return self
+
+    def refocus_engines(self) -> dict[str, Path]:
+        """Physical channel -> refocus engine file, in acquisition order (empty when off)."""
+        af = self.autofocus
+        if af.policy == "off":
+            return {}
+        plan = {c: af.engine for c in af.channels or [c.name for c in self.channels]
+                if af.engine is not None and c not in af.engines}
+        plan.update(af.engines)
+        return {c.name: plan[c.name] for c in self.channels if c.name in plan}
 
     @property
     def channel_names(self) -> tuple[str, ...]:

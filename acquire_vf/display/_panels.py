@@ -2,12 +2,13 @@
 
 Virtual channels are unmistakable: the title carries a "VIRTUAL" badge, the panel has an orange
 border, and the tooltip names the engine, its sha256 and the backend. Contrast is automatic from
-robust percentiles of a pixel subsample (cheap enough for every displayed frame), or fixed by
-the user. Everything here runs on the GUI thread only.
+robust percentiles of a pixel subsample, recomputed at most twice a second (a live stream keeps
+its levels in between), or fixed by the user. Everything here runs on the GUI thread only.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,13 @@ class ChannelPanel:
         self.widget.addItem(self.image)
         self.levels: tuple[float, float] | None = None
         """Manual levels; ``None`` means automatic."""
+        self.auto_interval_s = 0.5
+        self.shown_levels: tuple[float, float] = (0.0, 1.0)
+        self._levels_at = -1e9
         self.frames_shown = 0
+        self.flags = pg.TextItem("", color="#ff3030", anchor=(0, 0))
+        self.flags.setZValue(10)
+        self.widget.addItem(self.flags)
         if info.role == "virtual":
             self.widget.setTitle(f'<span style="color:{VIRTUAL_COLOR}"><b>VIRTUAL</b></span> '
                                  f"{info.name}")
@@ -57,6 +64,9 @@ class ChannelPanel:
             self.widget.setToolTip(f"virtual channel {info.name}: engine {info.engine}, "
                                    f"sha256 {str(info.sha256)[:12]}..., backend {info.backend}, "
                                    f"{info.precision}; inputs {', '.join(info.inputs)}")
+        elif info.role == "error":
+            self.widget.setTitle(f"{info.name} map")
+            self.widget.setToolTip("|virtual - physical| over the physical frame's display range")
         else:
             self.widget.setTitle(info.name)
             self.widget.setToolTip(f"measured channel {info.name}")
@@ -65,9 +75,15 @@ class ChannelPanel:
     def title(self) -> str:
         return str(self.widget.getPlotItem().titleLabel.text)
 
-    def show(self, pixels: np.ndarray) -> None:
-        levels = self.levels or robust_levels(pixels)
-        self.image.setImage(pixels, levels=levels, autoLevels=False)
+    def show(self, pixels: np.ndarray, flags: str = "") -> None:
+        """Show a frame; ``flags`` (QC problems) are written over its top-left corner."""
+        now = time.perf_counter()
+        if self.levels is not None:
+            self.shown_levels = self.levels
+        elif self.frames_shown == 0 or now - self._levels_at >= self.auto_interval_s:
+            self.shown_levels, self._levels_at = robust_levels(pixels), now
+        self.image.setImage(pixels, levels=self.shown_levels, autoLevels=False)
+        self.flags.setText(flags)
         if self.frames_shown == 0:
             self.widget.getViewBox().autoRange(padding=0)
         self.frames_shown += 1

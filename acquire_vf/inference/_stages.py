@@ -22,17 +22,19 @@ def _info(name: str, engine: TiledEngine, inputs: tuple[str, ...]) -> ChannelInf
 class RefocusStage:
     """Refocuses defocused physical frames; later stages see the refocused frames.
 
-    ``always`` refocuses every frame; ``when_defocused`` only frames whose focus score falls
-    below ``threshold`` x the best score seen for that channel. Each refocused frame is saved as
-    the virtual channel ``NAME-refocused`` and replaces ``NAME`` for the synthesis stages.
+    ``engines`` maps each refocused channel to its engine (a refocus engine is trained on one
+    stain; one engine may serve several channels). ``always`` refocuses every frame;
+    ``when_defocused`` only frames whose focus score falls below ``threshold`` x the best score
+    seen for that channel. Each refocused frame is saved as the virtual channel
+    ``NAME-refocused`` and replaces ``NAME`` for the synthesis stages.
     """
 
     name = "refocus"
 
-    def __init__(self, engine: TiledEngine, channels: tuple[str, ...], *,
-                 policy: str = "always", threshold: float = 0.6) -> None:
-        self.engine = engine
-        self.channels = channels
+    def __init__(self, engines: dict[str, TiledEngine], *, policy: str = "always",
+                 threshold: float = 0.6) -> None:
+        self.engines = engines
+        self.channels = tuple(engines)
         self.policy = policy
         self.threshold = threshold
         self.best: dict[str, float] = {}
@@ -40,17 +42,17 @@ class RefocusStage:
 
     @property
     def outputs(self) -> tuple[ChannelInfo, ...]:
-        return tuple(_info(f"{c}-refocused", self.engine, (c,)) for c in self.channels)
+        return tuple(_info(f"{c}-refocused", e, (c,)) for c, e in self.engines.items())
 
     def process(self, fs: FrameSet) -> dict[str, Frame]:
         out: dict[str, Frame] = {}
-        for ch in self.channels:
+        for ch, engine in self.engines.items():
             src = fs.frames[ch]
             score = focus_score(src.pixels)
             best = self.best[ch] = max(self.best.get(ch, 0.0), score)
             if self.policy == "when_defocused" and score >= self.threshold * best:
                 continue
-            pixels, qc = self.engine.infer([src.pixels])
+            pixels, qc = engine.infer([src.pixels])
             qc["input_focus_score"] = round(score, 5)
             saved = virtual_frame(src, f"{ch}-refocused", pixels, qc)
             out[f"{ch}-refocused"] = saved
@@ -59,7 +61,8 @@ class RefocusStage:
         return out
 
     def close(self) -> None:
-        self.engine.close()
+        for engine in {id(e): e for e in self.engines.values()}.values():
+            engine.close()
 
 
 class SynthesisStage:

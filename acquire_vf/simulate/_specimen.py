@@ -6,6 +6,7 @@ with the simulated slide as the devices stand for that frame:
 - the XY stage position (µm) picks the window of the slide (``x / pixel_size`` columns);
 - the focus stage's distance from the specimen's focal plane is the defocus, so moving Z in
   Micro-Manager (or in the acquisition's z offsets) blurs the image through the physical PSF;
+  ``specimen.focus_drift_um`` makes the focal plane drift over time points;
 - the channel's preset picks the stain (``specimen.stains`` in the profile);
 - the exposure scales the photons, then the camera model adds shot and read noise.
 
@@ -87,7 +88,7 @@ class LiveSpecimen:
         if z is None:
             z = self.core.get_position() if self.core.get_focus_device() else 0.0
         exposure = metadata_number(md.get("Exposure")) or float(self.core.get_exposure())
-        defocus = round((z - self.profile.specimen.focus_z_um) / Z_STEP_UM) * Z_STEP_UM
+        defocus = round((z - self.profile.specimen.focus_at(fid.t)) / Z_STEP_UM) * Z_STEP_UM
         with self._lock:
             field = self._field(self._origin(x, y), shape)
             mean = self._image(field, self._stain_of[fid.c], defocus)

@@ -1,0 +1,474 @@
+"""The live window of ``demo`` and ``live``: the latest frame of every channel, as it comes.
+
+Threading: acquisition and inference call :meth:`LiveWindow.offer` on their own threads. It
+stores the frame in a one-frame slot per channel (a newer frame replaces one not yet shown, and
+is counted as skipped for display) and returns; no Qt call is made off the GUI thread (PySide
+can deadlock when Python threads emit into a busy GUI thread). A Qt timer on the GUI thread
+fires ``refresh_hz`` times a second and :meth:`render` shows whatever the slots hold. ``offer``
+never waits for the GUI, so a slow or closed window never slows the run.
+
+Around the panels: a merged colour composite (per-channel colour and on/off), manual levels with
+a histogram (or automatic ones), overlays (QC flags on virtual panels; an error map when a
+physical frame of a virtual channel exists, e.g. a fallback exposure), start / pause / stop, a
+time slider over a downsampled history of what was acquired, and a status bar (fps, per-stage
+latency, queue depths, skipped frames, exposures saved, backend).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from typing import Any, Literal, cast
+
+import numpy as np
+
+from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf.display._panels import VIRTUAL_COLOR, ChannelPanel, qt, robust_levels
+
+OnClose = Literal["ask", "stop", "continue"]
+PALETTE = ("#00ff00", "#ff00ff", "#00ffff", "#ffff00", "#ff4040", "#4080ff", "#ffffff")
+QC_FLAGS = ("nan", "input_out_of_range", "saturated", "error")
+HISTORY_PX = 256
+"""Longest side of the frames kept for the time slider (the file holds the full frames)."""
+
+
+def _flags(frame: Frame) -> str:
+    bad = [k for k in QC_FLAGS if frame.qc.get(k)]
+    return ("QC: " + ", ".join(bad)) if bad else ""
+
+
+def _thumb(pixels: np.ndarray) -> np.ndarray:
+    step = max(1, -(-max(pixels.shape) // HISTORY_PX))
+    return np.ascontiguousarray(pixels[::step, ::step])
+
+
+class LiveWindow:
+    """The live window over one :class:`~acquire_vf.acquisition.AcquisitionRun`.
+
+    ``start`` is called (on the GUI thread) to begin the run, by the Start button or at once
+    with ``autostart``. ``on_close`` says what closing the window mid-run does: stop the run
+    (everything acquired is saved), let it go on headless, or ask.
+    """
+
+    def __init__(self, channels: list[ChannelInfo], *, run: Any = None,
+                 start: Any = None, on_close: OnClose = "ask", backend: str | None = None,
+                 history: int = 500, title: str = "acquire-vf live",
+                 refresh_hz: float = 5.0) -> None:
+        pg, QtWidgets = qt()
+        from pyqtgraph.Qt import QtCore
+
+        self.run, self._start_fn, self.on_close, self.backend = run, start, on_close, backend
+        self._QtWidgets = QtWidgets
+        self.app = pg.mkQApp()
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], Frame] = {}
+        self._rendered_at = -1e9
+        self._composite_at = -1e9
+        self.display_skipped = 0
+        self.frames_offered = 0
+        self.frames_shown = 0
+        self.closed = False
+        self.started = False
+        self.run_done = False
+        """Set when the run's thread has ended (whatever state the run object says)."""
+        self.history: dict[tuple[str, str], deque[tuple[int, np.ndarray, str]]] = {}
+        self._history_len = history
+        self._last: dict[tuple[str, str], Frame] = {}
+
+        class Window(QtWidgets.QMainWindow):  # type: ignore[name-defined]
+            def closeEvent(inner, event: Any) -> None:  # noqa: N805
+                if self._close_requested():
+                    event.accept()
+                else:
+                    event.ignore()
+
+        self.window = Window()
+        self.window.live = self  # the window knows its controller (tests, scripts)
+        self.window.setWindowTitle(title)
+        central = QtWidgets.QWidget()
+        outer = QtWidgets.QHBoxLayout(central)
+        left = QtWidgets.QVBoxLayout()
+        outer.addLayout(left, stretch=4)
+        self.grid = QtWidgets.QGridLayout()
+        left.addLayout(self.grid)
+        self.panels: dict[tuple[str, str], ChannelPanel] = {}
+        self._first: Any = None
+        self._cols = min(3, max(1, len(channels) + 1))
+        self.composite = pg.PlotWidget(title="composite")
+        for w in (self.composite,):
+            w.setAspectLocked(True)
+            w.invertY(True)
+            w.hideAxis("left")
+            w.hideAxis("bottom")
+        self.composite_image = pg.ImageItem(axisOrder="row-major")
+        self.composite.addItem(self.composite_image)
+        self.grid.addWidget(self.composite, 0, 0)
+        self._first = self.composite
+        self.colors: dict[tuple[str, str], Any] = {}
+        self.enabled: dict[tuple[str, str], Any] = {}
+        side = QtWidgets.QVBoxLayout()
+        outer.addLayout(side, stretch=1)
+        self._build_controls(QtWidgets, side)
+        self.layers = QtWidgets.QGridLayout()
+        box = QtWidgets.QGroupBox("composite")
+        box.setLayout(self.layers)
+        side.addWidget(box)
+        self._build_levels(pg, QtWidgets, side)
+        self._build_overlays(QtWidgets, side)
+        side.addStretch(1)
+        for info in channels:
+            self._add_panel(info)
+        row = QtWidgets.QHBoxLayout()
+        self.live_box = QtWidgets.QCheckBox("live")
+        self.live_box.setChecked(True)
+        self.time_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.time_slider.setMaximum(0)
+        self.time_label = QtWidgets.QLabel("t 0")
+        self.time_slider.valueChanged.connect(self._scrub)
+        self.live_box.toggled.connect(self._live_toggled)
+        for w in (QtWidgets.QLabel("time"), self.time_slider, self.time_label, self.live_box):
+            row.addWidget(w)
+        left.addLayout(row)
+        self.window.setCentralWidget(central)
+        self.status = self.window.statusBar()
+        self.status_timer = QtCore.QTimer()
+        self.status_timer.timeout.connect(self.update_status)
+        self.status_timer.start(500)
+        self.frame_timer = QtCore.QTimer()
+        self.frame_timer.timeout.connect(self.render)
+        self.frame_timer.start(max(1, int(1000 / refresh_hz)))
+        self.histogram_timer = QtCore.QTimer()  # the histogram follows the image once a second
+        self.histogram_timer.timeout.connect(self._refresh_histogram)
+        self.histogram_timer.start(1000)
+        rows = (len(channels) + 1 + self._cols - 1) // self._cols
+        self.window.resize(380 * self._cols + 260, 340 * rows + 90)
+
+    # ----- construction --------------------------------------------------------------
+    def _build_controls(self, QtWidgets: Any, side: Any) -> None:
+        box = QtWidgets.QGroupBox("run")
+        lay = QtWidgets.QHBoxLayout(box)
+        self.start_button = QtWidgets.QPushButton("Start")
+        self.pause_button = QtWidgets.QPushButton("Pause")
+        self.stop_button = QtWidgets.QPushButton("Stop")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button.clicked.connect(self.stop)
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            lay.addWidget(b)
+        self.pause_button.setEnabled(False)
+        self.stop_button.setEnabled(False)
+        side.addWidget(box)
+
+    def _build_levels(self, pg: Any, QtWidgets: Any, side: Any) -> None:
+        box = QtWidgets.QGroupBox("contrast")
+        lay = QtWidgets.QVBoxLayout(box)
+        self.level_channel = QtWidgets.QComboBox()
+        self.level_keys: list[tuple[str, str]] = []
+        self.auto_levels = QtWidgets.QCheckBox("automatic (robust percentiles)")
+        self.auto_levels.setChecked(True)
+        self.histogram = pg.HistogramLUTWidget(gradientPosition="left")
+        self.histogram.setMinimumHeight(160)
+        self.level_channel.currentIndexChanged.connect(self._select_level_channel)
+        self.auto_levels.toggled.connect(self._auto_toggled)
+        self.histogram.item.sigLevelChangeFinished.connect(self._levels_dragged)
+        for w in (self.level_channel, self.auto_levels, self.histogram):
+            lay.addWidget(w)
+        side.addWidget(box)
+
+    def _build_overlays(self, QtWidgets: Any, side: Any) -> None:
+        box = QtWidgets.QGroupBox("overlays")
+        lay = QtWidgets.QVBoxLayout(box)
+        self.show_qc = QtWidgets.QCheckBox("QC flags on virtual frames")
+        self.show_qc.setChecked(True)
+        self.show_error = QtWidgets.QCheckBox("error map (virtual vs physical)")
+        self.show_error.setChecked(True)
+        lay.addWidget(self.show_qc)
+        lay.addWidget(self.show_error)
+        side.addWidget(box)
+
+    def _add_panel(self, info: ChannelInfo) -> ChannelPanel:
+        pg, _ = qt()
+        key = (info.name, info.role)
+        panel = ChannelPanel(info)
+        n = len(self.panels) + 1  # slot 0 is the composite
+        self.grid.addWidget(panel.widget, n // self._cols, n % self._cols)
+        panel.widget.setXLink(self._first)
+        panel.widget.setYLink(self._first)
+        self.panels[key] = panel
+        self.history[key] = deque(maxlen=self._history_len)
+        if info.role != "error":
+            k = len(self.colors)
+            button = pg.ColorButton(color=PALETTE[k % len(PALETTE)])
+            check = self._QtWidgets.QCheckBox(
+                f"{'virtual ' if info.role == 'virtual' else ''}{info.name}")
+            check.setChecked(True)
+            if info.role == "virtual":
+                check.setStyleSheet(f"color: {VIRTUAL_COLOR}")
+            self.layers.addWidget(check, k, 0)
+            self.layers.addWidget(button, k, 1)
+            self.colors[key], self.enabled[key] = button, check
+            check.toggled.connect(lambda _on: self._update_composite())
+            button.sigColorChanged.connect(lambda _b: self._update_composite())
+            self.level_channel.addItem(f"{info.name} ({info.role})")
+            self.level_keys.append(key)
+        return panel
+
+    # ----- feeding (any thread) ------------------------------------------------------
+    def offer(self, frame: Frame) -> None:
+        """Take the newest frame of a channel; never waits for the GUI (any thread)."""
+        key = (frame.id.c, frame.role)
+        with self._lock:
+            self.frames_offered += 1
+            if key in self._pending:
+                self.display_skipped += 1
+            self._pending[key] = frame
+
+    def connect(self, signals: Any) -> None:
+        """Listen to a run's :class:`RunSignals` (emitted on acquisition/pipeline threads)."""
+        signals.frameReady.connect(self.offer)
+        signals.virtualReady.connect(self.offer)
+
+    # ----- GUI thread ----------------------------------------------------------------
+    def render(self) -> None:
+        """Show what the slots hold (GUI thread; the frame timer calls it)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if self.closed or not pending:
+            return
+        self._rendered_at = time.perf_counter()
+        for key, frame in pending.items():
+            if key not in self.panels:
+                self._add_panel(ChannelInfo(key[0], role=cast(Any, key[1])))
+            flags = _flags(frame) if frame.role == "virtual" and self.show_qc.isChecked() else ""
+            self.history[key].append((frame.id.t, _thumb(frame.pixels), flags))
+            self._last[key] = frame
+            self.time_slider.blockSignals(True)
+            self.time_slider.setMaximum(max(self.time_slider.maximum(), frame.id.t))
+            if self.live_box.isChecked():
+                self.time_slider.setValue(frame.id.t)
+            self.time_slider.blockSignals(False)
+            if self.live_box.isChecked():
+                self.panels[key].show(frame.pixels, flags)
+                self.frames_shown += 1
+        if self.live_box.isChecked():
+            self.time_label.setText(f"t {self.time_slider.value()}")
+            self._update_error_maps(pending)
+            if self._rendered_at - self._composite_at >= 0.25:
+                self._composite_at = self._rendered_at
+                self._update_composite()
+
+    def _update_error_maps(self, pending: dict[tuple[str, str], Frame]) -> None:
+        """|virtual - physical| where a channel has both frames at the same time point."""
+        if not self.show_error.isChecked():
+            return
+        for (name, role), frame in pending.items():
+            other = self._last.get((name, "virtual" if role == "physical" else "physical"))
+            if other is None or other.id.t != frame.id.t or role == "error":
+                continue
+            v, p = (frame, other) if role == "virtual" else (other, frame)
+            lo, hi = robust_levels(p.pixels)
+            err = np.abs(v.pixels.astype(np.float32) - p.pixels.astype(np.float32)) / (hi - lo)
+            key = (f"{name} error", "error")
+            if key not in self.panels:
+                self._add_panel(ChannelInfo(key[0], role=cast(Any, "error")))
+                self.panels[key].levels = (0.0, 0.5)
+            self.panels[key].show(err, f"mean |error| {float(err.mean()):.3f}")
+
+    def _update_composite(self) -> None:
+        rgb = None
+        for key, check in self.enabled.items():
+            if not check.isChecked() or key not in self.panels:
+                continue
+            img = self.panels[key].image.image
+            if img is None:
+                continue
+            img = img[:: max(1, img.shape[0] // 512), :: max(1, img.shape[1] // 512)]
+            lo, hi = self.panels[key].shown_levels
+            norm = np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+            color = self.colors[key].color()
+            c = np.array([color.redF(), color.greenF(), color.blueF()], np.float32)
+            layer = norm[..., None] * c
+            if rgb is None or rgb.shape != layer.shape:
+                rgb = layer
+            else:
+                rgb += layer
+        if rgb is not None:
+            self.composite_image.setImage(np.clip(rgb, 0, 1), levels=(0, 1), autoLevels=False)
+            if not getattr(self, "_composite_ranged", False):
+                self.composite.getViewBox().autoRange(padding=0)
+                self._composite_ranged = True
+
+    def _live_toggled(self, on: bool) -> None:
+        if on:
+            self._show_latest()
+
+    def _show_latest(self) -> None:
+        for key, frame in self._last.items():
+            flags = _flags(frame) if frame.role == "virtual" and self.show_qc.isChecked() else ""
+            self.panels[key].show(frame.pixels, flags)
+        self.time_slider.setValue(self.time_slider.maximum())
+        self._update_composite()
+
+    def _scrub(self, t: int) -> None:
+        """Show the history at time point ``t`` (leaves live mode)."""
+        self.time_label.setText(f"t {t}")
+        if self.live_box.isChecked() and t != self.time_slider.maximum():
+            self.live_box.blockSignals(True)
+            self.live_box.setChecked(False)
+            self.live_box.blockSignals(False)
+        for key, frames in self.history.items():
+            hit = next((f for f in reversed(frames) if f[0] == t), None)
+            if hit is not None:
+                self.panels[key].show(hit[1], hit[2])
+        self._update_composite()
+
+    def _level_key(self) -> tuple[str, str] | None:
+        i = self.level_channel.currentIndex()
+        return self.level_keys[i] if 0 <= i < len(self.level_keys) else None
+
+    def select_levels(self, name: str, role: str = "physical") -> None:
+        """Show the histogram of this channel (its levels become the ones to edit)."""
+        self.level_channel.setCurrentIndex(self.level_keys.index((name, role)))
+
+    def _select_level_channel(self, _index: int) -> None:
+        key = self._level_key()
+        if key is None:
+            return
+        panel = self.panels[key]
+        self.histogram.setImageItem(panel.image)
+        # the histogram is refreshed by its own timer, not on every frame
+        with contextlib.suppress(RuntimeError, TypeError):
+            panel.image.sigImageChanged.disconnect(self.histogram.item.imageChanged)
+        self.auto_levels.blockSignals(True)
+        self.auto_levels.setChecked(panel.levels is None)
+        self.auto_levels.blockSignals(False)
+
+    def _refresh_histogram(self) -> None:
+        if self.histogram.item.imageItem() is not None and not self.closed:
+            self.histogram.item.imageChanged()
+
+    def _auto_toggled(self, on: bool) -> None:
+        key = self._level_key()
+        if key in self.panels:
+            self.panels[key].levels = None if on else tuple(self.histogram.item.getLevels())
+
+    def _levels_dragged(self, _item: Any) -> None:
+        """The user moved the histogram's levels (programmatic updates show the levels the
+        panel already uses, and are ignored): that channel switches to manual levels."""
+        key = self._level_key()
+        if key not in self.panels:
+            return
+        lo, hi = (float(v) for v in self.histogram.item.getLevels())
+        shown = self.panels[key].shown_levels
+        if abs(lo - shown[0]) + abs(hi - shown[1]) <= 1e-6 * max(1.0, abs(hi)):
+            return
+        self.panels[key].levels = (lo, hi)
+        self.auto_levels.blockSignals(True)
+        self.auto_levels.setChecked(False)
+        self.auto_levels.blockSignals(False)
+
+    # ----- controls --------------------------------------------------------------------
+    def start(self) -> None:
+        if self.started or self._start_fn is None:
+            return
+        self.started = True
+        self.start_button.setEnabled(False)
+        self.pause_button.setEnabled(True)
+        self.stop_button.setEnabled(True)
+        self._start_fn()
+
+    def toggle_pause(self) -> None:
+        if self.run is None:
+            return
+        from acquire_vf.acquisition import RunState
+
+        if self.run.state == RunState.PAUSED:
+            self.run.resume()
+            self.pause_button.setText("Pause")
+        else:
+            self.run.pause()
+            self.pause_button.setText("Resume")
+
+    def stop(self) -> None:
+        if self.run is not None:
+            self.run.cancel()
+        self.pause_button.setEnabled(False)
+        self.stop_button.setEnabled(False)
+
+    def run_finished(self) -> None:
+        """The run ended (called on the GUI thread): say so and keep the last frames up."""
+        self.run_done = True
+        self.render()
+        self.update_status()
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            b.setEnabled(False)
+
+    def _running(self) -> bool:
+        from acquire_vf.acquisition import RunState
+
+        if self.run is None or not self.started or self.run_done:
+            return False
+        return self.run.state in (RunState.IDLE, RunState.RUNNING, RunState.PAUSED)
+
+    def _close_requested(self) -> bool:
+        """The window is closing: stop the run, let it go on headless, or stay open."""
+        if self._running():
+            choice: str = self.on_close
+            if choice == "ask":  # offscreen there is nobody to answer: stop
+                offscreen = self.app.platformName() in ("offscreen", "minimal")
+                choice = "stop" if offscreen else self._ask_on_close()
+            if choice == "cancel":
+                return False
+            if choice == "stop":
+                self.run.cancel()
+        self.closed = True
+        for timer in (self.status_timer, self.frame_timer, self.histogram_timer):
+            timer.stop()
+        return True
+
+    def _ask_on_close(self) -> str:
+        mb = self._QtWidgets.QMessageBox
+        box = mb(self.window)
+        box.setWindowTitle("acquire-vf")
+        box.setText("The run is still acquiring.")
+        stop = box.addButton("Stop the run (save everything)", mb.ButtonRole.AcceptRole)
+        keep = box.addButton("Keep acquiring without the window", mb.ButtonRole.ActionRole)
+        box.addButton(mb.StandardButton.Cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return "stop" if clicked is stop else "continue" if clicked is keep else "cancel"
+
+    def update_status(self) -> None:
+        if self.run is None or self.closed:
+            return
+        self.status.showMessage(status_text(self.run, self.display_skipped, self.backend))
+
+    # ----- for tests and checks ---------------------------------------------------------
+    def process_events(self, seconds: float = 0.0) -> None:
+        end = time.perf_counter() + seconds
+        while True:
+            self.app.processEvents()
+            if time.perf_counter() >= end:
+                return
+            time.sleep(0.01)
+
+
+def status_text(run: Any, display_skipped: int, backend: str | None) -> str:
+    """The status bar: state, fps, per-stage latency, queues, skipped, exposures saved."""
+    from acquire_vf.acquisition import session_report
+
+    st = run.status()
+    lat = run.latency.summary()
+    stages = "  ".join(f"{k} {v['p50']:.0f} ms" for k, v in lat.items()) or "-"
+    saved = ""
+    if run.expected:
+        r = session_report(run)
+        saved = f"exposures saved {r['exposures_full_protocol'] - r['exposures_taken']}"
+    writer = run.writer
+    return (f"{st.state.value}  |  {st.frames_acquired}/{st.frames_expected} frames, "
+            f"{st.fps:.1f} fps  |  latency p50: {stages}  |  queues: pipeline "
+            f"{st.pipeline_depth}, raw {st.raw_backlog_mb:.1f} MB, virtual "
+            f"{writer.virtual_depth if writer else 0}  |  skipped: display {display_skipped}, "
+            f"virtual {st.virtual_skipped}  |  {saved}  |  {backend or 'no engines'}")
