@@ -99,21 +99,30 @@ OnCloseOpt = Annotated[OnClose, typer.Option(
     "headless.")]
 CloseDoneOpt = Annotated[bool, typer.Option("--close-when-done", help="Close the live window "
                                             "when the run ends.")]
+ShotOpt = Annotated[Path | None, typer.Option("--screenshot", help="Save the live window as "
+                                              "PNG when the run ends, then close it (with "
+                                              "--display, works offscreen).")]
 
 
 def _session(profile_name: str, out: Path | None, *, headless: bool, display: bool,
              on_close: OnClose, close_when_done: bool, backend: str | None,
-             time_points: int | None = None) -> None:
+             time_points: int | None = None, screenshot: Path | None = None) -> None:
     from acquire_vf._session import run_session
     from acquire_vf.config import load_profile
 
     prof = load_profile(profile_name)
+    if screenshot is not None:  # render offscreen unless a desktop is there
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
+        headless, display = False, True
     window = _want_window(headless, display, prof.display.enabled)
     code = 0
     try:
         run_session(prof, out, time_points=time_points, profile_source=profile_name,
                     quiet_libraries=not _state["debug"], backend=backend, display=window,
-                    on_close=on_close.value, close_when_done=close_when_done)
+                    on_close=on_close.value, close_when_done=close_when_done,
+                    screenshot=screenshot)
     except AcquireVFError as e:
         if not window or _state["debug"]:
             raise
@@ -135,10 +144,12 @@ def demo(
     display: DisplayOpt = False,
     on_close: OnCloseOpt = OnClose.ask,
     close_when_done: CloseDoneOpt = False,
+    screenshot: ShotOpt = None,
 ) -> None:
     """The main job on Micro-Manager's demo configuration (no hardware needed)."""
     _session("demo", out, headless=headless, display=display, on_close=on_close,
-             close_when_done=close_when_done, backend=backend, time_points=time_points)
+             close_when_done=close_when_done, backend=backend, time_points=time_points,
+             screenshot=screenshot)
 
 
 @app.command()
@@ -150,10 +161,11 @@ def live(
     display: DisplayOpt = False,
     on_close: OnCloseOpt = OnClose.ask,
     close_when_done: CloseDoneOpt = False,
+    screenshot: ShotOpt = None,
 ) -> None:
     """Acquire on the microscope that PROFILE describes."""
     _session(profile, out, headless=headless, display=display, on_close=on_close,
-             close_when_done=close_when_done, backend=backend)
+             close_when_done=close_when_done, backend=backend, screenshot=screenshot)
 
 
 @profile_app.command("validate")

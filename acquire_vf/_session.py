@@ -36,7 +36,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
                 profile_source: str = "", stages: list[Stage] | None = None,
                 quiet: bool = False, quiet_libraries: bool = True,
                 backend: str | None = None, display: bool = False,
-                on_close: str = "ask", close_when_done: bool = False) -> dict[str, Any]:
+                on_close: str = "ask", close_when_done: bool = False,
+                screenshot: Path | None = None) -> dict[str, Any]:
     """Acquire as ``profile`` says into ``out_dir``; return the session report.
 
     Ctrl-C cancels cleanly (frames so far are saved, the report is written). A fatal error is
@@ -46,7 +47,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
 
     With ``display`` the live window shows the run (the run goes to a worker thread, Qt keeps
     the main one); ``on_close`` says what closing it mid-run does (ask, stop, continue), and
-    ``close_when_done`` closes it when the run ends (otherwise it stays up to be looked at).
+    ``close_when_done`` closes it when the run ends (otherwise it stays up to be looked at);
+    ``screenshot`` saves the window as PNG when the run ends, then closes it.
     """
     out = out_dir or default_out_dir(profile)
     prepare_output(out)
@@ -61,7 +63,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     try:
         with _third_party_stderr_to_log(enabled=quiet_libraries):
             if display:
-                _run_with_window(run, profile, backend_desc, on_close, close_when_done)
+                _run_with_window(run, profile, backend_desc, on_close, close_when_done,
+                                 screenshot)
             else:
                 run.run()
     finally:
@@ -78,7 +81,7 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
 
 
 def _run_with_window(run: AcquisitionRun, profile: Profile, backend: str | None,
-                     on_close: str, close_when_done: bool) -> None:
+                     on_close: str, close_when_done: bool, screenshot: Path | None) -> None:
     """Run on a worker thread under the live window; return when both are done."""
     from acquire_vf._frames import ChannelInfo
     from acquire_vf.display._live import LiveWindow
@@ -109,7 +112,11 @@ def _run_with_window(run: AcquisitionRun, profile: Profile, backend: str | None,
             window.run_done = True
             if not window.closed:
                 window.run_finished()
-                if close_when_done:
+                if screenshot is not None:
+                    window.process_events(0.3)
+                    if not window.window.grab().save(str(screenshot)):
+                        log.error("could not write the screenshot '%s'", screenshot)
+                if close_when_done or screenshot is not None:
                     window.window.close()  # the last window closed ends the event loop
 
     watch.timeout.connect(check)

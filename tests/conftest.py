@@ -35,6 +35,8 @@ def demo_dict() -> dict[str, Any]:
     d["autofocus"] = {"policy": "off"}
     d["specimen"]["focus_drift_um"] = 0.0
     d["acquisition"]["interval_s"] = 0.0
+    for c in d["channels"]:
+        c["exposure_ms"] = 10
     return d
 
 
@@ -55,6 +57,17 @@ def make_profile(**updates: Any) -> Profile:
     if "connection" in updates:
         base.pop("connection")
     return profile_from_dict(_merge(base, updates), source="test profile")
+
+
+@pytest.fixture
+def plain_demo(tmp_path: Path) -> Path:
+    """A profile file of the demo hardware without engines, drift or interval (camera flat
+    out), for CLI runs that need many frames quickly: ``live --profile PATH``."""
+    from scripts.perf_display import plain_profile
+
+    folder = tmp_path / "profile"
+    folder.mkdir()
+    return plain_profile(folder)
 
 
 @pytest.fixture(scope="session")

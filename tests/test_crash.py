@@ -29,13 +29,13 @@ def _complete_frame_lines(journal: Path) -> int:
 
 
 @pytest.mark.parametrize("seed", [11, 22, 33])
-def test_kill_9_at_a_random_frame_recovers_exactly_the_journal(tmp_path: Path,
-                                                               seed: int) -> None:
+def test_kill_9_at_a_random_frame_recovers_exactly_the_journal(tmp_path: Path, seed: int,
+                                                               plain_demo: Path) -> None:
     target = random.Random(seed).randint(3, 300)
     out = tmp_path / "run"
     journal = out / "acquisition.ome.tif.journal"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "acquire_vf", "demo", "--headless", "--time-points", "100000",
+        [sys.executable, "-m", "acquire_vf", "live", "--profile", str(plain_demo), "--headless",
          "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -68,9 +68,10 @@ def _limit_file_size(limit: int):
     return preexec
 
 
-def test_disk_full_mid_run_stops_with_earlier_frames_intact(tmp_path: Path) -> None:
+def test_disk_full_mid_run_stops_with_earlier_frames_intact(tmp_path: Path,
+                                                          plain_demo: Path) -> None:
     out = tmp_path / "run"
-    r = run_cli("demo", "--headless", "--time-points", "200", "--out", str(out),
+    r = run_cli("live", "--profile", str(plain_demo), "--headless", "--out", str(out),
                 preexec_fn=_limit_file_size(8 * 2**20))  # room for about 15 frames
     assert r.returncode == 5, r.stderr
     err = r.stderr.strip().splitlines()[-1]

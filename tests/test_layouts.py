@@ -26,10 +26,10 @@ def bbbc006(tmp_path_factory) -> Path:
 
 def test_bbbc006_layout_and_naming(bbbc006: Path) -> None:
     refs = layouts.scan_bbbc006(bbbc006)
-    assert len(refs) == 4 * 34 * 2
+    assert len(refs) == 4 * 34 * 4  # w1 Hoechst, w2 phalloidin, and the simulated w3, w4
     dirs = sorted(p.name for p in bbbc006.iterdir() if p.name.startswith("BBBC006"))
     assert dirs == [f"BBBC006_v1_images_z_{i:02d}" for i in range(34)]
-    pattern = re.compile(r"^mcf-z-stacks-03212011_[a-p]\d{2}_s[12]_w[12][0-9A-F-]{36}\.tif$")
+    pattern = re.compile(r"^mcf-z-stacks-03212011_[a-p]\d{2}_s[12]_w[1-4][0-9A-F-]{36}\.tif$")
     assert all(pattern.match(r.path.name) for r in refs)
     assert Counter(r.channel for r in refs) == {"DNA": 136, "actin": 136, "RNA": 136, "AGP": 136}
     assert {r.z_um for r in refs} == {(i - 16) * 2.0 for i in range(34)}

@@ -209,7 +209,7 @@ def test_pause_and_stop_buttons_drive_the_run(tmp_path: Path) -> None:
                 seen["held"] = live.run.frames_acquired
                 QtCore.QTimer.singleShot(300, drive); return
             seen["after"] = live.run.frames_acquired
-            seen["status"] = live.status.currentMessage()
+            seen["status"] = live.status_label.text()
             live.stop_button.click()
         QtCore.QTimer.singleShot(20, drive)
         report = run_session(prof, Path({str(out)!r}), quiet=True, display=True,
@@ -227,13 +227,16 @@ def test_pause_and_stop_buttons_drive_the_run(tmp_path: Path) -> None:
 def test_demo_with_the_window_acquires_as_fast_as_without(tmp_path: Path) -> None:
     """Same raw frames with the display on and off; rate within 10% (noisy machine).
 
-    The precise ratio over paired runs is in docs/performance.md
-    (``scripts/perf_display.py``)."""
-    rates = {}
+    The demo hardware flat out (no engines or interval: the hardest case for the window). The
+    precise ratio over more pairs is in docs/performance.md (``scripts/perf_display.py``)."""
+    from scripts.perf_display import plain_profile
+
+    profile = plain_profile(tmp_path, time_points=150)
+    rates: dict[str, list[float]] = {}
     for k, mode in enumerate(("display", "headless") * 3):
         out = tmp_path / f"{mode}{k}"
         flag = ["--display", "--close-when-done"] if mode == "display" else ["--headless"]
-        r = run_cli("demo", *flag, "--time-points", "150", "--out", str(out), timeout=45,
+        r = run_cli("live", "--profile", str(profile), *flag, "--out", str(out), timeout=60,
                     env=OFFSCREEN)
         assert r.returncode == 0, r.stderr[-2000:]
         report = json.loads((out / "session.json").read_text())

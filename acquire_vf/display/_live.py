@@ -133,6 +133,9 @@ class LiveWindow:
         left.addLayout(row)
         self.window.setCentralWidget(central)
         self.status = self.window.statusBar()
+        self.status_label = QtWidgets.QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status.addWidget(self.status_label, 1)
         self.status_timer = QtCore.QTimer()
         self.status_timer.timeout.connect(self.update_status)
         self.status_timer.start(500)
@@ -203,7 +206,11 @@ class LiveWindow:
             button = pg.ColorButton(color=PALETTE[k % len(PALETTE)])
             check = self._QtWidgets.QCheckBox(
                 f"{'virtual ' if info.role == 'virtual' else ''}{info.name}")
-            check.setChecked(True)
+            # on by default: the measured channels and up to two synthesised ones
+            synthesised = sum(1 for (n, r), c in self.enabled.items()
+                              if r == "virtual" and not n.endswith("-refocused"))
+            check.setChecked(info.role == "physical" or (
+                not info.name.endswith("-refocused") and synthesised < 2))
             if info.role == "virtual":
                 check.setStyleSheet(f"color: {VIRTUAL_COLOR}")
             self.layers.addWidget(check, k, 0)
@@ -211,8 +218,8 @@ class LiveWindow:
             self.colors[key], self.enabled[key] = button, check
             check.toggled.connect(lambda _on: self._update_composite())
             button.sigColorChanged.connect(lambda _b: self._update_composite())
+            self.level_keys.append(key)  # before addItem: adding the first selects it
             self.level_channel.addItem(f"{info.name} ({info.role})")
-            self.level_keys.append(key)
         return panel
 
     # ----- feeding (any thread) ------------------------------------------------------
@@ -347,7 +354,7 @@ class LiveWindow:
 
     def _refresh_histogram(self) -> None:
         if self.histogram.item.imageItem() is not None and not self.closed:
-            self.histogram.item.imageChanged()
+            self.histogram.item.imageChanged(autoLevel=False, autoRange=True)
 
     def _auto_toggled(self, on: bool) -> None:
         key = self._level_key()
@@ -401,6 +408,7 @@ class LiveWindow:
         """The run ended (called on the GUI thread): say so and keep the last frames up."""
         self.run_done = True
         self.render()
+        self._update_composite()
         self.update_status()
         for b in (self.start_button, self.pause_button, self.stop_button):
             b.setEnabled(False)
@@ -443,7 +451,7 @@ class LiveWindow:
     def update_status(self) -> None:
         if self.run is None or self.closed:
             return
-        self.status.showMessage(status_text(self.run, self.display_skipped, self.backend))
+        self.status_label.setText(status_text(self.run, self.display_skipped, self.backend))
 
     # ----- for tests and checks ---------------------------------------------------------
     def process_events(self, seconds: float = 0.0) -> None:
