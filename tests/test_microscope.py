@@ -33,10 +33,10 @@ def test_reconnect_reuses_the_running_core(microscope) -> None:
     assert again.core is microscope.core
 
 
-def test_attach_to_nothing_fails_fast_with_one_line(tmp_path: Path) -> None:
+def test_attach_to_nothing_fails_fast_with_one_line(tmp_path: Path, plain_demo: Path) -> None:
     port = _free_port()
-    prof = (PROFILES_DIR / "demo.toml").read_text().replace(
-        'kind = "demo"\nconfig_file = "MMConfig_demo.cfg"\ntimeout_s = 30',
+    prof = plain_demo.read_text().replace(
+        'kind = "demo"\nconfig_file = "MMConfig_demo.cfg"',
         f'kind = "attach"\nport = {port}\ntimeout_s = 1.0')
     assert 'kind = "attach"' in prof
     path = tmp_path / "attach.toml"

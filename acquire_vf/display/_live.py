@@ -102,7 +102,7 @@ class LiveWindow:
             w.invertY(True)
             w.hideAxis("left")
             w.hideAxis("bottom")
-        self.composite_image = pg.ImageItem(axisOrder="row-major")
+        self.composite_image = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
         self.composite.addItem(self.composite_image)
         self.grid.addWidget(self.composite, 0, 0)
         self._first = self.composite
@@ -169,6 +169,7 @@ class LiveWindow:
         lay = QtWidgets.QVBoxLayout(box)
         self.level_channel = QtWidgets.QComboBox()
         self.level_keys: list[tuple[str, str]] = []
+        self._linking = False
         self.auto_levels = QtWidgets.QCheckBox("automatic (robust percentiles)")
         self.auto_levels.setChecked(True)
         self.histogram = pg.HistogramLUTWidget(gradientPosition="left")
@@ -259,10 +260,13 @@ class LiveWindow:
             if self.live_box.isChecked():
                 self.panels[key].show(frame.pixels, flags)
                 self.frames_shown += 1
+                if key == self._level_key() and \
+                        self.histogram.item.imageItem() is not self.panels[key].image:
+                    self._link_histogram(self.panels[key])
         if self.live_box.isChecked():
             self.time_label.setText(f"t {self.time_slider.value()}")
             self._update_error_maps(pending)
-            if self._rendered_at - self._composite_at >= 0.25:
+            if self._rendered_at - self._composite_at >= 0.5:
                 self._composite_at = self._rendered_at
                 self._update_composite()
 
@@ -285,13 +289,15 @@ class LiveWindow:
 
     def _update_composite(self) -> None:
         rgb = None
+        full: tuple[int, ...] = (1, 1)
         for key, check in self.enabled.items():
             if not check.isChecked() or key not in self.panels:
                 continue
             img = self.panels[key].image.image
             if img is None:
                 continue
-            img = img[:: max(1, img.shape[0] // 512), :: max(1, img.shape[1] // 512)]
+            full = img.shape  # shown at full-frame coordinates, computed on a subsample
+            img = img[:: max(1, img.shape[0] // 256), :: max(1, img.shape[1] // 256)]
             lo, hi = self.panels[key].shown_levels
             norm = np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
             color = self.colors[key].color()
@@ -303,6 +309,7 @@ class LiveWindow:
                 rgb += layer
         if rgb is not None:
             self.composite_image.setImage(np.clip(rgb, 0, 1), levels=(0, 1), autoLevels=False)
+            self.composite_image.setRect(0, 0, full[1], full[0])
             if not getattr(self, "_composite_ranged", False):
                 self.composite.getViewBox().autoRange(padding=0)
                 self._composite_ranged = True
@@ -344,13 +351,24 @@ class LiveWindow:
         if key is None:
             return
         panel = self.panels[key]
-        self.histogram.setImageItem(panel.image)
-        # the histogram is refreshed by its own timer, not on every frame
-        with contextlib.suppress(RuntimeError, TypeError):
-            panel.image.sigImageChanged.disconnect(self.histogram.item.imageChanged)
+        if panel.image.image is not None:  # else linked on its first frame (see render)
+            self._link_histogram(panel)
         self.auto_levels.blockSignals(True)
         self.auto_levels.setChecked(panel.levels is None)
         self.auto_levels.blockSignals(False)
+
+    def _link_histogram(self, panel: ChannelPanel) -> None:
+        """Show this panel's histogram. Linked only once the image has data: levels set on an
+        empty ImageItem are deferred by pyqtgraph and would override the first frame's."""
+        self._linking = True
+        try:
+            self.histogram.setImageItem(panel.image)
+        finally:
+            self._linking = False
+        panel.image.setLevels(panel.shown_levels)  # linking auto-levels the histogram
+        # the histogram is refreshed by its own timer, not on every frame
+        with contextlib.suppress(RuntimeError, TypeError):
+            panel.image.sigImageChanged.disconnect(self.histogram.item.imageChanged)
 
     def _refresh_histogram(self) -> None:
         if self.histogram.item.imageItem() is not None and not self.closed:
@@ -365,7 +383,7 @@ class LiveWindow:
         """The user moved the histogram's levels (programmatic updates show the levels the
         panel already uses, and are ignored): that channel switches to manual levels."""
         key = self._level_key()
-        if key not in self.panels:
+        if key not in self.panels or self._linking:
             return
         lo, hi = (float(v) for v in self.histogram.item.getLevels())
         shown = self.panels[key].shown_levels

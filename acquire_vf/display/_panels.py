@@ -46,7 +46,7 @@ class ChannelPanel:
         self.widget.invertY(True)
         self.widget.hideAxis("left")
         self.widget.hideAxis("bottom")
-        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
         self.widget.addItem(self.image)
         self.levels: tuple[float, float] | None = None
         """Manual levels; ``None`` means automatic."""
