@@ -284,8 +284,9 @@ def test_shipped_recipes_are_valid() -> None:
     from acquire_vf.training._recipe import load_recipe
 
     names = {load_recipe(p)[0].name for p in (ROOT / "training").glob("*.toml")}
-    assert names == {"refocus", "cps_dna", "cps_er", "cps_mito", "mda_phc_dapi",
-                     "mda_phc_vinculin", "mda_factin_vinculin"}
+    assert names == {"refocus", "refocus_agp", "refocus_rna", "cps_dna", "cps_er", "cps_mito",
+                     "mda_phc_dapi", "mda_phc_vinculin", "mda_factin_vinculin",
+                     "refocus_paper", "cps_er_paper"}
 
 
 def test_recipe_patch_must_fit_the_preset(cache: Path) -> None:

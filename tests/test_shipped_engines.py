@@ -1,0 +1,44 @@
+"""The shipped engines: every recipe's engine is there, small, verified, and its card carries
+held-out metrics and the quality targets with whether each is met."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+
+import pytest
+
+from tests.conftest import ROOT
+
+RECIPES = sorted(p for p in (ROOT / "training").glob("*.toml")
+                 if tomllib.loads(p.read_text()).get("preset", "realtime") != "paper")
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_each_recipe_ships_an_engine_with_held_out_metrics(recipe) -> None:
+    onnx = ROOT / "engines" / f"{recipe.stem}.onnx"
+    assert onnx.is_file(), f"no shipped engine for {recipe.name}"
+    assert onnx.stat().st_size < 10 * 2**20  # a few MB, as the repository can carry
+    card = json.loads(onnx.with_suffix(".json").read_text())
+    assert card["onnx_sha256"] == hashlib.sha256(onnx.read_bytes()).hexdigest()
+    assert card["training"]["recipe"] == recipe.stem
+    assert card["training"]["recipe_text"] == recipe.read_text()  # trained by this recipe
+    assert card["training"]["seed"] == 0 and "acquire-vf train" in card["training"]["command"]
+    held = card["metrics"]["held_out"]
+    assert held["split"] == "all" and held["n_images"] >= 4 and "seed" in held["data"]
+    assert {"psnr", "ssim", "mae", "tl"} <= set(held["prediction"])
+    assert held["baselines"], "no baseline to compare with"
+    if card["task"] == "refocus":
+        assert {"input", "richardson_lucy"} <= set(held["baselines"])
+        assert len(held["per_z"]) >= 6  # the metrics per z-offset
+    targets = card["metrics"]["targets"]
+    assert targets and all(isinstance(t["met"], bool) and "threshold" in t for t in targets)
+    assert (ROOT / "docs" / "models" / recipe.stem / "report.html").is_file()
+
+
+def test_models_index_lists_every_engine_and_its_misses() -> None:
+    text = (ROOT / "docs" / "models" / "README.md").read_text()
+    for recipe in RECIPES:
+        assert f"`{recipe.stem}`" in text
+    assert "## Targets missed" in text
