@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from acquire_vf._errors import MicroscopeError
-from acquire_vf.config import PROFILES_DIR
 from acquire_vf.microscope import check_profile_against_hardware, connect
 from tests.conftest import make_profile, run_cli
 
