@@ -56,10 +56,19 @@ def _main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _has_display() -> bool:
+def _desktop() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
-        or sys.platform in ("win32", "darwin") \
-        or os.environ.get("QT_QPA_PLATFORM") == "offscreen"
+        or sys.platform in ("win32", "darwin")
+
+
+def _has_display() -> bool:
+    return _desktop() or os.environ.get("QT_QPA_PLATFORM") == "offscreen"
+
+
+def _render_offscreen() -> None:
+    """Screenshots render offscreen (no window flashes up, no desktop needed)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
 
 
 def _want_window(headless: bool, display: bool, profile_display: bool) -> bool:
@@ -73,7 +82,7 @@ def _want_window(headless: bool, display: bool, profile_display: bool) -> bool:
         return True
     if not profile_display:
         return False
-    if _has_display() and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
+    if _desktop() and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
         from acquire_vf._errors import MissingExtraError
 
         try:
@@ -111,10 +120,8 @@ def _session(profile_name: str, out: Path | None, *, headless: bool, display: bo
     from acquire_vf.config import load_profile
 
     prof = load_profile(profile_name)
-    if screenshot is not None:  # render offscreen unless a desktop is there
-        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
+    if screenshot is not None:
+        _render_offscreen()
         headless, display = False, True
     window = _want_window(headless, display, prof.display.enabled)
     code = 0
@@ -384,10 +391,8 @@ def view(
 ) -> None:
     """The viewer over a saved dataset: physical and virtual channels, t/position/z sliders."""
     if screenshot is not None:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
-    elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-              or sys.platform in ("win32", "darwin")):
+        _render_offscreen()
+    elif not _desktop():
         raise DataError("no display found: expected a desktop session, or use --screenshot "
                         "PNG to render offscreen")
     from acquire_vf.display._dataset import DatasetViewer

@@ -63,8 +63,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     try:
         with _third_party_stderr_to_log(enabled=quiet_libraries):
             if display:
-                _run_with_window(run, profile, backend_desc, on_close, close_when_done,
-                                 screenshot)
+                _run_with_window(run, profile, stages, backend_desc, on_close,
+                                 close_when_done, screenshot)
             else:
                 run.run()
     finally:
@@ -80,14 +80,15 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     return report
 
 
-def _run_with_window(run: AcquisitionRun, profile: Profile, backend: str | None,
-                     on_close: str, close_when_done: bool, screenshot: Path | None) -> None:
+def _run_with_window(run: AcquisitionRun, profile: Profile, stages: list[Stage],
+                     backend: str | None, on_close: str, close_when_done: bool,
+                     screenshot: Path | None) -> None:
     """Run on a worker thread under the live window; return when both are done."""
     from acquire_vf._frames import ChannelInfo
     from acquire_vf.display._live import LiveWindow
 
     channels = [ChannelInfo(c.name) for c in profile.channels]
-    channels += [c for s in run._stages for c in getattr(s, "outputs", ())]
+    channels += [c for s in stages for c in getattr(s, "outputs", ())]
     errors: list[BaseException] = []
 
     def work() -> None:

@@ -49,13 +49,18 @@ def held_out(recipe: dict) -> Path:
     return folder
 
 
+def engine_path(name: str, recipe: dict) -> Path:
+    """engines/NAME.onnx; the paper preset (30.6 M parameters, ~120 MB) is trained for the
+    preset comparison only and stays in runs/NAME/engine/."""
+    shipped = recipe.get("preset", "realtime") != "paper"
+    return (ROOT / "engines" if shipped else ROOT / "runs" / name / "engine") / f"{name}.onnx"
+
+
 def ship(name: str, force: bool) -> None:
     recipe_path = ROOT / "training" / f"{name}.toml"
     recipe = tomllib.loads(recipe_path.read_text())
     run = ROOT / "runs" / name
-    # the paper preset (30.6 M parameters, ~120 MB) is trained for the preset comparison only
-    shipped = recipe.get("preset", "realtime") != "paper"
-    onnx = (ROOT / "engines" if shipped else run / "engine") / f"{name}.onnx"
+    onnx = engine_path(name, recipe)
     if force or not (run / "summary.json").is_file():
         _run([*CLI, "train", str(recipe_path.relative_to(ROOT)), "--out", str(run),
               *(["--resume"] if (run / "checkpoints" / "last.pt").is_file() and not force
@@ -173,8 +178,7 @@ def main() -> None:
         ship(name, a.force)
     for name in names:  # after all: some targets compare two engines
         recipe = tomllib.loads((ROOT / "training" / f"{name}.toml").read_text())
-        shipped = recipe.get("preset", "realtime") != "paper"
-        onnx = (ROOT / "engines" if shipped else ROOT / "runs" / name / "engine") / f"{name}.onnx"
+        onnx = engine_path(name, recipe)
         if onnx.is_file():
             update_card(name, recipe, onnx)
     write_index()

@@ -13,6 +13,20 @@ from rich.table import Table
 from acquire_vf.acquisition._runner import AcquisitionRun
 
 
+def full_protocol_exposures(run: AcquisitionRun) -> int:
+    """Exposures the acquired time points would have taken physically: every virtual channel
+    exposed, and a z-scan autofocus (``zscan_planes``) per time point and position when the
+    profile's autofocus is on."""
+    if not run.expected:
+        return 0
+    done = run.expected[: run.frames_acquired]
+    n_sets = len({(f.t, f.p, f.z) for f in done})
+    n_tp = len({(f.t, f.p) for f in done})
+    prof = run.profile
+    zscan = prof.autofocus.zscan_planes if prof.autofocus.policy != "off" else 0
+    return n_sets * (len(prof.channels) + len(prof.virtual_channels)) + n_tp * zscan
+
+
 def session_report(run: AcquisitionRun, *, profile_source: str = "",
                    backend: str | None = None) -> dict[str, Any]:
     """The session record (keys fixed by DESIGN.md, plus detail after them)."""
@@ -23,12 +37,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
                  for n in sorted(run.exposing)]
     if p is not None:
         channels += [c.as_dict() for c in p.outputs]
-    n_sets = len({(f.t, f.p, f.z) for f in run.expected[: run.frames_acquired]}) if run.expected \
-        else 0
-    n_tp = len({(f.t, f.p) for f in run.expected[: run.frames_acquired]}) if run.expected else 0
-    n_virtual = len(prof.virtual_channels)
-    zscan = prof.autofocus.zscan_planes if prof.autofocus.policy != "off" else 0
-    full = n_sets * (len(prof.channels) + n_virtual) + n_tp * zscan
+    full = full_protocol_exposures(run)
     skipped = (p.virtual_skipped if p else 0) + (w.virtual_dropped if w else 0)
     duration = (run.finished_at or 0) - (run.started_at or 0)
     return {

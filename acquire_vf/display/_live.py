@@ -483,15 +483,12 @@ class LiveWindow:
 
 def status_text(run: Any, display_skipped: int, backend: str | None) -> str:
     """The status bar: state, fps, per-stage latency, queues, skipped, exposures saved."""
-    from acquire_vf.acquisition import session_report
+    from acquire_vf.acquisition._report import full_protocol_exposures
 
     st = run.status()
     lat = run.latency.summary()
     stages = "  ".join(f"{k} {v['p50']:.0f} ms" for k, v in lat.items()) or "-"
-    saved = ""
-    if run.expected:
-        r = session_report(run)
-        saved = f"exposures saved {r['exposures_full_protocol'] - r['exposures_taken']}"
+    saved = f"exposures saved {full_protocol_exposures(run) - run.frames_acquired}"
     writer = run.writer
     return (f"{st.state.value}  |  {st.frames_acquired}/{st.frames_expected} frames, "
             f"{st.fps:.1f} fps  |  latency p50: {stages}  |  queues: pipeline "
