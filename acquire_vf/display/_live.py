@@ -252,17 +252,18 @@ class LiveWindow:
             flags = _flags(frame) if frame.role == "virtual" and self.show_qc.isChecked() else ""
             self.history[key].append((frame.id.t, _thumb(frame.pixels), flags))
             self._last[key] = frame
-            self.time_slider.blockSignals(True)
-            self.time_slider.setMaximum(max(self.time_slider.maximum(), frame.id.t))
-            if self.live_box.isChecked():
-                self.time_slider.setValue(frame.id.t)
-            self.time_slider.blockSignals(False)
             if self.live_box.isChecked():
                 self.panels[key].show(frame.pixels, flags)
                 self.frames_shown += 1
                 if key == self._level_key() and \
                         self.histogram.item.imageItem() is not self.panels[key].image:
                     self._link_histogram(self.panels[key])
+        newest = max(f.id.t for f in pending.values())
+        self.time_slider.blockSignals(True)  # once per redraw, not per frame
+        self.time_slider.setMaximum(max(self.time_slider.maximum(), newest))
+        if self.live_box.isChecked():
+            self.time_slider.setValue(newest)
+        self.time_slider.blockSignals(False)
         if self.live_box.isChecked():
             self.time_label.setText(f"t {self.time_slider.value()}")
             self._update_error_maps(pending)
