@@ -220,10 +220,15 @@ def test_ddp_two_gloo_processes_stay_identical(cache: Path, tmp_path: Path) -> N
     path = write_recipe(tmp_path / "r.toml", recipe(cache))
     load_pairs(recipe(cache))  # the dataset exists before two processes start
     torchrun = Path(sys.executable).with_name("torchrun")
-    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "acquire_vf.training",
+    logs = tmp_path / "logs"  # each rank's own stderr, so a failure names its cause
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2",
+                        "--log-dir", str(logs), "--redirects", "3",
+                        "-m", "acquire_vf.training",
                         str(path), "--max-steps", "4", "--out", str(tmp_path / "ddp")],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    ranks = "\n".join(f"--- {f.relative_to(logs)}:\n{f.read_text()[-1500:]}"
+                      for f in sorted(logs.rglob("stderr.log")))
+    assert r.returncode == 0, f"{r.stderr[-1000:]}\n{ranks}"
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["in_sync"] is True
     assert summary["effective_batch"] == 2 * 8

@@ -1,4 +1,5 @@
-"""``torchrun --nproc_per_node N -m acquire_vf.training RECIPE [--out DIR] [--max-steps N]``.
+"""Several training processes: ``torchrun --standalone --nproc_per_node N -m acquire_vf.training
+RECIPE [--out DIR] [--max-steps N]``.
 
 The same training as ``acquire-vf train``, for several processes (GPUs, or CPU processes with
 the gloo backend). Rank 0 writes the checkpoints and logs.

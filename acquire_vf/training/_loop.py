@@ -159,6 +159,8 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
         if writer is not None:
             writer.close()
         if world > 1 and dist.is_initialized():
+            if summary:  # both ranks reach here together, so neither closes a link in use
+                dist.barrier()
             dist.destroy_process_group()
     return summary
 
