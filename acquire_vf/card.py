@@ -77,6 +77,8 @@ class ModelCard(BaseModel):
     preset: str
     width: int
     depth: int
+    residual: bool = False
+    """The network adds its output to the input (refocus engines trained with residual)."""
     parameters: int
     gflop_per_256: float
     """Forward cost per 256 x 256 pixels."""

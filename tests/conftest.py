@@ -116,7 +116,8 @@ def run_cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None,
 def engines(tmp_path_factory):
     """Real engines, made the way users make them: ``acquire-vf train``, then ``export``.
 
-    ``dna``: AGP + RNA -> DNA (synthesis); ``refocus``: DNA -> DNA (refocus). A few steps only:
+    ``dna``: AGP + RNA -> DNA (synthesis); ``refocus``: DNA -> DNA (refocus, residual, as the
+    shipped refocus engines are). A few steps only:
     these test the machinery, not quality. Built by the CLI in child processes, so test
     processes that run Micro-Manager in-process never import torch (as live runs don't).
     """
@@ -124,14 +125,14 @@ def engines(tmp_path_factory):
     root = tmp_path_factory.mktemp("engines")
     cache = root / "data"
     specs = {
-        "dna": ("synthesis", "bbbc022", '["AGP", "RNA"]', "DNA"),
-        "refocus": ("refocus", "bbbc006", '["DNA"]', "DNA"),
+        "dna": ("synthesis", "bbbc022", '["AGP", "RNA"]', "DNA", "false"),
+        "refocus": ("refocus", "bbbc006", '["DNA"]', "DNA", "true"),
     }
     out = {}
-    for name, (task, layout, inputs, target) in specs.items():
+    for name, (task, layout, inputs, target, residual) in specs.items():
         recipe = root / f"{name}.toml"
         recipe.write_text(
-            f'name = "{name}"\ntask = "{task}"\n[data]\nlayout = "{layout}"\n'
+            f'name = "{name}"\ntask = "{task}"\nresidual = {residual}\n[data]\nlayout = "{layout}"\n'
             f'simulate = "{layout}"\ninputs = {inputs}\ntarget = "{target}"\n'
             f'cache = "{cache}"\n[data.simulated]\nfields = 3\nseed = 5\n'
             f"size = [128, 128]\n[train]\nsteps = 3\nbatch = 2\npatch = 64\n"

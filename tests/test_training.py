@@ -83,6 +83,18 @@ def test_generator_output_shape(cin: int, size: tuple[int, int]) -> None:
     assert float(y.abs().max()) <= 1.0  # Tanh
 
 
+@pytest.mark.parametrize("cin", [1, 2])
+def test_residual_generator_starts_as_the_identity_of_its_first_input(cin: int) -> None:
+    g = Generator(GeneratorConfig(cin, width=8, depth=4, residual=True)).eval()
+    x = torch.empty(2, cin, 64, 96).uniform_(-1.2, 1.2)
+    with torch.no_grad():
+        assert not torch.equal(g(x), x[:, :1].clamp(-1, 1))  # random last layer: a correction
+        g.start_as_identity()
+        assert torch.equal(g(x), x[:, :1].clamp(-1, 1))
+    with pytest.raises(ValueError, match="only a residual generator"):
+        Generator(GeneratorConfig(cin, width=8, depth=4)).start_as_identity()
+
+
 @pytest.mark.parametrize(
     ("preset", "cin", "params", "gflops"),
     [("realtime", 1, 1_029_729, 0.420), ("realtime", 2, 1_029_873, 0.425),
@@ -292,6 +304,13 @@ def test_shipped_recipes_are_valid() -> None:
     assert names == {"refocus", "refocus_agp", "refocus_rna", "cps_dna", "cps_er", "cps_mito",
                      "mda_phc_dapi", "mda_phc_vinculin", "mda_factin_vinculin",
                      "refocus_paper", "cps_er_paper"}
+
+
+def test_residual_is_for_refocus_recipes(cache: Path) -> None:
+    assert recipe(cache, task="refocus", residual=True, data={
+        "layout": "bbbc006", "simulate": "bbbc006", "inputs": ["DNA"], "target": "DNA"}).residual
+    with pytest.raises(ValueError, match="residual = true is for refocus recipes"):
+        recipe(cache, residual=True)
 
 
 def test_recipe_patch_must_fit_the_preset(cache: Path) -> None:

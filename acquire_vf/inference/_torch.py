@@ -20,10 +20,12 @@ from acquire_vf.inference._errors import BackendUnavailable, EngineFileError
 log = logging.getLogger(__name__)
 
 
-def read_unet_weights(onnx_path: str | Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]],
-                                                       float]:
+Convs = list[tuple[str, np.ndarray, np.ndarray]]
+
+
+def read_unet_weights(onnx_path: str | Path) -> tuple[Convs, float, bool]:
     """(op, weight, bias) of every Conv/ConvTranspose in graph order, BatchNorm folded in;
-    and the LeakyReLU slope."""
+    the LeakyReLU slope; whether the network is residual (the input also feeds the output)."""
     import onnx
     from onnx import numpy_helper
 
@@ -32,7 +34,9 @@ def read_unet_weights(onnx_path: str | Path) -> tuple[list[tuple[str, np.ndarray
     except Exception as e:
         raise EngineFileError(f"'{onnx_path}' is not a valid ONNX file: {e}") from e
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    convs: list[tuple[str, np.ndarray, np.ndarray]] = []
+    convs: Convs = []
+    source = model.graph.input[0].name
+    residual = any(source in node.input and node.op_type != "Conv" for node in model.graph.node)
     by_output: dict[str, int] = {}
     slope = 0.2
     for node in model.graph.node:
@@ -55,11 +59,12 @@ def read_unet_weights(onnx_path: str | Path) -> tuple[list[tuple[str, np.ndarray
             by_output[node.output[0]] = k
         elif node.op_type == "LeakyRelu":
             slope = next((a.f for a in node.attribute if a.name == "alpha"), 0.2)
-    return convs, slope
+    return convs, slope, residual
 
 
-def build_unet(convs: list[tuple[str, np.ndarray, np.ndarray]], slope: float) -> Any:
-    """The exported U-Net as a torch module (BatchNorm folded)."""
+def build_unet(convs: Convs, slope: float, residual: bool = False) -> Any:
+    """The exported U-Net as a torch module (BatchNorm folded); residual: the output is
+    ``clip(x[:, :1] + 2 tanh(.), -1, 1)``, as ``Generator`` computes it."""
     import torch
     from torch import nn
 
@@ -93,6 +98,8 @@ def build_unet(convs: list[tuple[str, np.ndarray, np.ndarray]], slope: float) ->
                 if i > 0:
                     y = torch.cat([y, skips[-1 - i]], dim=1)
                 y = conv(torch.relu(y))
+            if residual:
+                return (x[:, :1] + 2 * torch.tanh(y)).clamp(-1.0, 1.0)
             return torch.tanh(y)
 
     return FoldedUNet().eval()

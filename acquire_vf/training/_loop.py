@@ -72,7 +72,7 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
     rng = np.random.default_rng([recipe.seed, rank])
     t = recipe.train
     preset = PRESETS[recipe.preset]
-    gcfg = GeneratorConfig(in_channels=len(data.inputs), **preset)
+    gcfg = GeneratorConfig(in_channels=len(data.inputs), residual=recipe.residual, **preset)
     G = Generator(gcfg).to(device)
     D = Discriminator(len(data.inputs), preset["width"], t.patch).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=t.betas)
@@ -99,7 +99,10 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
     else:
         if resume and rank == 0:
             log.warning("--resume: no checkpoint in %s, starting from step 0", ckpt_dir)
-        init_output_bias(G, sampler)
+        if gcfg.residual:
+            G.start_as_identity()
+        else:
+            init_output_bias(G, sampler)
     g_model: nn.Module = G
     d_model: nn.Module = D
     if world > 1:

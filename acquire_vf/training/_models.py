@@ -3,7 +3,9 @@
 Generator: a U-Net with kernel 3 — an initial stride-2 convolution, encoder blocks
 LeakyReLU-Conv(stride 2)-BatchNorm, decoder blocks ReLU-ConvTranspose(stride 2)-BatchNorm with
 skip connections, ending in ReLU-ConvTranspose and Tanh; any number of input channels, one
-output. Channel counts double per level up to 8x the base width, as in pix2pix.
+output. Optionally residual (not in the paper): the network predicts a correction that is added
+to the input, for refocusing, where the answer is close to the input; a plain U-Net whose first
+and last layers work at half resolution has to relearn every fine detail of the input instead. Channel counts double per level up to 8x the base width, as in pix2pix.
 
 Discriminator: conditional (the input image(s) concatenated with the real or generated target),
 kernel 5: a stride-2 convolution and BatchNorm, three Conv(stride 2)-BatchNorm-LeakyReLU blocks,
@@ -31,6 +33,9 @@ class GeneratorConfig:
     width: int = 16
     depth: int = 6
     max_mult: int = 8
+    residual: bool = False
+    """Predict a correction added to the first input (refocusing: the output is the input
+    channel itself, sharpened), ``clip(x + 2 tanh(.), -1, 1)`` instead of ``tanh(.)``."""
 
     @property
     def multiple_of(self) -> int:
@@ -73,7 +78,20 @@ class Generator(nn.Module):
         y = skips[-1]
         for i, block in enumerate(self.up):
             y = block(y if i == 0 else torch.cat([y, skips[-1 - i]], dim=1))
-        return self.final(torch.cat([y, skips[0]], dim=1))
+        out = self.final(torch.cat([y, skips[0]], dim=1))
+        if self.cfg.residual:
+            return (x[:, :1] + 2 * out).clamp(-1.0, 1.0)
+        return out
+
+    @torch.no_grad()
+    def start_as_identity(self) -> None:
+        """Residual generators: zero the last layer, so training starts from the input."""
+        if not self.cfg.residual:
+            raise ValueError("only a residual generator starts as the identity")
+        last = self.final[1]
+        assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None
+        last.weight.zero_()
+        last.bias.zero_()
 
 
 class Discriminator(nn.Module):

@@ -95,6 +95,9 @@ class Recipe(_Model):
     task: Literal["refocus", "synthesis"]
     description: str = ""
     preset: Literal["paper", "realtime"] = "realtime"
+    residual: bool = False
+    """Refocus only: predict a correction added to the defocused input (starts as the
+    identity) instead of the whole image."""
     seed: int = 0
     data: Data
     train: Train = Train()
@@ -107,6 +110,9 @@ class Recipe(_Model):
                                        self.data.inputs != (self.data.target,)):
             raise ValueError("a refocus recipe takes one channel from a bbbc006 layout and "
                              "predicts the same channel in focus")
+        if self.residual and self.task != "refocus":
+            raise ValueError("residual = true is for refocus recipes (the output is the input "
+                             f"channel corrected); this recipe's task is '{self.task}'")
         if self.task == "synthesis" and self.data.target in self.data.inputs:
             raise ValueError(f"target '{self.data.target}' is also an input")
         multiple = 2 ** PRESET_DEPTH[self.preset]
