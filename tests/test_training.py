@@ -279,6 +279,15 @@ def test_export_round_trip(cache: Path, tmp_path: Path) -> None:
     assert got.shape == (1, 1, 150, 333) and np.abs(got - ref).max() < 1e-4
 
 
+def test_training_again_into_the_same_folder_starts_a_fresh_log(cache: Path,
+                                                                tmp_path: Path) -> None:
+    from acquire_vf.training._loop import train
+
+    for _ in range(2):
+        train(recipe(cache, train={"steps": 3}), "recipe text", tmp_path / "run", progress=False)
+    assert _steps(tmp_path / "run" / "log.csv") == [1, 2, 3]
+
+
 def test_export_refuses_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")

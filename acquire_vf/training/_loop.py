@@ -99,6 +99,8 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
     else:
         if resume and rank == 0:
             log.warning("--resume: no checkpoint in %s, starting from step 0", ckpt_dir)
+        if rank == 0:
+            _truncate_csv(out / "log.csv", 0)  # a fresh run replaces an earlier run's log
         if gcfg.residual:
             G.start_as_identity()
         else:
