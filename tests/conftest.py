@@ -132,7 +132,8 @@ def engines(tmp_path_factory):
     for name, (task, layout, inputs, target, residual) in specs.items():
         recipe = root / f"{name}.toml"
         recipe.write_text(
-            f'name = "{name}"\ntask = "{task}"\nresidual = {residual}\n[data]\nlayout = "{layout}"\n'
+            f'name = "{name}"\ntask = "{task}"\nresidual = {residual}\n'
+            f'[data]\nlayout = "{layout}"\n'
             f'simulate = "{layout}"\ninputs = {inputs}\ntarget = "{target}"\n'
             f'cache = "{cache}"\n[data.simulated]\nfields = 3\nseed = 5\n'
             f"size = [128, 128]\n[train]\nsteps = 3\nbatch = 2\npatch = 64\n"

@@ -13,6 +13,7 @@ and cropped back.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 
 import numpy as np
 
@@ -84,18 +85,37 @@ def run_tiled(x: np.ndarray, run: Callable[[np.ndarray], np.ndarray], *, tile: i
     if tile >= H and tile >= W:
         return run(x[None])[0, 0, :h, :w]
     out = np.zeros((H, W), np.float32)
-    weight = np.zeros((H, W), np.float32)
+    boxes, weights = (_blend_weights if H * W <= CACHE_PIXELS else
+                      _blend_weights.__wrapped__)(H, W, tile, overlap)
+    for i in range(0, len(boxes), batch):
+        chunk = range(i, min(i + batch, len(boxes)))
+        y = run(np.stack([x[:, boxes[k][0], boxes[k][1]] for k in chunk]))
+        for k, t in zip(chunk, y[:, 0], strict=True):
+            out[boxes[k]] += t * weights[k]
+    return out[:h, :w]
+
+
+CACHE_PIXELS = 4096 * 4096
+"""Frames up to this size keep their blending weights cached (live frames repeat one
+geometry); larger ones (offline prediction of mosaics) compute them per call."""
+
+
+@lru_cache(maxsize=4)
+def _blend_weights(H: int, W: int, tile: int, overlap: int,
+                   ) -> tuple[list[tuple[slice, slice]], list[np.ndarray]]:
+    """The tiles of an H x W frame and each one's blending weight, already divided by the
+    summed weight of all tiles, so stitching is one multiply-add per tile."""
     wy = ramp(tile, overlap)
     win = np.outer(wy, wy)
     boxes = list(tiles((H, W), tile, overlap))
-    for i in range(0, len(boxes), batch):
-        chunk = boxes[i:i + batch]
-        y = run(np.stack([x[:, sy, sx] for sy, sx in chunk]))
-        for (sy, sx), t in zip(chunk, y[:, 0], strict=True):
-            wt = _edge_aware(win, sy, sx, H, W, overlap, wy)
-            out[sy, sx] += t * wt
-            weight[sy, sx] += wt
-    return (out / np.maximum(weight, 1e-12))[:h, :w]
+    raw = [_edge_aware(win, sy, sx, H, W, overlap, wy) for sy, sx in boxes]
+    total = np.zeros((H, W), np.float32)
+    for box, wt in zip(boxes, raw, strict=True):
+        total[box] += wt
+    weights = [wt / np.maximum(total[box], 1e-12) for box, wt in zip(boxes, raw, strict=True)]
+    for wt in weights:
+        wt.setflags(write=False)  # shared between calls
+    return boxes, weights
 
 
 def _edge_aware(win: np.ndarray, sy: slice, sx: slice, H: int, W: int, overlap: int,

@@ -5,7 +5,8 @@ LeakyReLU-Conv(stride 2)-BatchNorm, decoder blocks ReLU-ConvTranspose(stride 2)-
 skip connections, ending in ReLU-ConvTranspose and Tanh; any number of input channels, one
 output. Optionally residual (not in the paper): the network predicts a correction that is added
 to the input, for refocusing, where the answer is close to the input; a plain U-Net whose first
-and last layers work at half resolution has to relearn every fine detail of the input instead. Channel counts double per level up to 8x the base width, as in pix2pix.
+and last layers work at half resolution has to relearn every fine detail of the input instead.
+Channel counts double per level up to 8x the base width, as in pix2pix.
 
 Discriminator: conditional (the input image(s) concatenated with the real or generated target),
 kernel 5: a stride-2 convolution and BatchNorm, three Conv(stride 2)-BatchNorm-LeakyReLU blocks,
