@@ -152,7 +152,7 @@ def live_ratios(engine: Path, progress: Callable[[str], None], time_points: int)
     from acquire_vf._session import run_session
     from acquire_vf.config import load_profile
 
-    prof = load_profile("demo")
+    prof = load_profile("demo").bare(exposure_ms=10)  # the shipped demo waits 1 s per point
     card_dir = Path(tempfile.mkdtemp())
     # the demo's channels are AGP and RNA: a copy of the engine whose card names them
     from acquire_vf.card import ModelCard
@@ -164,9 +164,7 @@ def live_ratios(engine: Path, progress: Callable[[str], None], time_points: int)
     card.model_copy(update={"name": "bench_dna", "inputs": ("AGP", "RNA"),
                             "normalisation": {"AGP": norm, "RNA": norm, "out": norm}}
                     ).save(target)
-    with_engine = prof.model_copy(update={"virtual_channels": (
-        prof.virtual_channels[0].model_copy(update={"engine": target})
-        if prof.virtual_channels else _virtual(target),)})
+    with_engine = prof.model_copy(update={"virtual_channels": (_virtual(target),)})
     out = Path(tempfile.mkdtemp())
     plain = run_session(prof, out / "plain", time_points=time_points, quiet=True)
     engines = run_session(with_engine, out / "engine", time_points=time_points, quiet=True)

@@ -70,3 +70,5 @@ def test_bench_writes_every_ratio(tmp_path: Path) -> None:
         assert isinstance(result[key], float) and result[key] > 0 or key.startswith("pipeline")
     assert result["gpu_2048_ms"] is None or result["gpu_2048_ms"] > 0
     assert "CPU cores" in result["device"]
+    live = result["detail"]["live"]  # the camera flat out, not the shipped demo's 1 s interval
+    assert live["raw_fps_without"] > 10 and live["virtual_frames"] > 0

@@ -24,6 +24,19 @@ def test_shipped_profile_loads(name: str) -> None:
     assert prof.channels
 
 
+def test_bare_profile_keeps_the_hardware_without_engines_drift_or_interval() -> None:
+    prof = load_profile("demo")
+    assert prof.virtual_channels and prof.refocus_engines() and prof.acquisition.interval_s > 0
+    bare = prof.bare(exposure_ms=10)
+    assert bare.virtual_channels == () and bare.refocus_engines() == {}
+    assert bare.specimen.focus_drift_um == 0 and bare.acquisition.interval_s == 0
+    assert [(c.name, c.exposure_ms) for c in bare.channels] == [
+        (c.name, 10) for c in prof.channels]
+    assert bare.specimen.stains == prof.specimen.stains
+    assert bare.autofocus.zscan_planes == prof.autofocus.zscan_planes  # same protocol count
+    assert prof.bare().channels == prof.channels
+
+
 def test_profiles_are_frozen() -> None:
     prof = load_profile("demo")
     with pytest.raises(Exception, match="frozen"):

@@ -296,8 +296,10 @@ class AcquisitionRun:
             return None
         try:
             fid = self._identify(md)
-            if self._frame_source is not None:
+            ready = t0
+            if self._frame_source is not None:  # the simulated specimen stands in for the camera
                 pixels = self._frame_source(pixels, fid, md)
+                ready = time.perf_counter()
             arr = np.asarray(pixels)
             arr.flags.writeable = False  # raw data: no stage may change it in place
             elapsed = self._elapsed_ms(md, t0)
@@ -305,7 +307,7 @@ class AcquisitionRun:
                           z_um=metadata_number(md.get("ZPosition_um_Intended")),
                           x_um=metadata_number(md.get("XPosition_um_Intended")),
                           y_um=metadata_number(md.get("YPosition_um_Intended")),
-                          exposure_ms=metadata_number(md.get("Exposure")), received=t0)
+                          exposure_ms=metadata_number(md.get("Exposure")), received=ready)
             assert self.writer is not None
             self.writer.put_raw(frame)
         except AcquireVFError as e:

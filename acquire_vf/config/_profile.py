@@ -302,6 +302,17 @@ class Profile(_Model):
                     f"specimen.stains (mapped: {sorted(self.specimen.stains)})")
         return self
 
+    def bare(self, exposure_ms: float | None = None) -> Profile:
+        """The same hardware and specimen with no engines, no focus drift and no interval (the
+        camera flat out): the baseline a benchmark compares engines against."""
+        channels = tuple(c if exposure_ms is None else c.model_copy(
+            update={"exposure_ms": exposure_ms}) for c in self.channels)
+        return self.model_copy(update={
+            "channels": channels, "virtual_channels": (),
+            "autofocus": Autofocus(zscan_planes=self.autofocus.zscan_planes),
+            "specimen": self.specimen.model_copy(update={"focus_drift_um": 0.0}),
+            "acquisition": self.acquisition.model_copy(update={"interval_s": 0.0})})
+
     def refocus_engines(self) -> dict[str, Path]:
         """Physical channel -> refocus engine file, in acquisition order (empty when off)."""
         af = self.autofocus
