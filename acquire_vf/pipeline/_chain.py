@@ -159,7 +159,7 @@ class Pipeline:
                 self._record_error(f"closing stage '{s.name}': {e}")
 
 
-def _lower_priority(niceness: int = 10) -> None:
+def _lower_priority(niceness: int = 19) -> None:
     """Let acquisition threads win the CPU over this one (Linux: per-thread nice value).
 
     Engines run here; on a machine with few cores they would otherwise compete with the frame
