@@ -18,11 +18,18 @@ The fully connected layer sees the whole patch, so the discriminator is built fo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 from torch import nn
 
-PRESETS: dict[str, dict[str, int]] = {
+
+class Preset(TypedDict):
+    width: int
+    depth: int
+
+
+PRESETS: dict[str, Preset] = {
     "paper": {"width": 64, "depth": 8},
     "realtime": {"width": 16, "depth": 6},
 }
