@@ -28,16 +28,11 @@ def shipped_demo_dict() -> dict[str, Any]:
 
 
 def demo_dict() -> dict[str, Any]:
-    """The demo hardware without the shipped engines, drift or interval: the plain base that
-    tests add to."""
-    d = shipped_demo_dict()
-    d.pop("virtual_channels", None)
-    d["autofocus"] = {"policy": "off"}
-    d["specimen"]["focus_drift_um"] = 0.0
-    d["acquisition"]["interval_s"] = 0.0
-    for c in d["channels"]:
-        c["exposure_ms"] = 10
-    return d
+    """The demo hardware without the shipped engines, drift or interval (``Profile.bare``,
+    10 ms exposures): the plain base that tests add to."""
+    from acquire_vf.config import load_profile
+
+    return load_profile("demo").bare(exposure_ms=10).model_dump(mode="json", exclude_none=True)
 
 
 def _merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:

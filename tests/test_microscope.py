@@ -35,7 +35,7 @@ def test_reconnect_reuses_the_running_core(microscope) -> None:
 def test_attach_to_nothing_fails_fast_with_one_line(tmp_path: Path, plain_demo: Path) -> None:
     port = _free_port()
     prof = plain_demo.read_text().replace(
-        'kind = "demo"\nconfig_file = "MMConfig_demo.cfg"',
+        'kind = "demo"\nconfig_file = "MMConfig_demo.cfg"\ntimeout_s = 30.0',
         f'kind = "attach"\nport = {port}\ntimeout_s = 1.0')
     assert 'kind = "attach"' in prof
     path = tmp_path / "attach.toml"
