@@ -72,3 +72,8 @@ def test_bench_writes_every_ratio(tmp_path: Path) -> None:
     assert "CPU cores" in result["device"]
     live = result["detail"]["live"]  # the camera flat out, not the shipped demo's 1 s interval
     assert live["raw_fps_without"] > 10 and live["virtual_frames"] > 0
+    # and again with an engine many times slower than the camera (the paper preset): the
+    # latest-frame slot skips sets rather than queueing them
+    slow = result["detail"]["live_slow_engine"]
+    assert slow["model_over_frame_set_interval"] > live["model_over_frame_set_interval"]
+    assert slow["virtual_frames"] > 0 and slow["virtual_skipped"] > 0

@@ -329,3 +329,12 @@ def test_recipe_patch_must_fit_the_preset(cache: Path) -> None:
     assert {k: v["depth"] for k, v in PRESETS.items()} == PRESET_DEPTH
     with pytest.raises(ValueError, match="preset 'paper' needs patches in multiples of 256"):
         recipe(cache, preset="paper")
+
+
+def test_card_names_the_repository_cache_relative_to_the_checkout(tmp_path: Path) -> None:
+    """A shipped card's data_root must name the same cache folder in any clone."""
+    from acquire_vf.training._loop import _portable
+    from acquire_vf.training._recipe import REPO_ROOT
+
+    assert _portable(REPO_ROOT / ".cache" / "datasets" / "x") == str(Path(".cache/datasets/x"))
+    assert _portable(tmp_path) == str(tmp_path)  # elsewhere: kept absolute

@@ -113,9 +113,11 @@ def _baselines(card: ModelCard, data: Any, root: Path) -> dict[str, Callable[[An
         if rl is not None:
             out["richardson_lucy"] = rl
         return out
-    trained_on = Path(str(card.training.get("data_root", "")))
-    if trained_on.is_dir() and trained_on != root:  # fit where the engine learned
-        from acquire_vf.training._data import load_pairs
+    from acquire_vf.training._recipe import REPO_ROOT
+
+    trained_on = REPO_ROOT / str(card.training.get("data_root", ""))  # relative: the cache
+    if card.training.get("data_root") and trained_on.is_dir() and trained_on != root:
+        from acquire_vf.training._data import load_pairs  # fit where the engine learned
 
         data = load_pairs(_recipe_for(card, trained_on), root=trained_on, require_splits=False)
     return {"linear": _linear_regression(data)}

@@ -31,7 +31,7 @@ from acquire_vf.evaluate import image_metrics
 from acquire_vf.training._data import PairedData, PatchSampler, load_pairs
 from acquire_vf.training._loss import LossWeights, discriminator_loss, generator_loss
 from acquire_vf.training._models import PRESETS, Discriminator, Generator, GeneratorConfig
-from acquire_vf.training._recipe import Recipe
+from acquire_vf.training._recipe import REPO_ROOT, Recipe
 
 log = logging.getLogger(__name__)
 CSV_FIELDS = ["step", "time_s", "g_loss", "d_loss", "mae", "adv", "val_mae", "val_psnr",
@@ -217,12 +217,21 @@ def _save(path: Path, step: int, G: nn.Module, D: nn.Module, opt_g: Any, opt_d: 
         "generator_config": asdict(gcfg), "recipe": recipe.model_dump(mode="json"),
         "recipe_text": recipe_text, "inputs": list(data.inputs), "target": data.target,
         "normalisation": {k: v.model_dump() for k, v in data.normalisation.items()},
-        "data_root": str(data.root), "world_size": world,
+        "data_root": _portable(data.root), "world_size": world,
         "splits": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a kill mid-save never leaves a broken checkpoint
+
+
+def _portable(path: Path) -> str:
+    """``path`` relative to the repository when inside it (the simulated-data cache), so that
+    a card written here names the same folder in another checkout."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 class _CsvLog:
