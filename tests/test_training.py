@@ -338,3 +338,39 @@ def test_card_names_the_repository_cache_relative_to_the_checkout(tmp_path: Path
 
     assert _portable(REPO_ROOT / ".cache" / "datasets" / "x") == str(Path(".cache/datasets/x"))
     assert _portable(tmp_path) == str(tmp_path)  # elsewhere: kept absolute
+
+
+def test_ema_update_is_the_weighted_average() -> None:
+    from acquire_vf.training._loop import _ema_update
+
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.fill_(0.0)
+        for p in b.parameters():
+            p.fill_(1.0)
+    _ema_update(a, b, 0.75)
+    assert all(torch.allclose(p, torch.full_like(p, 0.25)) for p in a.parameters())
+
+
+def test_ema_generator_is_saved_exported_and_resumed(cache: Path, tmp_path: Path) -> None:
+    """With train.ema the checkpoints hold the average (what export reads) and the raw
+    weights (what training resumes from); without it, only the raw weights."""
+    from acquire_vf.training._export import load_generator
+    from acquire_vf.training._loop import train
+
+    rec = recipe(cache, train={"steps": 6, "ema": 0.9, "val_every": 3, "checkpoint_every": 3})
+    train(rec, "recipe text", tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    avg, raw = state["generator"], state["generator_train"]
+    gap = max(float((avg[k] - raw[k]).abs().max()) for k in raw if raw[k].is_floating_point())
+    assert gap > 0  # the average lags the last step
+    G, _ = load_generator(last)
+    assert all(torch.equal(G.state_dict()[k], avg[k]) for k in avg)
+    more = recipe(cache, train={"steps": 9, "ema": 0.9, "val_every": 3, "checkpoint_every": 3})
+    assert train(more, "recipe text", tmp_path / "run", resume=True, progress=False)["steps"] == 9
+    plain = tmp_path / "plain"
+    train(recipe(cache, train={"steps": 3}), "recipe text", plain, progress=False)
+    assert "generator_train" not in torch.load(plain / "checkpoints" / "last.pt",
+                                               weights_only=False)

@@ -14,6 +14,7 @@ run goes on where its last checkpoint left it.
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import os
@@ -86,7 +87,7 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
     last = ckpt_dir / "last.pt"
     if resume and last.exists():
         state = torch.load(last, map_location=device, weights_only=False)
-        G.load_state_dict(state["generator"])
+        G.load_state_dict(state.get("generator_train", state["generator"]))
         D.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -105,6 +106,9 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
             G.start_as_identity()
         else:
             init_output_bias(G, sampler)
+    G_ema = _ema_copy(G, state["generator"] if resume and last.exists() else None,
+                      on=t.ema is not None)
+    keep = G_ema if G_ema is not None else G  # validated, saved as best, exported
     g_model: nn.Module = G
     d_model: nn.Module = D
     if world > 1:
@@ -134,21 +138,23 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
             scaler.scale(g_loss).backward()
             scaler.step(opt_g)
             scaler.update()
+            if G_ema is not None:
+                _ema_update(G_ema, G, float(t.ema or 0.0))
             seen += t.batch * world
             row: dict[str, Any] = {"step": step, "g_loss": float(g_loss.detach()),
                                    "d_loss": float(d_loss.detach()), **parts}
             if rank == 0 and (step % t.val_every == 0 or step == total):
-                metrics = validate(G, val_x, val_y, device)
+                metrics = validate(keep, val_x, val_y, device)
                 row.update({f"val_{k}": v for k, v in metrics.items()})
                 if metrics["mae"] < best:
                     best = metrics["mae"]
                     _save(ckpt_dir / "best.pt", step, G, D, opt_g, opt_d, best, recipe,
-                          recipe_text, data, gcfg, world)
+                          recipe_text, data, gcfg, world, G_ema)
             elapsed = time.perf_counter() - t0
             row.update(time_s=round(elapsed, 3), patches_per_s=round(seen / elapsed, 2))
             if rank == 0 and (step % t.checkpoint_every == 0 or step == total):
                 _save(last, step, G, D, opt_g, opt_d, best, recipe, recipe_text, data, gcfg,
-                      world)
+                      world, G_ema)
             if logger is not None:
                 logger.write(row)
             if writer is not None:
@@ -168,6 +174,28 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
                 dist.barrier()
             dist.destroy_process_group()
     return summary
+
+
+@torch.no_grad()
+def _ema_copy(G: Generator, state: dict[str, Any] | None, on: bool) -> Generator | None:
+    """The averaged generator (``train.ema``): a copy of ``G``, or the saved average when
+    resuming; ``None`` when the recipe keeps no average."""
+    if not on:
+        return None
+    ema = copy.deepcopy(G)
+    if state is not None:
+        ema.load_state_dict(state)
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, G: nn.Module, decay: float) -> None:
+    for pe, p in zip(ema.parameters(), G.parameters(), strict=True):
+        pe.lerp_(p.detach(), 1.0 - decay)
+    for be, b in zip(ema.buffers(), G.buffers(), strict=True):  # BatchNorm statistics
+        be.copy_(b)
 
 
 @torch.no_grad()
@@ -210,9 +238,10 @@ def _weights_in_sync(G: nn.Module, world: int) -> bool:
 
 def _save(path: Path, step: int, G: nn.Module, D: nn.Module, opt_g: Any, opt_d: Any,
           best: float, recipe: Recipe, recipe_text: str, data: PairedData,
-          gcfg: GeneratorConfig, world: int) -> None:
+          gcfg: GeneratorConfig, world: int, G_ema: nn.Module | None = None) -> None:
+    # "generator" is what export reads: the average when the recipe keeps one
     state = {
-        "step": step, "generator": G.state_dict(), "discriminator": D.state_dict(),
+        "step": step, "generator": (G_ema or G).state_dict(), "discriminator": D.state_dict(),
         "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "best_val_mae": best,
         "generator_config": asdict(gcfg), "recipe": recipe.model_dump(mode="json"),
         "recipe_text": recipe_text, "inputs": list(data.inputs), "target": data.target,
@@ -220,6 +249,8 @@ def _save(path: Path, step: int, G: nn.Module, D: nn.Module, opt_g: Any, opt_d: 
         "data_root": _portable(data.root), "world_size": world,
         "splits": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
     }
+    if G_ema is not None:
+        state["generator_train"] = G.state_dict()  # the raw weights, to resume from
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a kill mid-save never leaves a broken checkpoint

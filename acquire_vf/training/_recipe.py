@@ -74,6 +74,10 @@ class Train(_Model):
     """Histogram-equalise inputs (the paper did, for MDA-MB-231 only)."""
     amp: bool = True
     """Mixed precision on GPU (ignored on CPU)."""
+    ema: float | None = Field(None, gt=0, lt=1)
+    """Keep an exponential moving average of the generator's weights with this decay (e.g.
+    0.999; not in the paper) and validate, keep as best and export it instead of the last
+    step's weights: a GAN's generator oscillates from step to step, its average less."""
 
 
 class Loss(_Model):
