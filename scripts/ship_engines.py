@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "acquire_vf"]
+sys.path.insert(0, str(ROOT))
+from acquire_vf.simulate import SIMULATOR_VERSION, simulated_version  # noqa: E402
+
 HELD_OUT = {  # dataset -> (seed, fields); training simulates with seed 1000
     "bbbc006": (9006, 6),
     "bbbc022": (9022, 8),
@@ -41,8 +45,10 @@ def held_out(recipe: dict) -> Path:
     seed, fields = HELD_OUT[kind]
     w, h = recipe["data"]["simulated"]["size"]
     folder = ROOT / ".cache" / "held-out" / f"{kind}-{seed}-{fields}-{w}x{h}"
-    if not folder.is_dir():
+    if simulated_version(folder) != SIMULATOR_VERSION:  # missing, or another simulator's
+        shutil.rmtree(folder, ignore_errors=True)
         tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
         _run([*CLI, "simulate", kind, "--out", str(tmp), "--fields", str(fields),
               "--seed", str(seed), "--size", f"{w}x{h}"])
         tmp.rename(folder)

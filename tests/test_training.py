@@ -374,3 +374,26 @@ def test_ema_generator_is_saved_exported_and_resumed(cache: Path, tmp_path: Path
     train(recipe(cache, train={"steps": 3}), "recipe text", plain, progress=False)
     assert "generator_train" not in torch.load(plain / "checkpoints" / "last.pt",
                                                weights_only=False)
+
+
+def test_simulated_data_of_another_simulator_version_is_rewritten(tmp_path: Path) -> None:
+    """A cached dataset is reused only if this simulator wrote it (the cache key names the
+    settings, not the simulator's code)."""
+    from acquire_vf.simulate import SIMULATOR_VERSION, simulated_version
+    from acquire_vf.training._data import data_root
+    from acquire_vf.training._recipe import simulated_root
+
+    rec = recipe(tmp_path)
+    stale = simulated_root(rec)
+    stale.mkdir(parents=True)
+    (stale / "simulation.json").write_text(json.dumps({"dataset": "bbbc022", "fields": 6}))
+    (stale / "leftover.tif").write_bytes(b"old")
+    root = data_root(rec)
+    assert root == stale and simulated_version(root) == SIMULATOR_VERSION
+    assert not (root / "leftover.tif").exists()
+    written = (root / "simulation.json").stat().st_mtime_ns
+    assert data_root(rec) == root  # now reused as it is
+    assert (root / "simulation.json").stat().st_mtime_ns == written
+    from acquire_vf.training._data import load_pairs
+
+    assert load_pairs(rec).train  # the rewritten data is complete

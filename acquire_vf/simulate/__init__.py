@@ -8,13 +8,19 @@ specimen that the demo's camera frames show.
 
 from acquire_vf.simulate._camera import Camera
 from acquire_vf.simulate._cells import Cell
-from acquire_vf.simulate._datasets import OPTICS_20X, OPTICS_60X, write_dataset
+from acquire_vf.simulate._datasets import (
+    OPTICS_20X,
+    OPTICS_60X,
+    SIMULATOR_VERSION,
+    simulated_version,
+    write_dataset,
+)
 from acquire_vf.simulate._optics import Optics, convolve, convolve_many, phase_contrast
 from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
 from acquire_vf.simulate._specimen import LiveSpecimen
 from acquire_vf.simulate._stains import Truth
 
-__all__ = ["OPTICS_20X", "OPTICS_60X", "STAINS", "Camera", "Cell", "Field", "LiveSpecimen",
-           "Optics", "Truth",
+__all__ = ["OPTICS_20X", "OPTICS_60X", "SIMULATOR_VERSION", "STAINS", "Camera", "Cell", "Field",
+           "LiveSpecimen", "Optics", "Truth",
            "convolve", "convolve_many", "fluorescence", "phase_contrast", "render_field",
-           "write_dataset"]
+           "simulated_version", "write_dataset"]

@@ -23,6 +23,9 @@ from acquire_vf.simulate._optics import Optics, convolve, phase_contrast
 from acquire_vf.simulate._phantom import fluorescence, render_field
 
 DatasetKind = Literal["bbbc006", "bbbc022", "mda231"]
+SIMULATOR_VERSION = 2
+"""Recorded in ``simulation.json``; bump it when what the simulator writes changes, so that
+cached datasets written by another version are rewritten, never silently reused."""
 
 # 20x/0.45 air over an aqueous sample (the BBBC screens); 60x/1.25 oil (the paper's MDA-MB-231)
 OPTICS_20X = Optics(na=0.45, immersion_index=1.0, specimen_index=1.38, pixel_size_um=0.65,
@@ -53,12 +56,23 @@ def write_dataset(kind: DatasetKind, out: Path, *, fields: int, seed: int,
         if progress is not None:
             progress(k + 1)
     manifest = {
-        "dataset": kind, "simulated_by": "acquire-vf", "fields": fields, "seed": seed,
+        "dataset": kind, "simulated_by": "acquire-vf", "simulator_version": SIMULATOR_VERSION,
+        "fields": fields, "seed": seed,
         "shape": list(shape), "optics": asdict(optics), "camera": asdict(camera),
         "exposure_ms": EXPOSURE_MS,
     }
     (out / "simulation.json").write_text(json.dumps(manifest, indent=2))
     return out
+
+
+def simulated_version(root: Path) -> int | None:
+    """The simulator version that wrote the dataset at ``root``; ``None`` if none did (or an
+    older one that recorded none)."""
+    try:
+        v = json.loads((root / "simulation.json").read_text()).get("simulator_version")
+    except (OSError, ValueError):
+        return None
+    return int(v) if isinstance(v, int) else None
 
 
 def _save(path: Path, img: np.ndarray) -> None:
