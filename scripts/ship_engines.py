@@ -6,15 +6,15 @@ For each recipe ``training/NAME.toml``: ``acquire-vf train`` into ``runs/NAME``,
 export`` of the best checkpoint to ``engines/NAME.onnx`` (+ card; ``paper``-preset engines,
 ~120 MB, stay in ``runs/NAME/engine/``), a held-out data set simulated
 with a seed training never used, and ``acquire-vf evaluate --split all --update-card`` with the
-report in ``docs/models/NAME/``. Steps run through the CLI, in subprocesses, so what this does
-is what a user's commands do. A step whose output exists is skipped (``--force`` redoes it).
+report in ``docs/models/NAME/``. Training, export and evaluation run through the CLI, in
+subprocesses, so what this does is what a user's commands do. A step whose output exists is
+skipped (``--force`` redoes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "acquire_vf"]
 sys.path.insert(0, str(ROOT))
-from acquire_vf.simulate import SIMULATOR_VERSION, simulated_version  # noqa: E402
+from acquire_vf.simulate import ensure_dataset  # noqa: E402
 
 HELD_OUT = {  # dataset -> (seed, fields); training simulates with seed 1000
     "bbbc006": (9006, 6),
@@ -45,14 +45,7 @@ def held_out(recipe: dict) -> Path:
     seed, fields = HELD_OUT[kind]
     w, h = recipe["data"]["simulated"]["size"]
     folder = ROOT / ".cache" / "held-out" / f"{kind}-{seed}-{fields}-{w}x{h}"
-    if simulated_version(folder) != SIMULATOR_VERSION:  # missing, or another simulator's
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        _run([*CLI, "simulate", kind, "--out", str(tmp), "--fields", str(fields),
-              "--seed", str(seed), "--size", f"{w}x{h}"])
-        tmp.rename(folder)
-    return folder
+    return ensure_dataset(kind, folder, fields=fields, seed=seed, size=(h, w))
 
 
 def engine_path(name: str, recipe: dict) -> Path:

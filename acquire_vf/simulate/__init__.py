@@ -12,6 +12,7 @@ from acquire_vf.simulate._datasets import (
     OPTICS_20X,
     OPTICS_60X,
     SIMULATOR_VERSION,
+    ensure_dataset,
     simulated_version,
     write_dataset,
 )
@@ -23,4 +24,4 @@ from acquire_vf.simulate._stains import Truth
 __all__ = ["OPTICS_20X", "OPTICS_60X", "SIMULATOR_VERSION", "STAINS", "Camera", "Cell", "Field",
            "LiveSpecimen", "Optics", "Truth",
            "convolve", "convolve_many", "fluorescence", "phase_contrast", "render_field",
-           "simulated_version", "write_dataset"]
+           "ensure_dataset", "simulated_version", "write_dataset"]

@@ -9,6 +9,8 @@ the loaders, used by evaluation tests).
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +24,7 @@ from acquire_vf.simulate._camera import Camera
 from acquire_vf.simulate._optics import Optics, convolve, phase_contrast
 from acquire_vf.simulate._phantom import fluorescence, render_field
 
+log = logging.getLogger(__name__)
 DatasetKind = Literal["bbbc006", "bbbc022", "mda231"]
 SIMULATOR_VERSION = 2
 """Recorded in ``simulation.json``; bump it when what the simulator writes changes, so that
@@ -73,6 +76,25 @@ def simulated_version(root: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return int(v) if isinstance(v, int) else None
+
+
+def ensure_dataset(kind: DatasetKind, out: Path, *, fields: int, seed: int,
+                   size: tuple[int, int] | None = None) -> Path:
+    """``out`` as :func:`write_dataset` makes it: reused if this simulator version wrote it,
+    else (missing, or another version's) written afresh, via ``OUT.partial`` so that an
+    interrupted write never looks finished."""
+    if simulated_version(out) == SIMULATOR_VERSION:
+        return out
+    if out.exists():
+        log.warning("rewriting %s: written by simulator version %s, this is %d", out,
+                    simulated_version(out), SIMULATOR_VERSION)
+        shutil.rmtree(out)
+    log.info("writing simulated %s data to %s", kind, out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted write
+    write_dataset(kind, tmp, fields=fields, seed=seed, size=size)
+    tmp.rename(out)
+    return out
 
 
 def _save(path: Path, img: np.ndarray) -> None:

@@ -10,7 +10,6 @@ Normalisation is per channel over the training images: robust percentiles (0.1, 
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,22 +53,12 @@ def data_root(recipe: Recipe) -> Path:
         if not recipe.data.path.is_dir():
             raise FileNotFoundError(f"data folder not found: '{recipe.data.path}'")
         return recipe.data.path
-    from acquire_vf.simulate import SIMULATOR_VERSION, simulated_version, write_dataset
+    from acquire_vf.simulate import ensure_dataset
 
+    sim = recipe.data.simulated
     root = simulated_root(recipe)
-    if simulated_version(root) != SIMULATOR_VERSION:  # missing, or another simulator's
-        if root.exists():
-            log.warning("rewriting %s: written by simulator version %s, this is %d", root,
-                        simulated_version(root), SIMULATOR_VERSION)
-            shutil.rmtree(root)
-        sim = recipe.data.simulated
-        log.info("writing simulated %s data to %s", recipe.data.simulate, root)
-        tmp = root.with_name(root.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted write
-        write_dataset(recipe.data.simulate or "bbbc022", tmp, fields=sim.fields, seed=sim.seed,
-                      size=(sim.size[1], sim.size[0]))
-        tmp.rename(root)
-    return root
+    return ensure_dataset(recipe.data.simulate or "bbbc022", root, fields=sim.fields,
+                          seed=sim.seed, size=(sim.size[1], sim.size[0]))
 
 
 def load_pairs(recipe: Recipe, root: Path | None = None, *,

@@ -85,8 +85,10 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
     total = min(max_steps, t.steps) if max_steps is not None else t.steps
     start, best = 0, float("inf")
     last = ckpt_dir / "last.pt"
+    saved_average = None
     if resume and last.exists():
         state = torch.load(last, map_location=device, weights_only=False)
+        saved_average = state["generator"] if "generator_train" in state else None
         G.load_state_dict(state.get("generator_train", state["generator"]))
         D.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
@@ -106,8 +108,7 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
             G.start_as_identity()
         else:
             init_output_bias(G, sampler)
-    G_ema = _ema_copy(G, state["generator"] if resume and last.exists() else None,
-                      on=t.ema is not None)
+    G_ema = _ema_copy(G, saved_average) if t.ema is not None else None
     keep = G_ema if G_ema is not None else G  # validated, saved as best, exported
     g_model: nn.Module = G
     d_model: nn.Module = D
@@ -139,7 +140,7 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
             scaler.step(opt_g)
             scaler.update()
             if G_ema is not None:
-                _ema_update(G_ema, G, float(t.ema or 0.0))
+                _ema_update(G_ema, G, t.ema or 0.0)
             seen += t.batch * world
             row: dict[str, Any] = {"step": step, "g_loss": float(g_loss.detach()),
                                    "d_loss": float(d_loss.detach()), **parts}
@@ -177,16 +178,13 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
 
 
 @torch.no_grad()
-def _ema_copy(G: Generator, state: dict[str, Any] | None, on: bool) -> Generator | None:
+def _ema_copy(G: Generator, saved: dict[str, Any] | None) -> Generator:
     """The averaged generator (``train.ema``): a copy of ``G``, or the saved average when
-    resuming; ``None`` when the recipe keeps no average."""
-    if not on:
-        return None
+    resuming a run that kept one."""
     ema = copy.deepcopy(G)
-    if state is not None:
-        ema.load_state_dict(state)
-    for p in ema.parameters():
-        p.requires_grad_(False)
+    if saved is not None:
+        ema.load_state_dict(saved)
+    ema.requires_grad_(False)
     return ema
 
 
