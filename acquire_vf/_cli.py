@@ -381,6 +381,10 @@ def evaluate_cmd(
     typer.echo(f"{out / 'report.html'}: {result['n_images']} images; PSNR {p['psnr']:.2f} dB, "
                f"SSIM {p['ssim']:.3f}, MAE {p['mae']:.4f}, TL {p['tl']:.3f}"
                + "".join(f"; {b}: PSNR {v['psnr']:.2f}" for b, v in result["baselines"].items()))
+    fit = result.get("linear_baseline")
+    if fit and not fit["engine_training_fields"]:
+        typer.echo(f"note: the linear baseline was fitted on {fit['fitted_on']}: {fit['why']}, "
+                   "so it may differ from the card's")
 
 
 @app.command()

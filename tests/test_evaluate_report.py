@@ -41,6 +41,9 @@ def test_report_for_held_out_simulated_data(engines, tmp_path: Path, engine: str
             feats["per_feature"]
         assert feats["inputs"]["median_correlation"] == 1.0
         assert (out / "features.png").exists()
+        fit = metrics["linear_baseline"]  # fitted where the engine learned, not on held-out
+        assert fit["engine_training_fields"] and Path(fit["fitted_on"]).is_dir()
+        assert "note:" not in r.stdout
     per_image = json.loads((out / "per_image.json").read_text())
     assert len(per_image) == metrics["n_images"]
     assert all({"tl", "tl_value"} <= set(r["prediction"]) for r in per_image)
@@ -56,3 +59,26 @@ def test_evaluate_refuses_unknown_split(engines, tmp_path: Path) -> None:
     r = run_cli("evaluate", "--model", str(engines["dna"]), "--data", str(data), "--out",
                 str(tmp_path / "o"), "--split", "everything", timeout=300)
     assert r.returncode == 2 and "split: expected test, val or all" in r.stderr
+
+
+def test_linear_baseline_says_when_the_training_fields_are_missing(engines,
+                                                                   tmp_path: Path) -> None:
+    """In a checkout without the engine's training data the baseline is fitted on the
+    evaluated set's own training split, and metrics, report and console say so."""
+    import shutil
+
+    model = tmp_path / "moved.onnx"
+    shutil.copy(engines["dna"], model)
+    card = ModelCard.load(engines["dna"])
+    training = {**card.training, "data_root": str(tmp_path / "gone")}
+    card.model_copy(update={"training": training}).save(model)
+    data = write_dataset("bbbc022", tmp_path / "heldout", fields=3, seed=779, size=(128, 128))
+    out = tmp_path / "report"
+    r = run_cli("evaluate", "--model", str(model), "--data", str(data), "--out", str(out),
+                "--split", "all", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    fit = json.loads((out / "metrics.json").read_text())["linear_baseline"]
+    assert not fit["engine_training_fields"] and str(data) in fit["fitted_on"]
+    assert "gone" in fit["why"]
+    assert "note: the linear baseline was fitted on the training split of" in r.stdout
+    assert "is not in this checkout" in (out / "report.html").read_text()

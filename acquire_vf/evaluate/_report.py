@@ -167,6 +167,14 @@ def _table(result: dict[str, Any]) -> str:
             f"<th>TL (fraction)</th></tr>{body}</table>")
 
 
+def _fit_note(result: dict[str, Any]) -> str:
+    fit = result.get("linear_baseline")
+    if not fit:
+        return ""
+    text = f" The linear baseline was fitted on {fit['fitted_on']}"
+    return html.escape(text + (f" ({fit['why']})." if "why" in fit else "."))
+
+
 def write_report(out: Path, card: ModelCard, result: dict[str, Any],
                  rows: list[dict[str, Any]], examples: list[tuple[Any, np.ndarray]],
                  bit_depth: int) -> Path:
@@ -197,7 +205,7 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>
 <h1>{html.escape(card.name)}: {html.escape(card.task)}
 {html.escape(", ".join(card.inputs))} → {html.escape(card.output)}</h1>
 <p>{result["n_images"]} held-out images ({html.escape(result["split"])} split), images
-scaled to [0, 1] by the card's output range for MAE, PSNR and SSIM.</p>
+scaled to [0, 1] by the card's output range for MAE, PSNR and SSIM.{_fit_note(result)}</p>
 <h2>Metrics</h2>{_table(result)}
 <h2>Figures</h2>{figs}
 <h2>Model card</h2><pre>{html.escape(json.dumps(card_view, indent=2))}</pre>

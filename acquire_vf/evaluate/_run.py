@@ -61,7 +61,7 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
     norm = card.normalisation[card.output]
     lo, hi = norm.low, norm.high
     bit_depth = 16 if card.dtype == "uint16" else 8
-    baselines = _baselines(card, pairs_data, data)
+    baselines, linear_fit = _baselines(card, pairs_data, data)
     seg_source = _segmentation_source(card, data) if card.task == "synthesis" else None
     feats: dict[str, list[dict[str, np.ndarray]]] = {"real": [], "virtual": [], "inputs": []}
     rows: list[dict[str, Any]] = []
@@ -83,6 +83,8 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
             progress(k + 1, len(pairs))
     engine.close()
     result = _summarise(card, rows, list(baselines), split)
+    if linear_fit is not None:
+        result["linear_baseline"] = linear_fit
     if feats["real"]:
         result["features"] = _feature_summary(card, feats)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,21 +108,29 @@ def _scores(pred: np.ndarray, truth: np.ndarray, lo: float, hi: float,
     return {**m, "tl": tl.tl_fraction, "tl_value": tl.minimum}
 
 
-def _baselines(card: ModelCard, data: Any, root: Path) -> dict[str, Callable[[Any], np.ndarray]]:
+def _baselines(card: ModelCard, data: Any, root: Path,
+               ) -> tuple[dict[str, Callable[[Any], np.ndarray]], dict[str, Any] | None]:
+    """The baselines, and for the linear one which fields it was fitted on."""
     if card.task == "refocus":
         out: dict[str, Callable[[Any], np.ndarray]] = {"input": lambda p: p.inputs[0]}
         rl = _richardson_lucy(card, root)
         if rl is not None:
             out["richardson_lucy"] = rl
-        return out
+        return out, None
     from acquire_vf.training._recipe import REPO_ROOT
 
-    trained_on = REPO_ROOT / str(card.training.get("data_root", ""))  # relative: the cache
-    if card.training.get("data_root") and trained_on.is_dir() and trained_on != root:
+    named = str(card.training.get("data_root") or "")
+    trained_on = REPO_ROOT / named  # relative: the repository's cache
+    if named and trained_on.is_dir() and trained_on != root:
         from acquire_vf.training._data import load_pairs  # fit where the engine learned
 
         data = load_pairs(_recipe_for(card, trained_on), root=trained_on, require_splits=False)
-    return {"linear": _linear_regression(data)}
+        return {"linear": _linear_regression(data)}, {"fitted_on": named,
+                                                      "engine_training_fields": True}
+    fit = {"fitted_on": f"the training split of {root}", "engine_training_fields": False,
+           "why": f"the engine's training data ({named}) is not in this checkout" if named
+           else "the card names no training data"}
+    return {"linear": _linear_regression(data)}, fit
 
 
 def _linear_regression(data: Any) -> Callable[[Any], np.ndarray]:
