@@ -81,4 +81,4 @@ def test_linear_baseline_says_when_the_training_fields_are_missing(engines,
     assert not fit["engine_training_fields"] and str(data) in fit["fitted_on"]
     assert "gone" in fit["why"]
     assert "note: the linear baseline was fitted on the training split of" in r.stdout
-    assert "is not in this checkout" in (out / "report.html").read_text()
+    assert "was not found" in (out / "report.html").read_text()

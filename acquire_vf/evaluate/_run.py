@@ -128,7 +128,7 @@ def _baselines(card: ModelCard, data: Any, root: Path,
         return {"linear": _linear_regression(data)}, {"fitted_on": named,
                                                       "engine_training_fields": True}
     fit = {"fitted_on": f"the training split of {root}", "engine_training_fields": False,
-           "why": f"the engine's training data ({named}) is not in this checkout" if named
+           "why": f"the engine's training data ({named}) was not found" if named
            else "the card names no training data"}
     return {"linear": _linear_regression(data)}, fit
 
