@@ -365,6 +365,7 @@ def evaluate_cmd(
     from rich.progress import Progress
 
     from acquire_vf.evaluate._run import evaluate as run_evaluate
+    from acquire_vf.evaluate._run import linear_fit_text
     from acquire_vf.evaluate._run import update_card as write_card
 
     with Progress(transient=False) as bar:
@@ -383,8 +384,7 @@ def evaluate_cmd(
                + "".join(f"; {b}: PSNR {v['psnr']:.2f}" for b, v in result["baselines"].items()))
     fit = result.get("linear_baseline")
     if fit and not fit["engine_training_fields"]:
-        typer.echo(f"note: the linear baseline was fitted on {fit['fitted_on']}: {fit['why']}, "
-                   "so it may differ from the card's")
+        typer.echo(f"note: {linear_fit_text(fit)}, so it may differ from the card's")
 
 
 @app.command()

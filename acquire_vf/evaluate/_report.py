@@ -168,11 +168,13 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def _fit_note(result: dict[str, Any]) -> str:
+    from acquire_vf.evaluate._run import linear_fit_text
+
     fit = result.get("linear_baseline")
     if not fit:
         return ""
-    text = f" The linear baseline was fitted on {fit['fitted_on']}"
-    return html.escape(text + (f" ({fit['why']})." if "why" in fit else "."))
+    text = linear_fit_text(fit)
+    return f" {html.escape(text[0].upper() + text[1:])}."
 
 
 def write_report(out: Path, card: ModelCard, result: dict[str, Any],
