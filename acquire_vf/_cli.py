@@ -16,13 +16,7 @@ from typing import Annotated
 import typer
 
 from acquire_vf import __version__
-from acquire_vf._errors import AcquireVFError
-
-
-class DataError(AcquireVFError):
-    """Training or export input that does not fit (data, checkpoint, output path)."""
-
-    exit_code = 2
+from acquire_vf._errors import AcquireVFError, DataError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Real-time virtual refocusing and virtual fluorescence for Micro-Manager.")
@@ -36,6 +30,13 @@ BackendOpt = Annotated[str | None, typer.Option(
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default: the "
                                              "profile's storage folder, time-stamped).")]
 HeadlessOpt = Annotated[bool, typer.Option("--headless", help="No live window.")]
+PlanOpt = Annotated[Path | None, typer.Option(
+    "--plan", help="A useq-schema MDASequence (.json or .yaml, as pymmcore-plus and "
+    "napari-micromanager save it) instead of the profile's [acquisition].")]
+AcqOpt = Annotated[str | None, typer.Option(
+    "--acquisition", help="Acquisition backend: pycromanager (Micro-Manager; the default) or "
+    "memory (the simulated specimen rendered directly, no Micro-Manager).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 
 
 def _version(value: bool) -> None:
@@ -115,7 +116,8 @@ ShotOpt = Annotated[Path | None, typer.Option("--screenshot", help="Save the liv
 
 def _session(profile_name: str, out: Path | None, *, headless: bool, display: bool,
              on_close: OnClose, close_when_done: bool, backend: str | None,
-             time_points: int | None = None, screenshot: Path | None = None) -> None:
+             time_points: int | None = None, screenshot: Path | None = None,
+             **run_args: object) -> None:
     from acquire_vf._session import run_session
     from acquire_vf.config import load_profile
 
@@ -129,7 +131,7 @@ def _session(profile_name: str, out: Path | None, *, headless: bool, display: bo
         run_session(prof, out, time_points=time_points, profile_source=profile_name,
                     quiet_libraries=not _state["debug"], backend=backend, display=window,
                     on_close=on_close.value, close_when_done=close_when_done,
-                    screenshot=screenshot)
+                    screenshot=screenshot, **run_args)  # type: ignore[arg-type]
     except AcquireVFError as e:
         if not window or _state["debug"]:
             raise
@@ -152,11 +154,13 @@ def demo(
     on_close: OnCloseOpt = OnClose.ask,
     close_when_done: CloseDoneOpt = False,
     screenshot: ShotOpt = None,
+    plan: PlanOpt = None,
+    acquisition: AcqOpt = None,
 ) -> None:
     """The main job on Micro-Manager's demo configuration (no hardware needed)."""
     _session("demo", out, headless=headless, display=display, on_close=on_close,
              close_when_done=close_when_done, backend=backend, time_points=time_points,
-             screenshot=screenshot)
+             screenshot=screenshot, plan=plan, acquisition=acquisition)
 
 
 @app.command()
@@ -169,10 +173,41 @@ def live(
     on_close: OnCloseOpt = OnClose.ask,
     close_when_done: CloseDoneOpt = False,
     screenshot: ShotOpt = None,
+    time_points: Annotated[int | None, typer.Option("--time-points", min=1,
+                                                    help="Number of time points.")] = None,
+    plan: PlanOpt = None,
+    acquisition: AcqOpt = None,
 ) -> None:
     """Acquire on the microscope that PROFILE describes."""
     _session(profile, out, headless=headless, display=display, on_close=on_close,
-             close_when_done=close_when_done, backend=backend, screenshot=screenshot)
+             close_when_done=close_when_done, backend=backend, screenshot=screenshot,
+             time_points=time_points, plan=plan, acquisition=acquisition)
+
+
+@app.command()
+def replay(
+    dataset: Annotated[Path, typer.Argument(help="A saved acquire-vf run folder or .ome.tif.")],
+    profile: Annotated[str, typer.Option("--profile", help="Profile whose pipeline (engines, "
+                                         "settings) runs over the data.")],
+    out: OutOpt = None,
+    fast: Annotated[bool, typer.Option("--as-fast-as-possible", help="Do not keep the "
+                                       "recorded pace.")] = False,
+    headless: HeadlessOpt = False,
+    backend: BackendOpt = None,
+    display: DisplayOpt = False,
+    screenshot: ShotOpt = None,
+) -> None:
+    """Play a saved acquisition's physical frames through PROFILE's pipeline."""
+    from acquire_vf.storage import check_output
+
+    if not dataset.exists():
+        raise DataError(f"replay: dataset '{dataset}' not found (expected a run folder or "
+                        ".ome.tif)")
+    if out is not None:
+        check_output(out, inputs=[dataset])
+    _session(profile, out, headless=headless, display=display, on_close=OnClose.ask,
+             close_when_done=False, backend=backend, screenshot=screenshot, replay=dataset,
+             as_fast_as_possible=fast)
 
 
 @profile_app.command("validate")
@@ -224,13 +259,20 @@ def simulate(
     = 0,
     size: Annotated[str | None, typer.Option("--size", help="Field size WIDTHxHEIGHT "
                                              "(default: the public dataset's).")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Synthetic datasets in the layouts of BBBC006, BBBC022 and the paper's MDA-MB-231."""
+    import shutil
+
     from rich.progress import Progress
 
     from acquire_vf.simulate import write_dataset
+    from acquire_vf.storage import check_output
 
     shape = _parse_size(size)
+    check_output(out, overwrite=overwrite)
+    if overwrite and out.is_dir():
+        shutil.rmtree(out)
     with Progress(transient=False) as bar:
         task = bar.add_task(f"simulating {dataset.value}", total=fields)
         write_dataset(dataset.value, out, fields=fields, seed=seed, size=shape,
@@ -274,6 +316,7 @@ def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by train.")],
     out: Annotated[Path, typer.Option("--out", help="engines/NAME.onnx (the card is "
                                       "written beside it as NAME.json).")],
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """ONNX + model card, checked against PyTorch with ONNX Runtime."""
     from acquire_vf.training import require_torch
@@ -283,6 +326,10 @@ def export_cmd(
 
     if out.suffix != ".onnx":
         raise DataError(f"--out: expected a path ending in .onnx, got '{out}'")
+    from acquire_vf.storage import check_output
+
+    check_output(out, inputs=[checkpoint], overwrite=overwrite)
+    check_output(out.with_suffix(".json"), overwrite=overwrite, what="the card")
     try:
         card, _ = export(checkpoint, out)
     except ExportError as e:
@@ -299,8 +346,12 @@ def predict(
     model: Annotated[Path, typer.Option("--model", help="Engine (NAME.onnx with NAME.json).")],
     out: Annotated[Path, typer.Option("--out", help="Output TIFF.")],
     backend: BackendOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Run an engine on saved images (any size; keeps the input's shape and dtype)."""
+    from acquire_vf.storage import check_output
+
+    check_output(out, inputs=[*inputs, model, model.with_suffix(".json")], overwrite=overwrite)
     from acquire_vf.config import Compute
     from acquire_vf.inference._predict import predict as run_predict
 
@@ -360,8 +411,12 @@ def evaluate_cmd(
     max_images: Annotated[int | None, typer.Option("--max-images", min=1)] = None,
     update_card: Annotated[bool, typer.Option("--update-card", help="Write the headline "
                                               "metrics into the model card.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The paper's metrics, tolerance-level index and baselines; metrics.json + report.html."""
+    from acquire_vf.storage import check_output
+
+    check_output(out, inputs=[data, model], overwrite=overwrite)
     from rich.progress import Progress
 
     from acquire_vf.evaluate._run import evaluate as run_evaluate

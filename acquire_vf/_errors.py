@@ -1,8 +1,9 @@
-"""Error types whose message is the one line a user sees.
+"""Every error a user can cause or meet, each with its own exit code.
 
-Every error a user can cause or meet (a profile typo, an unreachable microscope, a full disk)
-is one of these. The CLI prints ``str(err)`` alone and exits non-zero; ``--debug`` shows the
-traceback. Messages say what was expected and what arrived.
+The CLI prints ``str(err)`` alone and exits with the class's ``exit_code``; ``--debug`` shows the
+traceback. Messages say what was expected and what arrived. The README's exit-code table is
+generated from :func:`exit_code_table` (a test checks they agree), so a script can tell a typo
+in a profile from a full disk by the code alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ class AcquireVFError(Exception):
 
 
 class ProfileError(AcquireVFError):
-    """A hardware profile is missing, unreadable or invalid."""
+    """A hardware profile or an acquisition plan is missing, unreadable or invalid."""
 
     exit_code = 2
 
@@ -48,3 +49,57 @@ class MissingExtraError(AcquireVFError):
             f"this needs the '{module}' package, which is not installed; "
             f'install it with: pip install "acquire-vf[{extra}]"'
         )
+
+
+class EngineFileError(AcquireVFError):
+    """An engine file (ONNX or TensorRT plan) is corrupt or does not fit."""
+
+    exit_code = 7
+
+
+class BackendUnavailable(AcquireVFError):
+    """An inference backend cannot run here (not installed, no GPU, unsupported precision)."""
+
+    exit_code = 8
+
+
+class CardError(AcquireVFError):
+    """A model card is missing, unreadable or does not match its ONNX file."""
+
+    exit_code = 9
+
+
+class DataError(AcquireVFError):
+    """Training, evaluation or replay data, or a checkpoint, that does not fit."""
+
+    exit_code = 10
+
+
+class InputImageError(AcquireVFError):
+    """An input image for ``predict`` is unreadable or has the wrong shape, type or values."""
+
+    exit_code = 11
+
+
+class OutputExistsError(AcquireVFError):
+    """A command would replace existing data or one of its own inputs."""
+
+    exit_code = 12
+
+
+ERRORS: tuple[type[AcquireVFError], ...] = (
+    AcquireVFError, ProfileError, MicroscopeError, AcquisitionError, StorageError,
+    MissingExtraError, EngineFileError, BackendUnavailable, CardError, DataError,
+    InputImageError, OutputExistsError)
+"""Every error class, in exit-code order."""
+
+
+def exit_code_table() -> str:
+    """The README's exit-code table (markdown), from the classes themselves."""
+    rows = ["| exit code | error | meaning |", "|---|---|---|",
+            "| 0 | | success |"]
+    for cls in sorted(ERRORS, key=lambda c: c.exit_code):
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        rows.append(f"| {cls.exit_code} | `{cls.__name__}` | {doc} |")
+    rows.append("| 130 | | interrupted (Ctrl-C before a run started) |")
+    return "\n".join(rows)

@@ -13,17 +13,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from acquire_vf._errors import AcquireVFError, ProfileError
+from acquire_vf._errors import AcquireVFError, DataError, ProfileError
 from acquire_vf.acquisition import (
     AcquisitionRun,
-    prepare_output,
+    RunPlan,
+    build_plan,
+    dataset_layout,
+    load_plan,
     print_session,
+    profile_sequence,
     session_report,
     write_session,
 )
+from acquire_vf.backends import AcquisitionBackend, open_backend
 from acquire_vf.config import Profile
-from acquire_vf.microscope import connect
 from acquire_vf.pipeline import FocusScoreStage, Stage
+from acquire_vf.storage import FrameSink, OmeTiffWriter, prepare_output
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +37,76 @@ def default_out_dir(profile: Profile) -> Path:
     return profile.storage.folder / time.strftime(f"{profile.name}-%Y%m%d-%H%M%S")
 
 
+def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = None,
+             backend: AcquisitionBackend | None = None, acquisition: str | None = None,
+             time_points: int | None = None, plan: Path | None = None,
+             hooks: dict[str, Any] | None = None, replay: Path | None = None,
+             as_fast_as_possible: bool = False) -> AcquisitionRun:
+    """A run ready to start: the backend connected, the plan built, the sink open.
+
+    ``backend`` is used as given, else ``acquisition`` (``pycromanager``, ``memory``,
+    ``replay``) or the profile's connection picks one. The plan is the profile's
+    ``[acquisition]`` (``time_points`` overrides its count), a useq file (``plan``), or the
+    replayed dataset's own frames. The sink is an OME-TIFF in ``out_dir``.
+    """
+    stages = [FocusScoreStage()] if stages is None else stages
+    prepare_output(out_dir)
+    sink_path = out_dir / f"{profile.storage.name}.ome.tif"
+    if sink_path.exists():  # before any hardware moves
+        from acquire_vf._errors import StorageError
+
+        raise StorageError(f"refusing to overwrite existing file '{sink_path}'")
+    if backend is None:
+        backend = open_backend(profile, "replay" if replay else acquisition, hooks=hooks,
+                               replay=replay, as_fast_as_possible=as_fast_as_possible)
+    info = backend.describe()
+    if replay is not None:
+        run_plan = replay_plan(profile, backend)
+    else:
+        seq = load_plan(plan) if plan is not None else profile_sequence(profile, time_points)
+        if plan is not None and time_points is not None and seq.time_plan is not None:
+            seq = seq.model_copy(update={"time_plan": seq.time_plan.model_copy(
+                update={"loops": time_points})})
+        run_plan = build_plan(seq, profile, base_z_um=info.z_um, base_xy_um=info.xy_um)
+    sink: FrameSink = OmeTiffWriter(sink_path, dataset_layout(profile, run_plan, stages, info))
+    return AcquisitionRun(profile, backend, sink, run_plan, stages=stages)
+
+
+def replay_plan(profile: Profile, backend: Any) -> RunPlan:
+    """The replayed dataset's physical frames as the run's events, checked against the
+    profile: every physical channel the profile acquires must be in the dataset."""
+    table = {c.name: (c.group, c.preset, c.exposure_ms) for c in profile.channels}
+    missing = [c for c in table if c not in backend.channels]
+    if missing:
+        raise DataError(f"replay: profile '{profile.name}' needs physical channel(s) "
+                        f"{missing}; the dataset has {backend.channels}")
+    optional = {v.name: (v.group, v.preset or "", v.exposure_ms or 0.0)
+                for v in profile.virtual_channels if v.on_failure == "expose"}
+    table.update({k: v for k, v in optional.items() if k in backend.channels})
+    lay = backend.file.layout
+    return RunPlan(events=backend.events(table), positions=list(lay.positions),
+                   z_offsets_um=lay.z_offsets_um, optional=frozenset(optional))
+
+
 def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
                 profile_source: str = "", stages: list[Stage] | None = None,
                 quiet: bool = False, quiet_libraries: bool = True,
                 backend: str | None = None, display: bool = False,
                 on_close: str = "ask", close_when_done: bool = False,
-                screenshot: Path | None = None) -> dict[str, Any]:
+                screenshot: Path | None = None, acquisition: str | None = None,
+                plan: Path | None = None, replay: Path | None = None,
+                as_fast_as_possible: bool = False) -> dict[str, Any]:
     """Acquire as ``profile`` says into ``out_dir``; return the session report.
 
-    Ctrl-C cancels cleanly (frames so far are saved, the report is written). A fatal error is
-    raised after the data and ``session.json`` are safely on disk. pycromanager prints
-    tracebacks of its own threads to stderr; with ``quiet_libraries`` they go to the debug log
-    instead, and the user sees the run's one-line error.
+    Ctrl-C cancels within the current event (frames so far are saved, the report is
+    written); a second Ctrl-C stops without waiting for the engines. A fatal error is raised
+    after the data and ``session.json`` are safely on disk. pycromanager prints tracebacks of
+    its own threads to stderr; with ``quiet_libraries`` they go to the debug log instead, and
+    the user sees the run's one-line error.
+
+    ``backend`` picks the engines' backend; ``acquisition`` the acquisition backend
+    (``pycromanager``, ``memory``); ``plan`` a useq-schema file instead of the profile's
+    ``[acquisition]``; ``replay`` a saved dataset to play through the pipeline.
 
     With ``display`` the live window shows the run (the run goes to a worker thread, Qt keeps
     the main one); ``on_close`` says what closing it mid-run does (ask, stop, continue), and
@@ -55,10 +118,9 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     backend_desc = None
     if stages is None:
         stages, backend_desc = build_stages(profile, backend)
-    mic = connect(profile)
-    source = simulated_specimen(profile, mic.core)
-    run = AcquisitionRun(profile, mic, out, time_points=time_points, stages=stages,
-                         frame_source=source)
+    run = make_run(profile, out, stages=stages, acquisition=acquisition,
+                   time_points=time_points, plan=plan, replay=replay,
+                   as_fast_as_possible=as_fast_as_possible)
     restore = _cancel_on_sigint(run)
     try:
         with _third_party_stderr_to_log(enabled=quiet_libraries):
@@ -70,11 +132,11 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     finally:
         restore()
         report = session_report(run, profile_source=profile_source, backend=backend_desc)
-        if run.out_dir.is_dir():
-            write_session(report, run.out_dir)
+        if out.is_dir():
+            write_session(report, out)
     if not quiet:
         print_session(report)
-        log.info("saved to %s", run.out_dir)
+        log.info("saved to %s", out)
     if run.fatal_error is not None:
         raise run.fatal_error
     return report
@@ -212,27 +274,27 @@ def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Sta
     return stages, ", ".join(backends)
 
 
-def simulated_specimen(profile: Profile, core: Any) -> Any:
-    """The live specimen when the profile asks for one; ``None`` for a real sample."""
-    if profile.specimen.kind != "simulated":
-        return None
-    from acquire_vf.simulate import LiveSpecimen
-
-    return LiveSpecimen.for_run(profile, core)
-
-
 def _cancel_on_sigint(run: AcquisitionRun) -> Any:
+    """Ctrl-C cancels within the current event; a second one stops at once (raw frames are
+    still all written and the files readable; frame sets waiting for engines are skipped)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = signal.getsignal(signal.SIGINT)
+    presses = [0]
 
     def handler(signum: int, frame: Any) -> None:
-        log.warning("Ctrl-C: cancelling after the current frame (press again to force)")
-        signal.signal(signal.SIGINT, previous)
-        run.cancel()
+        presses[0] += 1
+        if presses[0] == 1:
+            log.warning("Ctrl-C: cancelling within the current event (press again to stop "
+                        "without waiting for the engines)")
+            run.cancel()
+        else:
+            log.warning("Ctrl-C again: stopping now")
+            signal.signal(signal.SIGINT, previous)
+            run.force_stop()
 
     signal.signal(signal.SIGINT, handler)
     return lambda: signal.signal(signal.SIGINT, previous)
 
 
-__all__ = ["AcquireVFError", "default_out_dir", "run_session"]
+__all__ = ["AcquireVFError", "default_out_dir", "make_run", "replay_plan", "run_session"]

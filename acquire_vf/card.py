@@ -15,15 +15,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from acquire_vf._errors import AcquireVFError
+from acquire_vf._errors import CardError
 
 CARD_VERSION: Literal[1] = 1
-
-
-class CardError(AcquireVFError):
-    """A model card is missing, unreadable or does not match its ONNX file."""
-
-    exit_code = 7
 
 
 class Normalisation(BaseModel):

@@ -1,9 +1,20 @@
-"""The live acquisition loop: Micro-Manager → writer and pipeline, never waiting on either."""
+"""The run loop: a useq plan executed by an acquisition backend, frames to a sink and the
+engines, never waiting on either."""
 
-from acquire_vf.acquisition._events import build_events
+from acquire_vf.acquisition._layout import dataset_layout
+from acquire_vf.acquisition._plan import (
+    RunPlan,
+    build_plan,
+    frame_id,
+    load_plan,
+    match_channels,
+    profile_sequence,
+)
 from acquire_vf.acquisition._report import print_session, session_report, write_session
-from acquire_vf.acquisition._runner import AcquisitionRun, RunState, RunStatus, prepare_output
+from acquire_vf.acquisition._runner import AcquisitionRun
 from acquire_vf.acquisition._signals import RunSignals
+from acquire_vf.acquisition._state import RunState, RunStatus
 
-__all__ = ["AcquisitionRun", "RunSignals", "RunState", "RunStatus", "build_events",
-           "prepare_output", "print_session", "session_report", "write_session"]
+__all__ = ["AcquisitionRun", "RunPlan", "RunSignals", "RunState", "RunStatus", "build_plan",
+           "dataset_layout", "frame_id", "load_plan", "match_channels", "print_session",
+           "profile_sequence", "session_report", "write_session"]

@@ -20,6 +20,7 @@ class SequenceChecker:
         """Frames that must arrive (fallback exposures are optional and not counted)."""
         self._index = {fid: i for i, fid in enumerate(self.expected)}
         self._optional = optional
+        self._allowed: set[FrameId] = set()
         self.next_index = 0
         self.gaps: list[str] = []
         self.unexpected: list[str] = []
@@ -28,7 +29,7 @@ class SequenceChecker:
     def arrived(self, fid: FrameId) -> str | None:
         """Record an arrival; return a message if it reveals a gap or is not in the protocol."""
         idx = self._index.get(fid)
-        if idx is None and fid.c in self._optional:
+        if idx is None and (fid.c in self._optional or fid in self._allowed):
             return None
         if idx is None:
             note = f"unexpected frame {fid.as_dict()} (not in the protocol)"
@@ -42,6 +43,11 @@ class SequenceChecker:
             self.gaps.append(msg)
         self.next_index = max(self.next_index, idx + 1)
         return msg
+
+    def allow(self, fid: FrameId) -> None:
+        """An inserted frame: expected from now on, but never counted missing."""
+        if fid not in self._index:
+            self._allowed.add(fid)
 
     def camera_number(self, n: int | None) -> str | None:
         """Check the camera's own frame counter (``ImageNumber``; present in sequence mode).

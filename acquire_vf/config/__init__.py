@@ -13,6 +13,7 @@ from acquire_vf.config._profile import (
     Compute,
     DemoConnection,
     HeadlessConnection,
+    MemoryConnection,
     PhysicalChannel,
     Profile,
     Protocol,
@@ -26,7 +27,7 @@ from acquire_vf.config._profile import (
 
 __all__ = [
     "PROFILES_DIR", "AttachConnection", "Autofocus", "Camera", "Compute", "DemoConnection",
-    "HeadlessConnection", "PhysicalChannel", "Profile", "Protocol", "Queues", "Specimen",
+    "HeadlessConnection", "MemoryConnection", "PhysicalChannel", "Profile", "Protocol", "Queues", "Specimen",
     "Storage", "Tiling",
     "VirtualChannel", "XYPosition", "load_profile", "profile_from_dict", "resolve_profile_path",
 ]

@@ -57,8 +57,21 @@ class AttachConnection(_Model):
     """Longest wait for the application to answer."""
 
 
+class MemoryConnection(_Model):
+    """No Micro-Manager: the simulated specimen is rendered straight into frames (the
+    in-memory backend), a frame in milliseconds. Needs ``specimen.kind = "simulated"``."""
+
+    kind: Literal["memory"]
+    shape: tuple[int, int] = (512, 512)
+    """Frame height and width in pixels (the DemoCamera's default is 512 x 512)."""
+    exposure_time: bool = False
+    """Take each frame's exposure time, as a camera would (off: frames as fast as they
+    render, which is what fast tests want)."""
+
+
 Connection = Annotated[
-    DemoConnection | HeadlessConnection | AttachConnection, Field(discriminator="kind")
+    DemoConnection | HeadlessConnection | AttachConnection | MemoryConnection,
+    Field(discriminator="kind"),
 ]
 
 
@@ -292,6 +305,9 @@ class Profile(_Model):
         if unknown:
             raise ValueError(f"autofocus channels {unknown} are not physical channels "
                              f"(have {sorted(physical)})")
+        if isinstance(self.connection, MemoryConnection) and self.specimen.kind != "simulated":
+            raise ValueError("connection kind 'memory' renders the simulated specimen: it "
+                             "needs specimen.kind = 'simulated'")
         if self.specimen.kind == "simulated":
             presets = [c.preset for c in self.channels] + [
                 v.preset for v in self.virtual_channels if v.on_failure == "expose" and v.preset]

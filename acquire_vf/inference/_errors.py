@@ -1,17 +1,5 @@
-"""Inference errors, each one line for the user."""
+"""Inference errors (defined with every other error in :mod:`acquire_vf._errors`)."""
 
-from __future__ import annotations
+from acquire_vf._errors import BackendUnavailable, EngineFileError
 
-from acquire_vf._errors import AcquireVFError
-
-
-class BackendUnavailable(AcquireVFError):
-    """A backend cannot run here (not installed, no GPU, unsupported precision)."""
-
-    exit_code = 8
-
-
-class EngineFileError(AcquireVFError):
-    """An engine file (ONNX or TensorRT plan) is corrupt or does not fit."""
-
-    exit_code = 7
+__all__ = ["BackendUnavailable", "EngineFileError"]

@@ -11,12 +11,8 @@ import numpy as np
 import tifffile
 
 from acquire_vf.config import Compute
-from acquire_vf.inference._errors import EngineFileError
+from acquire_vf._errors import InputImageError
 from acquire_vf.inference._factory import create_engine
-
-
-class InputImageError(EngineFileError):
-    exit_code = 2
 
 
 def read_inputs(paths: Sequence[Path], channels: Sequence[str]) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ with the simulated slide as the devices stand for that frame:
 It runs in line with acquisition, so the expensive parts are cached: the in-focus stain maps
 per window, the blurred image per (stain, window, defocus rounded to 0.25 µm). A frame at a
 known position and focus costs only the noise (a few ms at 512 x 512). Positions named in the
-profile are rendered by :meth:`LiveSpecimen.prepare` before the first frame.
+run are rendered by :meth:`LiveSpecimen.prepare` before the first frame.
 """
 
 from __future__ import annotations
@@ -21,15 +21,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from acquire_vf._frames import FrameId, metadata_number
-from acquire_vf.config import Profile
+from acquire_vf._frames import metadata_number
 from acquire_vf.simulate._camera import Camera
 from acquire_vf.simulate._optics import Optics, convolve, phase_contrast
 from acquire_vf.simulate._phantom import Field, fluorescence, render_field
+
+if TYPE_CHECKING:
+    from acquire_vf.config import Specimen
 
 log = logging.getLogger(__name__)
 Z_STEP_UM = 0.25
@@ -37,38 +40,39 @@ PHASE_FLUX = 0.6
 
 
 class LiveSpecimen:
-    """A frame source for :class:`acquire_vf.acquisition.AcquisitionRun` (``frame_source=``)."""
+    """The simulated slide as a frame source: for the pycromanager backend (``__call__``, which
+    replaces the camera's pixels) and the in-memory backend (:meth:`render`).
 
-    def __init__(self, profile: Profile, core: Any, *, max_cached: int = 48) -> None:
-        spec = profile.specimen
-        self.profile = profile
-        self.core = core
-        self.pixel_size = profile.camera.pixel_size_um
-        self.optics = Optics(na=spec.na, immersion_index=spec.immersion_index,
-                             specimen_index=spec.specimen_index, pixel_size_um=self.pixel_size,
-                             depth_um=spec.depth_um)
-        self.camera = Camera(bit_depth=profile.camera.bit_depth)
-        self._stain_of = {c.name: spec.stains[c.preset] for c in profile.channels}
-        self._stain_of.update({v.name: spec.stains[v.preset] for v in profile.virtual_channels
-                               if v.on_failure == "expose" and v.preset in spec.stains})
+    Parameters
+    ----------
+    specimen
+        The specimen description (sample, seed, optics, focus drift).
+    pixel_size_um, bit_depth
+        The camera's scale and depth.
+    stain_of
+        Channel name -> the stain it shows (from the channel presets and ``specimen.stains``).
+    stage
+        Where the stages are, ``() -> (x, y, z)`` in µm, for frames whose metadata lacks them.
+    """
+
+    def __init__(self, specimen: Specimen, *, pixel_size_um: float, bit_depth: int,
+                 stain_of: Mapping[str, str],
+                 stage: Callable[[], tuple[float, float, float]] | None = None,
+                 max_cached: int = 48) -> None:
+        self.specimen = specimen
+        self.pixel_size = pixel_size_um
+        self.optics = Optics(na=specimen.na, immersion_index=specimen.immersion_index,
+                             specimen_index=specimen.specimen_index,
+                             pixel_size_um=self.pixel_size, depth_um=specimen.depth_um)
+        self.camera = Camera(bit_depth=bit_depth)
+        self._stain_of = dict(stain_of)
+        self._stage = stage or (lambda: (0.0, 0.0, 0.0))
         self._fields: OrderedDict[tuple[int, int, int, int], Field] = OrderedDict()
         self._images: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._max = max_cached
-        self._rng = np.random.default_rng([spec.seed, 0x5EC])
+        self._rng = np.random.default_rng([specimen.seed, 0x5EC])
         self._lock = threading.Lock()
         self.frames_made = 0
-
-    @classmethod
-    def for_run(cls, profile: Profile, core: Any) -> LiveSpecimen:
-        """A specimen for a run of ``profile``, already rendered at the run's positions."""
-        spec = cls(profile, core)
-        shape = (int(core.get_image_height()), int(core.get_image_width()))
-        xy = [(p.x_um, p.y_um) for p in profile.acquisition.positions]
-        if not xy:
-            xy = [(core.get_x_position(), core.get_y_position()) if core.get_xy_stage_device()
-                  else (0.0, 0.0)]
-        spec.prepare(shape, xy)
-        return spec
 
     def prepare(self, shape: tuple[int, int], xy_um: list[tuple[float, float]]) -> None:
         """Render the slide at these stage positions now, so the run's first frames are fast."""
@@ -77,22 +81,27 @@ class LiveSpecimen:
             for stain in set(self._stain_of.values()):
                 self._image(field, stain, 0.0)
 
-    def __call__(self, pixels: np.ndarray, fid: FrameId, md: dict[str, Any]) -> np.ndarray:
-        shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+    def __call__(self, pixels: np.ndarray, t: int, channel: str,
+                 md: dict[str, Any]) -> np.ndarray:
+        """The camera frame's pixels replaced by the slide as Micro-Manager's devices stand."""
+        sx, sy, sz = self._stage()
         x = metadata_number(md.get("XPosition_um_Intended"))
         y = metadata_number(md.get("YPosition_um_Intended"))
         z = metadata_number(md.get("ZPosition_um_Intended"))
         if x is None or y is None:
-            x, y = (self.core.get_x_position(), self.core.get_y_position()) \
-                if self.core.get_xy_stage_device() else (0.0, 0.0)
-        if z is None:
-            z = self.core.get_position() if self.core.get_focus_device() else 0.0
-        exposure = metadata_number(md.get("Exposure")) or float(self.core.get_exposure())
-        defocus = round((z - self.profile.specimen.focus_at(fid.t)) / Z_STEP_UM) * Z_STEP_UM
+            x, y = sx, sy
+        exposure = metadata_number(md.get("Exposure")) or 10.0
+        shape = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+        return self.render(shape, t, channel, x, y, sz if z is None else z, exposure)
+
+    def render(self, shape: tuple[int, int], t: int, channel: str, x_um: float, y_um: float,
+               z_um: float, exposure_ms: float) -> np.ndarray:
+        """One camera frame of ``channel`` at time point ``t`` with the stages at x, y, z."""
+        defocus = round((z_um - self.specimen.focus_at(t)) / Z_STEP_UM) * Z_STEP_UM
         with self._lock:
-            field = self._field(self._origin(x, y), shape)
-            mean = self._image(field, self._stain_of[fid.c], defocus)
-            out = self.camera.expose(mean, exposure, self._rng, exact=False)
+            field = self._field(self._origin(x_um, y_um), shape)
+            mean = self._image(field, self._stain_of[channel], defocus)
+            out = self.camera.expose(mean, exposure_ms, self._rng, exact=False)
             self.frames_made += 1
         return out
 
@@ -107,7 +116,7 @@ class LiveSpecimen:
         field = self._fields.get(key)
         if field is None:
             log.info("simulated specimen: rendering field at %s px (%dx%d)", origin, *shape)
-            field = render_field(self.profile.specimen.sample, self.profile.specimen.seed, shape,
+            field = render_field(self.specimen.sample, self.specimen.seed, shape,
                                  self.pixel_size, origin_px=origin)
             self._fields[key] = field
             while len(self._fields) > 8:

@@ -1,5 +1,6 @@
 """Crash-safe OME-TIFF storage: append-only pages, a journal, repair, and verified readback."""
 
+from acquire_vf.storage._folder import check_output, prepare_output
 from acquire_vf.storage._layout import DatasetLayout
 from acquire_vf.storage._ometiff import (
     IDENTITY_TAG,
@@ -14,5 +15,6 @@ from acquire_vf.storage._sink import BackgroundWriter, FrameSink
 
 __all__ = [
     "IDENTITY_TAG", "BackgroundWriter", "DatasetFile", "DatasetLayout", "FrameSink",
-    "OmeTiffWriter", "frame_crc", "journal_path", "open_dataset", "read_journal", "repair",
+    "OmeTiffWriter", "check_output", "frame_crc", "journal_path", "open_dataset",
+    "prepare_output", "read_journal", "repair",
 ]

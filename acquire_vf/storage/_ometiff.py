@@ -24,7 +24,7 @@ import numpy as np
 import tifffile
 
 from acquire_vf._errors import StorageError
-from acquire_vf._frames import Frame
+from acquire_vf._frames import Frame, FrameId
 from acquire_vf.storage._layout import DatasetLayout
 from acquire_vf.storage._omexml import build_ome_xml
 
@@ -50,6 +50,7 @@ class OmeTiffWriter:
         self.path = Path(path)
         self.layout = layout
         self.frames_written = 0
+        self.frames_skipped = 0
         self._qc_counts: dict[str, dict[str, int]] = {}
         if self.path.exists():
             raise StorageError(f"refusing to overwrite existing file '{self.path}'")
@@ -62,8 +63,10 @@ class OmeTiffWriter:
             raise StorageError(f"cannot create '{self.path}': {e.strerror or e}") from e
         self._closed = False
 
-    def write(self, frame: Frame) -> int:
-        """Append ``frame`` as the next page; return its page index (IFD)."""
+    def append(self, frame: Frame) -> int:
+        """Append ``frame`` as the next page; return its page index (IFD).
+
+        Survives a crash once this returns: the page is flushed before its journal line."""
         if self._closed:
             raise StorageError(f"'{self.path}' is closed")
         self.layout.check_frame(frame.pixels, f"frame {frame.id}")
@@ -104,6 +107,15 @@ class OmeTiffWriter:
             ) from e
         self.frames_written += 1
         return ifd
+
+    def skip(self, fid: FrameId, role: str, why: str) -> None:
+        """Record that a frame of the plan will not come (a virtual frame not made), so a
+        reader can tell a missing plane from a dark one. Journaled only: no page is written."""
+        if self._closed:
+            raise StorageError(f"'{self.path}' is closed")
+        self._write_journal({"kind": "skip", **fid.as_dict(), "channel": fid.c, "role": role,
+                             "why": why})
+        self.frames_skipped += 1
 
     def close(self) -> None:
         """Write the OME-XML and mark the journal closed. Safe to call twice."""

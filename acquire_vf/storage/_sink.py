@@ -16,18 +16,29 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from acquire_vf._errors import AcquisitionError, StorageError
-from acquire_vf._frames import Frame
+from acquire_vf._frames import Frame, FrameId
 
 log = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class FrameSink(Protocol):
-    """Where frames end up (an OME-TIFF file; anything with the same two methods)."""
+    """Where frames end up: :class:`~acquire_vf.storage.OmeTiffWriter`, or anything with these
+    three methods. The session chooses it and passes it to the run; only the writer thread
+    calls it.
+    """
 
-    def write(self, frame: Frame) -> int: ...
+    def append(self, frame: Frame) -> int:
+        """Store ``frame``; once this returns, it survives a crash of the process."""
+        ...
 
-    def close(self) -> None: ...
+    def skip(self, fid: FrameId, role: str, why: str) -> None:
+        """Record that a planned frame will not come (and why)."""
+        ...
+
+    def close(self) -> None:
+        """Finish the dataset (metadata, index); raises :class:`StorageError` on failure."""
+        ...
 
 
 class BackgroundWriter:
@@ -36,10 +47,12 @@ class BackgroundWriter:
     def __init__(self, sink: FrameSink, *, raw_limit_bytes: int, virtual_limit: int,
                  on_error: Callable[[BaseException], None] | None = None) -> None:
         if not isinstance(sink, FrameSink):
-            raise TypeError(f"expected a FrameSink (write, close), got {type(sink).__name__}")
+            raise TypeError(f"expected a FrameSink (append, skip, close), got "
+                            f"{type(sink).__name__}")
         self._sink = sink
         self._raw: deque[Frame] = deque()
         self._virtual: deque[Frame] = deque()
+        self._skips: deque[tuple[FrameId, str, str]] = deque()
         self._raw_bytes = 0
         self._raw_limit = raw_limit_bytes
         self._virtual_limit = virtual_limit
@@ -82,6 +95,13 @@ class BackgroundWriter:
             self._cv.notify()
             return True
 
+    def skip(self, fid: FrameId, role: str, why: str) -> None:
+        """Queue a note that a planned frame will not come (never blocks, never raises)."""
+        with self._cv:
+            if self.error is None and len(self._skips) < 10_000:
+                self._skips.append((fid, role, why))
+                self._cv.notify()
+
     @property
     def raw_backlog_bytes(self) -> int:
         return self._raw_bytes
@@ -93,9 +113,13 @@ class BackgroundWriter:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not (self._raw or self._virtual or self._closing):
+                while not (self._raw or self._virtual or self._skips or self._closing):
                     self._cv.wait()
-                if self._raw:
+                skip = self._skips.popleft() if self._skips and not self._raw else None
+                if skip is not None:
+                    frame = None
+                    raw = False
+                elif self._raw:
                     frame = self._raw.popleft()
                     raw = True
                 elif self._virtual:
@@ -104,7 +128,11 @@ class BackgroundWriter:
                 else:
                     return  # closing and drained
             try:
-                self._sink.write(frame)
+                if skip is not None:
+                    self._sink.skip(*skip)
+                    continue
+                assert frame is not None
+                self._sink.append(frame)
             except BaseException as e:
                 self._fail(e)
                 return

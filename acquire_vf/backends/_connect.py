@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from acquire_vf._errors import MicroscopeError
-from acquire_vf.config import AttachConnection, DemoConnection, HeadlessConnection, Profile
+from acquire_vf.config import (
+    AttachConnection,
+    DemoConnection,
+    HeadlessConnection,
+    MemoryConnection,
+    Profile,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +71,9 @@ def connect(profile: Profile) -> Microscope:
         lacks, or a camera whose bit depth differs from the profile's.
     """
     conn = profile.connection
+    if isinstance(conn, MemoryConnection):
+        raise MicroscopeError("connection kind 'memory' has no Micro-Manager to connect to; "
+                              "expected kind 'demo', 'headless' or 'attach'")
     if isinstance(conn, AttachConnection):
         mic = _attach(conn)
     else:

@@ -1,0 +1,108 @@
+"""From a backend's raw image to a saved, identified frame and a frame set for the engines.
+
+:meth:`FrameHandoff.take` runs for every frame on the runner's thread. It never waits: the raw
+frame goes to the writer's queue (bounded by memory; when full the run must stop, never drop),
+the frame set to the pipeline's latest-frame slot (which drops the oldest set, never blocks).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from acquire_vf._frames import Frame, FrameId, metadata_number
+from acquire_vf._stats import LatencyRecorder
+from acquire_vf.acquisition._plan import frame_id
+from acquire_vf.acquisition._sequence import SequenceChecker
+from acquire_vf.backends import RawImage
+from acquire_vf.pipeline import FrameSet, Pipeline
+from acquire_vf.storage import BackgroundWriter
+
+
+class FrameHandoff:
+    """Identity, gap checks, timing, writing and grouping of arriving frames."""
+
+    def __init__(self, sequence: SequenceChecker, writer: BackgroundWriter, pipeline: Pipeline,
+                 group: frozenset[str], latency: LatencyRecorder,
+                 record_error: Any) -> None:
+        self.sequence = sequence
+        self.writer = writer
+        self.pipeline = pipeline
+        self._group = group
+        self.latency = latency
+        self._record_error = record_error
+        self._pending: dict[tuple[int, int, int], dict[str, Frame]] = {}
+        self._clock0: float | None = None
+        self.first_ms: float | None = None
+        self.last_ms: float | None = None
+        self.frames = 0
+
+    def take(self, img: RawImage) -> Frame:
+        """Tag, queue for writing, group; return the frame. Raises if it cannot be written."""
+        t0 = time.perf_counter()
+        md = img.metadata
+        fid = self._identify(img)
+        arr = np.asarray(img.pixels)
+        arr.flags.writeable = False  # raw data: no stage may change it in place
+        elapsed = self._elapsed_ms(md, t0)
+        frame = Frame(id=fid, pixels=arr, seq=self.frames, elapsed_ms=elapsed,
+                      z_um=metadata_number(md.get("ZPosition_um_Intended")),
+                      x_um=metadata_number(md.get("XPosition_um_Intended")),
+                      y_um=metadata_number(md.get("YPosition_um_Intended")),
+                      exposure_ms=metadata_number(md.get("Exposure")), received=t0)
+        self.writer.put_raw(frame)
+        self.frames += 1
+        self.first_ms = elapsed if self.first_ms is None else self.first_ms
+        self.last_ms = elapsed
+        self._collect(frame)
+        self.latency.add("handoff", (time.perf_counter() - t0) * 1e3)
+        return frame
+
+    @property
+    def raw_fps(self) -> float:
+        """Raw frame rate from the frames' own timestamps (first to last frame)."""
+        if self.first_ms is None or self.last_ms is None or self.frames < 2:
+            return 0.0
+        span = (self.last_ms - self.first_ms) / 1e3
+        return (self.frames - 1) / span if span > 0 else 0.0
+
+    def _identify(self, img: RawImage) -> FrameId:
+        fid = frame_id(img.event)
+        for problem in (self.sequence.arrived(fid), self.sequence.camera_number(
+                metadata_number(img.metadata.get("ImageNumber"), int))):
+            if problem:
+                self._record_error(problem)
+        return fid
+
+    def _elapsed_ms(self, md: dict[str, Any], now: float) -> float:
+        """Milliseconds since the first frame, on the best clock the metadata offers.
+
+        ``TimeReceivedByCore`` (µs resolution, stamped by the core as the camera delivers) is
+        right in sequence mode, where ``ElapsedTime-ms`` is the same for every frame of the
+        sequence; without either, the arrival clock is used.
+        """
+        stamp = md.get("TimeReceivedByCore")
+        t: float | None = None
+        if isinstance(stamp, str):
+            try:
+                t = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            except ValueError:
+                t = None
+        if t is None:
+            t = now if "ElapsedTime-ms" not in md else float(md["ElapsedTime-ms"]) / 1e3
+        if self._clock0 is None:
+            self._clock0 = t
+        return (t - self._clock0) * 1e3
+
+    def _collect(self, frame: Frame) -> None:
+        if frame.id.c not in self._group:
+            return  # a fallback or inserted exposure is data, not an engine input
+        key = (frame.id.t, frame.id.p, frame.id.z)
+        group = self._pending.setdefault(key, {})
+        group[frame.id.c] = frame
+        if len(group) == len(self._group):
+            del self._pending[key]
+            self.pipeline.submit(FrameSet(*key, frames=group))

@@ -1,0 +1,113 @@
+"""The contract between the hardware-agnostic run loop and whatever makes the frames.
+
+The runner (:mod:`acquire_vf.acquisition`) knows this protocol and ``useq.MDAEvent``, nothing
+of pycromanager. A backend is set up once, executes batches of events (a batch is a run of
+events with no decision between them, so a backend may sequence them in hardware), may move
+the focus stage between batches, can be aborted from any thread, and is torn down once.
+
+Modelled on pymmcore-plus's ``mda/_protocol.py`` (setup / exec / teardown) with one change:
+``execute`` takes a batch, because pycromanager merges events into hardware sequences only
+within one submission, and the camera's full speed depends on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import useq
+
+Gate = Callable[[useq.MDAEvent], bool]
+"""Called just before an event reaches the hardware: ``False`` drops it (a fallback exposure
+whose engine works). It may block (pause) and must return quickly otherwise."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a connected backend is and the frames it delivers, known before the first event."""
+
+    name: str
+    """``pycromanager``, ``memory`` or ``replay``."""
+    mode: str
+    """How it is reached: ``demo``, ``headless``, ``attach``, ``memory``, ``replay``."""
+    source: str
+    """Config file, ``localhost:PORT``, ``simulated specimen`` or the replayed dataset."""
+    shape: tuple[int, int]
+    dtype: str
+    xy_um: tuple[float, float] | None = None
+    """XY stage position at connection (``None`` without an XY stage)."""
+    z_um: float | None = None
+    """Focus stage position at connection (``None`` without a focus stage)."""
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """One frame as the backend delivered it, with Micro-Manager-style metadata.
+
+    ``metadata`` keys the runner reads: ``ElapsedTime-ms`` or ``TimeReceivedByCore`` (timing),
+    ``ImageNumber`` (the camera's counter, for gap checks), ``X/Y/ZPosition_um_Intended`` and
+    ``Exposure``.
+    """
+
+    event: useq.MDAEvent
+    pixels: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class AcquisitionBackend(Protocol):
+    """Makes frames for events. Implementations: ``PycroManagerBackend``, ``MemoryBackend``,
+    ``ReplayBackend``.
+
+    Events carry the hardware's channel (``event.channel.group`` / ``.config`` = preset), the
+    exposure and absolute stage positions; ``event.metadata["channel"]`` is the profile's
+    channel name, which is what files and engines call it.
+    """
+
+    name: str
+
+    def describe(self) -> BackendInfo:
+        """Frame format and stage positions, before :meth:`setup`."""
+        ...
+
+    def setup(self, gate: Gate) -> None:
+        """Prepare for a run (buffers, camera state); ``gate`` is consulted per event."""
+        ...
+
+    def execute(self, events: Sequence[useq.MDAEvent]) -> Iterator[RawImage]:
+        """Run ``events`` in order, yielding each frame as it arrives; returns early (without
+        error) after :meth:`abort`. Raises :class:`~acquire_vf._errors.AcquisitionError` on a
+        hardware failure."""
+        ...
+
+    def move_z(self, dz_um: float) -> None:
+        """Move the focus stage by ``dz_um`` between batches (closed-loop focus)."""
+        ...
+
+    def abort(self) -> None:
+        """From any thread: end the batch in progress as soon as the hardware allows."""
+        ...
+
+    def teardown(self) -> None:
+        """Leave the hardware as the run found it (stages, camera not streaming)."""
+        ...
+
+
+def check_backend(obj: object) -> AcquisitionBackend:
+    """Registration-time check, so a wrong plug-in fails before the run, not mid-run."""
+    if not isinstance(obj, AcquisitionBackend):
+        names = ("name", "describe", "setup", "execute", "move_z", "abort", "teardown")
+        missing = [m for m in names if not hasattr(obj, m)]
+        raise TypeError(f"{type(obj).__name__} is not an AcquisitionBackend: missing "
+                        f"{', '.join(missing)}")
+    return obj
+
+
+def event_channel(event: useq.MDAEvent) -> str:
+    """The profile's channel name of an event (what files and engines call it)."""
+    name = (event.metadata or {}).get("channel")
+    if name:
+        return str(name)
+    return event.channel.config if event.channel is not None else ""
