@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from acquire_vf import __version__
-from acquire_vf._errors import AcquireVFError, DataError
+from acquire_vf._errors import AcquireVFError, DataError, DisplayUnavailable
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Real-time virtual refocusing and virtual fluorescence for Micro-Manager.")
@@ -78,7 +78,7 @@ def _want_window(headless: bool, display: bool, profile_display: bool) -> bool:
         return False
     if display:
         if not _has_display():
-            raise DataError("--display: no display found (expected a desktop session, or "
+            raise DisplayUnavailable("--display: no display found (expected a desktop session, or "
                             "QT_QPA_PLATFORM=offscreen)")
         return True
     if not profile_display:
@@ -452,8 +452,8 @@ def view(
     if screenshot is not None:
         _render_offscreen()
     elif not _desktop():
-        raise DataError("no display found: expected a desktop session, or use --screenshot "
-                        "PNG to render offscreen")
+        raise DisplayUnavailable("no display found: expected a desktop session, or use "
+                                 "--screenshot PNG to render offscreen")
     from acquire_vf.display._dataset import DatasetViewer
 
     try:

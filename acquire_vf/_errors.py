@@ -87,10 +87,16 @@ class OutputExistsError(AcquireVFError):
     exit_code = 12
 
 
+class DisplayUnavailable(AcquireVFError):
+    """A window was asked for where there is no display (no desktop, no offscreen Qt)."""
+
+    exit_code = 13
+
+
 ERRORS: tuple[type[AcquireVFError], ...] = (
     AcquireVFError, ProfileError, MicroscopeError, AcquisitionError, StorageError,
     MissingExtraError, EngineFileError, BackendUnavailable, CardError, DataError,
-    InputImageError, OutputExistsError)
+    InputImageError, OutputExistsError, DisplayUnavailable)
 """Every error class, in exit-code order."""
 
 

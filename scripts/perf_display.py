@@ -22,35 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def plain_profile(folder: Path, time_points: int = 100_000) -> Path:
-    """The demo hardware and specimen without engines, drift or interval (``Profile.bare``,
-    10 ms exposures), as a profile file for ``acquire-vf live --profile``."""
-    from acquire_vf.config import load_profile
-
-    d = load_profile("demo").bare(exposure_ms=10).model_dump(mode="json", exclude_none=True)
-    d["name"] = "demo-plain"
-    d["description"] = "The demo hardware and specimen: no engines, no focus drift, no interval."
-    del d["virtual_channels"]  # none; left out so a profile built on this can add some
-    d["acquisition"]["time_points"] = time_points
-    path = folder / "demo-plain.toml"
-    path.write_text("\n".join(toml_lines(d)) + "\n")
-    return path
-
-
-def toml_lines(d: dict, prefix: str = "") -> list[str]:
-    """A JSON-like dict as TOML: values first, then tables and arrays of tables."""
-    lines, tables = [], []
-    for k, v in d.items():
-        if isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict)):
-            tables.append((f"{prefix}{k}", v))
-        else:
-            lines.append(f"{k} = {json.dumps(v)}")
-    for name, v in tables:
-        for item in [v] if isinstance(v, dict) else v:
-            lines += [f"[{name}]" if isinstance(v, dict) else f"[[{name}]]"]
-            lines += toml_lines(item, name + ".")
-    return lines
+from acquire_vf.config import plain_demo_profile  # noqa: E402
 
 
 def rate(profile: Path, out: Path, flags: list[str], time_points: int) -> float:
@@ -71,7 +43,7 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        profile = plain_profile(folder, a.time_points)
+        profile = plain_demo_profile(folder, a.time_points)
         ratios = []
         for k in range(a.pairs):
             on = rate(profile, folder / f"on{k}", ["--display", "--close-when-done"],

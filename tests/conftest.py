@@ -58,7 +58,7 @@ def make_profile(**updates: Any) -> Profile:
 def plain_demo(tmp_path: Path) -> Path:
     """A profile file of the demo hardware without engines, drift or interval (camera flat
     out), for CLI runs that need many frames quickly: ``live --profile PATH``."""
-    from scripts.perf_display import plain_profile
+    from acquire_vf.config import plain_demo_profile as plain_profile
 
     folder = tmp_path / "profile"
     folder.mkdir()
@@ -67,8 +67,8 @@ def plain_demo(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def microscope():
+    from acquire_vf.backends import connect
     from acquire_vf.config import load_profile
-    from acquire_vf.microscope import connect
 
     return connect(load_profile("demo"))
 

@@ -12,7 +12,9 @@ import tifffile
 
 from acquire_vf._errors import AcquisitionError
 from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf._session import make_run
 from acquire_vf.acquisition import AcquisitionRun, RunState, session_report
+from acquire_vf.backends._pycromanager import PycroManagerBackend
 from acquire_vf.pipeline import FrameSet, virtual_frame
 from acquire_vf.storage import frame_crc, open_dataset
 from tests.conftest import make_profile
@@ -44,9 +46,16 @@ class SlowStage:
         pass
 
 
+def _make(microscope, out: Path, profile=None, hooks=None, **kw) -> AcquisitionRun:
+    """A run on the demo camera's own pixels (no simulated specimen)."""
+    profile = profile or make_profile()
+    backend = PycroManagerBackend(microscope, buffer_mb=profile.queues.mm_buffer_mb,
+                                  hooks=hooks)
+    return make_run(profile, out, backend=backend, **kw)
+
+
 def _run(microscope, out: Path, **kw) -> AcquisitionRun:
-    profile = kw.pop("profile", None) or make_profile()
-    run = AcquisitionRun(profile, microscope, out, **kw)
+    run = _make(microscope, out, **kw)
     run.run()
     return run
 
@@ -128,7 +137,7 @@ def test_slow_stage_loses_no_raw_frame_and_keeps_the_rate(microscope, tmp_path: 
 
 def test_pause_resume_cancel_between_frames(microscope, tmp_path: Path) -> None:
     profile = make_profile(acquisition={"time_points": 2000})
-    run = AcquisitionRun(profile, microscope, tmp_path)
+    run = _make(microscope, tmp_path, profile)
     states: list[RunState] = []
     run.signals.stateChanged.connect(states.append)
     th = threading.Thread(target=run.run)
@@ -184,7 +193,7 @@ def test_memory_is_flat_over_a_long_run(core, microscope, tmp_path: Path) -> Non
     core.set_roi(0, 0, 64, 64)
     profile = make_profile(channels=[{"name": "AGP", "preset": "Rhodamine", "exposure_ms": 1}],
                            acquisition={"time_points": 20000})
-    run = AcquisitionRun(profile, microscope, tmp_path)
+    run = _make(microscope, tmp_path, profile)
     samples: dict[int, int] = {}
 
     def sample(frame: Frame) -> None:
@@ -218,7 +227,7 @@ def _wait(cond, timeout: float = 30.0) -> None:
 
 def test_frames_are_read_only(microscope, tmp_path: Path) -> None:
     seen: list[np.ndarray] = []
-    run = AcquisitionRun(make_profile(), microscope, tmp_path, time_points=1)
+    run = _make(microscope, tmp_path, time_points=1)
     run.signals.frameReady.connect(lambda f: seen.append(f.pixels))
     run.run()
     assert seen and not seen[0].flags.writeable

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from acquire_vf._errors import DisplayUnavailable
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.display
@@ -103,8 +104,8 @@ def test_view_screenshot_renders_a_dataset(tmp_path: Path) -> None:
     w = OmeTiffWriter(tmp_path / "run" / "acquisition.ome.tif",
                       DatasetLayout(channels=(ChannelInfo("AGP"), dna), shape=(256, 256)))
     for t in range(3):
-        w.write(Frame(FrameId(t, 0, 0, "AGP"), right, t, 0.0))
-        w.write(Frame(FrameId(t, 0, 0, "DNA"), down, t, 0.0, role="virtual"))
+        w.append(Frame(FrameId(t, 0, 0, "AGP"), right, t, 0.0))
+        w.append(Frame(FrameId(t, 0, 0, "DNA"), down, t, 0.0, role="virtual"))
     w.close()
     png = tmp_path / "shot.png"
     r = run_cli("view", str(tmp_path / "run"), "--screenshot", str(png), timeout=120)
@@ -129,7 +130,7 @@ def test_view_without_display_is_one_clear_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     r = subprocess.run([sys.executable, "-m", "acquire_vf", "view", str(tmp_path)],
                        capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 2 and "no display found" in r.stderr
+    assert r.returncode == DisplayUnavailable.exit_code and "no display found" in r.stderr
 
 
 def test_the_test_process_never_loads_qt() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from acquire_vf._errors import DataError
 from acquire_vf.card import ModelCard
 from acquire_vf.simulate import write_dataset
 from tests.conftest import run_cli
@@ -58,7 +59,7 @@ def test_evaluate_refuses_unknown_split(engines, tmp_path: Path) -> None:
     data = write_dataset("bbbc022", tmp_path / "d", fields=3, seed=778, size=(128, 128))
     r = run_cli("evaluate", "--model", str(engines["dna"]), "--data", str(data), "--out",
                 str(tmp_path / "o"), "--split", "everything", timeout=300)
-    assert r.returncode == 2 and "split: expected test, val or all" in r.stderr
+    assert r.returncode == DataError.exit_code and "split: expected test, val or all" in r.stderr
 
 
 def test_linear_baseline_says_when_the_training_fields_are_missing(engines,

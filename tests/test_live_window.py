@@ -14,6 +14,7 @@ from textwrap import dedent
 
 import pytest
 
+from acquire_vf._errors import DisplayUnavailable
 from tests.conftest import run_cli
 from tests.test_display import needs_gui, run_qt
 
@@ -229,7 +230,7 @@ def test_demo_with_the_window_acquires_as_fast_as_without(tmp_path: Path) -> Non
 
     The demo hardware flat out (no engines or interval: the hardest case for the window). The
     precise ratio over more pairs is in docs/performance.md (``scripts/perf_display.py``)."""
-    from scripts.perf_display import plain_profile
+    from acquire_vf.config import plain_demo_profile as plain_profile
 
     profile = plain_profile(tmp_path, time_points=150)
     rates: dict[str, list[float]] = {}
@@ -255,4 +256,5 @@ def test_demo_without_display_runs_headless_with_a_note(tmp_path: Path) -> None:
     assert "running headless (no display found)" in r.stderr
     r = run_cli("demo", "--display", "--time-points", "2", "--out", str(tmp_path / "r2"),
                 env=env)
-    assert r.returncode == 2 and "--display: no display found" in r.stderr
+    assert r.returncode == DisplayUnavailable.exit_code
+    assert "--display: no display found" in r.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from acquire_vf._errors import MicroscopeError
-from acquire_vf.microscope import check_profile_against_hardware, connect
+from acquire_vf.backends import check_profile_against_hardware, connect
 from tests.conftest import make_profile, run_cli
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from acquire_vf._errors import InputImageError
 from tests.conftest import run_cli
 
 BENCH_KEYS = {"ort_over_torch_speedup", "ort_fraction_of_matmul", "tiling_overhead_ratio",
@@ -54,7 +55,7 @@ def test_predict_bad_input_is_one_line(engines, tmp_path: Path, make: str,
         inputs = [str(path)]
     r = run_cli("predict", "--model", str(engines["dna"]), "--out", str(tmp_path / "o.tif"),
                 *inputs)
-    assert r.returncode == 2
+    assert r.returncode == InputImageError.exit_code
     assert expected in r.stderr and r.stderr.strip().count("\n") == 0
     assert not (tmp_path / "o.tif").exists()
 

@@ -70,7 +70,7 @@ BAD = [
 
 
 def _write(tmp_path: Path, extra: str) -> Path:
-    from scripts.perf_display import plain_profile
+    from acquire_vf.config import plain_demo_profile as plain_profile
 
     base = plain_profile(tmp_path).read_text()  # the demo hardware, no engines
     # strip the sections the case redefines so TOML does not reject a duplicate table

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from acquire_vf.acquisition import AcquisitionRun, RunState
+from acquire_vf._session import make_run
+from acquire_vf.acquisition import RunState
+from acquire_vf.backends import specimen_for
 from acquire_vf.pipeline import focus_score
-from acquire_vf.simulate import LiveSpecimen, fluorescence
+from acquire_vf.simulate import fluorescence
 from acquire_vf.storage import open_dataset
 from tests.conftest import make_profile
 
@@ -21,8 +23,7 @@ TWO_STAINS = [{"name": "DNA", "preset": "DAPI", "exposure_ms": 100},
 
 
 def _acquire(microscope, out: Path, profile) -> dict[tuple[int, int, int, str], np.ndarray]:
-    run = AcquisitionRun(profile, microscope, out,
-                         frame_source=LiveSpecimen.for_run(profile, microscope.core))
+    run = make_run(profile, out)
     run.run()
     assert run.state is RunState.FINISHED and run.errors == []
     (ds,) = open_dataset(out)
@@ -59,7 +60,7 @@ def test_moving_the_z_stage_in_micro_manager_defocuses(core, microscope, tmp_pat
 def test_channel_preset_picks_the_stain(microscope, tmp_path: Path) -> None:
     prof = make_profile(channels=TWO_STAINS, acquisition={"time_points": 1})
     frames = _acquire(microscope, tmp_path, prof)
-    spec = LiveSpecimen(prof, microscope.core)
+    spec = specimen_for(prof)
     field = spec._field((0, 0), frames[(0, 0, 0, "DNA")].shape)
     dna = fluorescence(field.stains["DNA"], "DNA", spec.optics, 0.0)
     mito = fluorescence(field.stains["Mito"], "Mito", spec.optics, 0.0)

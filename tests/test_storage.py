@@ -47,7 +47,7 @@ def _write(path: Path, n_t: int) -> list[Frame]:
             frames.append(_frame(t, "DNA", 10 * t + 2, "virtual", {"nan": False,
                                                                    "saturated": t == 2}))
     for f in frames:
-        w.write(f)
+        w.append(f)
     w.close()
     return frames
 
@@ -75,8 +75,8 @@ def test_refuses_wrong_shape_and_overwrite(tmp_path: Path) -> None:
     w = OmeTiffWriter(tmp_path / "a.ome.tif", LAYOUT)
     bad = Frame(FrameId(0, 0, 0, "AGP"), np.zeros((48, 65), np.uint16), 0, 0.0)
     with pytest.raises(ValueError, match="expected a 64 x 48 uint16 frame, got shape"):
-        w.write(bad)
-    w.write(_frame(0, "AGP", 1))
+        w.append(bad)
+    w.append(_frame(0, "AGP", 1))
     w.close()
     with pytest.raises(StorageError, match="refusing to overwrite"):
         OmeTiffWriter(tmp_path / "a.ome.tif", LAYOUT)
@@ -88,7 +88,7 @@ def test_repair_keeps_exactly_the_journaled_frames(tmp_path: Path, tear: str) ->
     w = OmeTiffWriter(path, LAYOUT)
     frames = [_frame(t, "AGP", t) for t in range(6)]
     for f in frames[:5]:
-        w.write(f)
+        w.append(f)
     # simulate the crash: the process dies without close(); its handles simply go away
     w._tw.filehandle.close()
     w._journal.close()
@@ -122,7 +122,7 @@ def test_interrupted_repair_can_run_again(tmp_path: Path) -> None:
     path = tmp_path / "a.ome.tif"
     w = OmeTiffWriter(path, LAYOUT)
     for t in range(3):
-        w.write(_frame(t, "AGP", t))
+        w.append(_frame(t, "AGP", t))
     w._tw.filehandle.close()
     w._journal.close()
     journal = journal_path(path)
@@ -149,10 +149,13 @@ class GatedSink:
         self.go = threading.Event()
         self.written: list[Frame] = []
 
-    def write(self, frame: Frame) -> int:
+    def append(self, frame: Frame) -> int:
         self.go.wait()
         self.written.append(frame)
         return len(self.written) - 1
+
+    def skip(self, fid: object, role: str, why: str) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -223,9 +226,9 @@ def test_ome_xml_validates_against_the_ome_schema(tmp_path: Path) -> None:
     for p in range(2):
         for z in range(2):
             f = _frame(0, "AGP", p * 2 + z)
-            w.write(Frame(FrameId(0, p, z, "AGP"), f.pixels, 0, 0.0, z_um=z - 2.0, x_um=100.0 * p,
+            w.append(Frame(FrameId(0, p, z, "AGP"), f.pixels, 0, 0.0, z_um=z - 2.0, x_um=100.0 * p,
                           y_um=5.0 * p, exposure_ms=10.0))
-            w.write(Frame(FrameId(0, p, z, "DNA"), f.pixels, 0, 0.0, role="virtual",
+            w.append(Frame(FrameId(0, p, z, "DNA"), f.pixels, 0, 0.0, role="virtual",
                           qc={"nan": False, "saturated": True}))
     w.close()
     with tifffile.TiffFile(tmp_path / "a.ome.tif") as tf:
@@ -242,7 +245,7 @@ def test_ome_xml_validates_against_the_ome_schema(tmp_path: Path) -> None:
 
 def test_numpy_qc_values_are_written(tmp_path: Path) -> None:
     w = OmeTiffWriter(tmp_path / "a.ome.tif", LAYOUT)
-    w.write(_frame(0, "DNA", 1, "virtual", {"saturated": np.bool_(True),
+    w.append(_frame(0, "DNA", 1, "virtual", {"saturated": np.bool_(True),
                                             "focus_score": np.float32(0.5)}))
     w.close()
     (ds,) = open_dataset(tmp_path)

@@ -17,6 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from acquire_vf._errors import DataError  # noqa: E402
 from acquire_vf.training._data import PatchSampler, load_pairs  # noqa: E402
 from acquire_vf.training._loss import (  # noqa: E402
     LossWeights,
@@ -292,10 +293,10 @@ def test_export_refuses_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
     r = run_cli("export", str(bad), "--out", str(tmp_path / "x.onnx"), timeout=120)
-    assert r.returncode == 2
+    assert r.returncode == DataError.exit_code
     assert "is not an acquire-vf training checkpoint" in r.stderr
     r = run_cli("export", str(bad), "--out", str(tmp_path / "x.engine"), timeout=120)
-    assert r.returncode == 2 and "expected a path ending in .onnx" in r.stderr
+    assert r.returncode == DataError.exit_code and "expected a path ending in .onnx" in r.stderr
 
 
 def test_recipe_typo_is_one_clear_line(tmp_path: Path) -> None:

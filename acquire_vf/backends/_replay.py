@@ -93,7 +93,7 @@ class ReplayBackend:
                 self._aborted.wait(max(0.0, due - time.perf_counter()))
                 if self._aborted.is_set():
                     return
-            pixels = self._tif.pages[int(rec["ifd"])].asarray()  # type: ignore[union-attr]
+            pixels = self._tif.pages[int(rec["ifd"])].asarray()
             md: dict[str, Any] = {
                 "ElapsedTime-ms": (time.perf_counter() - self._clock0) * 1e3,
                 "Exposure": rec.get("exposure_ms"), "XPosition_um_Intended": rec.get("x_um"),

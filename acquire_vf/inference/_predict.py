@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from acquire_vf.config import Compute
 from acquire_vf._errors import InputImageError
+from acquire_vf.config import Compute
 from acquire_vf.inference._factory import create_engine
 
 
