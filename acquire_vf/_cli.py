@@ -128,10 +128,12 @@ def _session(profile_name: str, out: Path | None, *, headless: bool, display: bo
     window = _want_window(headless, display, prof.display.enabled)
     code = 0
     try:
-        run_session(prof, out, time_points=time_points, profile_source=profile_name,
+        report = run_session(prof, out, time_points=time_points, profile_source=profile_name,
                     quiet_libraries=not _state["debug"], backend=backend, display=window,
                     on_close=on_close.value, close_when_done=close_when_done,
                     screenshot=screenshot, **run_args)  # type: ignore[arg-type]
+        if report.get("state") == "cancelled":
+            code = 130  # the shell's convention for a run stopped by Ctrl-C
     except AcquireVFError as e:
         if not window or _state["debug"]:
             raise
@@ -141,6 +143,8 @@ def _session(profile_name: str, out: Path | None, *, headless: bool, display: bo
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # Qt and pyqtgraph tear down in the wrong order at interpreter exit
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -289,8 +289,9 @@ def _cancel_on_sigint(run: AcquisitionRun) -> Any:
                         "without waiting for the engines)")
             run.cancel()
         else:
-            log.warning("Ctrl-C again: stopping now")
-            signal.signal(signal.SIGINT, previous)
+            log.warning("Ctrl-C again: stopping now, without waiting for the engines (a "
+                        "third Ctrl-C interrupts at once)")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             run.force_stop()
 
     signal.signal(signal.SIGINT, handler)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import tifffile
 
+from acquire_vf._errors import OutputExistsError
 from acquire_vf.storage import open_dataset
 from tests.conftest import run_cli
 
@@ -58,3 +59,63 @@ def test_demo_rejects_bad_option() -> None:
     r = run_cli("demo", "--time-points", "0", timeout=60)
     assert r.returncode == 2
     assert "Invalid value for '--time-points'" in r.stderr
+
+
+def _layout(out: Path) -> dict:
+    (ds,) = open_dataset(out)
+    d = ds.layout.to_json()
+    d["extra"] = {k: v for k, v in d["extra"].items() if k != "acquisition_backend"}
+    return d
+
+
+def test_memory_and_micro_manager_runs_write_the_same_keys_and_layout(tmp_path: Path) -> None:
+    runs = {}
+    for name, extra in (("mm", []), ("memory", ["--acquisition", "memory"])):
+        out = tmp_path / name
+        r = run_cli("demo", "--headless", "--time-points", "2", "--out", str(out), *extra)
+        assert r.returncode == 0, r.stderr
+        runs[name] = json.loads((out / "session.json").read_text())
+        assert runs[name]["frames_acquired"] == 4 and runs[name]["errors"] == []
+    assert runs["mm"]["acquisition_backend"] == "pycromanager"
+    assert runs["memory"]["acquisition_backend"] == "memory"
+    assert set(runs["mm"]) == set(runs["memory"])
+    assert runs["mm"]["channels"] == runs["memory"]["channels"]
+    assert _layout(tmp_path / "mm") == _layout(tmp_path / "memory")
+
+
+def test_demo_runs_a_useq_plan_file_and_replay_plays_it_back(tmp_path: Path) -> None:
+    import useq
+
+    seq = useq.MDASequence(channels=[{"config": "Rhodamine", "exposure": 50},
+                                     {"config": "FITC", "exposure": 50}],
+                           time_plan={"interval": 0.5, "loops": 3},
+                           stage_positions=[{"x": 0, "y": 0, "name": "A1"},
+                                            {"x": 400, "y": 200, "name": "B2"}],
+                           axis_order="tpcz")
+    plan = tmp_path / "seq.json"
+    plan.write_text(seq.model_dump_json())
+    out = tmp_path / "acq"
+    r = run_cli("demo", "--headless", "--plan", str(plan), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    session = json.loads((out / "session.json").read_text())
+    assert session["frames_acquired"] == 3 * 2 * 2 and session["errors"] == []
+    assert session["virtual_frames"] > 0
+    (ds,) = open_dataset(out)
+    assert [p["name"] for p in ds.layout.positions] == ["A1", "B2"]
+
+    again = tmp_path / "replayed"
+    r = run_cli("replay", str(out), "--profile", "demo", "--out", str(again),
+                "--as-fast-as-possible", "--headless")
+    assert r.returncode == 0, r.stderr
+    replayed = json.loads((again / "session.json").read_text())
+    assert replayed["acquisition_backend"] == "replay"
+    assert replayed["frames_acquired"] == 12 and replayed["errors"] == []
+    assert replayed["virtual_frames"] > 0
+    (rds,) = open_dataset(again)
+    raw = {(r["t"], r["p"], r["channel"]): r["crc32"] for r in ds.records
+           if r["role"] == "physical"}
+    assert {(r["t"], r["p"], r["channel"]): r["crc32"] for r in rds.records
+            if r["role"] == "physical"} == raw, "replayed frames are the recorded pixels"
+
+    r = run_cli("replay", str(out), "--profile", "demo", "--out", str(out), "--headless")
+    assert r.returncode == OutputExistsError.exit_code and "is also an input" in r.stderr

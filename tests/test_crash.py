@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -95,3 +96,44 @@ def test_unwritable_output_is_one_clear_line(tmp_path: Path, where: str) -> None
     assert r.returncode == 5
     assert r.stderr.strip().count("\n") == 0
     assert r.stderr.startswith(f"error: output folder '{out}' is not writable")
+
+
+def _start_demo(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "acquire_vf", "demo", "--headless", "--time-points", "1000",
+         "--out", str(out), *extra], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("presses, seed", [(1, 7), (1, 8), (2, 9)],
+                         ids=["ctrl-c-a", "ctrl-c-b", "ctrl-c-twice"])
+def test_ctrl_c_stops_a_one_second_interval_run_at_once(tmp_path: Path, presses: int,
+                                                       seed: int) -> None:
+    """The shipped demo (a time point a second, engines on): Ctrl-C at a random moment ends the
+    run within the event in progress plus a second, with session.json and OME-XML written."""
+    out = tmp_path / "run"
+    journal = out / "acquisition.ome.tif.journal"
+    proc = _start_demo(out)
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal.exists() and _complete_frame_lines(journal) >= 2):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the demo did not start acquiring"
+            time.sleep(0.01)
+        time.sleep(random.Random(seed).uniform(0.0, 1.5))
+        t0 = time.monotonic()
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=30)
+        stop_s = time.monotonic() - t0
+    finally:
+        proc.kill()
+    print(f"stopped {stop_s:.2f} s after Ctrl-C x{presses}")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert stop_s < 0.05 + 1.0 + 1.0  # the event (50 ms) plus a second, plus the engines' set
+    session = json.loads((out / "session.json").read_text())
+    assert session["state"] == "cancelled"
+    (ds,) = open_dataset(out, repair_if_needed=False)  # closed cleanly: no recovery needed
+    assert ds.verify() == [] and len(ds.records) >= session["frames_acquired"]
