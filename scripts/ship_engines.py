@@ -67,12 +67,13 @@ def ship(name: str, force: bool) -> None:
     if force or not onnx.is_file():
         onnx.parent.mkdir(parents=True, exist_ok=True)
         _run([*CLI, "export", str(run / "checkpoints" / "best.pt"), "--out",
-              str(onnx.relative_to(ROOT))])
+              str(onnx.relative_to(ROOT)), "--overwrite"])
     data = held_out(recipe)
     report = ROOT / "docs" / "models" / name
     if force or not (report / "metrics.json").is_file():
         _run([*CLI, "evaluate", "--model", str(onnx.relative_to(ROOT)), "--data", str(data),
-              "--out", str(report.relative_to(ROOT)), "--split", "all", "--update-card"])
+              "--out", str(report.relative_to(ROOT)), "--split", "all", "--update-card",
+              "--overwrite"])
 
 
 PAIRS = {"mda_factin_vinculin": "mda_phc_vinculin"}  # the paper's finding: F-actin beats PhC

@@ -27,7 +27,8 @@ def check_output(out: Path, *, inputs: Iterable[Path] = (), overwrite: bool = Fa
     target = out.resolve()
     for src in inputs:
         s = Path(src).resolve()
-        if s == target or target in s.parents:
+        inside_input = s.is_dir() and s in target.parents
+        if s == target or target in s.parents or inside_input:
             raise OutputExistsError(f"{what} '{out}' is also an input ('{src}'); expected a "
                                     "new path, so the input is never replaced")
     exists = out.exists() and (not out.is_dir() or any(out.iterdir()))
