@@ -297,11 +297,11 @@ def train(
     """Train one engine from a recipe (several GPUs: torchrun -m acquire_vf.training)."""
     import json
 
+    from acquire_vf.config import load_recipe
     from acquire_vf.training import require_torch
-    from acquire_vf.training._recipe import load_recipe
 
     require_torch()
-    from acquire_vf.training._loop import train as run_training
+    from acquire_vf.training import train as run_training
 
     rec, text = load_recipe(recipe)
     folder = out or Path("runs") / rec.name
@@ -326,7 +326,7 @@ def export_cmd(
     from acquire_vf.training import require_torch
 
     require_torch()
-    from acquire_vf.training._export import ExportError, export
+    from acquire_vf.training import ExportError, export
 
     if out.suffix != ".onnx":
         raise DataError(f"--out: expected a path ending in .onnx, got '{out}'")
@@ -357,7 +357,7 @@ def predict(
 
     check_output(out, inputs=[*inputs, model, model.with_suffix(".json")], overwrite=overwrite)
     from acquire_vf.config import Compute
-    from acquire_vf.inference._predict import predict as run_predict
+    from acquire_vf.inference import predict as run_predict
 
     info = run_predict(model, inputs, out, Compute(backends=("onnxruntime", "torch"),
                                                    allow_fallback=True), backend=backend)
@@ -423,9 +423,9 @@ def evaluate_cmd(
     check_output(out, inputs=[data, model], overwrite=overwrite)
     from rich.progress import Progress
 
-    from acquire_vf.evaluate._run import evaluate as run_evaluate
-    from acquire_vf.evaluate._run import linear_fit_text
-    from acquire_vf.evaluate._run import update_card as write_card
+    from acquire_vf.evaluate import evaluate as run_evaluate
+    from acquire_vf.evaluate import linear_fit_text
+    from acquire_vf.evaluate import update_card as write_card
 
     with Progress(transient=False) as bar:
         task = bar.add_task("evaluating", total=None)
@@ -458,7 +458,7 @@ def view(
     elif not _desktop():
         raise DisplayUnavailable("no display found: expected a desktop session, or use "
                                  "--screenshot PNG to render offscreen")
-    from acquire_vf.display._dataset import DatasetViewer
+    from acquire_vf.display import DatasetViewer
 
     try:
         viewer = DatasetViewer(dataset)

@@ -147,7 +147,7 @@ def _run_with_window(run: AcquisitionRun, profile: Profile, stages: list[Stage],
                      screenshot: Path | None) -> None:
     """Run on a worker thread under the live window; return when both are done."""
     from acquire_vf._frames import ChannelInfo
-    from acquire_vf.display._live import LiveWindow
+    from acquire_vf.display import LiveWindow
 
     channels = [ChannelInfo(c.name) for c in profile.channels]
     channels += [c for s in stages for c in getattr(s, "outputs", ())]
@@ -160,7 +160,7 @@ def _run_with_window(run: AcquisitionRun, profile: Profile, stages: list[Stage],
             errors.append(e)
 
     thread = threading.Thread(target=work, name="acquire-vf run", daemon=True)
-    window = LiveWindow(channels, run=run, start=thread.start, on_close=on_close,  # type: ignore[arg-type]
+    window = LiveWindow(channels, run=run, start=thread.start, on_close=on_close,
                         backend=backend, title=f"acquire-vf: {profile.name}",
                         refresh_hz=profile.display.refresh_hz)
     window.connect(run.signals)
@@ -227,7 +227,8 @@ def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Sta
     stages: list[Stage] = [FocusScoreStage()]
     if profile.autofocus.policy == "off" and not profile.virtual_channels:
         return stages, None
-    from acquire_vf.inference import RefocusStage, SynthesisStage, create_engine
+    from acquire_vf.inference import create_engine
+    from acquire_vf.pipeline import RefocusStage, SynthesisStage
 
     physical = [c.name for c in profile.channels]
     def make(path: Path) -> Any:

@@ -77,9 +77,8 @@ def device_description() -> str:
 
 def run(json_path: Path | None = None, *, quick: bool = False,
         progress: Callable[[str], None] = print) -> dict[str, Any]:
-    from acquire_vf.inference import create_engine
-    from acquire_vf.inference._torch import TorchRunner
-    from acquire_vf.training._export import export_untrained
+    from acquire_vf.inference import TorchRunner, create_engine
+    from acquire_vf.training import export_untrained
 
     work = Path(tempfile.mkdtemp(prefix="acquire-vf-bench-"))
     reps = 5 if quick else 7
@@ -212,8 +211,8 @@ def gpu_2048_ms(work: Path) -> float | None:
         return None
     if not torch.cuda.is_available():
         return None
-    from acquire_vf.inference._torch import TorchRunner
-    from acquire_vf.training._export import export_untrained
+    from acquire_vf.inference import TorchRunner
+    from acquire_vf.training import export_untrained
 
     export_untrained("realtime", 1, work / "refocus_gpu.onnx", task="refocus")
     runners = [TorchRunner(work / "refocus_gpu.onnx", device="cuda:0", precision="fp16")]

@@ -19,3 +19,86 @@ from tests.conftest import ROOT
 def test_tool_is_clean(cmd: list[str]) -> None:
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ----- layering ------------------------------------------------------------------------------
+
+LAYERS: list[set[str]] = [
+    {"__init__", "_errors", "_frames", "_stats", "card", "layouts", "focus",
+     "metrics", "pairs"},                            # leaf modules
+    {"config"},
+    {"storage", "inference", "simulate"},
+    {"pipeline"},
+    {"backends"},
+    {"acquisition"},
+    {"display", "training", "evaluate"},
+    {"_session", "bench"},
+    {"_cli", "__main__"},
+]
+"""DESIGN.md's order: each unit imports only from tiers below it. Top-level modules of one
+tier may use each other (``bench`` runs sessions); subpackages of one tier may not."""
+PACKAGE = ROOT / "acquire_vf"
+
+
+def _tier(unit: str) -> int:
+    for i, tier in enumerate(LAYERS):
+        if unit in tier:
+            return i
+    raise AssertionError(f"'{unit}' is in no tier of the layering; add it to LAYERS")
+
+
+def _imports(path) -> list[tuple[int, str]]:
+    import ast
+
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module == "acquire_vf":
+            out += [(node.lineno, f"acquire_vf.{a.name}") for a in node.names
+                    if not a.name.startswith("__")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module))
+            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+    return [(n, m) for n, m in out if m.startswith("acquire_vf.")]
+
+
+def layering_problems() -> list[str]:
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        me = parts[0]
+        is_package = (PACKAGE / me).is_dir()
+        for line, mod in _imports(path):
+            target = mod.split(".")
+            unit = target[1]
+            where = f"{path.relative_to(ROOT)}:{line}"
+            if unit == me:
+                continue
+            if len(target) >= 3 and target[2].startswith("_") and (PACKAGE / unit).is_dir():
+                problems.append(f"{where} imports {mod}, a private module of another "
+                                "subpackage (import what its __init__ exports)")
+            mine, theirs = _tier(me), _tier(unit)
+            if theirs > mine or (theirs == mine and (is_package or (PACKAGE / unit).is_dir())):
+                problems.append(f"{where}: {me} (tier {mine}) imports {mod} (tier {theirs})")
+    return problems
+
+
+def test_layering_holds() -> None:
+    problems = layering_problems()
+    assert not problems, "\n".join(problems)
+
+
+def test_layering_check_catches_an_upward_import(tmp_path) -> None:
+    """The check itself: an upward and a private import in a copy of a module are found."""
+    src = (PACKAGE / "storage" / "_folder.py").read_text()
+    path = PACKAGE / "storage" / "_layering_probe.py"
+    path.write_text(src + "\nfrom acquire_vf.acquisition import RunState  # noqa\n"
+                    "from acquire_vf.inference._tiling import run_tiled  # noqa\n")
+    try:
+        problems = layering_problems()
+    finally:
+        path.unlink()
+    assert any("_layering_probe.py" in p and "tier 5" in p for p in problems), problems
+    assert any("_layering_probe.py" in p and "private module" in p for p in problems)

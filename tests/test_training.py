@@ -18,6 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from acquire_vf._errors import DataError  # noqa: E402
+from acquire_vf.config import Recipe  # noqa: E402
 from acquire_vf.training._data import PatchSampler, load_pairs  # noqa: E402
 from acquire_vf.training._loss import (  # noqa: E402
     LossWeights,
@@ -32,7 +33,6 @@ from acquire_vf.training._models import (  # noqa: E402
     count_parameters,
     gflop,
 )
-from acquire_vf.training._recipe import Recipe  # noqa: E402
 from tests.conftest import ROOT, run_cli  # noqa: E402
 
 
@@ -308,7 +308,7 @@ def test_recipe_typo_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_shipped_recipes_are_valid() -> None:
-    from acquire_vf.training._recipe import load_recipe
+    from acquire_vf.config import load_recipe
 
     names = {load_recipe(p)[0].name for p in (ROOT / "training").glob("*.toml")}
     assert names == {"refocus", "refocus_agp", "refocus_rna", "cps_dna", "cps_er", "cps_mito",
@@ -324,8 +324,8 @@ def test_residual_is_for_refocus_recipes(cache: Path) -> None:
 
 
 def test_recipe_patch_must_fit_the_preset(cache: Path) -> None:
+    from acquire_vf.config import PRESET_DEPTH
     from acquire_vf.training._models import PRESETS
-    from acquire_vf.training._recipe import PRESET_DEPTH
 
     assert {k: v["depth"] for k, v in PRESETS.items()} == PRESET_DEPTH
     with pytest.raises(ValueError, match="preset 'paper' needs patches in multiples of 256"):
@@ -334,8 +334,8 @@ def test_recipe_patch_must_fit_the_preset(cache: Path) -> None:
 
 def test_card_names_the_repository_cache_relative_to_the_checkout(tmp_path: Path) -> None:
     """A shipped card's data_root must name the same cache folder in any clone."""
+    from acquire_vf.config import REPO_ROOT
     from acquire_vf.training._loop import _portable
-    from acquire_vf.training._recipe import REPO_ROOT
 
     assert _portable(REPO_ROOT / ".cache" / "datasets" / "x") == str(Path(".cache/datasets/x"))
     assert _portable(tmp_path) == str(tmp_path)  # elsewhere: kept absolute
@@ -380,9 +380,9 @@ def test_ema_generator_is_saved_exported_and_resumed(cache: Path, tmp_path: Path
 def test_simulated_data_of_another_simulator_version_is_rewritten(tmp_path: Path) -> None:
     """A cached dataset is reused only if this simulator wrote it (the cache key names the
     settings, not the simulator's code)."""
+    from acquire_vf.config import simulated_root
     from acquire_vf.simulate import SIMULATOR_VERSION, simulated_version
     from acquire_vf.training._data import data_root
-    from acquire_vf.training._recipe import simulated_root
 
     rec = recipe(tmp_path)
     stale = simulated_root(rec)

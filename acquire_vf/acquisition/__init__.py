@@ -10,11 +10,17 @@ from acquire_vf.acquisition._plan import (
     match_channels,
     profile_sequence,
 )
-from acquire_vf.acquisition._report import print_session, session_report, write_session
+from acquire_vf.acquisition._report import (
+    full_protocol_exposures,
+    print_session,
+    session_report,
+    write_session,
+)
 from acquire_vf.acquisition._runner import AcquisitionRun
 from acquire_vf.acquisition._signals import RunSignals
 from acquire_vf.acquisition._state import RunState, RunStatus
 
 __all__ = ["AcquisitionRun", "RunPlan", "RunSignals", "RunState", "RunStatus", "build_plan",
-           "dataset_layout", "frame_id", "load_plan", "match_channels", "print_session",
-           "profile_sequence", "session_report", "write_session"]
+           "dataset_layout", "frame_id", "full_protocol_exposures", "load_plan",
+           "match_channels", "print_session", "profile_sequence", "session_report",
+           "write_session"]

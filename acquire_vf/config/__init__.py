@@ -24,12 +24,20 @@ from acquire_vf.config._profile import (
     VirtualChannel,
     XYPosition,
 )
+from acquire_vf.config._recipe import (
+    PRESET_DEPTH,
+    REPO_ROOT,
+    Recipe,
+    load_recipe,
+    simulated_root,
+)
 from acquire_vf.config._toml import plain_demo_profile, toml_lines, write_profile
 
 __all__ = [
-    "PROFILES_DIR", "AttachConnection", "Autofocus", "Camera", "Compute", "DemoConnection",
-    "HeadlessConnection", "MemoryConnection", "PhysicalChannel", "Profile", "Protocol",
-    "Queues", "Specimen", "Storage", "Tiling",
-    "VirtualChannel", "XYPosition", "load_profile", "plain_demo_profile", "profile_from_dict",
-    "resolve_profile_path", "toml_lines", "write_profile",
+    "PRESET_DEPTH", "PROFILES_DIR", "REPO_ROOT", "AttachConnection", "Autofocus", "Camera",
+    "Compute", "DemoConnection", "HeadlessConnection", "MemoryConnection", "PhysicalChannel",
+    "Profile", "Protocol", "Queues", "Recipe", "Specimen", "Storage", "Tiling",
+    "VirtualChannel", "XYPosition", "load_profile", "load_recipe", "plain_demo_profile",
+    "profile_from_dict", "resolve_profile_path", "simulated_root", "toml_lines",
+    "write_profile",
 ]

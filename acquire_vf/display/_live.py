@@ -484,7 +484,7 @@ class LiveWindow:
 
 def status_text(run: Any, display_skipped: int, backend: str | None) -> str:
     """The status bar: state, fps, per-stage latency, queues, skipped, exposures saved."""
-    from acquire_vf.acquisition._report import full_protocol_exposures
+    from acquire_vf.acquisition import full_protocol_exposures
 
     st = run.status()
     lat = run.latency.summary()

@@ -1,5 +1,16 @@
 """Evaluation with the paper's metrics."""
 
-from acquire_vf.evaluate._metrics import image_metrics, mae, psnr, ssim, to_unit
+from typing import Any
+
+from acquire_vf.metrics import image_metrics, mae, psnr, ssim, to_unit
 
 __all__ = ["image_metrics", "mae", "psnr", "ssim", "to_unit"]
+
+
+def __getattr__(name: str) -> Any:
+    """The evaluation run loads its report machinery (matplotlib) on first use."""
+    if name in ("evaluate", "linear_fit_text", "update_card"):
+        import importlib
+
+        return getattr(importlib.import_module("acquire_vf.evaluate._run"), name)
+    raise AttributeError(name)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from acquire_vf.card import ModelCard
-from acquire_vf.evaluate._metrics import to_unit
 from acquire_vf.evaluate._tolerance import error_overlay, tolerance_curves
+from acquire_vf.metrics import to_unit
 
 
 def _plt() -> Any:

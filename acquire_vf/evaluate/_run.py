@@ -22,14 +22,14 @@ import numpy as np
 
 from acquire_vf.card import ModelCard
 from acquire_vf.config import Compute
-from acquire_vf.evaluate._metrics import image_metrics, to_unit
 from acquire_vf.evaluate._tolerance import tolerance_curves
+from acquire_vf.metrics import image_metrics, to_unit
 
 log = logging.getLogger(__name__)
 
 
 def _recipe_for(card: ModelCard, data: Path) -> Any:
-    from acquire_vf.training._recipe import Recipe
+    from acquire_vf.config import Recipe
 
     spec = dict(card.training.get("data") or {})
     if not spec:
@@ -44,11 +44,12 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``data``; write ``out/metrics.json`` and ``out/report.html``."""
     from acquire_vf.inference import create_engine
-    from acquire_vf.training._data import load_pairs
+    from acquire_vf.pairs import read_pairs
 
     card = ModelCard.load(model)
     engine = create_engine(model, compute or Compute(backends=("onnxruntime",)))
-    pairs_data = load_pairs(_recipe_for(card, data), root=data, require_splits=split != "all")
+    rec = _recipe_for(card, data)
+    pairs_data = read_pairs(rec.data, data, seed=rec.seed, require_splits=split != "all")
     if split == "all":
         pairs = pairs_data.train + pairs_data.val + pairs_data.test
     elif split in ("test", "val"):
@@ -117,14 +118,15 @@ def _baselines(card: ModelCard, data: Any, root: Path,
         if rl is not None:
             out["richardson_lucy"] = rl
         return out, None
-    from acquire_vf.training._recipe import REPO_ROOT
+    from acquire_vf.config import REPO_ROOT
 
     named = str(card.training.get("data_root") or "")
     trained_on = REPO_ROOT / named  # relative: the repository's cache
     if named and trained_on.is_dir() and trained_on != root:
-        from acquire_vf.training._data import load_pairs  # fit where the engine learned
+        from acquire_vf.pairs import read_pairs  # fit where the engine learned
 
-        data = load_pairs(_recipe_for(card, trained_on), root=trained_on, require_splits=False)
+        rec = _recipe_for(card, trained_on)
+        data = read_pairs(rec.data, trained_on, seed=rec.seed, require_splits=False)
         return {"linear": _linear_regression(data)}, {"fitted_on": named,
                                                       "engine_training_fields": True}
     fit = {"fitted_on": f"the training split of {root}", "engine_training_fields": False,

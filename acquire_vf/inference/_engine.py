@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from acquire_vf.card import ModelCard
+from acquire_vf.focus import focus_score
 from acquire_vf.inference._protocol import Runner
 from acquire_vf.inference._tiling import run_tiled
-from acquire_vf.pipeline import focus_score
 
 log = logging.getLogger(__name__)
 OUT_OF_RANGE_LIMIT = 0.05

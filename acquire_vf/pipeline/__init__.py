@@ -1,8 +1,10 @@
 """The live processing chain: a latest-frame slot feeding pluggable stages on their own thread."""
 
+from acquire_vf.focus import focus_score
 from acquire_vf.pipeline._chain import Pipeline, virtual_frame
+from acquire_vf.pipeline._engine_stages import RefocusStage, SynthesisStage
 from acquire_vf.pipeline._protocol import FrameSet, Stage, check_stage
-from acquire_vf.pipeline._stages import FocusScoreStage, focus_score
+from acquire_vf.pipeline._stages import FocusScoreStage
 
-__all__ = ["FocusScoreStage", "FrameSet", "Pipeline", "Stage", "check_stage", "focus_score",
-           "virtual_frame"]
+__all__ = ["FocusScoreStage", "FrameSet", "Pipeline", "RefocusStage", "Stage",
+           "SynthesisStage", "check_stage", "focus_score", "virtual_frame"]

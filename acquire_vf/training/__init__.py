@@ -19,11 +19,12 @@ def require_torch() -> None:
 
 
 def __getattr__(name: str) -> Any:
-    lazy = {"train": "_loop", "export": "_export", "load_recipe": "_recipe",
-            "Recipe": "_recipe", "Generator": "_models", "Discriminator": "_models",
-            "GeneratorConfig": "_models", "PRESETS": "_models", "load_pairs": "_data"}
+    lazy = {"train": "_loop", "export": "_export", "ExportError": "_export",
+            "Generator": "_models", "Discriminator": "_models", "GeneratorConfig": "_models",
+            "PRESETS": "_models", "load_pairs": "_data", "export_untrained": "_export",
+            "PatchSampler": "_data", "data_root": "_data"}
     if name in lazy:
-        if name not in ("load_recipe", "Recipe"):
+        if name not in ("load_pairs", "PatchSampler", "data_root"):
             require_torch()
         import importlib
 

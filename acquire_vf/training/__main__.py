@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
+    from acquire_vf.config import load_recipe
     from acquire_vf.training._loop import train
-    from acquire_vf.training._recipe import load_recipe
 
     try:
         recipe, text = load_recipe(args.recipe)

@@ -1,50 +1,18 @@
-"""Paired images for training: read from a public layout, split by field, normalised, patched.
-
-Fields (well and site) are split into train / validation / test before any patch is cut, so
-no field contributes to two splits. Images are read once into memory (these datasets are a few
-hundred MB at most) and random patches with 90-degree rotations and flips are cut per step.
-Normalisation is per channel over the training images: robust percentiles (0.1, 99.9) map to
-[-1, 1] and are stored in the model card (see :class:`acquire_vf.card.Normalisation`).
-"""
+"""Training data: a recipe's dataset (simulated once if it names no real folder), its pairs
+(:mod:`acquire_vf.pairs`), and random normalised patches with 90-degree rotations and flips
+cut per step."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
-from acquire_vf import layouts
-from acquire_vf.card import Normalisation
-from acquire_vf.training._recipe import Recipe, simulated_root
+from acquire_vf.config import Recipe, simulated_root
+from acquire_vf.pairs import Pair, PairedData, read_pairs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Pair:
-    """One training example: input channels and the target, as raw float32 images."""
-
-    inputs: np.ndarray
-    """(C, H, W)."""
-    target: np.ndarray
-    """(1, H, W)."""
-    key: tuple[object, ...]
-    z_um: float = 0.0
-
-
-@dataclass
-class PairedData:
-    train: list[Pair]
-    val: list[Pair]
-    test: list[Pair]
-    normalisation: dict[str, Normalisation]
-    inputs: tuple[str, ...]
-    target: str
-    root: Path
-    splits: dict[tuple[object, ...], str] = field(default_factory=dict)
 
 
 def data_root(recipe: Recipe) -> Path:
@@ -63,53 +31,9 @@ def data_root(recipe: Recipe) -> Path:
 
 def load_pairs(recipe: Recipe, root: Path | None = None, *,
                require_splits: bool = True) -> PairedData:
-    d = recipe.data
-    root = root or data_root(recipe)
-    cache: dict[Path, np.ndarray] = {}
-
-    def read(p: Path) -> np.ndarray:
-        if p not in cache:
-            cache[p] = tifffile.imread(p).astype(np.float32)
-        return cache[p]
-
-    pairs: list[Pair] = []
-    if d.layout == "bbbc006":
-        for src, tgt in layouts.autofocus_pairs(layouts.scan_bbbc006(root), d.target,
-                                                d.z_range_um, d.exclude_um):
-            pairs.append(Pair(read(src.path)[None], read(tgt.path)[None], src.field_key,
-                              src.z_um))
-    else:
-        channels = [*d.inputs, d.target]
-        sites = layouts.scan_bbbc022(root) if d.layout == "bbbc022" \
-            else layouts.scan_paired(root, channels)
-        for site in sites:
-            missing = [c for c in channels if c not in site]
-            if missing:
-                raise ValueError(f"{root}: channels {missing} not in the dataset "
-                                 f"(has {sorted(site)})")
-            pairs.append(Pair(np.stack([read(site[c].path) for c in d.inputs]),
-                              read(site[d.target].path)[None], site[d.target].field_key))
-    if not pairs:
-        raise ValueError(f"no training pairs found in '{root}' for layout '{d.layout}'")
-    splits = layouts.assign_splits([p.key for p in pairs], seed=recipe.seed)
-    by = {s: [p for p in pairs if splits[p.key] == s] for s in ("train", "val", "test")}
-    if require_splits and (not by["train"] or not by["val"]):
-        raise ValueError(f"'{root}' has too few fields to split ({len(splits)}); need 3 or more")
-    stats = by["train"] or pairs
-    norm = {c: _robust_range(stats, i) for i, c in enumerate(d.inputs)}
-    norm[d.target] = _robust_range(stats, -1)
-    return PairedData(by["train"], by["val"], by["test"], norm, d.inputs, d.target, root, splits)
-
-
-def _robust_range(pairs: list[Pair], channel: int, pct: tuple[float, float] = (0.1, 99.9),
-                  ) -> Normalisation:
-    rng = np.random.default_rng(0)
-    samples = []
-    for p in pairs:
-        img = p.target[0] if channel == -1 else p.inputs[channel]
-        samples.append(rng.choice(img.ravel(), size=min(img.size, 50_000), replace=False))
-    lo, hi = np.percentile(np.concatenate(samples), pct)
-    return Normalisation(low=float(lo), high=float(max(hi, lo + 1.0)), percentiles=pct)
+    """The recipe's pairs (its dataset written first when it is simulated)."""
+    return read_pairs(recipe.data, root or data_root(recipe), seed=recipe.seed,
+                      require_splits=require_splits)
 
 
 class PatchSampler:

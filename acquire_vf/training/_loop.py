@@ -28,11 +28,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from acquire_vf.evaluate import image_metrics
+from acquire_vf.config import REPO_ROOT, Recipe
+from acquire_vf.metrics import image_metrics
 from acquire_vf.training._data import PairedData, PatchSampler, load_pairs
 from acquire_vf.training._loss import LossWeights, discriminator_loss, generator_loss
 from acquire_vf.training._models import PRESETS, Discriminator, Generator, GeneratorConfig
-from acquire_vf.training._recipe import REPO_ROOT, Recipe
 
 log = logging.getLogger(__name__)
 CSV_FIELDS = ["step", "time_s", "g_loss", "d_loss", "mae", "adv", "val_mae", "val_psnr",

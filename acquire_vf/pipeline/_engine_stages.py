@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from acquire_vf._frames import ChannelInfo, Frame
-from acquire_vf.inference._engine import TiledEngine
-from acquire_vf.pipeline import FrameSet, focus_score, virtual_frame
+from acquire_vf.focus import focus_score
+from acquire_vf.inference import TiledEngine
+from acquire_vf.pipeline._chain import virtual_frame
+from acquire_vf.pipeline._protocol import FrameSet
 
 
 def _info(name: str, engine: TiledEngine, inputs: tuple[str, ...]) -> ChannelInfo:
