@@ -23,7 +23,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 EXTRAS = {"demo": "gui", "test": "dev,train,gui"}
-TORCH_TEST_MODULES = ("test_training.py", "test_inference.py")
 
 
 def _venv_python() -> Path:
@@ -66,15 +65,9 @@ def main(argv: list[str]) -> int:
     py = ensure_venv(EXTRAS[what])
     if what == "demo":
         return subprocess.call([str(py), "-m", "acquire_vf", "demo", *rest], cwd=ROOT)
-    if rest:
-        return subprocess.call([str(py), "-m", "pytest", *rest], cwd=ROOT)
-    # The whole suite, in two processes: the modules that train and run PyTorch in-process,
-    # and the rest (which runs Micro-Manager in-process). Live runs never load both either.
-    torch_modules = [f"tests/{m}" for m in TORCH_TEST_MODULES]
-    first = subprocess.call([str(py), "-m", "pytest", *torch_modules], cwd=ROOT)
-    ignore = [f"--ignore={m}" for m in torch_modules]
-    second = subprocess.call([str(py), "-m", "pytest", *ignore], cwd=ROOT)
-    return first or second
+    # One pytest: conftest runs Qt tests, and Micro-Manager in-process tests beside torch
+    # tests, in child processes of its own (see tests/conftest.py).
+    return subprocess.call([str(py), "-m", "pytest", *rest], cwd=ROOT)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,150 @@ def onnx_engine(path: Path, graph_nodes, inputs: int = 1, *, multiple_of: int = 
               multiple_of=multiple_of, preset="test", width=1, depth=0, parameters=0,
               gflop_per_256=0.0, onnx_sha256=sha256_file(path), opset=18).save(path)
     return path
+
+
+# ----- tests that must run in a child pytest process --------------------------------------
+#
+# Two kinds of test never run in the main test process:
+# - ``qt``: they build Qt widgets in-process (offscreen). The main process must never load Qt
+#   (tests assert it), so they run in one child process with QT_QPA_PLATFORM=offscreen.
+# - Micro-Manager in-process tests (those using the ``microscope`` fixture) when the same
+#   selection also runs ``torch`` tests: torch imported beside an in-process Micro-Manager has
+#   crashed (SIGSEGV in torch's import of sympy), so they go to a child that never imports
+#   torch. Alone (``pytest tests/test_acquisition.py``) they run in-process.
+# Each group's child runs once, when its first test is reached; every test then reports the
+# outcome the child recorded for it (JUnit XML), so a plain ``pytest`` is safe and complete.
+
+CHILD_ENV = "ACQUIRE_VF_TEST_CHILD"
+_child_results: dict[str, dict[str, tuple[str, str]]] = {}
+
+
+def _group(item: pytest.Item, torch_selected: bool) -> str | None:
+    if os.environ.get(CHILD_ENV):
+        return None
+    if item.get_closest_marker("qt") is not None:
+        return "qt"
+    if torch_selected and "microscope" in getattr(item, "fixturenames", ()):
+        return "mmcore"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "engines" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)  # trains two engines first (about a minute)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Group what runs in child processes, from the final selection (after -m and -k)."""
+    config, items = session.config, session.items
+    torch_selected = any(i.get_closest_marker("torch") for i in items)
+    groups: dict[str, list[str]] = {}
+    for item in items:
+        group = _group(item, torch_selected)
+        if group is not None:
+            groups.setdefault(group, []).append(item.nodeid)
+            item.stash[_GROUP] = group
+            item.add_marker(pytest.mark.timeout(3600))  # the child has its own limits
+    config.stash[_GROUPS] = groups
+
+
+_GROUP = pytest.StashKey[str]()
+_GROUPS = pytest.StashKey[dict]()
+
+
+def _run_child(config: pytest.Config, group: str, nodeids: list[str]) -> dict[str, tuple]:
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    env = {**os.environ, CHILD_ENV: group, "QT_QPA_PLATFORM": "offscreen",
+           "QT_LOGGING_RULES": "qt.qpa.*=false", "PYTHONFAULTHANDLER": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "results.xml"
+        r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                            "-rs", f"--junitxml={xml}", *nodeids], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=3000)
+        if not xml.is_file():
+            raise RuntimeError(f"the {group} child process wrote no results (exit "
+                               f"{r.returncode}):\n{(r.stdout + r.stderr)[-4000:]}")
+        results = {}
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            module = case.get("classname", "").replace(".", "/")
+            nodeid = f"{module}.py::{case.get('name')}"
+            outcome, text = "passed", ""
+            for kind in ("failure", "error", "skipped"):
+                el = case.find(kind)
+                if el is not None:
+                    outcome = kind
+                    text = (el.get("message") or "") + "\n" + (el.text or "")
+                    break
+            if outcome == "passed" or nodeid not in results:
+                results[nodeid] = (outcome, text)
+    return results
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """Report a delegated test from its child's result, with no setup in this process (its
+    fixtures, Micro-Manager's among them, are set up in the child)."""
+    group = item.stash.get(_GROUP, None)
+    if group is None:
+        return None
+    from _pytest.reports import TestReport
+
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    t0 = time.time()
+    if group not in _child_results:
+        _child_results[group] = _run_child(item.config, group, item.config.stash[_GROUPS][group])
+    outcome, text = _child_results[group].get(item.nodeid, ("error", "no result from child"))
+    took = time.time() - t0
+
+    def report(when: str, result: str, longrepr: object = None) -> None:
+        ihook.pytest_runtest_logreport(report=TestReport(
+            item.nodeid, item.location, {k: 1 for k in item.keywords}, result, longrepr, when,
+            duration=took if when == "call" else 0.0))
+
+    if outcome == "skipped":
+        reason = text.strip().splitlines()[0] if text.strip() else "skipped in the child"
+        report("setup", "skipped", (str(item.path), item.location[1] or 0, reason))
+    else:
+        report("setup", "passed")
+        report("call", "passed" if outcome == "passed" else "failed",
+               None if outcome == "passed" else f"[ran in the {group} child process] "
+               f"{text[-4000:]}")
+    report("teardown", "passed")
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _close_qt_windows():
+    """In the Qt child, each test leaves no window behind for the next one to find."""
+    yield
+    if os.environ.get(CHILD_ENV) == "qt" and "PySide6" in sys.modules:
+        from pyqtgraph.Qt import QtWidgets
+
+        app = QtWidgets.QApplication.instance()
+        if app is not None:
+            for w in app.topLevelWidgets():
+                w.close()
+            app.processEvents()
+
+
+_EXIT = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The Qt child leaves without tearing Qt down (PySide6 can crash at interpreter exit);
+    its results are already written."""
+    if os.environ.get(CHILD_ENV) == "qt" and "PySide6" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash.get(_EXIT, 0))

@@ -40,6 +40,7 @@ def local_conv(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (128, 192), (256, 320)])
+@pytest.mark.torch
 def test_onnxruntime_and_torch_agree(engines, shape) -> None:
     pytest.importorskip("torch")
     from acquire_vf.inference._torch import TorchRunner

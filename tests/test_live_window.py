@@ -1,7 +1,7 @@
 """The live window, offscreen: latest frames from other threads, overlays, controls, closing.
 
-Qt runs in child interpreters (see test_display.py); the demo runs through the real CLI with
-the real Micro-Manager demo configuration.
+Tests marked ``qt`` run in a child pytest process (see conftest); the demo runs with the real
+Micro-Manager demo configuration.
 """
 
 from __future__ import annotations
@@ -9,222 +9,197 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import threading
+import time
 from pathlib import Path
-from textwrap import dedent
 
+import numpy as np
 import pytest
 
 from acquire_vf._errors import DisplayUnavailable
-from tests.conftest import run_cli
-from tests.test_display import needs_gui, run_qt
+from acquire_vf._frames import ChannelInfo
+from acquire_vf.storage import open_dataset
+from tests.conftest import make_profile, run_cli
+from tests.qt_helpers import DNA, close_when_saving, frame, grab, gradients, main_window, trend
+from tests.test_display import needs_gui
 
 pytestmark = pytest.mark.display
 
 OFFSCREEN = {"QT_QPA_PLATFORM": "offscreen", "QT_LOGGING_RULES": "qt.qpa.*=false"}
 
-FEED = """
-import threading
-from acquire_vf.display._live import LiveWindow
-win = LiveWindow([ChannelInfo("AGP"), DNA], on_close="stop", refresh_hz=50)
-win.window.show()
-right, down = gradients()
 
-def frame(name, t, pixels, role="physical", qc=None):
-    return Frame(FrameId(t, 0, 0, name), pixels, t, 0.0, role=role, qc=qc or {})
-"""
+def _window():  # noqa: ANN202
+    from acquire_vf.display import LiveWindow
+
+    win = LiveWindow([ChannelInfo("AGP"), DNA], on_close="stop", refresh_hz=50)
+    win.window.show()
+    return win
 
 
 @needs_gui
+@pytest.mark.qt
 def test_live_window_shows_the_latest_frames_offered_from_other_threads() -> None:
-    run_qt(FEED + dedent("""
-        import time
-        def feed():
-            for t in range(50):  # bursts faster than the GUI draws: some skipped, none wait
-                win.offer(frame("AGP", t, right if t % 2 else down))
-                win.offer(frame("DNA", t, down if t % 2 else right, "virtual"))
-                if t % 10 == 9:
-                    time.sleep(0.05)
-        th = threading.Thread(target=feed)
-        th.start()
-        while th.is_alive():
-            win.process_events(0.01)
-        win.process_events(0.3)
-        assert win.frames_offered == 100
-        assert win.frames_shown >= 2 and win.display_skipped + win.frames_shown == 100
-        def grab(key):
-            img = win.panels[key].widget.grab().toImage()
-            w, h = img.width(), img.height()
-            arr = np.frombuffer(img.constBits(), np.uint8, img.sizeInBytes())
-            return arr.reshape(h, img.bytesPerLine())[:, : w * 4].reshape(h, w, 4)[..., :3].mean(2)
-        agp, dna = grab(("AGP", "physical")), grab(("DNA", "virtual"))
-        assert agp.std() > 20 and dna.std() > 20, "a blank panel"
-        # t = 49 (odd): AGP shows the left-to-right ramp, DNA the top-to-bottom one
-        assert trend(agp, 1) > 0.9 and abs(trend(agp, 0)) < 0.5, (trend(agp, 1), trend(agp, 0))
-        assert trend(dna, 0) > 0.9 and abs(trend(dna, 1)) < 0.5, (trend(dna, 0), trend(dna, 1))
-        assert "VIRTUAL" in win.panels[("DNA", "virtual")].title
-        comp = win.composite_image.image
-        assert comp is not None and comp.shape[-1] == 3 and comp.std() > 0.1
-        # the time slider goes back over what was acquired
-        assert win.time_slider.maximum() == 49
-        shown = [t for t, _, _ in win.history[("AGP", "physical")]]
-        assert len(shown) >= 2, shown
-        t_old = shown[0]
-        win.time_slider.setValue(t_old)
-        win.process_events(0.1)
-        assert not win.live_box.isChecked()
-        old = win.panels[("AGP", "physical")].image.image
-        expect = (right if t_old % 2 else down)[::1, ::1]
-        assert np.corrcoef(old.ravel(), expect.ravel())[0, 1] > 0.99
-        win.live_box.setChecked(True)
-        win.process_events(0.1)
-        assert win.time_slider.value() == 49
-    """))
+    win = _window()
+    right, down = gradients()
+
+    def feed() -> None:
+        for t in range(50):  # bursts faster than the GUI draws: some skipped, none wait
+            win.offer(frame("AGP", t, right if t % 2 else down))
+            win.offer(frame("DNA", t, down if t % 2 else right, "virtual"))
+            if t % 10 == 9:
+                time.sleep(0.05)
+
+    th = threading.Thread(target=feed)
+    th.start()
+    while th.is_alive():
+        win.process_events(0.01)
+    win.process_events(0.3)
+    assert win.frames_offered == 100
+    assert win.frames_shown >= 2 and win.display_skipped + win.frames_shown == 100
+    agp = grab(win.panels[("AGP", "physical")].widget)
+    dna = grab(win.panels[("DNA", "virtual")].widget)
+    assert agp.std() > 20 and dna.std() > 20, "a blank panel"
+    # t = 49 (odd): AGP shows the left-to-right ramp, DNA the top-to-bottom one
+    assert trend(agp, 1) > 0.9 and abs(trend(agp, 0)) < 0.5, (trend(agp, 1), trend(agp, 0))
+    assert trend(dna, 0) > 0.9 and abs(trend(dna, 1)) < 0.5, (trend(dna, 0), trend(dna, 1))
+    assert "VIRTUAL" in win.panels[("DNA", "virtual")].title
+    comp = win.composite_image.image
+    assert comp is not None and comp.shape[-1] == 3 and comp.std() > 0.1
+    # the time slider goes back over what was acquired
+    assert win.time_slider.maximum() == 49
+    shown = [t for t, _, _ in win.history[("AGP", "physical")]]
+    assert len(shown) >= 2, shown
+    t_old = shown[0]
+    win.time_slider.setValue(t_old)
+    win.process_events(0.1)
+    assert not win.live_box.isChecked()
+    old = win.panels[("AGP", "physical")].image.image
+    expect = right if t_old % 2 else down
+    assert np.corrcoef(old.ravel(), expect.ravel())[0, 1] > 0.99
+    win.live_box.setChecked(True)
+    win.process_events(0.1)
+    assert win.time_slider.value() == 49
 
 
 @needs_gui
+@pytest.mark.qt
 def test_qc_flags_error_map_and_manual_levels() -> None:
-    run_qt(FEED + dedent("""
-        win.offer(frame("DNA", 0, down, "virtual", qc={"nan": 12, "saturated": 0}))
-        win.process_events(0.2)
-        flags = win.panels[("DNA", "virtual")].flags.toPlainText()
-        assert "nan" in flags and "saturated" not in flags, flags
-        # a physical frame of the virtual channel (e.g. a fallback exposure): the error map
-        truth = down.copy(); truth[:100] += 500
-        win.offer(frame("DNA", 0, truth, "physical"))
-        win.process_events(0.2)
-        err = win.panels[("DNA error", "error")]
-        e = err.image.image
-        assert e[:100].mean() > 0.05 and e[100:].mean() < 1e-6, (e[:100].mean(), e[100:].mean())
-        assert "error" in err.title
-        # manual levels: choose the channel, drag the histogram's levels
-        win.select_levels("AGP")
-        win.offer(frame("AGP", 1, right))
-        win.process_events(0.2)
-        win.histogram.item.setLevels(1000, 2000)
-        win.histogram.item.sigLevelChangeFinished.emit(win.histogram.item)
-        assert win.panels[("AGP", "physical")].levels == (1000.0, 2000.0)
-        assert not win.auto_levels.isChecked()
-        win.offer(frame("AGP", 2, right))
-        win.process_events(0.2)
-        assert win.panels[("AGP", "physical")].shown_levels == (1000.0, 2000.0)
-        win.auto_levels.setChecked(True)
-        assert win.panels[("AGP", "physical")].levels is None
-        # the composite follows each channel's on/off
-        win.enabled[("DNA", "virtual")].setChecked(False)
-        win.enabled[("DNA", "physical")].setChecked(False)
-        only_agp = win.composite_image.image.copy()
-        assert only_agp[..., 1].std() > 0.1   # AGP is green
-    """))
-
-
-def _journal_lines(folder: Path) -> int:
-    j = folder / "acquisition.ome.tif.journal"
-    return len(j.read_text().splitlines()) if j.is_file() else 0
+    win = _window()
+    right, down = gradients()
+    win.offer(frame("DNA", 0, down, "virtual", qc={"nan": 12, "saturated": 0}))
+    win.process_events(0.2)
+    flags = win.panels[("DNA", "virtual")].flags.toPlainText()
+    assert "nan" in flags and "saturated" not in flags, flags
+    # a physical frame of the virtual channel (e.g. a fallback exposure): the error map
+    truth = down.copy()
+    truth[:100] += 500
+    win.offer(frame("DNA", 0, truth, "physical"))
+    win.process_events(0.2)
+    err = win.panels[("DNA error", "error")]
+    e = err.image.image
+    assert e[:100].mean() > 0.05 and e[100:].mean() < 1e-6, (e[:100].mean(), e[100:].mean())
+    assert "error" in err.title
+    # manual levels: choose the channel, drag the histogram's levels
+    win.select_levels("AGP")
+    win.offer(frame("AGP", 1, right))
+    win.process_events(0.2)
+    win.histogram.item.setLevels(1000, 2000)
+    win.histogram.item.sigLevelChangeFinished.emit(win.histogram.item)
+    assert win.panels[("AGP", "physical")].levels == (1000.0, 2000.0)
+    assert not win.auto_levels.isChecked()
+    win.offer(frame("AGP", 2, right))
+    win.process_events(0.2)
+    assert win.panels[("AGP", "physical")].shown_levels == (1000.0, 2000.0)
+    win.auto_levels.setChecked(True)
+    assert win.panels[("AGP", "physical")].levels is None
+    # the composite follows each channel's on/off
+    win.enabled[("DNA", "virtual")].setChecked(False)
+    win.enabled[("DNA", "physical")].setChecked(False)
+    only_agp = win.composite_image.image.copy()
+    assert only_agp[..., 1].std() > 0.1   # AGP is green
 
 
 @needs_gui
+@pytest.mark.qt
+@pytest.mark.slow
 def test_closing_the_window_mid_run_20_times_stops_cleanly(tmp_path: Path) -> None:
     """A real demo run per close (one Micro-Manager for all), closed once frames are saved."""
-    base = str(tmp_path)
-    run_qt(f"""
-        import json
-        from pathlib import Path
-        import pyqtgraph as pg
-        from pyqtgraph.Qt import QtCore, QtWidgets
-        pg.mkQApp()  # timers need the application
-        from acquire_vf._session import run_session
-        from acquire_vf.storage import open_dataset
-        from tests.conftest import make_profile
-        prof = make_profile(acquisition={{"time_points": 400}})
-        for k in range(20):
-            out = Path({base!r}) / f"run{{k}}"
-            def close_when_saving():
-                j = out / "acquisition.ome.tif.journal"
-                if j.is_file() and len(j.read_text().splitlines()) >= 3:
-                    for w in QtWidgets.QApplication.topLevelWidgets():
-                        if isinstance(w, QtWidgets.QMainWindow):
-                            w.close()
-                else:
-                    QtCore.QTimer.singleShot(20, close_when_saving)
-            QtCore.QTimer.singleShot(20, close_when_saving)
-            report = run_session(prof, out, quiet=True, display=True, on_close="stop")
-            assert report["state"] == "cancelled", report["state"]
-            assert 2 <= report["frames_acquired"] < 800, report["frames_acquired"]
-            files = open_dataset(out)
-            assert files[0].verify() == [] and len(files[0].records) == report["frames_acquired"]
-            assert json.loads((out / "session.json").read_text())["errors"] == []
-    """, timeout=400)
+    import pyqtgraph as pg
 
+    from acquire_vf._session import run_session
 
-@needs_gui
-def test_closing_with_continue_keeps_acquiring_headless(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    run_qt(f"""
-        from pathlib import Path
-        import pyqtgraph as pg
-        from pyqtgraph.Qt import QtCore, QtWidgets
-        pg.mkQApp()  # timers need the application
-        from acquire_vf._session import run_session
-        from tests.conftest import make_profile
-        prof = make_profile(acquisition={{"time_points": 40}})
-        def close_soon():
-            j = Path({str(out)!r}) / "acquisition.ome.tif.journal"
-            if j.is_file() and len(j.read_text().splitlines()) >= 3:
-                for w in QtWidgets.QApplication.topLevelWidgets():
-                    if isinstance(w, QtWidgets.QMainWindow):
-                        w.close()
-            else:
-                QtCore.QTimer.singleShot(20, close_soon)
-        QtCore.QTimer.singleShot(20, close_soon)
-        report = run_session(prof, Path({str(out)!r}), quiet=True, display=True,
-                             on_close="continue")
-        assert report["state"] == "finished" and report["frames_acquired"] == 80, report
-    """, timeout=200)
-
-
-@needs_gui
-def test_pause_and_stop_buttons_drive_the_run(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    run_qt(f"""
-        import time
-        from pathlib import Path
-        import pyqtgraph as pg
-        from pyqtgraph.Qt import QtCore, QtWidgets
-        pg.mkQApp()  # timers need the application
-        from acquire_vf._session import run_session
-        from acquire_vf.display._live import LiveWindow
-        from tests.conftest import make_profile
-        prof = make_profile(acquisition={{"time_points": 400}})
-        seen = {{}}
-        def drive():
-            win = next((w for w in QtWidgets.QApplication.topLevelWidgets()
-                        if isinstance(w, QtWidgets.QMainWindow)), None)
-            live = getattr(win, "live", None)
-            if live is None or live.run.frames_acquired < 4:
-                QtCore.QTimer.singleShot(20, drive); return
-            if "paused" not in seen:
-                live.pause_button.click()
-                seen["paused"] = live.run.state.value
-                QtCore.QTimer.singleShot(300, drive); return
-            if "held" not in seen:
-                seen["held"] = live.run.frames_acquired
-                QtCore.QTimer.singleShot(300, drive); return
-            seen["after"] = live.run.frames_acquired
-            seen["status"] = live.status_label.text()
-            live.stop_button.click()
-        QtCore.QTimer.singleShot(20, drive)
-        report = run_session(prof, Path({str(out)!r}), quiet=True, display=True,
-                             on_close="stop", close_when_done=True)
-        assert seen["paused"] == "paused", seen
-        assert seen["after"] - seen["held"] <= 2, seen  # at most the frames already in flight
+    pg.mkQApp()  # timers need the application
+    prof = make_profile(acquisition={"time_points": 400})
+    for k in range(20):
+        out = tmp_path / f"run{k}"
+        close_when_saving(out)
+        report = run_session(prof, out, quiet=True, display=True, on_close="stop")
         assert report["state"] == "cancelled", report["state"]
-        for part in ("fps", "latency p50", "queues: pipeline", "skipped: display",
-                     "exposures saved"):
-            assert part in seen["status"], seen["status"]
-    """, timeout=200)
+        assert 2 <= report["frames_acquired"] < 800, report["frames_acquired"]
+        files = open_dataset(out)
+        assert files[0].verify() == [] and len(files[0].records) == report["frames_acquired"]
+        assert json.loads((out / "session.json").read_text())["errors"] == []
 
 
 @needs_gui
+@pytest.mark.qt
+@pytest.mark.slow
+def test_closing_with_continue_keeps_acquiring_headless(tmp_path: Path) -> None:
+    import pyqtgraph as pg
+
+    from acquire_vf._session import run_session
+
+    pg.mkQApp()
+    out = tmp_path / "run"
+    close_when_saving(out)
+    report = run_session(make_profile(acquisition={"time_points": 40}), out, quiet=True,
+                         display=True, on_close="continue")
+    assert report["state"] == "finished" and report["frames_acquired"] == 80, report
+
+
+@needs_gui
+@pytest.mark.qt
+@pytest.mark.slow
+def test_pause_and_stop_buttons_drive_the_run(tmp_path: Path) -> None:
+    import pyqtgraph as pg
+    from pyqtgraph.Qt import QtCore
+
+    from acquire_vf._session import run_session
+
+    pg.mkQApp()
+    seen: dict = {}
+
+    def drive() -> None:
+        live = getattr(main_window(), "live", None)
+        if live is None or live.run.frames_acquired < 4:
+            QtCore.QTimer.singleShot(20, drive)
+            return
+        if "paused" not in seen:
+            live.pause_button.click()
+            seen["paused"] = live.run.state.value
+            QtCore.QTimer.singleShot(300, drive)
+            return
+        if "held" not in seen:
+            seen["held"] = live.run.frames_acquired
+            QtCore.QTimer.singleShot(300, drive)
+            return
+        seen["after"] = live.run.frames_acquired
+        seen["status"] = live.status_label.text()
+        live.stop_button.click()
+
+    QtCore.QTimer.singleShot(20, drive)
+    report = run_session(make_profile(acquisition={"time_points": 400}), tmp_path / "run",
+                         quiet=True, display=True, on_close="stop", close_when_done=True)
+    assert seen["paused"] == "paused", seen
+    assert seen["after"] - seen["held"] <= 2, seen  # at most the frames already in flight
+    assert report["state"] == "cancelled", report["state"]
+    for part in ("fps", "latency p50", "queues: pipeline", "skipped: display",
+                 "exposures saved"):
+        assert part in seen["status"], seen["status"]
+
+
+@needs_gui
+@pytest.mark.slow
 def test_demo_with_the_window_acquires_as_fast_as_without(tmp_path: Path) -> None:
     """Same raw frames with the display on and off; rate within 10% (noisy machine).
 
@@ -248,6 +223,7 @@ def test_demo_with_the_window_acquires_as_fast_as_without(tmp_path: Path) -> Non
     assert ratio >= 0.9, rates
 
 
+@pytest.mark.slow
 def test_demo_without_display_runs_headless_with_a_note(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 from acquire_vf._errors import DataError  # noqa: E402
 from acquire_vf.config import Recipe  # noqa: E402
