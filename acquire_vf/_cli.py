@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -134,6 +135,8 @@ def _session(profile_name: str, out: Path | None, *, headless: bool, display: bo
                     screenshot=screenshot, **run_args)  # type: ignore[arg-type]
         if report.get("state") == "cancelled":
             code = 130  # the shell's convention for a run stopped by Ctrl-C
+            # a Ctrl-C pressed again while the interpreter exits would print a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     except AcquireVFError as e:
         if not window or _state["debug"]:
             raise
@@ -323,17 +326,15 @@ def export_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """ONNX + model card, checked against PyTorch with ONNX Runtime."""
+    from acquire_vf.storage import check_output
     from acquire_vf.training import require_torch
-
-    require_torch()
-    from acquire_vf.training import ExportError, export
 
     if out.suffix != ".onnx":
         raise DataError(f"--out: expected a path ending in .onnx, got '{out}'")
-    from acquire_vf.storage import check_output
-
     check_output(out, inputs=[checkpoint], overwrite=overwrite)
     check_output(out.with_suffix(".json"), overwrite=overwrite, what="the card")
+    require_torch()
+    from acquire_vf.training import ExportError, export
     try:
         card, _ = export(checkpoint, out)
     except ExportError as e:

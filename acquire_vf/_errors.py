@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 class AcquireVFError(Exception):
-    """Base class: an error with a one-line, user-facing message."""
+    """Any other acquire-vf error (the base class: a one-line, user-facing message)."""
 
     exit_code = 1
 
@@ -105,7 +105,7 @@ def exit_code_table() -> str:
     rows = ["| exit code | error | meaning |", "|---|---|---|",
             "| 0 | | success |"]
     for cls in sorted(ERRORS, key=lambda c: c.exit_code):
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "`")
         rows.append(f"| {cls.exit_code} | `{cls.__name__}` | {doc} |")
-    rows.append("| 130 | | interrupted (Ctrl-C before a run started) |")
+    rows.append("| 130 | | interrupted by Ctrl-C (a run is cancelled, everything acquired saved) |")
     return "\n".join(rows)

@@ -279,6 +279,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
                None if outcome == "passed" else f"[ran in the {group} child process] "
                f"{text[-4000:]}")
     report("teardown", "passed")
+    item.session._setupstate.teardown_exact(nextitem)  # what earlier tests left set up
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
 

@@ -24,6 +24,7 @@ def bbbc006(tmp_path_factory) -> Path:
                          size=SIZE)
 
 
+@pytest.mark.slow
 def test_bbbc006_layout_and_naming(bbbc006: Path) -> None:
     refs = layouts.scan_bbbc006(bbbc006)
     assert len(refs) == 4 * 34 * 4  # w1 Hoechst, w2 phalloidin, and the simulated w3, w4
@@ -37,6 +38,7 @@ def test_bbbc006_layout_and_naming(bbbc006: Path) -> None:
     assert img.shape == SIZE and img.dtype == np.uint16
 
 
+@pytest.mark.slow
 def test_bbbc006_plane_16_is_in_focus(bbbc006: Path) -> None:
     site = [r for r in layouts.scan_bbbc006(bbbc006)
             if r.field_key == ("BBBC006", "a01", 1) and r.channel == "DNA"]
@@ -45,6 +47,7 @@ def test_bbbc006_plane_16_is_in_focus(bbbc006: Path) -> None:
     assert score[0.0] > score[-8.0] > score[-16.0] and score[0.0] > score[8.0] > score[16.0]
 
 
+@pytest.mark.slow
 def test_autofocus_pairs_respect_range_and_exclusion(bbbc006: Path) -> None:
     pairs = layouts.autofocus_pairs(layouts.scan_bbbc006(bbbc006))
     zs = sorted({src.z_um for src, _ in pairs})
@@ -98,6 +101,7 @@ def test_split_by_site_is_stable_and_balanced() -> None:
     assert counts["val"] > 20 and counts["test"] > 20
 
 
+@pytest.mark.slow
 def test_simulate_cli(tmp_path: Path) -> None:
     r = run_cli("simulate", "bbbc022", "--out", str(tmp_path / "d"), "--fields", "2",
                 "--size", "128x96", "--seed", "3")

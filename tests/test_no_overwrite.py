@@ -63,6 +63,7 @@ def test_commands_refuse_to_replace_data(tmp_path: Path, case: str) -> None:
     assert _snapshot(paths[guarded]) == before, "the refused command changed the data"
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_an_existing_output(tmp_path: Path) -> None:
     paths = _setup(tmp_path)
     r = run_cli("predict", "--model", str(paths["engine"]), "--out", str(paths["existing"]),

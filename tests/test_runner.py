@@ -198,6 +198,10 @@ def test_on_failure_expose_exposes_the_channel_after_its_engine_fails(tmp_path: 
     # let the pipeline catch up with each set, so the failure lands before the run ends
     run.signals.frameReady.connect(lambda f: time.sleep(0.02) if f.id.c == "RNA" else None)
     run.run()
+    fallback = [e for e in run.plan.events if (e.metadata or {}).get("channel") == "DNA"]
+    assert len(fallback) == n_t and all(
+        (e.channel.group, e.channel.config, e.exposure) == ("Channel", "DAPI", 10)
+        for e in fallback), "one optional DAPI exposure per plane, as the hardware needs it"
     dna = [f for f in seen if f.id.c == "DNA"]
     assert dna and all(f.role == "physical" for f in dna), "DNA must be exposed after failing"
     assert any("exposing it physically" in e for e in run.errors)
@@ -329,7 +333,7 @@ def test_inserted_events_run_before_the_next_batch_and_are_never_missing(
 
 # ----- stop means stop -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_cancel_at_a_random_moment_stops_within_the_event(tmp_path: Path, seed: int,
                                                           capsys) -> None:
     """A 1 s interval and 50 ms exposures: cancel at a random moment; the run must end within
@@ -340,7 +344,7 @@ def test_cancel_at_a_random_moment_stops_within_the_event(tmp_path: Path, seed: 
     run = make_run(prof, tmp_path, stages=[])
     th = threading.Thread(target=run.run)
     th.start()
-    time.sleep(random.Random(seed).uniform(0.0, 2.5))
+    time.sleep(random.Random(seed).uniform(0.0, 1.5))
     t0 = time.perf_counter()
     run.cancel()
     th.join(5)

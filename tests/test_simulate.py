@@ -41,6 +41,7 @@ def test_a_window_of_the_slide_matches_the_larger_field() -> None:
                                    atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cells_vary_touch_and_include_mitoses(u2os) -> None:
     cells = [c for f in u2os for c in f.cells]
     radii = np.array([c.radius for c in cells])
@@ -86,6 +87,7 @@ def test_er_fades_with_distance_from_the_nucleus(u2os) -> None:
     assert np.mean(np.array(ratios) > 1.5) > 0.85, np.percentile(ratios, [10, 50, 90])
 
 
+@pytest.mark.slow
 def test_vinculin_spots_lie_at_actin_fibre_ends(mda) -> None:
     near_end, total, fibre_ends_with_spot = 0, 0, []
     for f in mda:

@@ -155,6 +155,7 @@ def test_splits_are_by_site_without_leakage(cache: Path) -> None:
     assert set(norm) == {"RNA", "DNA"} and all(n.high > n.low for n in norm.values())
 
 
+@pytest.mark.slow
 def test_bbbc006_pairs_respect_range_and_exclusion(cache: Path) -> None:
     rec = Recipe.model_validate({
         "name": "rf", "task": "refocus",
@@ -167,6 +168,7 @@ def test_bbbc006_pairs_respect_range_and_exclusion(cache: Path) -> None:
     assert len(pairs) == 3 * 8
 
 
+@pytest.mark.slow
 def test_paired_folder_loader_reads_mda_layout(tmp_path: Path) -> None:
     rec = Recipe.model_validate({
         "name": "m", "task": "synthesis",
@@ -281,6 +283,7 @@ def test_export_round_trip(cache: Path, tmp_path: Path) -> None:
     assert got.shape == (1, 1, 150, 333) and np.abs(got - ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_training_again_into_the_same_folder_starts_a_fresh_log(cache: Path,
                                                                 tmp_path: Path) -> None:
     from acquire_vf.training._loop import train
@@ -290,6 +293,7 @@ def test_training_again_into_the_same_folder_starts_a_fresh_log(cache: Path,
     assert _steps(tmp_path / "run" / "log.csv") == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_export_refuses_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -300,6 +304,7 @@ def test_export_refuses_bad_input(tmp_path: Path) -> None:
     assert r.returncode == DataError.exit_code and "expected a path ending in .onnx" in r.stderr
 
 
+@pytest.mark.slow
 def test_recipe_typo_is_one_clear_line(tmp_path: Path) -> None:
     p = tmp_path / "r.toml"
     p.write_text((ROOT / "training" / "cps_dna.toml").read_text().replace("steps =", "stpes ="))
@@ -355,6 +360,7 @@ def test_ema_update_is_the_weighted_average() -> None:
     assert all(torch.allclose(p, torch.full_like(p, 0.25)) for p in a.parameters())
 
 
+@pytest.mark.slow
 def test_ema_generator_is_saved_exported_and_resumed(cache: Path, tmp_path: Path) -> None:
     """With train.ema the checkpoints hold the average (what export reads) and the raw
     weights (what training resumes from); without it, only the raw weights."""

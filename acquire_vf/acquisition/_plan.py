@@ -156,9 +156,10 @@ def build_plan(seq: useq.MDASequence, profile: Profile, *, base_z_um: float | No
 
 
 def _event_like(ev: useq.MDAEvent, c: PlannedChannel) -> useq.MDAEvent:
-    return ev.model_copy(update={"channel": {"config": c.preset, "group": c.group},
-                                 "exposure": c.exposure_ms, "min_start_time": None,
-                                 "metadata": {"channel": c.name, "optional": True}})
+    """An optional exposure of ``c`` at ``ev``'s plane (validated, unlike ``model_copy``)."""
+    return useq.MDAEvent(index=dict(ev.index), channel={"config": c.preset, "group": c.group},
+                         exposure=c.exposure_ms, x_pos=ev.x_pos, y_pos=ev.y_pos, z_pos=ev.z_pos,
+                         metadata={"channel": c.name, "optional": True})
 
 
 def _position_z(seq: useq.MDASequence, p: int) -> float | None:

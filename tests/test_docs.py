@@ -1,0 +1,22 @@
+"""The README's generated parts agree with the code they come from."""
+
+from __future__ import annotations
+
+import re
+
+from acquire_vf._errors import ERRORS, exit_code_table
+from tests.conftest import ROOT
+
+
+def test_readme_exit_code_table_is_generated_from_the_errors() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- exit-codes:[^>]*-->\n(.*?)\n<!-- /exit-codes -->", readme, re.S)
+    assert m, "README lost its exit-code table markers"
+    assert m.group(1) == exit_code_table(), (
+        "README's exit-code table is stale: paste acquire_vf._errors.exit_code_table()")
+
+
+def test_every_error_has_its_own_exit_code() -> None:
+    codes = [cls.exit_code for cls in ERRORS]
+    assert len(codes) == len(set(codes)), codes
+    assert all(1 <= c < 128 for c in codes)
