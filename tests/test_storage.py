@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from acquire_vf._errors import AcquisitionError, StorageError
+from acquire_vf._errors import StorageError
 from acquire_vf._frames import ChannelInfo, Frame, FrameId
 from acquire_vf.acquisition._sequence import SequenceChecker
 from acquire_vf.storage import (
     BackgroundWriter,
+    BacklogFull,
     DatasetLayout,
     OmeTiffWriter,
     journal_path,
@@ -167,7 +168,7 @@ def test_writer_bounds_raw_backlog_and_drops_only_virtual() -> None:
     w = BackgroundWriter(sink, raw_limit_bytes=3 * one, virtual_limit=2)
     for t in range(3):
         w.put_raw(_frame(t, "AGP", t))
-    with pytest.raises(AcquisitionError, match="the disk is not keeping up"):
+    with pytest.raises(BacklogFull, match="the disk is not keeping up"):
         w.put_raw(_frame(3, "AGP", 3))
     assert [w.put_virtual(_frame(t, "DNA", t, "virtual")) for t in range(4)] == \
         [True, True, False, False]

@@ -31,7 +31,7 @@ from acquire_vf.acquisition._state import ALLOWED, RunState, RunStatus
 from acquire_vf.backends import AcquisitionBackend, BackendInfo, check_backend, event_channel
 from acquire_vf.config import Profile
 from acquire_vf.pipeline import Pipeline, Stage
-from acquire_vf.storage import BackgroundWriter, FrameSink
+from acquire_vf.storage import BackgroundWriter, BacklogFull, FrameSink
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
@@ -203,6 +203,9 @@ class AcquisitionRun:
             for img in self.backend.execute(batch):
                 try:
                     frame = self.handoff.take(img)
+                except BacklogFull as e:
+                    self._abort(AcquisitionError(f"{e} (queues.raw_write_mb)"))
+                    return
                 except AcquireVFError as e:
                     self._abort(e)
                     return

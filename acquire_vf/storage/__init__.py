@@ -11,10 +11,10 @@ from acquire_vf.storage._ometiff import (
     repair,
 )
 from acquire_vf.storage._reader import DatasetFile, open_dataset
-from acquire_vf.storage._sink import BackgroundWriter, FrameSink
+from acquire_vf.storage._sink import BackgroundWriter, BacklogFull, FrameSink
 
 __all__ = [
-    "IDENTITY_TAG", "BackgroundWriter", "DatasetFile", "DatasetLayout", "FrameSink",
+    "IDENTITY_TAG", "BacklogFull", "BackgroundWriter", "DatasetFile", "DatasetLayout", "FrameSink",
     "OmeTiffWriter", "check_output", "frame_crc", "journal_path", "open_dataset",
     "prepare_output", "read_journal", "repair",
 ]

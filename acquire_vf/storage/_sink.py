@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from acquire_vf._errors import AcquisitionError, StorageError
+from acquire_vf._errors import StorageError
 from acquire_vf._frames import Frame, FrameId
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,11 @@ class FrameSink(Protocol):
     def close(self) -> None:
         """Finish the dataset (metadata, index); raises :class:`StorageError` on failure."""
         ...
+
+
+class BacklogFull(StorageError):
+    """Raw frames waiting to be written reached their memory bound: the run must stop (the
+    caller names its own setting for the bound)."""
 
 
 class BackgroundWriter:
@@ -74,10 +79,10 @@ class BackgroundWriter:
             if self.error is not None:
                 raise StorageError(str(self.error)) from self.error
             if self._raw_bytes + frame.nbytes > self._raw_limit:
-                raise AcquisitionError(
+                raise BacklogFull(
                     f"the disk is not keeping up: {self._raw_bytes / 2**20:.0f} MB of raw frames "
-                    f"are waiting to be written (limit queues.raw_write_mb = "
-                    f"{self._raw_limit // 2**20}); stopped so that no frame is lost"
+                    f"are waiting to be written (limit {self._raw_limit // 2**20} MB); stopped "
+                    "so that no frame is lost"
                 )
             self._raw.append(frame)
             self._raw_bytes += frame.nbytes
