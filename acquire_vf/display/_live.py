@@ -94,20 +94,32 @@ class LiveWindow:
         self.grid = QtWidgets.QGridLayout()
         left.addLayout(self.grid)
         self.panels: dict[tuple[str, str], ChannelPanel] = {}
-        self._first: Any = None
         self._cols = min(3, max(1, len(channels) + 1))
+        self._build_composite(pg)
+        self.colors: dict[tuple[str, str], Any] = {}
+        self.enabled: dict[tuple[str, str], Any] = {}
+        self._build_side(pg, QtWidgets, outer)
+        for info in channels:
+            self._add_panel(info)
+        left.addLayout(self._build_time_row(QtWidgets, QtCore))
+        self.window.setCentralWidget(central)
+        self._build_status(QtWidgets, QtCore, refresh_hz)
+        rows = (len(channels) + 1 + self._cols - 1) // self._cols
+        self.window.resize(380 * self._cols + 260, 340 * rows + 90)
+
+    # ----- construction --------------------------------------------------------------
+    def _build_composite(self, pg: Any) -> None:
         self.composite = pg.PlotWidget(title="composite")
-        for w in (self.composite,):
-            w.setAspectLocked(True)
-            w.invertY(True)
-            w.hideAxis("left")
-            w.hideAxis("bottom")
+        self.composite.setAspectLocked(True)
+        self.composite.invertY(True)
+        self.composite.hideAxis("left")
+        self.composite.hideAxis("bottom")
         self.composite_image = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
         self.composite.addItem(self.composite_image)
         self.grid.addWidget(self.composite, 0, 0)
-        self._first = self.composite
-        self.colors: dict[tuple[str, str], Any] = {}
-        self.enabled: dict[tuple[str, str], Any] = {}
+        self._first: Any = self.composite
+
+    def _build_side(self, pg: Any, QtWidgets: Any, outer: Any) -> None:
         side = QtWidgets.QVBoxLayout()
         outer.addLayout(side, stretch=1)
         self._build_controls(QtWidgets, side)
@@ -118,8 +130,8 @@ class LiveWindow:
         self._build_levels(pg, QtWidgets, side)
         self._build_overlays(QtWidgets, side)
         side.addStretch(1)
-        for info in channels:
-            self._add_panel(info)
+
+    def _build_time_row(self, QtWidgets: Any, QtCore: Any) -> Any:
         row = QtWidgets.QHBoxLayout()
         self.live_box = QtWidgets.QCheckBox("live")
         self.live_box.setChecked(True)
@@ -130,8 +142,10 @@ class LiveWindow:
         self.live_box.toggled.connect(self._live_toggled)
         for w in (QtWidgets.QLabel("time"), self.time_slider, self.time_label, self.live_box):
             row.addWidget(w)
-        left.addLayout(row)
-        self.window.setCentralWidget(central)
+        return row
+
+    def _build_status(self, QtWidgets: Any, QtCore: Any, refresh_hz: float) -> None:
+        """The status bar and the GUI-thread timers that refresh status, frames, histogram."""
         self.status = self.window.statusBar()
         self.status_label = QtWidgets.QLabel("")
         self.status_label.setWordWrap(True)
@@ -145,10 +159,7 @@ class LiveWindow:
         self.histogram_timer = QtCore.QTimer()  # the histogram follows the image once a second
         self.histogram_timer.timeout.connect(self._refresh_histogram)
         self.histogram_timer.start(1000)
-        rows = (len(channels) + 1 + self._cols - 1) // self._cols
-        self.window.resize(380 * self._cols + 260, 340 * rows + 90)
 
-    # ----- construction --------------------------------------------------------------
     def _build_controls(self, QtWidgets: Any, side: Any) -> None:
         box = QtWidgets.QGroupBox("run")
         lay = QtWidgets.QHBoxLayout(box)

@@ -70,111 +70,154 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
     if rank != 0:
         data = load_pairs(recipe)
     torch.manual_seed(recipe.seed + rank)
-    rng = np.random.default_rng([recipe.seed, rank])
-    t = recipe.train
-    preset = PRESETS[recipe.preset]
-    gcfg = GeneratorConfig(in_channels=len(data.inputs), residual=recipe.residual, **preset)
-    G = Generator(gcfg).to(device)
-    D = Discriminator(len(data.inputs), preset["width"], t.patch).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=t.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=t.betas)
-    weights = LossWeights(**recipe.loss.model_dump())
-    sampler = PatchSampler(data, data.train, t.patch, augment=t.augment, equalize=t.equalize)
-    val_x, val_y = PatchSampler(data, data.val, t.patch, augment=False,
-                                equalize=t.equalize).fixed(t.val_patches)
-    total = min(max_steps, t.steps) if max_steps is not None else t.steps
-    start, best = 0, float("inf")
-    last = ckpt_dir / "last.pt"
-    saved_average = None
-    if resume and last.exists():
-        state = torch.load(last, map_location=device, weights_only=False)
-        saved_average = state["generator"] if "generator_train" in state else None
-        G.load_state_dict(state.get("generator_train", state["generator"]))
-        D.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        start, best = int(state["step"]), float(state["best_val_mae"])
-        rng = np.random.default_rng([recipe.seed, rank, start])
-        torch.manual_seed(recipe.seed + rank + start)
-        if rank == 0:
-            _truncate_csv(out / "log.csv", start)
-            log.info("resumed from step %d", start)
-    else:
-        if resume and rank == 0:
-            log.warning("--resume: no checkpoint in %s, starting from step 0", ckpt_dir)
-        if rank == 0:
-            _truncate_csv(out / "log.csv", 0)  # a fresh run replaces an earlier run's log
-        if gcfg.residual:
-            G.start_as_identity()
+    run = _Trainer(recipe, recipe_text, data, out, device, rank, world)
+    total = min(max_steps, recipe.train.steps) if max_steps is not None else recipe.train.steps
+    run.start_or_resume(resume)
+    return run.loop(total, progress)
+
+
+class _Trainer:
+    """The state of one training run: models, optimisers, sampler, schedule position.
+
+    One method per concern: set-up (``__init__``), resume or fresh start, one GAN step, and
+    what follows a step on rank 0 (validation, checkpoints, logs).
+    """
+
+    def __init__(self, recipe: Recipe, recipe_text: str, data: PairedData, out: Path,
+                 device: torch.device, rank: int, world: int) -> None:
+        self.recipe, self.recipe_text, self.data, self.out = recipe, recipe_text, data, out
+        self.device, self.rank, self.world = device, rank, world
+        self.rng = np.random.default_rng([recipe.seed, rank])
+        t = self.t = recipe.train
+        preset = PRESETS[recipe.preset]
+        self.gcfg = GeneratorConfig(in_channels=len(data.inputs), residual=recipe.residual,
+                                    **preset)
+        self.G = Generator(self.gcfg).to(device)
+        self.D = Discriminator(len(data.inputs), preset["width"], t.patch).to(device)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=t.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=t.betas)
+        self.weights = LossWeights(**recipe.loss.model_dump())
+        self.sampler = PatchSampler(data, data.train, t.patch, augment=t.augment,
+                                    equalize=t.equalize)
+        self.val_x, self.val_y = PatchSampler(data, data.val, t.patch, augment=False,
+                                              equalize=t.equalize).fixed(t.val_patches)
+        self.ckpt_dir = out / "checkpoints"
+        self.start, self.best = 0, float("inf")
+        self.G_ema: Generator | None = None
+        self.use_amp = t.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+    def start_or_resume(self, resume: bool) -> None:
+        """Continue from ``last.pt`` (weights, optimisers, random state) or start afresh."""
+        last = self.ckpt_dir / "last.pt"
+        saved_average = None
+        seed, rank = self.recipe.seed, self.rank
+        if resume and last.exists():
+            state = torch.load(last, map_location=self.device, weights_only=False)
+            saved_average = state["generator"] if "generator_train" in state else None
+            self.G.load_state_dict(state.get("generator_train", state["generator"]))
+            self.D.load_state_dict(state["discriminator"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.start, self.best = int(state["step"]), float(state["best_val_mae"])
+            self.rng = np.random.default_rng([seed, rank, self.start])
+            torch.manual_seed(seed + rank + self.start)
+            if rank == 0:
+                _truncate_csv(self.out / "log.csv", self.start)
+                log.info("resumed from step %d", self.start)
         else:
-            init_output_bias(G, sampler)
-    G_ema = _ema_copy(G, saved_average) if t.ema is not None else None
-    keep = G_ema if G_ema is not None else G  # validated, saved as best, exported
-    g_model: nn.Module = G
-    d_model: nn.Module = D
-    if world > 1:
-        g_model = nn.parallel.DistributedDataParallel(G)
-        d_model = nn.parallel.DistributedDataParallel(D)
-    use_amp = t.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    writer = _tensorboard(out) if rank == 0 else None
-    logger = _CsvLog(out / "log.csv") if rank == 0 else None
-    bar = _Progress(total, start, enabled=progress and rank == 0)
-    t0, seen, step = time.perf_counter(), 0, start
-    summary: dict[str, Any] = {}
-    try:
-        for step in range(start + 1, total + 1):
-            xb, yb = sampler.batch(rng, t.batch)
-            x = torch.from_numpy(xb).to(device)
-            y = torch.from_numpy(yb).to(device)
-            with torch.autocast(device.type, enabled=use_amp):
-                fake = g_model(x)
-                d_loss = discriminator_loss(d_model(x, y), d_model(x, fake.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            scaler.scale(d_loss).backward()
-            scaler.step(opt_d)
-            with torch.autocast(device.type, enabled=use_amp):
-                g_loss, parts = generator_loss(fake, y, D(x, fake), G, weights)
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(g_loss).backward()
-            scaler.step(opt_g)
-            scaler.update()
-            if G_ema is not None:
-                _ema_update(G_ema, G, t.ema or 0.0)
-            seen += t.batch * world
-            row: dict[str, Any] = {"step": step, "g_loss": float(g_loss.detach()),
-                                   "d_loss": float(d_loss.detach()), **parts}
-            if rank == 0 and (step % t.val_every == 0 or step == total):
-                metrics = validate(keep, val_x, val_y, device)
-                row.update({f"val_{k}": v for k, v in metrics.items()})
-                if metrics["mae"] < best:
-                    best = metrics["mae"]
-                    _save(ckpt_dir / "best.pt", step, G, D, opt_g, opt_d, best, recipe,
-                          recipe_text, data, gcfg, world, G_ema)
-            elapsed = time.perf_counter() - t0
-            row.update(time_s=round(elapsed, 3), patches_per_s=round(seen / elapsed, 2))
-            if rank == 0 and (step % t.checkpoint_every == 0 or step == total):
-                _save(last, step, G, D, opt_g, opt_d, best, recipe, recipe_text, data, gcfg,
-                      world, G_ema)
-            if logger is not None:
-                logger.write(row)
+            if resume and rank == 0:
+                log.warning("--resume: no checkpoint in %s, starting from step 0",
+                            self.ckpt_dir)
+            if rank == 0:
+                _truncate_csv(self.out / "log.csv", 0)  # a fresh run replaces an earlier log
+            if self.gcfg.residual:
+                self.G.start_as_identity()
+            else:
+                init_output_bias(self.G, self.sampler)
+        if self.t.ema is not None:
+            self.G_ema = _ema_copy(self.G, saved_average)
+
+    def loop(self, total: int, progress: bool) -> dict[str, Any]:
+        """Steps ``start + 1 .. total``; the summary once every rank is done."""
+        g_model: nn.Module = self.G
+        d_model: nn.Module = self.D
+        if self.world > 1:
+            g_model = nn.parallel.DistributedDataParallel(self.G)
+            d_model = nn.parallel.DistributedDataParallel(self.D)
+        rank0 = self.rank == 0
+        writer = _tensorboard(self.out) if rank0 else None
+        logger = _CsvLog(self.out / "log.csv") if rank0 else None
+        bar = _Progress(total, self.start, enabled=progress and rank0)
+        t0, seen, step = time.perf_counter(), 0, self.start
+        summary: dict[str, Any] = {}
+        try:
+            for step in range(self.start + 1, total + 1):
+                row = self.gan_step(step, g_model, d_model)
+                seen += self.t.batch * self.world
+                if rank0:
+                    self.after_step(step, total, row)
+                elapsed = time.perf_counter() - t0
+                row.update(time_s=round(elapsed, 3), patches_per_s=round(seen / elapsed, 2))
+                if logger is not None:
+                    logger.write(row)
+                if writer is not None:
+                    for k, v in row.items():
+                        if k not in ("step", "time_s"):
+                            writer.add_scalar(k, v, step)
+                bar.update(step, row)
+            summary = {"steps": step, "best_val_mae": self.best, "patches_per_s": round(
+                seen / max(time.perf_counter() - t0, 1e-9), 2), "world_size": self.world,
+                "effective_batch": self.t.batch * self.world,
+                "in_sync": _weights_in_sync(self.G, self.world)}
+        finally:
+            bar.close()
             if writer is not None:
-                for k, v in row.items():
-                    if k not in ("step", "time_s"):
-                        writer.add_scalar(k, v, step)
-            bar.update(step, row)
-        summary = {"steps": step, "best_val_mae": best, "patches_per_s": round(
-            seen / max(time.perf_counter() - t0, 1e-9), 2), "world_size": world,
-            "effective_batch": t.batch * world, "in_sync": _weights_in_sync(G, world)}
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-        if world > 1 and dist.is_initialized():
-            if summary:  # both ranks reach here together, so neither closes a link in use
-                dist.barrier()
-            dist.destroy_process_group()
-    return summary
+                writer.close()
+            if self.world > 1 and dist.is_initialized():
+                if summary:  # both ranks reach here together, so neither closes a link in use
+                    dist.barrier()
+                dist.destroy_process_group()
+        return summary
+
+    def gan_step(self, step: int, g_model: nn.Module, d_model: nn.Module) -> dict[str, Any]:
+        """One discriminator and one generator update (and the weight average)."""
+        xb, yb = self.sampler.batch(self.rng, self.t.batch)
+        x = torch.from_numpy(xb).to(self.device)
+        y = torch.from_numpy(yb).to(self.device)
+        dev = self.device.type
+        with torch.autocast(dev, enabled=self.use_amp):
+            fake = g_model(x)
+            d_loss = discriminator_loss(d_model(x, y), d_model(x, fake.detach()))
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler.scale(d_loss).backward()
+        self.scaler.step(self.opt_d)
+        with torch.autocast(dev, enabled=self.use_amp):
+            g_loss, parts = generator_loss(fake, y, self.D(x, fake), self.G, self.weights)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(g_loss).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        if self.G_ema is not None:
+            _ema_update(self.G_ema, self.G, self.t.ema or 0.0)
+        return {"step": step, "g_loss": float(g_loss.detach()),
+                "d_loss": float(d_loss.detach()), **parts}
+
+    def after_step(self, step: int, total: int, row: dict[str, Any]) -> None:
+        """Rank 0: validate (the average when there is one), keep the best, checkpoint."""
+        keep = self.G_ema if self.G_ema is not None else self.G  # validated, saved, exported
+        if step % self.t.val_every == 0 or step == total:
+            metrics = validate(keep, self.val_x, self.val_y, self.device)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            if metrics["mae"] < self.best:
+                self.best = metrics["mae"]
+                self.save(self.ckpt_dir / "best.pt", step)
+        if step % self.t.checkpoint_every == 0 or step == total:
+            self.save(self.ckpt_dir / "last.pt", step)
+
+    def save(self, path: Path, step: int) -> None:
+        _save(path, step, self.G, self.D, self.opt_g, self.opt_d, self.best, self.recipe,
+              self.recipe_text, self.data, self.gcfg, self.world, self.G_ema)
 
 
 @torch.no_grad()
