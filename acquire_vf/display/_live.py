@@ -16,7 +16,6 @@ latency, queue depths, skipped frames, exposures saved, backend).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import deque
@@ -25,10 +24,11 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from acquire_vf._frames import ChannelInfo, Frame
-from acquire_vf.display._panels import VIRTUAL_COLOR, ChannelPanel, qt, robust_levels
+from acquire_vf.display._composite import Composite
+from acquire_vf.display._levels import LevelsControl
+from acquire_vf.display._panels import ChannelPanel, qt, robust_levels
 
 OnClose = Literal["ask", "stop", "continue"]
-PALETTE = ("#00ff00", "#ff00ff", "#00ffff", "#ffff00", "#ff4040", "#4080ff", "#ffffff")
 QC_FLAGS = ("nan", "input_out_of_range", "saturated", "error")
 HISTORY_PX = 256
 """Longest side of the frames kept for the time slider (the file holds the full frames)."""
@@ -95,9 +95,11 @@ class LiveWindow:
         left.addLayout(self.grid)
         self.panels: dict[tuple[str, str], ChannelPanel] = {}
         self._cols = min(3, max(1, len(channels) + 1))
-        self._build_composite(pg)
-        self.colors: dict[tuple[str, str], Any] = {}
-        self.enabled: dict[tuple[str, str], Any] = {}
+        self.composite_view = Composite(pg, QtWidgets, self.panels)
+        self.composite_image = self.composite_view.image
+        self.enabled, self.colors = self.composite_view.enabled, self.composite_view.colors
+        self.grid.addWidget(self.composite_view.view, 0, 0)
+        self._first: Any = self.composite_view.view
         self._build_side(pg, QtWidgets, outer)
         for info in channels:
             self._add_panel(info)
@@ -108,26 +110,13 @@ class LiveWindow:
         self.window.resize(380 * self._cols + 260, 340 * rows + 90)
 
     # ----- construction --------------------------------------------------------------
-    def _build_composite(self, pg: Any) -> None:
-        self.composite = pg.PlotWidget(title="composite")
-        self.composite.setAspectLocked(True)
-        self.composite.invertY(True)
-        self.composite.hideAxis("left")
-        self.composite.hideAxis("bottom")
-        self.composite_image = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
-        self.composite.addItem(self.composite_image)
-        self.grid.addWidget(self.composite, 0, 0)
-        self._first: Any = self.composite
-
     def _build_side(self, pg: Any, QtWidgets: Any, outer: Any) -> None:
         side = QtWidgets.QVBoxLayout()
         outer.addLayout(side, stretch=1)
         self._build_controls(QtWidgets, side)
-        self.layers = QtWidgets.QGridLayout()
-        box = QtWidgets.QGroupBox("composite")
-        box.setLayout(self.layers)
-        side.addWidget(box)
-        self._build_levels(pg, QtWidgets, side)
+        side.addWidget(self.composite_view.box)
+        self.levels = LevelsControl(pg, QtWidgets, side, self.panels)
+        self.histogram, self.auto_levels = self.levels.histogram, self.levels.auto
         self._build_overlays(QtWidgets, side)
         side.addStretch(1)
 
@@ -175,23 +164,6 @@ class LiveWindow:
         self.stop_button.setEnabled(False)
         side.addWidget(box)
 
-    def _build_levels(self, pg: Any, QtWidgets: Any, side: Any) -> None:
-        box = QtWidgets.QGroupBox("contrast")
-        lay = QtWidgets.QVBoxLayout(box)
-        self.level_channel = QtWidgets.QComboBox()
-        self.level_keys: list[tuple[str, str]] = []
-        self._linking = False
-        self.auto_levels = QtWidgets.QCheckBox("automatic (robust percentiles)")
-        self.auto_levels.setChecked(True)
-        self.histogram = pg.HistogramLUTWidget(gradientPosition="left")
-        self.histogram.setMinimumHeight(160)
-        self.level_channel.currentIndexChanged.connect(self._select_level_channel)
-        self.auto_levels.toggled.connect(self._auto_toggled)
-        self.histogram.item.sigLevelChangeFinished.connect(self._levels_dragged)
-        for w in (self.level_channel, self.auto_levels, self.histogram):
-            lay.addWidget(w)
-        side.addWidget(box)
-
     def _build_overlays(self, QtWidgets: Any, side: Any) -> None:
         box = QtWidgets.QGroupBox("overlays")
         lay = QtWidgets.QVBoxLayout(box)
@@ -204,7 +176,6 @@ class LiveWindow:
         side.addWidget(box)
 
     def _add_panel(self, info: ChannelInfo) -> ChannelPanel:
-        pg, _ = qt()
         key = (info.name, info.role)
         panel = ChannelPanel(info)
         n = len(self.panels) + 1  # slot 0 is the composite
@@ -214,24 +185,8 @@ class LiveWindow:
         self.panels[key] = panel
         self.history[key] = deque(maxlen=self._history_len)
         if info.role != "error":
-            k = len(self.colors)
-            button = pg.ColorButton(color=PALETTE[k % len(PALETTE)])
-            check = self._QtWidgets.QCheckBox(
-                f"{'virtual ' if info.role == 'virtual' else ''}{info.name}")
-            # on by default: the measured channels and up to two synthesised ones
-            synthesised = sum(1 for (n, r), c in self.enabled.items()
-                              if r == "virtual" and not n.endswith("-refocused"))
-            check.setChecked(info.role == "physical" or (
-                not info.name.endswith("-refocused") and synthesised < 2))
-            if info.role == "virtual":
-                check.setStyleSheet(f"color: {VIRTUAL_COLOR}")
-            self.layers.addWidget(check, k, 0)
-            self.layers.addWidget(button, k, 1)
-            self.colors[key], self.enabled[key] = button, check
-            check.toggled.connect(lambda _on: self._update_composite())
-            button.sigColorChanged.connect(lambda _b: self._update_composite())
-            self.level_keys.append(key)  # before addItem: adding the first selects it
-            self.level_channel.addItem(f"{info.name} ({info.role})")
+            self.composite_view.add_layer(info)
+            self.levels.add(key, f"{info.name} ({info.role})")
         return panel
 
     # ----- feeding (any thread) ------------------------------------------------------
@@ -266,9 +221,7 @@ class LiveWindow:
             if self.live_box.isChecked():
                 self.panels[key].show(frame.pixels, flags)
                 self.frames_shown += 1
-                if key == self._level_key() and \
-                        self.histogram.item.imageItem() is not self.panels[key].image:
-                    self._link_histogram(self.panels[key])
+                self.levels.follow(key)
         newest = max(f.id.t for f in pending.values())
         self.time_slider.blockSignals(True)  # once per redraw, not per frame
         self.time_slider.setMaximum(max(self.time_slider.maximum(), newest))
@@ -300,31 +253,7 @@ class LiveWindow:
             self.panels[key].show(err, f"mean |error| {float(err.mean()):.3f}")
 
     def _update_composite(self) -> None:
-        rgb = None
-        full: tuple[int, ...] = (1, 1)
-        for key, check in self.enabled.items():
-            if not check.isChecked() or key not in self.panels:
-                continue
-            img = self.panels[key].image.image
-            if img is None:
-                continue
-            full = img.shape  # shown at full-frame coordinates, computed on a subsample
-            img = img[:: max(1, img.shape[0] // 256), :: max(1, img.shape[1] // 256)]
-            lo, hi = self.panels[key].shown_levels
-            norm = np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
-            color = self.colors[key].color()
-            c = np.array([color.redF(), color.greenF(), color.blueF()], np.float32)
-            layer = norm[..., None] * c
-            if rgb is None or rgb.shape != layer.shape:
-                rgb = layer
-            else:
-                rgb += layer
-        if rgb is not None:
-            self.composite_image.setImage(np.clip(rgb, 0, 1), levels=(0, 1), autoLevels=False)
-            self.composite_image.setRect(0, 0, full[1], full[0])
-            if not getattr(self, "_composite_ranged", False):
-                self.composite.getViewBox().autoRange(padding=0)
-                self._composite_ranged = True
+        self.composite_view.update()
 
     def _live_toggled(self, on: bool) -> None:
         if on:
@@ -350,61 +279,13 @@ class LiveWindow:
                 self.panels[key].show(hit[1], hit[2])
         self._update_composite()
 
-    def _level_key(self) -> tuple[str, str] | None:
-        i = self.level_channel.currentIndex()
-        return self.level_keys[i] if 0 <= i < len(self.level_keys) else None
-
     def select_levels(self, name: str, role: str = "physical") -> None:
         """Show the histogram of this channel (its levels become the ones to edit)."""
-        self.level_channel.setCurrentIndex(self.level_keys.index((name, role)))
-
-    def _select_level_channel(self, _index: int) -> None:
-        key = self._level_key()
-        if key is None:
-            return
-        panel = self.panels[key]
-        if panel.image.image is not None:  # else linked on its first frame (see render)
-            self._link_histogram(panel)
-        self.auto_levels.blockSignals(True)
-        self.auto_levels.setChecked(panel.levels is None)
-        self.auto_levels.blockSignals(False)
-
-    def _link_histogram(self, panel: ChannelPanel) -> None:
-        """Show this panel's histogram. Linked only once the image has data: levels set on an
-        empty ImageItem are deferred by pyqtgraph and would override the first frame's."""
-        self._linking = True
-        try:
-            self.histogram.setImageItem(panel.image)
-        finally:
-            self._linking = False
-        panel.image.setLevels(panel.shown_levels)  # linking auto-levels the histogram
-        # the histogram is refreshed by its own timer, not on every frame
-        with contextlib.suppress(RuntimeError, TypeError):
-            panel.image.sigImageChanged.disconnect(self.histogram.item.imageChanged)
+        self.levels.select(name, role)
 
     def _refresh_histogram(self) -> None:
-        if self.histogram.item.imageItem() is not None and not self.closed:
-            self.histogram.item.imageChanged(autoLevel=False, autoRange=True)
-
-    def _auto_toggled(self, on: bool) -> None:
-        key = self._level_key()
-        if key in self.panels:
-            self.panels[key].levels = None if on else tuple(self.histogram.item.getLevels())
-
-    def _levels_dragged(self, _item: Any) -> None:
-        """The user moved the histogram's levels (programmatic updates show the levels the
-        panel already uses, and are ignored): that channel switches to manual levels."""
-        key = self._level_key()
-        if key not in self.panels or self._linking:
-            return
-        lo, hi = (float(v) for v in self.histogram.item.getLevels())
-        shown = self.panels[key].shown_levels
-        if abs(lo - shown[0]) + abs(hi - shown[1]) <= 1e-6 * max(1.0, abs(hi)):
-            return
-        self.panels[key].levels = (lo, hi)
-        self.auto_levels.blockSignals(True)
-        self.auto_levels.setChecked(False)
-        self.auto_levels.blockSignals(False)
+        if not self.closed:
+            self.levels.refresh()
 
     # ----- controls --------------------------------------------------------------------
     def start(self) -> None:

@@ -1,0 +1,81 @@
+"""The live window's colour composite: each channel a colour, switched on or off, summed on a
+subsample of the frame and shown at full-frame coordinates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from acquire_vf._frames import ChannelInfo
+from acquire_vf.display._panels import VIRTUAL_COLOR, ChannelPanel
+
+PALETTE = ("#00ff00", "#ff00ff", "#00ffff", "#ffff00", "#ff4040", "#4080ff", "#ffffff")
+
+
+class Composite:
+    """The composite view (a plot in the grid) and its layer list (a box beside it)."""
+
+    def __init__(self, pg: Any, QtWidgets: Any, panels: dict[tuple[str, str], ChannelPanel]
+                 ) -> None:
+        self._pg, self._QtWidgets, self.panels = pg, QtWidgets, panels
+        self.view = pg.PlotWidget(title="composite")
+        self.view.setAspectLocked(True)
+        self.view.invertY(True)
+        self.view.hideAxis("left")
+        self.view.hideAxis("bottom")
+        self.image = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
+        self.view.addItem(self.image)
+        self.layers = QtWidgets.QGridLayout()
+        self.box = QtWidgets.QGroupBox("composite")
+        self.box.setLayout(self.layers)
+        self.colors: dict[tuple[str, str], Any] = {}
+        self.enabled: dict[tuple[str, str], Any] = {}
+        self._ranged = False
+
+    def add_layer(self, info: ChannelInfo) -> None:
+        """A colour and an on/off switch for the channel; on by default for the measured
+        channels and up to two synthesised ones."""
+        key = (info.name, info.role)
+        k = len(self.colors)
+        button = self._pg.ColorButton(color=PALETTE[k % len(PALETTE)])
+        check = self._QtWidgets.QCheckBox(
+            f"{'virtual ' if info.role == 'virtual' else ''}{info.name}")
+        synthesised = sum(1 for (n, r), c in self.enabled.items()
+                          if r == "virtual" and not n.endswith("-refocused"))
+        check.setChecked(info.role == "physical" or (
+            not info.name.endswith("-refocused") and synthesised < 2))
+        if info.role == "virtual":
+            check.setStyleSheet(f"color: {VIRTUAL_COLOR}")
+        self.layers.addWidget(check, k, 0)
+        self.layers.addWidget(button, k, 1)
+        self.colors[key], self.enabled[key] = button, check
+        check.toggled.connect(lambda _on: self.update())
+        button.sigColorChanged.connect(lambda _b: self.update())
+
+    def update(self) -> None:
+        rgb = None
+        full: tuple[int, ...] = (1, 1)
+        for key, check in self.enabled.items():
+            if not check.isChecked() or key not in self.panels:
+                continue
+            img = self.panels[key].image.image
+            if img is None:
+                continue
+            full = img.shape  # shown at full-frame coordinates, computed on a subsample
+            img = img[:: max(1, img.shape[0] // 256), :: max(1, img.shape[1] // 256)]
+            lo, hi = self.panels[key].shown_levels
+            norm = np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+            color = self.colors[key].color()
+            c = np.array([color.redF(), color.greenF(), color.blueF()], np.float32)
+            layer = norm[..., None] * c
+            if rgb is None or rgb.shape != layer.shape:
+                rgb = layer
+            else:
+                rgb += layer
+        if rgb is not None:
+            self.image.setImage(np.clip(rgb, 0, 1), levels=(0, 1), autoLevels=False)
+            self.image.setRect(0, 0, full[1], full[0])
+            if not self._ranged:
+                self.view.getViewBox().autoRange(padding=0)
+                self._ranged = True
