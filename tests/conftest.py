@@ -313,3 +313,27 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(config.stash.get(_EXIT, 0))
+
+
+def cli_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``acquire-vf ARGS`` in this process, as ``main()`` does (exit code, stdout, stderr).
+
+    For commands that fail or finish before any hardware, engine or Qt is touched (argument
+    and output checks, profile validation): a subprocess would add 0.7 s of start-up each."""
+    import contextlib
+    import io
+
+    from acquire_vf._cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, sys.argv = sys.argv, ["acquire-vf", *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

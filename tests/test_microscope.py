@@ -32,6 +32,7 @@ def test_reconnect_reuses_the_running_core(microscope) -> None:
     assert again.core is microscope.core
 
 
+@pytest.mark.slow
 def test_attach_to_nothing_fails_fast_with_one_line(tmp_path: Path, plain_demo: Path) -> None:
     port = _free_port()
     prof = plain_demo.read_text().replace(

@@ -11,7 +11,7 @@ import tifffile
 from onnx import helper
 
 from acquire_vf._errors import OutputExistsError
-from tests.conftest import onnx_engine, run_cli
+from tests.conftest import cli_here, onnx_engine, run_cli
 
 
 def _setup(tmp_path: Path) -> dict[str, Path]:
@@ -57,7 +57,7 @@ def test_commands_refuse_to_replace_data(tmp_path: Path, case: str) -> None:
     paths = _setup(tmp_path)
     args, guarded, message = CASES[case]
     before = _snapshot(paths[guarded])
-    r = run_cli(*[a.format(**paths) for a in args], timeout=120)
+    r = cli_here(*[a.format(**paths) for a in args])  # refused before any heavy work
     assert r.returncode == OutputExistsError.exit_code, r.stderr
     assert message in r.stderr and r.stderr.strip().count("\n") == 0
     assert _snapshot(paths[guarded]) == before, "the refused command changed the data"

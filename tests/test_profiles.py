@@ -8,7 +8,7 @@ import pytest
 
 from acquire_vf._errors import ProfileError
 from acquire_vf.config import PROFILES_DIR, load_profile
-from tests.conftest import make_profile, run_cli
+from tests.conftest import cli_here, make_profile
 
 SHIPPED = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
 
@@ -97,9 +97,9 @@ def test_bad_profile_names_file_and_key(tmp_path: Path, case: str, extra: str,
 
 
 def test_validate_cli_ok_and_bad(tmp_path: Path) -> None:
-    ok = run_cli("profile", "validate", "demo", timeout=60)
+    ok = cli_here("profile", "validate", "demo")
     assert ok.returncode == 0 and "ok" in ok.stdout
-    bad = run_cli("profile", "validate", str(_write(tmp_path, "nmae = 'x'\n")), timeout=60)
+    bad = cli_here("profile", "validate", str(_write(tmp_path, "nmae = 'x'\n")))
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "did you mean 'name'" in bad.stderr
 
@@ -107,7 +107,7 @@ def test_validate_cli_ok_and_bad(tmp_path: Path) -> None:
 def test_validate_reports_missing_engine_file(tmp_path: Path) -> None:
     path = _write(tmp_path, "[[virtual_channels]]\nname = 'DNA'\nengine = 'missing.onnx'\n"
                             "inputs = ['AGP', 'RNA']\n")
-    r = run_cli("profile", "validate", str(path), timeout=60)
+    r = cli_here("profile", "validate", str(path))
     assert r.returncode == 2
     assert "engine file(s) not found: DNA:" in r.stderr and "missing.onnx" in r.stderr
 
