@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from acquire_vf._frames import ChannelInfo
-from acquire_vf.display._panels import VIRTUAL_COLOR, ChannelPanel
+from acquire_vf.display._panels import VIRTUAL_COLOR, ChannelPanel, image_plot
 
 PALETTE = ("#00ff00", "#ff00ff", "#00ffff", "#ffff00", "#ff4040", "#4080ff", "#ffffff")
 
@@ -19,13 +19,7 @@ class Composite:
     def __init__(self, pg: Any, QtWidgets: Any, panels: dict[tuple[str, str], ChannelPanel]
                  ) -> None:
         self._pg, self._QtWidgets, self.panels = pg, QtWidgets, panels
-        self.view = pg.PlotWidget(title="composite")
-        self.view.setAspectLocked(True)
-        self.view.invertY(True)
-        self.view.hideAxis("left")
-        self.view.hideAxis("bottom")
-        self.image = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
-        self.view.addItem(self.image)
+        self.view, self.image = image_plot(pg, title="composite")
         self.layers = QtWidgets.QGridLayout()
         self.box = QtWidgets.QGroupBox("composite")
         self.box.setLayout(self.layers)

@@ -35,19 +35,25 @@ def robust_levels(img: np.ndarray, step: int = 4) -> tuple[float, float]:
     return float(lo), float(max(hi, lo + 1))
 
 
+def image_plot(pg: Any, **kw: Any) -> tuple[Any, Any]:
+    """An image view: square pixels, y down, no axes; returns (plot widget, image item)."""
+    widget = pg.PlotWidget(**kw)
+    widget.setAspectLocked(True)
+    widget.invertY(True)
+    widget.hideAxis("left")
+    widget.hideAxis("bottom")
+    image = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
+    widget.addItem(image)
+    return widget, image
+
+
 class ChannelPanel:
     """A titled image panel for one channel."""
 
     def __init__(self, info: ChannelInfo) -> None:
         pg, QtWidgets = qt()
         self.info = info
-        self.widget = pg.PlotWidget()
-        self.widget.setAspectLocked(True)
-        self.widget.invertY(True)
-        self.widget.hideAxis("left")
-        self.widget.hideAxis("bottom")
-        self.image = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
-        self.widget.addItem(self.image)
+        self.widget, self.image = image_plot(pg)
         self.levels: tuple[float, float] | None = None
         """Manual levels; ``None`` means automatic."""
         self.auto_interval_s = 0.5
