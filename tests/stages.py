@@ -20,9 +20,9 @@ class CopyStage:
     ``slow`` (sleeps ``delay_s``), ``raise``, ``nan``, ``undeclared`` (an unknown name)."""
 
     def __init__(self, channel: str = "SLOW", mode: str = "ok", delay_s: float = 0.0,
-                 fail_from: int = 0) -> None:
+                 fail_from: int = 0, name: str | None = None) -> None:
         self.channel = channel
-        self.name = f"copy:{channel}"
+        self.name = name or f"copy:{channel}"
         self.mode = mode
         self.delay_s = delay_s
         self.fail_from = fail_from
@@ -50,9 +50,6 @@ class CopyStage:
 
     def close(self) -> None:
         pass
-
-
-SlowStage = CopyStage
 
 
 class Tampering:

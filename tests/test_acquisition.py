@@ -11,39 +11,15 @@ import pytest
 import tifffile
 
 from acquire_vf._errors import AcquisitionError
-from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf._frames import Frame
 from acquire_vf._session import make_run
 from acquire_vf.acquisition import AcquisitionRun, RunState, session_report
 from acquire_vf.backends._pycromanager import PycroManagerBackend
-from acquire_vf.pipeline import FrameSet, virtual_frame
 from acquire_vf.storage import frame_crc, open_dataset
 from tests.conftest import make_profile
+from tests.stages import CopyStage
 
 pytestmark = pytest.mark.slow
-
-
-class SlowStage:
-    """A stage that takes ``delay_s`` per frame set and emits one virtual channel."""
-
-    name = "slow"
-
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
-        self.calls = 0
-
-    @property
-    def outputs(self) -> tuple[ChannelInfo, ...]:
-        return (ChannelInfo("SLOW", role="virtual", engine="tests/slow-stage", sha256="0" * 64,
-                            backend="python", precision="fp32", inputs=("AGP",)),)
-
-    def process(self, fs: FrameSet) -> dict[str, Frame]:
-        time.sleep(self.delay_s)
-        self.calls += 1
-        src = fs.frames["AGP"]
-        return {"SLOW": virtual_frame(src, "SLOW", src.pixels.copy(), {"nan": False})}
-
-    def close(self) -> None:
-        pass
 
 
 def _make(microscope, out: Path, profile=None, hooks=None, **kw) -> AcquisitionRun:
@@ -110,7 +86,7 @@ def test_slow_stage_loses_no_raw_frame_and_keeps_the_rate(microscope, tmp_path: 
     n_t = 60
     plain = _run(microscope, tmp_path / "plain", time_points=n_t)
     period = 1.0 / plain.raw_fps
-    stage = SlowStage(delay_s=10 * 2 * period)  # 10x slower than the camera makes a set
+    stage = CopyStage(delay_s=10 * 2 * period, name="slow")  # 10x slower than the camera makes a set
     slow = _run(microscope, tmp_path / "slow", time_points=n_t, stages=[stage])
 
     assert plain.frames_acquired == slow.frames_acquired == 2 * n_t

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import useq
 
+from acquire_vf._errors import AcquisitionError
 from acquire_vf.backends._protocol import BackendInfo, Gate, RawImage, event_channel
 
 Render = Callable[[tuple[int, int], int, str, float, float, float, float], np.ndarray]
@@ -53,8 +54,6 @@ class MemoryBackend:
         self._clock0 = time.perf_counter()
 
     def execute(self, events: Sequence[useq.MDAEvent]) -> Iterator[RawImage]:
-        from acquire_vf._errors import AcquisitionError
-
         for event in events:
             if self._aborted.is_set():
                 return
