@@ -86,7 +86,7 @@ def test_slow_stage_loses_no_raw_frame_and_keeps_the_rate(microscope, tmp_path: 
     n_t = 60
     plain = _run(microscope, tmp_path / "plain", time_points=n_t)
     period = 1.0 / plain.raw_fps
-    stage = CopyStage(delay_s=10 * 2 * period, name="slow")  # 10x slower than the camera makes a set
+    stage = CopyStage(delay_s=10 * 2 * period, name="slow")  # 10x the camera per set
     slow = _run(microscope, tmp_path / "slow", time_points=n_t, stages=[stage])
 
     assert plain.frames_acquired == slow.frames_acquired == 2 * n_t
