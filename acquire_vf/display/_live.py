@@ -18,30 +18,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from typing import Any, Literal, cast
 
 import numpy as np
 
 from acquire_vf._frames import ChannelInfo, Frame
 from acquire_vf.display._composite import Composite
+from acquire_vf.display._controls import RunControls, ask_on_close
+from acquire_vf.display._history import TimeBrowser
 from acquire_vf.display._levels import LevelsControl
 from acquire_vf.display._panels import ChannelPanel, qt, robust_levels
 
 OnClose = Literal["ask", "stop", "continue"]
 QC_FLAGS = ("nan", "input_out_of_range", "saturated", "error")
-HISTORY_PX = 256
-"""Longest side of the frames kept for the time slider (the file holds the full frames)."""
 
 
 def _flags(frame: Frame) -> str:
     bad = [k for k in QC_FLAGS if frame.qc.get(k)]
     return ("QC: " + ", ".join(bad)) if bad else ""
-
-
-def _thumb(pixels: np.ndarray) -> np.ndarray:
-    step = max(1, -(-max(pixels.shape) // HISTORY_PX))
-    return np.ascontiguousarray(pixels[::step, ::step])
 
 
 class LiveWindow:
@@ -59,7 +53,7 @@ class LiveWindow:
         pg, QtWidgets = qt()
         from pyqtgraph.Qt import QtCore
 
-        self.run, self._start_fn, self.on_close, self.backend = run, start, on_close, backend
+        self.run, self.on_close, self.backend = run, on_close, backend
         self._QtWidgets = QtWidgets
         self.app = pg.mkQApp()
         self._lock = threading.Lock()
@@ -70,11 +64,14 @@ class LiveWindow:
         self.frames_offered = 0
         self.frames_shown = 0
         self.closed = False
-        self.started = False
         self.run_done = False
         """Set when the run's thread has ended (whatever state the run object says)."""
-        self.history: dict[tuple[str, str], deque[tuple[int, np.ndarray, str]]] = {}
-        self._history_len = history
+        self.controls = RunControls(QtWidgets, run, start)
+        self.times = TimeBrowser(QtWidgets, QtCore, history, self._show_thumb,
+                                 self._update_composite, self._show_latest)
+        self.history = self.times.history
+        self.time_slider, self.live_box = self.times.slider, self.times.live_box
+        self.start_button, self.pause_button, self.stop_button = self.controls.buttons
         self._last: dict[tuple[str, str], Frame] = {}
 
         class Window(QtWidgets.QMainWindow):  # type: ignore[name-defined]
@@ -103,7 +100,7 @@ class LiveWindow:
         self._build_side(pg, QtWidgets, outer)
         for info in channels:
             self._add_panel(info)
-        left.addLayout(self._build_time_row(QtWidgets, QtCore))
+        left.addLayout(self.times.row)
         self.window.setCentralWidget(central)
         self._build_status(QtWidgets, QtCore, refresh_hz)
         rows = (len(channels) + 1 + self._cols - 1) // self._cols
@@ -113,25 +110,12 @@ class LiveWindow:
     def _build_side(self, pg: Any, QtWidgets: Any, outer: Any) -> None:
         side = QtWidgets.QVBoxLayout()
         outer.addLayout(side, stretch=1)
-        self._build_controls(QtWidgets, side)
+        side.addWidget(self.controls.box)
         side.addWidget(self.composite_view.box)
         self.levels = LevelsControl(pg, QtWidgets, side, self.panels)
         self.histogram, self.auto_levels = self.levels.histogram, self.levels.auto
         self._build_overlays(QtWidgets, side)
         side.addStretch(1)
-
-    def _build_time_row(self, QtWidgets: Any, QtCore: Any) -> Any:
-        row = QtWidgets.QHBoxLayout()
-        self.live_box = QtWidgets.QCheckBox("live")
-        self.live_box.setChecked(True)
-        self.time_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
-        self.time_slider.setMaximum(0)
-        self.time_label = QtWidgets.QLabel("t 0")
-        self.time_slider.valueChanged.connect(self._scrub)
-        self.live_box.toggled.connect(self._live_toggled)
-        for w in (QtWidgets.QLabel("time"), self.time_slider, self.time_label, self.live_box):
-            row.addWidget(w)
-        return row
 
     def _build_status(self, QtWidgets: Any, QtCore: Any, refresh_hz: float) -> None:
         """The status bar and the GUI-thread timers that refresh status, frames, histogram."""
@@ -148,21 +132,6 @@ class LiveWindow:
         self.histogram_timer = QtCore.QTimer()  # the histogram follows the image once a second
         self.histogram_timer.timeout.connect(self._refresh_histogram)
         self.histogram_timer.start(1000)
-
-    def _build_controls(self, QtWidgets: Any, side: Any) -> None:
-        box = QtWidgets.QGroupBox("run")
-        lay = QtWidgets.QHBoxLayout(box)
-        self.start_button = QtWidgets.QPushButton("Start")
-        self.pause_button = QtWidgets.QPushButton("Pause")
-        self.stop_button = QtWidgets.QPushButton("Stop")
-        self.start_button.clicked.connect(self.start)
-        self.pause_button.clicked.connect(self.toggle_pause)
-        self.stop_button.clicked.connect(self.stop)
-        for b in (self.start_button, self.pause_button, self.stop_button):
-            lay.addWidget(b)
-        self.pause_button.setEnabled(False)
-        self.stop_button.setEnabled(False)
-        side.addWidget(box)
 
     def _build_overlays(self, QtWidgets: Any, side: Any) -> None:
         box = QtWidgets.QGroupBox("overlays")
@@ -183,7 +152,7 @@ class LiveWindow:
         panel.widget.setXLink(self._first)
         panel.widget.setYLink(self._first)
         self.panels[key] = panel
-        self.history[key] = deque(maxlen=self._history_len)
+        self.times.add(key)
         if info.role != "error":
             self.composite_view.add_layer(info)
             self.levels.add(key, f"{info.name} ({info.role})")
@@ -216,20 +185,14 @@ class LiveWindow:
             if key not in self.panels:
                 self._add_panel(ChannelInfo(key[0], role=cast(Any, key[1])))
             flags = _flags(frame) if frame.role == "virtual" and self.show_qc.isChecked() else ""
-            self.history[key].append((frame.id.t, _thumb(frame.pixels), flags))
+            self.times.record(key, frame.id.t, frame.pixels, flags)
             self._last[key] = frame
-            if self.live_box.isChecked():
+            if self.times.live:
                 self.panels[key].show(frame.pixels, flags)
                 self.frames_shown += 1
                 self.levels.follow(key)
-        newest = max(f.id.t for f in pending.values())
-        self.time_slider.blockSignals(True)  # once per redraw, not per frame
-        self.time_slider.setMaximum(max(self.time_slider.maximum(), newest))
-        if self.live_box.isChecked():
-            self.time_slider.setValue(newest)
-        self.time_slider.blockSignals(False)
-        if self.live_box.isChecked():
-            self.time_label.setText(f"t {self.time_slider.value()}")
+        self.times.advance(max(f.id.t for f in pending.values()))
+        if self.times.live:
             self._update_error_maps(pending)
             if self._rendered_at - self._composite_at >= 0.5:
                 self._composite_at = self._rendered_at
@@ -255,29 +218,15 @@ class LiveWindow:
     def _update_composite(self) -> None:
         self.composite_view.update()
 
-    def _live_toggled(self, on: bool) -> None:
-        if on:
-            self._show_latest()
-
     def _show_latest(self) -> None:
         for key, frame in self._last.items():
             flags = _flags(frame) if frame.role == "virtual" and self.show_qc.isChecked() else ""
             self.panels[key].show(frame.pixels, flags)
-        self.time_slider.setValue(self.time_slider.maximum())
+        self.times.to_latest()
         self._update_composite()
 
-    def _scrub(self, t: int) -> None:
-        """Show the history at time point ``t`` (leaves live mode)."""
-        self.time_label.setText(f"t {t}")
-        if self.live_box.isChecked() and t != self.time_slider.maximum():
-            self.live_box.blockSignals(True)
-            self.live_box.setChecked(False)
-            self.live_box.blockSignals(False)
-        for key, frames in self.history.items():
-            hit = next((f for f in reversed(frames) if f[0] == t), None)
-            if hit is not None:
-                self.panels[key].show(hit[1], hit[2])
-        self._update_composite()
+    def _show_thumb(self, key: tuple[str, str], pixels: np.ndarray, flags: str) -> None:
+        self.panels[key].show(pixels, flags)
 
     def select_levels(self, name: str, role: str = "physical") -> None:
         """Show the histogram of this channel (its levels become the ones to edit)."""
@@ -288,32 +237,18 @@ class LiveWindow:
             self.levels.refresh()
 
     # ----- controls --------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self.controls.started
+
     def start(self) -> None:
-        if self.started or self._start_fn is None:
-            return
-        self.started = True
-        self.start_button.setEnabled(False)
-        self.pause_button.setEnabled(True)
-        self.stop_button.setEnabled(True)
-        self._start_fn()
+        self.controls.start()
 
     def toggle_pause(self) -> None:
-        if self.run is None:
-            return
-        from acquire_vf.acquisition import RunState
-
-        if self.run.state == RunState.PAUSED:
-            self.run.resume()
-            self.pause_button.setText("Pause")
-        else:
-            self.run.pause()
-            self.pause_button.setText("Resume")
+        self.controls.toggle_pause()
 
     def stop(self) -> None:
-        if self.run is not None:
-            self.run.cancel()
-        self.pause_button.setEnabled(False)
-        self.stop_button.setEnabled(False)
+        self.controls.stop()
 
     def run_finished(self) -> None:
         """The run ended (called on the GUI thread): say so and keep the last frames up."""
@@ -321,8 +256,7 @@ class LiveWindow:
         self.render()
         self._update_composite()
         self.update_status()
-        for b in (self.start_button, self.pause_button, self.stop_button):
-            b.setEnabled(False)
+        self.controls.finished()
 
     def _running(self) -> bool:
         from acquire_vf.acquisition import RunState
@@ -337,7 +271,7 @@ class LiveWindow:
             choice: str = self.on_close
             if choice == "ask":  # offscreen there is nobody to answer: stop
                 offscreen = self.app.platformName() in ("offscreen", "minimal")
-                choice = "stop" if offscreen else self._ask_on_close()
+                choice = "stop" if offscreen else ask_on_close(self._QtWidgets, self.window)
             if choice == "cancel":
                 return False
             if choice == "stop":
@@ -346,18 +280,6 @@ class LiveWindow:
         for timer in (self.status_timer, self.frame_timer, self.histogram_timer):
             timer.stop()
         return True
-
-    def _ask_on_close(self) -> str:
-        mb = self._QtWidgets.QMessageBox
-        box = mb(self.window)
-        box.setWindowTitle("acquire-vf")
-        box.setText("The run is still acquiring.")
-        stop = box.addButton("Stop the run (save everything)", mb.ButtonRole.AcceptRole)
-        keep = box.addButton("Keep acquiring without the window", mb.ButtonRole.ActionRole)
-        box.addButton(mb.StandardButton.Cancel)
-        box.exec()
-        clicked = box.clickedButton()
-        return "stop" if clicked is stop else "continue" if clicked is keep else "cancel"
 
     def update_status(self) -> None:
         if self.run is None or self.closed:
