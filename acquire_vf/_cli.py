@@ -415,10 +415,16 @@ def evaluate_cmd(
                                        "val, or all (data never used in training).")] = "test",
     max_images: Annotated[int | None, typer.Option("--max-images", min=1)] = None,
     update_card: Annotated[bool, typer.Option("--update-card", help="Write the headline "
-                                              "metrics into the model card.")] = False,
+                                              "metrics, the acceptance band and the input "
+                                              "statistics into the model card.")] = False,
+    uncertainty_passes: Annotated[int, typer.Option(
+        "--uncertainty-passes", min=0, max=8, help="Also measure the test-time-augmentation "
+        "uncertainty (2 to 8 passes) against the error.")] = 0,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """The paper's metrics, tolerance-level index and baselines; metrics.json + report.html."""
+    if uncertainty_passes == 1:
+        raise DataError("--uncertainty-passes: expected 0 (off) or 2 to 8, got 1")
     from acquire_vf.storage import check_output
 
     check_output(out, inputs=[data, model], overwrite=overwrite)
@@ -433,7 +439,8 @@ def evaluate_cmd(
         try:
             result = run_evaluate(model, data, out, split=split, max_images=max_images,
                                   progress=lambda k, n: bar.update(task, completed=k,
-                                                                   total=n))
+                                                                   total=n),
+                                  uncertainty_passes=uncertainty_passes)
         except (ValueError, FileNotFoundError) as e:
             raise DataError(str(e)) from e
     if update_card:
@@ -442,6 +449,11 @@ def evaluate_cmd(
     typer.echo(f"{out / 'report.html'}: {result['n_images']} images; PSNR {p['psnr']:.2f} dB, "
                f"SSIM {p['ssim']:.3f}, MAE {p['mae']:.4f}, TL {p['tl']:.3f}"
                + "".join(f"; {b}: PSNR {v['psnr']:.2f}" for b, v in result["baselines"].items()))
+    unc = result.get("uncertainty")
+    if unc:
+        typer.echo(f"uncertainty ({unc['passes']} passes): frame mean {unc['frame_mean']:.4f}"
+                   f" ± {unc['frame_mean_sd']:.4f}; Spearman with error: per frame "
+                   f"{unc['spearman_frame']}, per pixel (median) {unc['spearman_pixel_median']}")
     fit = result.get("linear_baseline")
     if fit and not fit["engine_training_fields"]:
         typer.echo(f"note: {linear_fit_text(fit)}, so it may differ from the card's")

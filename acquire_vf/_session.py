@@ -20,6 +20,7 @@ from acquire_vf.acquisition import (
     build_plan,
     dataset_layout,
     load_plan,
+    make_verifier,
     print_session,
     profile_sequence,
     session_report,
@@ -69,7 +70,8 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
                 update={"loops": time_points})})
         run_plan = build_plan(seq, profile, base_z_um=info.z_um, base_xy_um=info.xy_um)
     sink: FrameSink = OmeTiffWriter(sink_path, dataset_layout(profile, run_plan, stages, info))
-    return AcquisitionRun(profile, backend, sink, run_plan, stages=stages)
+    return AcquisitionRun(profile, backend, sink, run_plan, stages=stages,
+                          verifier=make_verifier(profile, stages))
 
 
 def replay_plan(profile: Profile, backend: Any) -> RunPlan:
@@ -81,7 +83,7 @@ def replay_plan(profile: Profile, backend: Any) -> RunPlan:
         raise DataError(f"replay: profile '{profile.name}' needs physical channel(s) "
                         f"{missing}; the dataset has {backend.channels}")
     optional = {v.name: (v.group, v.preset or "", v.exposure_ms or 0.0)
-                for v in profile.virtual_channels if v.on_failure == "expose"}
+                for v in profile.exposable_virtual}
     table.update({k: v for k, v in optional.items() if k in backend.channels})
     lay = backend.file.layout
     return RunPlan(events=backend.events(table), positions=list(lay.positions),
@@ -260,7 +262,11 @@ def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Sta
                 f"virtual channel '{v.name}': engine '{card.name}' expects input channels "
                 f"{list(card.inputs)}, the profile gives {list(v.inputs)}"
                 + (f" and has no physical channel(s) {missing}" if missing else ""))
-        stages.append(SynthesisStage(v.name, engine, tuple(v.inputs)))
+        ver = profile.verification
+        override = ver.acceptance.get(v.name) if ver is not None else None
+        stages.append(SynthesisStage(
+            v.name, engine, tuple(v.inputs), passes=ver.uncertainty_passes if ver else 0,
+            uncertainty_max=override.uncertainty_max if override is not None else None))
         used.append(engine)
     backends = sorted({f"{e.backend} ({e.runner.device}, {e.precision})" for e in used})
     for e in used:

@@ -82,6 +82,13 @@ class ModelCard(BaseModel):
     """Recipe (name, sha256, text), data, steps, seed, the command that reproduces it."""
     metrics: dict[str, Any] = {}
     """Held-out metrics with baselines (filled by ``evaluate --update-card``)."""
+    acceptance: dict[str, float] = {}
+    """The band a live sentinel's fidelity must stay in (``psnr_min``, ``ssim_min``,
+    ``mae_max``, ``uncertainty_max``), from the held-out figures (``evaluate --update-card``);
+    when absent, :func:`acceptance_band` derives it from ``metrics``."""
+    input_stats: dict[str, Any] = {}
+    """Per input channel: frame mean, focus score and intensity histogram of the held-out
+    inputs (``evaluate --update-card``), for the live input checks."""
 
     @classmethod
     def load(cls, onnx_path: str | Path, *, verify: bool = True) -> ModelCard:
@@ -107,6 +114,30 @@ class ModelCard(BaseModel):
         path = Path(onnx_path).with_suffix(".json")
         path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
         return path
+
+
+BAND_SDS = 3.0
+"""Acceptance band: the held-out mean, this many standard deviations towards worse."""
+
+
+def acceptance_band(card: ModelCard) -> dict[str, float]:
+    """The card's acceptance band, or one derived from its held-out figures (mean -/+ 3 sd);
+    empty when the card has neither."""
+    if card.acceptance:
+        return dict(card.acceptance)
+    pred = (card.metrics.get("held_out") or {}).get("prediction") or {}
+    band: dict[str, float] = {}
+    if "psnr" in pred:
+        band["psnr_min"] = round(pred["psnr"] - BAND_SDS * pred.get("psnr_sd", 0.0), 3)
+    if "ssim" in pred:
+        band["ssim_min"] = round(pred["ssim"] - BAND_SDS * pred.get("ssim_sd", 0.0), 4)
+    if "mae" in pred:
+        band["mae_max"] = round(pred["mae"] + BAND_SDS * pred.get("mae_sd", 0.0), 5)
+    unc = (card.metrics.get("held_out") or {}).get("uncertainty") or {}
+    if "frame_mean" in unc:
+        band["uncertainty_max"] = round(unc["frame_mean"] + BAND_SDS * unc.get(
+            "frame_mean_sd", 0.0), 6)
+    return band
 
 
 def sha256_file(path: str | Path) -> str:

@@ -55,6 +55,19 @@ def make_profile(**updates: Any) -> Profile:
     return profile_from_dict(_merge(base, updates), source="test profile")
 
 
+def verified_profile(**updates: Any) -> Profile:
+    """The shipped demo profile (engines, ``[verification]``) with ``updates`` merged in, on
+    the in-memory backend at 256 x 256 unless ``connection`` says otherwise, without drift."""
+    from acquire_vf.config import load_profile
+
+    base = load_profile("demo").model_dump(mode="json", exclude_none=True)
+    base["connection"] = {"kind": "memory", "shape": [256, 256]}
+    base["specimen"]["focus_drift_um"] = 0.0
+    if "connection" in updates:
+        base.pop("connection")
+    return profile_from_dict(_merge(base, updates), source="test profile")
+
+
 @pytest.fixture
 def plain_demo(tmp_path: Path) -> Path:
     """A profile file of the demo hardware without engines, drift or interval (camera flat

@@ -71,11 +71,24 @@ def test_headless_with_missing_config(tmp_path: Path) -> None:
         connect(prof)
 
 
+def test_the_demo_config_gains_the_presets_its_simulated_stains_need(microscope) -> None:
+    """The demo config has no ER preset; the demo profile's ER channel is exposed at
+    sentinels, so connecting defined it, with the device settings of the first preset."""
+    core = microscope.core
+    names = list(core.get_available_configs("Channel"))
+    assert "ER" in names
+    template = next(n for n in names if n != "ER")
+    er = core.get_config_data("Channel", "ER")
+    assert er.size() > 0
+    assert er.getVerbose() == core.get_config_data("Channel", template).getVerbose()
+
+
 @pytest.mark.parametrize(
     ("channels", "expected"),
     [
         ([{"name": "AGP", "preset": "Cy3", "exposure_ms": 10}],
-         "channel 'AGP': preset 'Cy3' not in config group 'Channel' (has: Cy5, DAPI, FITC, "
+         # ER: the demo profile's simulated stain, defined at start (test below)
+         "channel 'AGP': preset 'Cy3' not in config group 'Channel' (has: Cy5, DAPI, ER, FITC, "
          "Rhodamine)"),
         ([{"name": "AGP", "group": "Filters", "preset": "Cy5", "exposure_ms": 10}],
          "channel 'AGP': config group 'Filters' not in Micro-Manager"),

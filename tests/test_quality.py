@@ -26,7 +26,7 @@ def test_tool_is_clean(cmd: list[str]) -> None:
 
 LAYERS: list[set[str]] = [
     {"__init__", "_errors", "_frames", "_stats", "card", "layouts", "focus",
-     "metrics", "pairs"},                            # leaf modules
+     "metrics", "pairs", "tolerance", "fidelity"},    # leaf modules
     {"config"},
     {"storage", "inference", "simulate"},
     {"pipeline"},

@@ -12,6 +12,7 @@ from acquire_vf.acquisition._plan import (
 )
 from acquire_vf.acquisition._report import (
     full_protocol_exposures,
+    light_dose,
     print_session,
     session_report,
     write_session,
@@ -19,8 +20,11 @@ from acquire_vf.acquisition._report import (
 from acquire_vf.acquisition._runner import AcquisitionRun
 from acquire_vf.acquisition._signals import RunSignals
 from acquire_vf.acquisition._state import RunState, RunStatus
+from acquire_vf.acquisition._verify import CheckedChannel, Verifier, make_verifier
 
-__all__ = ["AcquisitionRun", "RunPlan", "RunSignals", "RunState", "RunStatus", "build_plan",
-           "dataset_layout", "frame_id", "full_protocol_exposures", "load_plan",
-           "match_channels", "print_session", "profile_sequence", "session_report",
-           "write_session"]
+__all__ = [
+    "AcquisitionRun", "CheckedChannel", "RunPlan", "RunSignals", "RunState", "RunStatus",
+    "Verifier", "build_plan", "dataset_layout", "frame_id", "full_protocol_exposures",
+    "light_dose", "load_plan", "make_verifier", "match_channels", "print_session",
+    "profile_sequence", "session_report", "write_session"
+]

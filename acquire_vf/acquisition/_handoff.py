@@ -27,13 +27,15 @@ class FrameHandoff:
 
     def __init__(self, sequence: SequenceChecker, writer: BackgroundWriter, pipeline: Pipeline,
                  group: frozenset[str], latency: LatencyRecorder,
-                 record_error: Any) -> None:
+                 record_error: Any, keep: Any = None) -> None:
         self.sequence = sequence
         self.writer = writer
         self.pipeline = pipeline
         self._group = group
         self.latency = latency
         self._record_error = record_error
+        self._keep = keep
+        """``(t, p) -> bool``: the frame set must not be dropped (a sentinel needs it)."""
         self._pending: dict[tuple[int, int, int], dict[str, Frame]] = {}
         self._clock0: float | None = None
         self.first_ms: float | None = None
@@ -105,4 +107,5 @@ class FrameHandoff:
         group[frame.id.c] = frame
         if len(group) == len(self._group):
             del self._pending[key]
-            self.pipeline.submit(FrameSet(*key, frames=group))
+            keep = bool(self._keep(key[0], key[1])) if self._keep is not None else False
+            self.pipeline.submit(FrameSet(*key, frames=group, keep=keep))

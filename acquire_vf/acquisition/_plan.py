@@ -120,9 +120,8 @@ def build_plan(seq: useq.MDASequence, profile: Profile, *, base_z_um: float | No
         raise ProfileError("plan has no channels: expected at least one of the profile's "
                            f"channels ({', '.join(c.name for c in profile.channels)})")
     chans = match_channels(seq, profile)
-    fallback = [PlannedChannel(v.name, v.group, v.preset, v.exposure_ms)
-                for v in profile.virtual_channels
-                if v.on_failure == "expose" and v.preset and v.exposure_ms]
+    fallback = [PlannedChannel(v.name, v.group, v.preset or "", v.exposure_ms or 0.0)
+                for v in profile.exposable_virtual]
     relative = seq.z_plan is not None and seq.z_plan.is_relative
     events: list[useq.MDAEvent] = []
     plane: tuple[int, int, int] | None = None

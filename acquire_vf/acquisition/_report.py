@@ -13,18 +13,17 @@ from rich.table import Table
 from acquire_vf.acquisition._runner import AcquisitionRun
 
 
+def light_dose(run: AcquisitionRun) -> dict[str, Any]:
+    """The run's light-dose ledger (:mod:`acquire_vf.acquisition._dose`)."""
+    checked: set[tuple[int, int]] = set()
+    for stage in run.pipeline.stages:
+        checked |= getattr(stage, "checked", set())
+    return run.ledger.report(checked)
+
+
 def full_protocol_exposures(run: AcquisitionRun) -> int:
-    """Exposures the acquired time points would have taken physically: every virtual channel
-    exposed, and a z-scan autofocus (``zscan_planes``) per time point and position when the
-    profile's autofocus is on."""
-    if not run.expected:
-        return 0
-    done = run.expected[: run.frames_acquired]
-    n_sets = len({(f.t, f.p, f.z) for f in done})
-    n_tp = len({(f.t, f.p) for f in done})
-    prof = run.profile
-    zscan = prof.autofocus.zscan_planes if prof.autofocus.policy != "off" else 0
-    return n_sets * (len(prof.channels) + len(prof.virtual_channels)) + n_tp * zscan
+    """Exposures the comparator protocol would have taken for the planes acquired."""
+    return int(light_dose(run)["comparator"]["exposures"])
 
 
 def session_report(run: AcquisitionRun, *, profile_source: str = "",
@@ -37,7 +36,8 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
                  for n in sorted(run.exposing)]
     if p is not None:
         channels += [c.as_dict() for c in p.outputs]
-    full = full_protocol_exposures(run)
+    dose = light_dose(run)
+    full = int(dose["comparator"]["exposures"])
     skipped = (p.virtual_skipped if p else 0) + (w.virtual_dropped if w else 0)
     duration = (run.finished_at or 0) - (run.started_at or 0)
     return {
@@ -52,6 +52,8 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "latency_ms": {k: {"p50": v["p50"], "p95": v["p95"]}
                        for k, v in run.latency.summary().items()},
         "errors": list(run.errors),
+        "light_dose": dose,
+        "verification": run.verifier.report() if run.verifier is not None else {},
         # detail beyond the contract
         "state": run.state.value,
         "frames_expected": len(run.expected),
@@ -95,6 +97,15 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
     t.add_row("exposures taken", str(report["exposures_taken"]))
     t.add_row("full protocol would take", f"{report['exposures_full_protocol']} "
                                           f"({saved} saved)")
+    dose = report.get("light_dose") or {}
+    if dose:
+        t.add_row("light dose taken / comparator",
+                  f"{dose['taken']['dose']:.0f} / {dose['comparator']['dose']:.0f} "
+                  f"({100 * dose['saved_fraction']:.0f}% saved net)")
+    for name, v in (report.get("verification") or {}).items():
+        t.add_row(f"verified {name}", f"{v['state']}, {v['sentinels']} sentinel(s), "
+                                      f"{v['outside_band']} outside band, "
+                                      f"{len(v['switches'])} switch(es)")
     t.add_row("virtual frames made / skipped",
               f"{report['virtual_frames']} / {report['virtual_skipped']}")
     t.add_row("refocus applied", str(report["refocus_applied"]))

@@ -22,12 +22,15 @@ from collections.abc import Iterator, Sequence
 import useq
 
 from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
+from acquire_vf._frames import Frame
 from acquire_vf._stats import LatencyRecorder
+from acquire_vf.acquisition._dose import DoseLedger
 from acquire_vf.acquisition._handoff import FrameHandoff
 from acquire_vf.acquisition._plan import RunPlan, frame_id
 from acquire_vf.acquisition._sequence import SequenceChecker
 from acquire_vf.acquisition._signals import RunSignals
 from acquire_vf.acquisition._state import ALLOWED, RunState, RunStatus
+from acquire_vf.acquisition._verify import Verifier
 from acquire_vf.backends import AcquisitionBackend, BackendInfo, check_backend, event_channel
 from acquire_vf.config import Profile
 from acquire_vf.pipeline import Pipeline, Stage
@@ -53,10 +56,13 @@ class AcquisitionRun:
         The events, from :func:`~acquire_vf.acquisition.build_plan`.
     stages
         Processing stages, run in order on the pipeline's thread.
+    verifier
+        Sentinel exposures and trust per virtual channel (``[verification]``), or none.
     """
 
     def __init__(self, profile: Profile, backend: AcquisitionBackend, sink: FrameSink,
-                 plan: RunPlan, *, stages: Sequence[Stage] = ()) -> None:
+                 plan: RunPlan, *, stages: Sequence[Stage] = (),
+                 verifier: Verifier | None = None) -> None:
         self.profile = profile
         self.backend = check_backend(backend)
         self.backend_info: BackendInfo = backend.describe()
@@ -67,6 +73,11 @@ class AcquisitionRun:
         self.exposing: set[str] = set()
         """Virtual channels exposed physically since their engine failed."""
         self.data_path = getattr(sink, "path", None)
+        self.verifier = verifier
+        if verifier is not None:
+            verifier.connect(self.signals.fidelity.emit, self._record_error)
+        self.ledger = DoseLedger(profile)
+        self._sink = sink
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._state = RunState.IDLE
@@ -88,7 +99,8 @@ class AcquisitionRun:
             virtual_limit=profile.queues.virtual_write, on_error=self._writer_failed)
         group = frozenset(event_channel(e) for e in plan.events) - plan.optional
         self.handoff = FrameHandoff(self.sequence, self.writer, self.pipeline, group,
-                                    self.latency, self._record_error)
+                                    self.latency, self._record_error,
+                                    keep=verifier.keep if verifier is not None else None)
 
     # ----- state machine ---------------------------------------------------------------
     @property
@@ -209,6 +221,7 @@ class AcquisitionRun:
                 except AcquireVFError as e:
                     self._abort(e)
                     return
+                self._account(frame)
                 self.signals.frameReady.emit(frame)
                 if self._fatal is not None:
                     return
@@ -244,7 +257,26 @@ class AcquisitionRun:
         if self._stopping():
             return False
         meta = event.metadata or {}
-        return not (meta.get("optional") and event_channel(event) not in self.exposing)
+        if not meta.get("optional"):
+            return True
+        c = event_channel(event)
+        if c in self.exposing:
+            return True
+        v = self.verifier
+        return v is not None and v.wants(c, int(event.index.get("t", 0)),
+                                         int(event.index.get("p", 0)))
+
+    def _account(self, frame: Frame) -> None:
+        """The ledger and the verifier learn of every physical frame, with why it was taken."""
+        c = frame.id.c
+        why = "plan"
+        if c in self.plan.optional:
+            planned = self.verifier.plan(frame.id.t, frame.id.p).get(c) \
+                if self.verifier is not None else None
+            why = planned or "engine_failure"
+        self.ledger.taken(frame, why)
+        if self.verifier is not None:
+            self.verifier.physical(frame)
 
     def _stage_failed(self, stage: Stage) -> None:
         """A synthesis engine failed: expose its channel from now on if the profile says so."""
@@ -254,8 +286,11 @@ class AcquisitionRun:
             self._record_error(f"virtual channel '{channel}': engine failed, exposing it "
                                "physically from now on (on_failure = 'expose')")
 
-    def _on_virtual(self, frame: object) -> None:
-        if self.writer.put_virtual(frame):  # type: ignore[arg-type]
+    def _on_virtual(self, frame: Frame) -> None:
+        if self.writer.put_virtual(frame):
+            self.ledger.made_virtual(frame)
+            if self.verifier is not None:
+                self.verifier.virtual(frame)
             self.signals.virtualReady.emit(frame)
 
     def _record_error(self, msg: str) -> None:
@@ -278,6 +313,13 @@ class AcquisitionRun:
 
     def _finish(self) -> None:
         self.pipeline.close(drain=self._fatal is None and not self._forced)
+        if self.verifier is not None:
+            self.verifier.close()
+            annotate = getattr(self._sink, "annotate", None)
+            if annotate is not None:
+                annotate("acquire-vf/sentinel-fidelity", [
+                    {"channel": c, **row} for c, r in self.verifier.records.items()
+                    for row in r.fidelity])
         try:
             self.writer.close()
         except StorageError as e:

@@ -17,5 +17,8 @@ class RunSignals(SignalGroup):
     """A virtual frame was computed (:class:`acquire_vf._frames.Frame`, ``role="virtual"``)."""
     stateChanged = Signal(object)
     """The run's :class:`RunState` changed."""
+    fidelity = Signal(object)
+    """A sentinel pair was judged: ``{"channel", "t", "p", "z", "psnr", "ssim", "mae", ...,
+    "ok"}`` (emitted on the verification thread)."""
     error = Signal(str)
     """Something went wrong; the message is one line."""

@@ -78,8 +78,36 @@ def connect(profile: Profile) -> Microscope:
         mic = _attach(conn)
     else:
         mic = _start_in_process(conn, profile.queues.mm_buffer_mb)
+    if isinstance(conn, DemoConnection) and profile.specimen.kind == "simulated":
+        define_missing_presets(mic, profile)
     check_profile_against_hardware(mic, profile)
     return mic
+
+
+def define_missing_presets(mic: Microscope, profile: Profile) -> list[str]:
+    """On the demo configuration, define the presets a simulated specimen maps to a stain but
+    the config lacks (its Channel group has no ER preset): each copies the device settings of
+    the group's first preset, and the specimen's ``stains`` says what it shows. Returns the
+    presets defined. Never used on a real microscope, where a missing preset is an error."""
+    core = mic.core
+    wanted = [(c.group, c.preset) for c in profile.channels] + [
+        (v.group, v.preset) for v in profile.exposable_virtual if v.preset]
+    made = []
+    for group, preset in wanted:
+        if preset not in profile.specimen.stains or not core.is_group_defined(group):
+            continue
+        presets = list(core.get_available_configs(group))
+        if preset in presets or not presets:
+            continue
+        template = core.get_config_data(group, presets[0])  # pymmcore's own (camelCase) type
+        for i in range(template.size()):
+            s = template.getSetting(i)
+            core.define_config(group, preset, s.getDeviceLabel(), s.getPropertyName(),
+                               s.getPropertyValue())
+        made.append(preset)
+        log.info("demo config: defined preset %s/%s (as %s) for the simulated stain %s",
+                 group, preset, presets[0], profile.specimen.stains[preset])
+    return made
 
 
 def _start_in_process(conn: DemoConnection | HeadlessConnection, buffer_mb: int) -> Microscope:

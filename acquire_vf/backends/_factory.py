@@ -21,8 +21,8 @@ def specimen_for(profile: Profile, stage: Callable[[], tuple[float, float, float
 
     spec = profile.specimen
     stain_of = {c.name: spec.stains[c.preset] for c in profile.channels}
-    stain_of.update({v.name: spec.stains[v.preset] for v in profile.virtual_channels
-                     if v.on_failure == "expose" and v.preset in spec.stains})
+    stain_of.update({v.name: spec.stains[v.preset] for v in profile.exposable_virtual
+                     if v.preset in spec.stains})
     return LiveSpecimen(spec, pixel_size_um=profile.camera.pixel_size_um,
                         bit_depth=profile.camera.bit_depth, stain_of=stain_of, stage=stage)
 

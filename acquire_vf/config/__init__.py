@@ -7,6 +7,7 @@ from acquire_vf.config._load import (
     resolve_profile_path,
 )
 from acquire_vf.config._profile import (
+    Acceptance,
     AttachConnection,
     Autofocus,
     Camera,
@@ -14,6 +15,7 @@ from acquire_vf.config._profile import (
     DemoConnection,
     HeadlessConnection,
     MemoryConnection,
+    Perturbation,
     PhysicalChannel,
     Profile,
     Protocol,
@@ -21,6 +23,7 @@ from acquire_vf.config._profile import (
     Specimen,
     Storage,
     Tiling,
+    Verification,
     VirtualChannel,
     XYPosition,
 )
@@ -34,10 +37,10 @@ from acquire_vf.config._recipe import (
 from acquire_vf.config._toml import plain_demo_profile, toml_lines, write_profile
 
 __all__ = [
-    "PRESET_DEPTH", "PROFILES_DIR", "REPO_ROOT", "AttachConnection", "Autofocus", "Camera",
-    "Compute", "DemoConnection", "HeadlessConnection", "MemoryConnection", "PhysicalChannel",
-    "Profile", "Protocol", "Queues", "Recipe", "Specimen", "Storage", "Tiling",
-    "VirtualChannel", "XYPosition", "load_profile", "load_recipe", "plain_demo_profile",
-    "profile_from_dict", "resolve_profile_path", "simulated_root", "toml_lines",
-    "write_profile",
+    "PRESET_DEPTH", "PROFILES_DIR", "REPO_ROOT", "Acceptance", "AttachConnection", "Autofocus",
+    "Camera", "Compute", "DemoConnection", "HeadlessConnection", "MemoryConnection",
+    "Perturbation", "PhysicalChannel", "Profile", "Protocol", "Queues", "Recipe", "Specimen",
+    "Storage", "Tiling", "Verification", "VirtualChannel", "XYPosition", "load_profile",
+    "load_recipe", "plain_demo_profile", "profile_from_dict", "resolve_profile_path",
+    "simulated_root", "toml_lines", "write_profile"
 ]

@@ -94,6 +94,8 @@ class PhysicalChannel(_Model):
     preset: str = Field(min_length=1)
     """Preset of that group."""
     exposure_ms: float = Field(gt=0)
+    relative_power: float = Field(1.0, gt=0)
+    """Excitation power relative to the other channels (light dose = exposure x power)."""
 
 
 class VirtualChannel(_Model):
@@ -107,11 +109,13 @@ class VirtualChannel(_Model):
     on_failure: Literal["skip", "expose"] = "skip"
     """When the engine fails: skip the virtual frame, or expose the channel physically."""
     group: str = "Channel"
-    """Config group used when ``on_failure = "expose"``."""
+    """Config group of the channel's physical exposure (sentinels, ``on_failure = "expose"``)."""
     preset: str | None = None
-    """Preset used when ``on_failure = "expose"``."""
+    """Preset with which the channel would be exposed (sentinels and fallback exposures)."""
     exposure_ms: float | None = Field(None, gt=0)
-    """Exposure used when ``on_failure = "expose"``."""
+    """Exposure with which the channel would be exposed."""
+    relative_power: float = Field(1.0, gt=0)
+    """Excitation power relative to the other channels (light dose = exposure x power)."""
 
     @model_validator(mode="after")
     def _expose_needs_preset(self) -> VirtualChannel:
@@ -136,14 +140,27 @@ class Autofocus(_Model):
     focus_threshold: float = Field(0.6, gt=0, le=1)
     """Refocus when the focus score falls below this fraction of the best score seen."""
     zscan_planes: int = Field(11, ge=0)
-    """Exposures a z-scan autofocus takes per time point and position (counted in the
-    full-protocol exposure total that the session report compares against)."""
+    """Comparator protocol: exposures a z-scan autofocus takes per time point and position
+    (the light-dose ledger compares the run against that protocol)."""
+    zscan_every: int = Field(1, ge=1)
+    """Comparator protocol: a z-scan every this many time points."""
+    hardware_autofocus: bool = False
+    """Comparator protocol: the microscope focuses by hardware (a z-scan costs no light)."""
 
     @model_validator(mode="after")
     def _policy_needs_engine(self) -> Autofocus:
         if self.policy != "off" and self.engine is None and not self.engines:
             raise ValueError(f"autofocus policy '{self.policy}' needs 'engine' or 'engines'")
         return self
+
+
+class Perturbation(_Model):
+    """A disturbance of the simulated specimen from time point ``at`` on (to test verification)."""
+
+    at: int = Field(ge=0)
+    kind: Literal["dim", "stain_shift", "new_sample"]
+    """``dim``: a tenth of the light; ``stain_shift``: the stains move relative to each other
+    (the relation an engine learned no longer holds); ``new_sample``: another cell type."""
 
 
 class Specimen(_Model):
@@ -175,6 +192,7 @@ class Specimen(_Model):
     in a long experiment), so frames go out of focus and come back."""
     focus_drift_period: int = Field(20, ge=2)
     """Time points per drift cycle."""
+    perturbation: Perturbation | None = None
 
     def focus_at(self, t: int) -> float:
         """Focus-stage position (µm) at which the specimen is in focus at time point ``t``."""
@@ -188,6 +206,45 @@ class Specimen(_Model):
         if self.na >= self.immersion_index:
             raise ValueError(f"na {self.na} must be below the immersion index "
                              f"{self.immersion_index}")
+        return self
+
+
+class Acceptance(_Model):
+    """The band a virtual channel's sentinel fidelity must stay in (else: exposed physically)."""
+
+    psnr_min: float | None = None
+    ssim_min: float | None = None
+    mae_max: float | None = Field(None, gt=0)
+    """On the engine card's intensity scale (its output range mapped to [0, 1])."""
+    uncertainty_max: float | None = Field(None, gt=0)
+    """Frame mean of the per-pixel uncertainty, on the same scale."""
+
+
+class Verification(_Model):
+    """Sentinel exposures: virtual channels checked against real exposures during the run.
+
+    At a sentinel time point every virtual channel is also exposed (its ``preset`` and
+    ``exposure_ms``) and the pair is compared. A channel outside its acceptance band becomes
+    ``suspect`` and is exposed from the next time point on; a second bad pair makes it
+    ``physical``; ``recover_after`` good pairs in a row make it ``trusted`` (virtual) again.
+    """
+
+    every: int = Field(5, ge=1)
+    """A sentinel every this many time points (counted per position)."""
+    at_start: bool = True
+    """The first time point of each position is a sentinel."""
+    recover_after: int = Field(3, ge=1)
+    """Good sentinels in a row that return a channel from physical to virtual."""
+    uncertainty_passes: int = Field(4, ge=0, le=8)
+    """Test-time augmentation passes (flips and 90° rotations) per virtual frame; their
+    per-pixel spread is saved as ``uncertainty:NAME``. 0 turns it off; otherwise 2 to 8."""
+    acceptance: dict[str, Acceptance] = Field(default_factory=dict)
+    """Per virtual channel, overrides of the band stored in its engine's card."""
+
+    @model_validator(mode="after")
+    def _passes(self) -> Verification:
+        if self.uncertainty_passes == 1:
+            raise ValueError("uncertainty_passes: expected 0 (off) or 2 to 8, got 1")
         return self
 
 
@@ -285,6 +342,8 @@ class Profile(_Model):
     storage: Storage = Storage()
     display: Display = Display()
     acquisition: Protocol = Protocol()
+    verification: Verification | None = None
+    """Sentinel exposures that check the virtual channels (absent: none)."""
 
     @model_validator(mode="after")
     def _channels_consistent(self) -> Profile:
@@ -305,12 +364,22 @@ class Profile(_Model):
         if unknown:
             raise ValueError(f"autofocus channels {unknown} are not physical channels "
                              f"(have {sorted(physical)})")
+        if self.verification is not None:
+            bad = [v.name for v in self.virtual_channels if not (v.preset and v.exposure_ms)]
+            if bad:
+                raise ValueError(f"verification exposes every virtual channel: {bad} need "
+                                 "'preset' and 'exposure_ms'")
+            unknown = sorted(set(self.verification.acceptance) - {v.name for v in
+                                                                  self.virtual_channels})
+            if unknown:
+                raise ValueError(f"verification.acceptance names {unknown}, which are not "
+                                 "virtual channels")
         if isinstance(self.connection, MemoryConnection) and self.specimen.kind != "simulated":
             raise ValueError("connection kind 'memory' renders the simulated specimen: it "
                              "needs specimen.kind = 'simulated'")
         if self.specimen.kind == "simulated":
             presets = [c.preset for c in self.channels] + [
-                v.preset for v in self.virtual_channels if v.on_failure == "expose" and v.preset]
+                v.preset for v in self.exposable_virtual]
             unmapped = [p for p in presets if p not in self.specimen.stains]
             if unmapped:
                 raise ValueError(
@@ -319,15 +388,23 @@ class Profile(_Model):
         return self
 
     def bare(self, exposure_ms: float | None = None) -> Profile:
-        """The same hardware and specimen with no engines, no focus drift and no interval (the
-        camera flat out): the baseline a benchmark compares engines against."""
+        """The same hardware and specimen with no engines (so no verification), no focus drift
+        and no interval (the camera flat out): the baseline a benchmark compares engines
+        against."""
         channels = tuple(c if exposure_ms is None else c.model_copy(
             update={"exposure_ms": exposure_ms}) for c in self.channels)
         return self.model_copy(update={
-            "channels": channels, "virtual_channels": (),
+            "channels": channels, "virtual_channels": (), "verification": None,
             "autofocus": Autofocus(zscan_planes=self.autofocus.zscan_planes),
             "specimen": self.specimen.model_copy(update={"focus_drift_um": 0.0}),
             "acquisition": self.acquisition.model_copy(update={"interval_s": 0.0})})
+
+    @property
+    def exposable_virtual(self) -> tuple[VirtualChannel, ...]:
+        """Virtual channels the run may expose: all of them under verification, else those
+        with ``on_failure = "expose"``."""
+        return tuple(v for v in self.virtual_channels if v.preset and v.exposure_ms and (
+            self.verification is not None or v.on_failure == "expose"))
 
     def refocus_engines(self) -> dict[str, Path]:
         """Physical channel -> refocus engine file, in acquisition order (empty when off)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from acquire_vf.card import ModelCard
+from acquire_vf.card import ModelCard, acceptance_band
 from acquire_vf.config import Compute
 from acquire_vf.evaluate._tolerance import tolerance_curves
 from acquire_vf.metrics import image_metrics, to_unit
@@ -41,9 +41,16 @@ def _recipe_for(card: ModelCard, data: Path) -> Any:
 
 def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
              max_images: int | None = None, compute: Compute | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Evaluate ``model`` on ``data``; write ``out/metrics.json`` and ``out/report.html``."""
-    from acquire_vf.inference import create_engine
+             progress: Callable[[int, int], None] | None = None,
+             uncertainty_passes: int = 0) -> dict[str, Any]:
+    """Evaluate ``model`` on ``data``; write ``out/metrics.json`` and ``out/report.html``.
+
+    With ``uncertainty_passes`` (2 to 8) also the test-time-augmentation uncertainty: how it
+    correlates with the error (:mod:`acquire_vf.evaluate._uncertainty`). The inputs'
+    statistics (:func:`~acquire_vf.inference.input_stats`) are always reported.
+    """
+    from acquire_vf.evaluate._uncertainty import UncertaintyTally
+    from acquire_vf.inference import create_engine, infer_with_uncertainty, input_stats
     from acquire_vf.pairs import read_pairs
 
     card = ModelCard.load(model)
@@ -67,10 +74,17 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
     feats: dict[str, list[dict[str, np.ndarray]]] = {"real": [], "virtual": [], "inputs": []}
     rows: list[dict[str, Any]] = []
     examples: list[tuple[Any, np.ndarray]] = []
+    tally = UncertaintyTally(uncertainty_passes, lo, hi) if uncertainty_passes else None
+    seen: dict[str, list[np.ndarray]] = {c: [] for c in card.inputs}
     for k, pair in enumerate(pairs):
         inputs = [pair.inputs[i].astype(np.uint16) for i in range(pair.inputs.shape[0])]
+        for c, frame in zip(card.inputs, inputs, strict=True):
+            seen[c].append(frame)
         truth = pair.target[0]
         pred, qc = engine.infer(inputs)
+        if tally is not None:
+            mean, spread, _ = infer_with_uncertainty(engine, inputs, uncertainty_passes)
+            tally.add(spread, mean, truth)
         row: dict[str, Any] = {"key": [str(v) for v in pair.key], "z_um": pair.z_um, "qc": qc}
         row["prediction"] = _scores(pred, truth, lo, hi, bit_depth)
         for name, fn in baselines.items():
@@ -84,6 +98,9 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
             progress(k + 1, len(pairs))
     engine.close()
     result = _summarise(card, rows, list(baselines), split)
+    result["input_stats"] = {c: input_stats(f, card.normalisation[c]) for c, f in seen.items()}
+    if tally is not None:
+        result["uncertainty"] = tally.summary()
     if linear_fit is not None:
         result["linear_baseline"] = linear_fit
     if feats["real"]:
@@ -279,6 +296,10 @@ def update_card(model: Path, result: dict[str, Any]) -> ModelCard:
                                                    "baselines")}
     if "per_z" in result:
         metrics["held_out"]["per_z"] = result["per_z"]
-    updated = card.model_copy(update={"metrics": metrics})
+    if "uncertainty" in result:
+        metrics["held_out"]["uncertainty"] = result["uncertainty"]
+    updated = card.model_copy(update={"metrics": metrics, "acceptance": {},
+                                      "input_stats": result.get("input_stats", {})})
+    updated = updated.model_copy(update={"acceptance": acceptance_band(updated)})
     updated.save(model)
     return updated

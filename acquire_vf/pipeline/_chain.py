@@ -65,9 +65,12 @@ class Pipeline:
         """Hand over a frame set without waiting; the oldest waiting set is dropped if full."""
         with self._cv:
             if len(self._slot) >= self._slot_size:
-                self._slot.popleft()
-                self.sets_dropped += 1
-                self.virtual_skipped += len(self.outputs)
+                # the oldest set that may go; sets to keep (sentinels) wait their turn
+                drop = next((s for s in self._slot if not s.keep), None)
+                if drop is not None:
+                    self._slot.remove(drop)
+                    self.sets_dropped += 1
+                    self.virtual_skipped += len(self.outputs)
             self._slot.append(fs)
             self.max_depth = max(self.max_depth, len(self._slot))
             self._cv.notify()

@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf.card import acceptance_band
 from acquire_vf.focus import focus_score
-from acquire_vf.inference import TiledEngine
+from acquire_vf.inference import TiledEngine, check_inputs, infer_with_uncertainty, spread_frame
 from acquire_vf.pipeline._chain import virtual_frame
 from acquire_vf.pipeline._protocol import FrameSet
+
+UNCERTAINTY = "uncertainty:"
+"""Name prefix of a virtual channel's per-pixel uncertainty channel."""
 
 
 def _info(name: str, engine: TiledEngine, inputs: tuple[str, ...]) -> ChannelInfo:
@@ -41,6 +45,8 @@ class RefocusStage:
         self.threshold = threshold
         self.best: dict[str, float] = {}
         self.applied = 0
+        self.checked: set[tuple[int, int]] = set()
+        """(t, p) whose focus this stage judged: a z-scan the run did not need."""
 
     @property
     def outputs(self) -> tuple[ChannelInfo, ...]:
@@ -48,6 +54,8 @@ class RefocusStage:
 
     def process(self, fs: FrameSet) -> dict[str, Frame]:
         out: dict[str, Frame] = {}
+        if len(self.checked) < 1_000_000:
+            self.checked.add((fs.t, fs.p))
         for ch, engine in self.engines.items():
             src = fs.frames[ch]
             score = focus_score(src.pixels)
@@ -68,23 +76,48 @@ class RefocusStage:
 
 
 class SynthesisStage:
-    """Synthesises one virtual channel from its input channels (raw or refocused)."""
+    """Synthesises one virtual channel from its input channels (raw or refocused).
 
-    def __init__(self, channel: str, engine: TiledEngine, inputs: tuple[str, ...]) -> None:
+    With ``passes`` (2 to 8) the engine runs on flipped and rotated inputs; the virtual frame
+    is their mean and their per-pixel spread is saved as ``uncertainty:NAME``. QC adds the
+    input checks of the card's ``input_stats`` and ``uncertainty_high`` when the spread's
+    frame mean is above ``uncertainty_max`` (the card's band unless given).
+    """
+
+    def __init__(self, channel: str, engine: TiledEngine, inputs: tuple[str, ...], *,
+                 passes: int = 0, uncertainty_max: float | None = None) -> None:
         self.name = f"synthesis:{channel}"
         self.channel = channel
         self.engine = engine
         self.inputs = inputs
+        self.passes = passes
+        self.uncertainty_max = uncertainty_max if uncertainty_max is not None else \
+            acceptance_band(engine.card).get("uncertainty_max")
 
     @property
     def outputs(self) -> tuple[ChannelInfo, ...]:
-        return (_info(self.channel, self.engine, self.inputs),)
+        info = _info(self.channel, self.engine, self.inputs)
+        if not self.passes:
+            return (info,)
+        return (info, replace(info, name=UNCERTAINTY + self.channel))
 
     def process(self, fs: FrameSet) -> dict[str, Frame]:
-        pixels, qc = self.engine.infer([fs.frames[c].pixels for c in self.inputs])
+        frames = [fs.frames[c].pixels for c in self.inputs]
+        if self.passes:
+            pixels, spread, qc = infer_with_uncertainty(self.engine, frames, self.passes)
+            if self.uncertainty_max is not None:
+                qc["uncertainty_high"] = bool(qc["uncertainty_mean"] > self.uncertainty_max)
+        else:
+            pixels, qc = self.engine.infer(frames)
+        qc.update(check_inputs(self.engine.card, dict(zip(self.inputs, frames, strict=True))))
         # timed from the last input's arrival: the virtual frame cannot exist before it
         src = max((fs.frames[c] for c in self.inputs), key=lambda f: f.received)
-        return {self.channel: virtual_frame(src, self.channel, pixels, qc)}
+        out = {self.channel: virtual_frame(src, self.channel, pixels, qc)}
+        if self.passes:
+            name = UNCERTAINTY + self.channel
+            out[name] = virtual_frame(src, name, spread_frame(spread, pixels.dtype),
+                                      {"uncertainty_mean": qc["uncertainty_mean"]})
+        return out
 
     def close(self) -> None:
         self.engine.close()

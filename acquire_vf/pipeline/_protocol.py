@@ -24,6 +24,8 @@ class FrameSet:
     scores: dict[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Frame] = field(default_factory=dict)
     """The frames as acquired, kept when a stage replaces one in ``frames``."""
+    keep: bool = False
+    """Never dropped from the latest-frame slot (a sentinel pair needs its virtual frames)."""
 
 
 @runtime_checkable

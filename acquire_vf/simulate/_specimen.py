@@ -8,7 +8,11 @@ with the simulated slide as the devices stand for that frame:
   Micro-Manager (or in the acquisition's z offsets) blurs the image through the physical PSF;
   ``specimen.focus_drift_um`` makes the focal plane drift over time points;
 - the channel's preset picks the stain (``specimen.stains`` in the profile);
-- the exposure scales the photons, then the camera model adds shot and read noise.
+- the exposure scales the photons, then the camera model adds shot and read noise;
+- ``specimen.perturbation`` disturbs the slide from a time point on (to test verification):
+  ``dim`` gives a tenth of the light, ``stain_shift`` moves each stain's map by its own offset
+  (the stains' relation changes), ``new_sample`` shows MDA-MB-231 cells instead of U2OS
+  (DNA as DAPI, AGP and Mito as F-actin, RNA and ER as vinculin).
 
 It runs in line with acquisition, so the expensive parts are cached: the in-focus stain maps
 per window, the blurred image per (stain, window, defocus rounded to 0.25 µm). A frame at a
@@ -37,6 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Z_STEP_UM = 0.25
 PHASE_FLUX = 0.6
+NEW_SAMPLE_STAIN = {"DNA": "DAPI", "AGP": "F-actin", "Mito": "F-actin", "actin": "F-actin",
+                    "RNA": "Vinculin", "ER": "Vinculin"}
+"""``new_sample``: the MDA-MB-231 stain that stands in for each U2OS stain."""
+STAIN_ORDER = ("AGP", "RNA", "DNA", "ER", "Mito", "actin", "DAPI", "F-actin", "Vinculin", "PhC")
 
 
 class LiveSpecimen:
@@ -67,7 +75,7 @@ class LiveSpecimen:
         self.camera = Camera(bit_depth=bit_depth)
         self._stain_of = dict(stain_of)
         self._stage = stage or (lambda: (0.0, 0.0, 0.0))
-        self._fields: OrderedDict[tuple[int, int, int, int], Field] = OrderedDict()
+        self._fields: OrderedDict[tuple[int, int, int, int, str], Field] = OrderedDict()
         self._images: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._max = max_cached
         self._rng = np.random.default_rng([specimen.seed, 0x5EC])
@@ -79,7 +87,8 @@ class LiveSpecimen:
         for x, y in xy_um:
             field = self._field(self._origin(x, y), shape)
             for stain in set(self._stain_of.values()):
-                self._image(field, stain, 0.0)
+                if stain in field.stains or stain == "PhC":
+                    self._image(field, stain, 0.0)
 
     def __call__(self, pixels: np.ndarray, t: int, channel: str,
                  md: dict[str, Any]) -> np.ndarray:
@@ -98,12 +107,27 @@ class LiveSpecimen:
                z_um: float, exposure_ms: float) -> np.ndarray:
         """One camera frame of ``channel`` at time point ``t`` with the stages at x, y, z."""
         defocus = round((z_um - self.specimen.focus_at(t)) / Z_STEP_UM) * Z_STEP_UM
+        stain = self._stain_of[channel]
+        kind = self._perturbed(t)
+        sample, origin = self.specimen.sample, self._origin(x_um, y_um)
+        if kind == "new_sample":
+            sample = "mda231" if sample == "u2os" else "u2os"
+            stain = NEW_SAMPLE_STAIN.get(stain, stain) if sample == "mda231" else "DNA"
+        elif kind == "stain_shift":  # each stain's map moved by its own offset
+            k = STAIN_ORDER.index(stain) if stain in STAIN_ORDER else 0
+            origin = (origin[0] + 23 * k, origin[1] + 37 * k)
         with self._lock:
-            field = self._field(self._origin(x_um, y_um), shape)
-            mean = self._image(field, self._stain_of[channel], defocus)
+            field = self._field(origin, shape, sample)
+            mean = self._image(field, stain, defocus)
+            if kind == "dim":
+                mean = mean * 0.1
             out = self.camera.expose(mean, exposure_ms, self._rng, exact=False)
             self.frames_made += 1
         return out
+
+    def _perturbed(self, t: int) -> str | None:
+        pert = self.specimen.perturbation
+        return pert.kind if pert is not None and t >= pert.at else None
 
     def stain_of(self, channel: str) -> str:
         return self._stain_of[channel]
@@ -111,12 +135,15 @@ class LiveSpecimen:
     def _origin(self, x_um: float, y_um: float) -> tuple[int, int]:
         return int(round(y_um / self.pixel_size)), int(round(x_um / self.pixel_size))
 
-    def _field(self, origin: tuple[int, int], shape: tuple[int, int]) -> Field:
-        key = (*origin, *shape)
+    def _field(self, origin: tuple[int, int], shape: tuple[int, int],
+               sample: str | None = None) -> Field:
+        sample = sample or self.specimen.sample
+        key = (*origin, *shape, sample)
         field = self._fields.get(key)
         if field is None:
-            log.info("simulated specimen: rendering field at %s px (%dx%d)", origin, *shape)
-            field = render_field(self.specimen.sample, self.specimen.seed, shape,
+            log.info("simulated specimen: rendering %s field at %s px (%dx%d)", sample,
+                     origin, *shape)
+            field = render_field(sample, self.specimen.seed, shape,  # type: ignore[arg-type]
                                  self.pixel_size, origin_px=origin)
             self._fields[key] = field
             while len(self._fields) > 8:
@@ -124,7 +151,8 @@ class LiveSpecimen:
         return field
 
     def _image(self, field: Field, stain: str, defocus: float) -> np.ndarray:
-        key = (field.origin_px, field.stains[next(iter(field.stains))].shape, stain, defocus)
+        key = (field.kind, field.origin_px, field.stains[next(iter(field.stains))].shape, stain,
+               defocus)
         img = self._images.get(key)
         if img is not None:
             self._images.move_to_end(key)

@@ -62,6 +62,7 @@ class OmeTiffWriter:
         except OSError as e:
             raise StorageError(f"cannot create '{self.path}': {e.strerror or e}") from e
         self._closed = False
+        self._annotations: dict[str, list[dict[str, Any]]] = {}
 
     def append(self, frame: Frame) -> int:
         """Append ``frame`` as the next page; return its page index (IFD).
@@ -117,6 +118,10 @@ class OmeTiffWriter:
                              "why": why})
         self.frames_skipped += 1
 
+    def annotate(self, namespace: str, records: list[dict[str, Any]]) -> None:
+        """Records to write as OME MapAnnotations (one per record) when the file closes."""
+        self._annotations[namespace] = list(records)
+
     def close(self) -> None:
         """Write the OME-XML and mark the journal closed. Safe to call twice."""
         if self._closed:
@@ -125,8 +130,10 @@ class OmeTiffWriter:
         try:
             self._tw.close()
             records = read_journal(self.path)[1]
+            for ns, recs in self._annotations.items():
+                self._write_journal({"kind": "annotations", "namespace": ns, "records": recs})
             if records:
-                _write_ome(self.path, self.layout, records, self._qc_counts)
+                _write_ome(self.path, self.layout, records, self._qc_counts, self._annotations)
             else:
                 self.path.unlink()  # a header-only file is not a valid TIFF; the journal says why
             self._write_journal({"kind": "closed", "frames": len(records)})
@@ -171,7 +178,8 @@ def read_journal(path: Path) -> tuple[DatasetLayout, list[dict[str, Any]], bool]
 
 
 def _write_ome(path: Path, layout: DatasetLayout, records: list[dict[str, Any]],
-               qc: dict[str, dict[str, int]] | None = None) -> None:
+               qc: dict[str, dict[str, int]] | None = None,
+               annotations: dict[str, list[dict[str, Any]]] | None = None) -> None:
     if qc is None:
         qc = {}
         for r in records:
@@ -179,7 +187,7 @@ def _write_ome(path: Path, layout: DatasetLayout, records: list[dict[str, Any]],
             for flag, on in (r.get("qc") or {}).items():
                 if on is True:
                     counts[flag] = counts.get(flag, 0) + 1
-    xml = build_ome_xml(layout, records, qc)
+    xml = build_ome_xml(layout, records, qc, annotations)
     tifffile.tiffcomment(path, comment=xml.encode("utf-8"))
 
 

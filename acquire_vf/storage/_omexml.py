@@ -20,30 +20,22 @@ _PIXEL_TYPES = {"uint8": "uint8", "uint16": "uint16", "float32": "float"}
 
 
 def build_ome_xml(layout: DatasetLayout, frames: Iterable[dict[str, Any]],
-                  qc_summary: dict[str, dict[str, int]] | None = None) -> str:
+                  qc_summary: dict[str, dict[str, int]] | None = None,
+                  annotations: dict[str, list[dict[str, Any]]] | None = None) -> str:
     """OME-XML for ``layout`` with one Image per stage position.
 
     ``frames`` are journal records: ``ifd``, ``t``, ``p``, ``z``, ``c`` (channel index) and
-    optional ``elapsed_ms``, ``exposure_ms``, ``x_um``, ``y_um``, ``z_um``.
+    optional ``elapsed_ms``, ``exposure_ms``, ``x_um``, ``y_um``, ``z_um``. ``annotations``
+    (namespace -> records) become one MapAnnotation per record (e.g. each sentinel pair's
+    fidelity).
     """
     by_pos: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(layout.positions))}
     for f in frames:
         by_pos.setdefault(int(f["p"]), []).append(f)
     h, w = layout.shape
     ptype = _PIXEL_TYPES[layout.dtype]
-    anns = []
+    anns = _annotation_xml(layout, qc_summary, annotations)
     images = []
-    for v_i, ch in enumerate(layout.channels):
-        if ch.role != "virtual":
-            continue
-        kv = {"role": "virtual", "engine": ch.engine, "sha256": ch.sha256, "backend": ch.backend,
-              "precision": ch.precision, "inputs": ",".join(ch.inputs)}
-        for flag, n in sorted((qc_summary or {}).get(ch.name, {}).items()):
-            kv[f"qc.{flag}"] = str(n)
-        vals = "".join(f"<M K={quoteattr(k)}>{_esc(str(v))}</M>" for k, v in kv.items()
-                       if v is not None)
-        anns.append(f'<MapAnnotation ID="Annotation:{v_i}" Namespace="{ANNOTATION_NS}">'
-                    f"<Value>{vals}</Value></MapAnnotation>")
     for p, recs in sorted(by_pos.items()):
         size_t = max((int(r["t"]) for r in recs), default=0) + 1
         pos = layout.positions[p] if p < len(layout.positions) else {"name": f"Pos{p}"}
@@ -82,6 +74,32 @@ def build_ome_xml(layout: DatasetLayout, frames: Iterable[dict[str, Any]],
         f'xsi:schemaLocation="{OME_NS} {OME_NS}/ome.xsd" Creator="acquire-vf">'
         f"{''.join(images)}{sa}</OME>"
     )
+
+
+def _annotation_xml(layout: DatasetLayout, qc_summary: dict[str, dict[str, int]] | None,
+                    annotations: dict[str, list[dict[str, Any]]] | None) -> list[str]:
+    """Each virtual channel's provenance, then one MapAnnotation per annotation record."""
+    anns = []
+    for v_i, ch in enumerate(layout.channels):
+        if ch.role != "virtual":
+            continue
+        kv = {"role": "virtual", "engine": ch.engine, "sha256": ch.sha256, "backend": ch.backend,
+              "precision": ch.precision, "inputs": ",".join(ch.inputs)}
+        for flag, n in sorted((qc_summary or {}).get(ch.name, {}).items()):
+            kv[f"qc.{flag}"] = str(n)
+        vals = "".join(f"<M K={quoteattr(k)}>{_esc(str(v))}</M>" for k, v in kv.items()
+                       if v is not None)
+        anns.append(f'<MapAnnotation ID="Annotation:{v_i}" Namespace="{ANNOTATION_NS}">'
+                    f"<Value>{vals}</Value></MapAnnotation>")
+    n = len(layout.channels)
+    for ns, recs in (annotations or {}).items():
+        for rec in recs:
+            vals = "".join(f"<M K={quoteattr(str(k))}>{_esc(str(v))}</M>"
+                           for k, v in rec.items() if v is not None)
+            anns.append(f'<MapAnnotation ID="Annotation:{n}" Namespace={quoteattr(ns)}>'
+                        f"<Value>{vals}</Value></MapAnnotation>")
+            n += 1
+    return anns
 
 
 def _plane(r: dict[str, Any]) -> str:

@@ -1,0 +1,110 @@
+"""The light-dose ledger: the light a run took, against a stated comparator protocol.
+
+Dose is exposure time x the channel's ``relative_power`` (unit: ms at relative power 1). The
+comparator is the protocol without acquire-vf, for the planes the run acquired: every physical
+and every virtual channel exposed, plus a z-scan autofocus of ``autofocus.zscan_planes``
+exposures (of the first channel) every ``zscan_every`` time points at each position when the
+profile refocuses virtually, none when ``hardware_autofocus = true`` (a hardware autofocus
+costs no light).
+
+Savings by cause count only what was made: a virtual frame that was skipped saved nothing
+(``not_made`` says how much of the comparator was neither exposed nor replaced). Sentinel
+exposures and fallback exposures (suspect, physical, or engine failure) are costs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+from acquire_vf._frames import Frame
+from acquire_vf.config import Profile
+
+UNIT = "ms of exposure at relative power 1"
+COSTS = {"sentinel": "sentinels", "suspect": "physical_fallback",
+         "physical": "physical_fallback", "engine_failure": "physical_fallback"}
+
+
+class DoseLedger:
+    """Fed by the run as frames arrive (any thread); :meth:`report` at the end."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._power = {c.name: c.relative_power for c in profile.channels}
+        self._power.update({v.name: v.relative_power for v in profile.virtual_channels})
+        mean_exposure = sum(c.exposure_ms for c in profile.channels) / len(profile.channels)
+        self.dose = {c.name: c.exposure_ms * c.relative_power for c in profile.channels}
+        self.dose.update({v.name: (v.exposure_ms or mean_exposure) * v.relative_power
+                          for v in profile.virtual_channels})
+        self._lock = threading.Lock()
+        self.taken_exposures = 0
+        self.taken_dose = 0.0
+        self.by_why: Counter[str] = Counter()
+        self.dose_by_why: dict[str, float] = {}
+        self.made: Counter[str] = Counter()
+        self.planes: set[tuple[int, int, int]] = set()
+
+    def taken(self, frame: Frame, why: str = "plan") -> None:
+        exposure = frame.exposure_ms if frame.exposure_ms is not None else \
+            self.dose.get(frame.id.c, 0.0) / self._power.get(frame.id.c, 1.0)
+        d = exposure * self._power.get(frame.id.c, 1.0)
+        with self._lock:
+            self.taken_exposures += 1
+            self.taken_dose += d
+            self.by_why[why] += 1
+            self.dose_by_why[why] = self.dose_by_why.get(why, 0.0) + d
+            if why == "plan":
+                self.planes.add((frame.id.t, frame.id.p, frame.id.z))
+
+    def made_virtual(self, frame: Frame) -> None:
+        if frame.id.c in self.dose and frame.id.c not in self._physical_names:
+            with self._lock:
+                self.made[frame.id.c] += 1
+
+    @property
+    def _physical_names(self) -> set[str]:
+        return {c.name for c in self.profile.channels}
+
+    def report(self, refocus_checked: set[tuple[int, int]] | None = None) -> dict[str, Any]:
+        prof = self.profile
+        af = prof.autofocus
+        with self._lock:
+            planes = set(self.planes)
+            made = Counter(self.made)
+            by_why, dose_by_why = Counter(self.by_why), dict(self.dose_by_why)
+            taken = {"exposures": self.taken_exposures, "dose": round(self.taken_dose, 2)}
+        per_plane = [c.name for c in prof.channels] + [v.name for v in prof.virtual_channels]
+        zscan_on = af.policy != "off" and af.zscan_planes > 0
+        focus_dose = 0.0 if af.hardware_autofocus else self.dose[prof.channels[0].name]
+        due = {(t, p) for t, p, _ in planes if t % af.zscan_every == 0}
+        zscans = len(due) if zscan_on else 0
+        comp_exp = len(planes) * len(per_plane) + zscans * (
+            0 if af.hardware_autofocus else af.zscan_planes)
+        comp_dose = len(planes) * sum(self.dose[c] for c in per_plane) + \
+            zscans * af.zscan_planes * focus_dose
+        avoided = len(due & (refocus_checked or set())) if zscan_on else 0
+        saved: dict[str, float] = {
+            "virtual_channels": round(sum(n * self.dose[c] for c, n in made.items()), 2),
+            "virtual_refocus": round(avoided * af.zscan_planes * focus_dose, 2),
+            "sentinels": 0.0, "physical_fallback": 0.0}
+        for why, d in dose_by_why.items():
+            if why in COSTS:
+                saved[COSTS[why]] = round(saved[COSTS[why]] - d, 2)
+        net = round(sum(saved.values()), 2)
+        return {
+            "unit": UNIT,
+            "taken": taken,
+            "comparator": {"exposures": comp_exp, "dose": round(comp_dose, 2)},
+            "comparator_protocol": {
+                "channels_exposed_per_plane": per_plane, "planes": len(planes),
+                "zscan_planes": af.zscan_planes if zscan_on else 0,
+                "zscan_every": af.zscan_every, "hardware_autofocus": af.hardware_autofocus,
+                "zscans": zscans},
+            "saved_by_cause": saved,
+            "saved_net": net,
+            "saved_fraction": round(net / comp_dose, 4) if comp_dose else 0.0,
+            "not_made": round(comp_dose - taken["dose"] - net, 2),
+            "exposures_by_reason": dict(by_why),
+            "virtual_frames_made": dict(made),
+        }
