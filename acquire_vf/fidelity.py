@@ -25,15 +25,19 @@ def segment_cells(inputs: Sequence[np.ndarray], min_area: int = 30) -> np.ndarra
     """Cell labels from the physical inputs: their normalised sum above its Otsu threshold,
     split into connected regions of at least ``min_area`` pixels."""
     from skimage.measure import label
-    from skimage.morphology import remove_small_objects
 
     acc = np.zeros(inputs[0].shape, np.float64)
     for a in inputs:
         a = a.astype(np.float64)
         lo, hi = np.percentile(a, [1, 99.5])
         acc += np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1)
-    mask = remove_small_objects(signal_mask(acc), min_area)
-    return np.asarray(label(mask), np.int32)
+    labels = np.asarray(label(signal_mask(acc)), np.int32)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_area
+    keep[0] = False
+    relabel = np.zeros(sizes.size, np.int32)
+    relabel[keep] = np.arange(1, int(keep.sum()) + 1)
+    return relabel[labels]
 
 
 def cell_correlation(virtual: np.ndarray, physical: np.ndarray, labels: np.ndarray

@@ -7,10 +7,13 @@ thread (:func:`~acquire_vf.fidelity.pair_fidelity`), never on the acquisition th
 
 Trust, per virtual channel and position::
 
-    trusted --bad sentinel, or a QC flag--> suspect --bad--> physical
-       ^                                       |               |
-       +--------------good---------------------+               |
-       +-------------- recover_after good pairs in a row ------+
+    trusted --bad sentinel, or a QC flag--> suspect --bad, or flags again--> physical
+       ^                                       |                               |
+       +-----good (and no QC flag)-------------+                               |
+       +------------- recover_after good pairs in a row, no QC flag -----------+
+
+QC flags are the virtual frame's input checks (dim, focus, histogram, range), saturation and
+uncertainty above the card's band: inputs unlike the engine's data.
 
 A ``suspect`` or ``physical`` channel is exposed at every time point (its virtual frame is
 still made, saved and compared); a ``trusted`` one only at sentinels. Every switch is recorded
@@ -57,6 +60,8 @@ class CheckedChannel:
 class _Trust:
     state: str = TRUSTED
     good: int = 0
+    flagged_at: int | None = None
+    """First time point of the current run of QC-flagged virtual frames."""
 
 
 @dataclass
@@ -149,11 +154,29 @@ class Verifier:
         if c not in self.channels:
             return
         flags = [k for k in SUSPECT_FLAGS if frame.qc.get(k) is True]
-        if flags:
-            self._switch(c, fid.t, fid.p, SUSPECT, "QC: " + ", ".join(flags), {},
-                         only_from=TRUSTED)
+        self._qc_flags(c, fid.t, fid.p, flags)
         if self.plan(fid.t, fid.p).get(c):
             self._arrived(self._virtual, self._physical, frame, virtual_first=True)
+
+    def _qc_flags(self, c: str, t: int, p: int, flags: list[str]) -> None:
+        """QC flags on a virtual frame: a trusted channel becomes suspect; flags at a later
+        time point too (the inputs stay unlike the engine's data) make it physical."""
+        with self._lock:
+            trust = self._trust_of(c, p)
+            if not flags:
+                trust.flagged_at = None
+                return
+            since, state = trust.flagged_at, trust.state
+            if since is None:
+                trust.flagged_at = t
+        why = "QC: " + ", ".join(flags)
+        if state == TRUSTED:
+            self._switch(c, t, p, SUSPECT, why, {})
+        elif state == SUSPECT and since is not None and t > since:
+            self._switch(c, t, p, PHYSICAL, why + f" (since t={since})", {})
+        elif state == PHYSICAL:
+            with self._lock:
+                trust.good = 0  # flagged frames never count towards recovery
 
     def _arrived(self, mine: OrderedDict, other: OrderedDict, frame: Frame,
                  virtual_first: bool) -> None:
@@ -214,9 +237,11 @@ class Verifier:
                              "sentinel outside the acceptance band: " + "; ".join(bad),
                              figures)
             return
-        if state == SUSPECT:
+        with self._lock:
+            flagged = trust.flagged_at is not None
+        if state == SUSPECT and not flagged:
             self._switch(c, t, p, TRUSTED, "sentinel back inside the acceptance band", figures)
-        elif state == PHYSICAL:
+        elif state == PHYSICAL and not flagged:
             with self._lock:
                 trust.good += 1
                 enough = trust.good >= self.config.recover_after

@@ -1,0 +1,183 @@
+"""Verified virtual channels: sentinels, trust, fallback to physical exposure, the ledger.
+
+The state machine is driven directly with made-up pairs (table-driven); whole runs use the
+in-memory backend with the shipped engines and a disturbed simulated specimen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from acquire_vf._frames import Frame, FrameId
+from acquire_vf.acquisition import CheckedChannel, Verifier
+from acquire_vf.config import Verification
+from acquire_vf.fidelity import cell_correlation, pair_fidelity, segment_cells
+from tests.conftest import verified_profile
+
+RNG = np.random.default_rng(7)
+TRUTH = (RNG.random((64, 64)) * 3000 + 100).astype(np.uint16)
+BAND = {"psnr_min": 25.0}
+
+
+def _frame(t: int, c: str, pixels: np.ndarray, role: str = "physical",
+           qc: dict | None = None) -> Frame:
+    return Frame(FrameId(t, 0, 0, c), pixels, t, 0.0, role=role, qc=dict(qc or {}))  # type: ignore[arg-type]
+
+
+def _wait_judged(v: Verifier, n: int) -> None:
+    t0 = time.monotonic()
+    while v.records["DNA"].sentinels < n:
+        assert time.monotonic() - t0 < 10, "pairs were not judged"
+        time.sleep(0.002)
+
+
+def _drive(steps: str, every: int = 1, recover_after: int = 2) -> tuple[Verifier, list[str]]:
+    """Per time point: G (a good pair), B (a bad pair), F (a good pair, QC-flagged virtual
+    frame), . (no exposure wanted: nothing happens). Returns the state after each step."""
+    v = Verifier(Verification(every=every, recover_after=recover_after),
+                 {"DNA": CheckedChannel("DNA", 0.0, 4000.0, BAND)})
+    states = []
+    judged = 0
+    for t, step in enumerate(steps):
+        assert (step == ".") == (not v.wants("DNA", t, 0)), (steps, t, v.plan(t, 0))
+        if step != ".":
+            bad = step == "B"
+            virtual = TRUTH if not bad else (TRUTH // 3).astype(np.uint16)
+            flags = {"input_dim": True} if step == "F" else {}
+            v.virtual(_frame(t, "DNA", virtual, "virtual", flags))
+            v.physical(_frame(t, "DNA", TRUTH))
+            judged += 1
+            _wait_judged(v, judged)
+        states.append(v.state("DNA"))
+    v.close()
+    return v, states
+
+
+@pytest.mark.parametrize("steps, states", [
+    ("GGGG", ["trusted"] * 4),
+    ("GBG", ["trusted", "suspect", "trusted"]),
+    ("GBBGG", ["trusted", "suspect", "physical", "physical", "trusted"]),
+    ("BBGBGG", ["suspect", "physical", "physical", "physical", "physical", "trusted"]),
+    ("GFFGG", ["trusted", "suspect", "physical", "physical", "trusted"]),
+    ("FGG", ["suspect", "trusted", "trusted"]),
+], ids=["good-stays-trusted", "one-bad-is-a-false-alarm", "two-bad-then-recovers",
+        "recovery-needs-good-in-a-row", "persistent-qc-flags-go-physical",
+        "flag-gone-and-a-good-pair-clear-it"])
+def test_trust_state_machine(steps: str, states: list[str]) -> None:
+    v, got = _drive(steps)
+    assert got == states
+    rec = v.report()["DNA"]
+    assert rec["state"] == states[-1]
+    assert [s["to"] for s in rec["switches"]] == [b for a, b in zip(["trusted"] + states, states,
+                                                                   strict=False) if a != b]
+    for s in rec["switches"]:
+        assert {"t", "p", "to", "why"} <= set(s) and s["why"]
+
+
+def test_sentinels_fall_every_n_time_points_and_only_then_while_trusted() -> None:
+    v = Verifier(Verification(every=5), {"DNA": CheckedChannel("DNA", 0.0, 4000.0, BAND)})
+    assert [t for t in range(16) if v.wants("DNA", t, 0)] == [0, 5, 10, 15]
+    late = Verifier(Verification(every=5, at_start=False),
+                    {"DNA": CheckedChannel("DNA", 0.0, 4000.0, BAND)})
+    assert [t for t in range(16) if late.wants("DNA", t, 1)] == [5, 10, 15]
+    v.close()
+    late.close()
+
+
+def test_fidelity_figures() -> None:
+    same = pair_fidelity(TRUTH, TRUTH, 0, 4000)
+    assert same["psnr"] == float("inf") and same["mae"] == 0 and same["error_area"] == 0
+    worse = pair_fidelity((TRUTH // 3).astype(np.uint16), TRUTH, 0, 4000)
+    assert worse["psnr"] < 15 and worse["error_area"] > 0.1
+    cells = np.zeros((64, 64), np.uint16)
+    for i, (y, x) in enumerate([(10, 10), (10, 40), (40, 10), (40, 40), (25, 25)]):
+        cells[y:y + 8, x:x + 8] = 2000 + 500 * i
+    labels = segment_cells([cells], min_area=10)
+    assert labels.max() == 5
+    assert cell_correlation(cells, cells, labels) == pytest.approx(1.0)
+    assert cell_correlation(cells[::-1, ::-1].copy(), cells, labels) < 0.5
+
+
+# ----- whole runs on the in-memory backend -------------------------------------------------
+
+def _run(tmp_path: Path, n: int, perturbation: dict | None = None, **ver: Any) -> dict:
+    from acquire_vf._session import run_session
+
+    spec: dict[str, Any] = {}
+    if perturbation:
+        spec["perturbation"] = perturbation
+    prof = verified_profile(specimen=spec, verification=ver,
+                            acquisition={"time_points": n, "interval_s": 0.05},
+                            connection={"kind": "memory", "shape": [192, 192]})
+    return run_session(prof, tmp_path / "run", quiet=True)
+
+
+@pytest.mark.slow
+def test_without_a_perturbation_no_channel_leaves_trusted_in_200_time_points(tmp_path) -> None:
+    rep = _run(tmp_path, 200)
+    for name, v in rep["verification"].items():
+        assert v["state"] == "trusted" and v["switches"] == [], (name, v["switches"][:3])
+        assert v["sentinels"] == 40, name  # t = 0, 5, ..., 195
+    dose = rep["light_dose"]
+    assert dose["exposures_by_reason"] == {"plan": 400, "sentinel": 120}
+    assert dose["saved_by_cause"]["physical_fallback"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dim", "stain_shift", "new_sample"])
+def test_each_perturbation_is_caught_and_exposed_physically(tmp_path, kind) -> None:
+    at, every = 12, 5
+    rep = _run(tmp_path, 30, {"at": at, "kind": kind}, every=every)
+    caught = {}
+    for name, v in rep["verification"].items():
+        assert all(s["t"] >= at for s in v["switches"]), (name, "a false alarm", v["switches"])
+        if v["switches"]:
+            caught[name] = v
+    assert caught, f"{kind}: no channel left trusted"
+    for name, v in caught.items():
+        first = v["switches"][0]["t"]
+        assert first <= at + every, (name, first)
+        assert any(s["to"] == "physical" for s in v["switches"]), (name, v["switches"])
+        assert v["exposures"].get("physical", 0) + v["exposures"].get("suspect", 0) > 0
+
+
+def test_the_dataset_holds_sentinels_uncertainty_and_their_fidelity(tmp_path) -> None:
+    import tifffile
+
+    from acquire_vf.storage import open_dataset
+
+    rep = _run(tmp_path, 11)
+    (f,) = open_dataset(tmp_path / "run")
+    names = {(c.name, c.role) for c in f.layout.channels}
+    assert {("DNA", "physical"), ("DNA", "virtual"), ("uncertainty:DNA", "virtual")} <= names
+    sentinel_t = sorted(r["t"] for r in f.records if (r["channel"], r["role"]) == ("DNA",
+                                                                                     "physical"))
+    assert sentinel_t == [0, 5, 10]
+    assert [x["t"] for x in rep["verification"]["DNA"]["fidelity"]] == [0, 5, 10]
+    with tifffile.TiffFile(f.path) as tif:
+        ome = tif.ome_metadata or ""
+    assert ome.count('Namespace="acquire-vf/sentinel-fidelity"') == 9  # 3 channels x 3
+    unc = [r for r in f.records if r["channel"] == "uncertainty:DNA"]
+    made = [r for r in f.records if (r["channel"], r["role"]) == ("DNA", "virtual")]
+    assert len(unc) == len(made) >= 3  # one uncertainty frame per virtual frame made
+    assert all(r["qc"]["uncertainty_mean"] > 0 for r in unc)
+    json.dumps(rep)  # the report is plain JSON
+
+
+def test_the_ledger_adds_up(tmp_path) -> None:
+    rep = _run(tmp_path, 10)
+    d = rep["light_dose"]
+    assert d["comparator"]["dose"] - d["taken"]["dose"] - d["saved_net"] == \
+        pytest.approx(d["not_made"], abs=0.05)
+    assert d["saved_net"] == pytest.approx(sum(d["saved_by_cause"].values()), abs=0.05)
+    # two sentinel time points (0, 5) x (DNA 20 ms + ER 60 ms + Mito 50 ms)
+    assert d["saved_by_cause"]["sentinels"] == pytest.approx(-2 * (20 + 60 + 50))
+    assert d["comparator_protocol"]["zscan_planes"] == 11 and d["comparator_protocol"][
+        "zscans"] == 10
+    assert rep["exposures_full_protocol"] == d["comparator"]["exposures"] == 10 * 5 + 10 * 11
