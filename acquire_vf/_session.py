@@ -21,6 +21,7 @@ from acquire_vf.acquisition import (
     dataset_layout,
     load_plan,
     make_verifier,
+    policy_report,
     print_session,
     profile_sequence,
     session_report,
@@ -71,7 +72,8 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
         run_plan = build_plan(seq, profile, base_z_um=info.z_um, base_xy_um=info.xy_um)
     sink: FrameSink = OmeTiffWriter(sink_path, dataset_layout(profile, run_plan, stages, info))
     return AcquisitionRun(profile, backend, sink, run_plan, stages=stages,
-                          verifier=make_verifier(profile, stages))
+                          verifier=make_verifier(profile, stages),
+                          pace_to_engines=replay is not None and as_fast_as_possible)
 
 
 def replay_plan(profile: Profile, backend: Any) -> RunPlan:
@@ -86,8 +88,9 @@ def replay_plan(profile: Profile, backend: Any) -> RunPlan:
                 for v in profile.exposable_virtual}
     table.update({k: v for k, v in optional.items() if k in backend.channels})
     lay = backend.file.layout
-    return RunPlan(events=backend.events(table), positions=list(lay.positions),
-                   z_offsets_um=lay.z_offsets_um, optional=frozenset(optional))
+    return RunPlan(events=backend.events(table, frozenset(optional)),
+                   positions=list(lay.positions), z_offsets_um=lay.z_offsets_um,
+                   optional=frozenset(optional))
 
 
 def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
@@ -134,6 +137,9 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     finally:
         restore()
         report = session_report(run, profile_source=profile_source, backend=backend_desc)
+        if replay is not None and run.verifier is not None and run.data_path is not None \
+                and run.data_path.exists() and run.fatal_error is None:
+            report["policy"] = policy_report(replay, out, run.verifier, report["light_dose"])
         if out.is_dir():
             write_session(report, out)
     if not quiet:

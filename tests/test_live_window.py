@@ -121,6 +121,33 @@ def test_qc_flags_error_map_and_manual_levels() -> None:
 
 @needs_gui
 @pytest.mark.qt
+def test_fidelity_trace_and_input_flags() -> None:
+    """Sentinel pairs judged on another thread show as points of the channel's trace (the
+    ones outside the band in red); the new QC flags show on the virtual panel."""
+    from acquire_vf.acquisition import RunSignals
+
+    win = _window()
+    signals = RunSignals()
+    win.connect(signals)
+    rows = [{"channel": "DNA", "t": t, "psnr": p, "ok": ok}
+            for t, p, ok in ((0, 24.0, True), (5, 23.5, True), (10, 14.0, False))]
+    th = threading.Thread(target=lambda: [signals.fidelity.emit(r) for r in rows])
+    th.start()
+    th.join()
+    _, down = gradients()
+    win.offer(frame("DNA", 10, down, "virtual", qc={"input_dim": True,
+                                                   "uncertainty_high": False}))
+    win.process_events(0.3)
+    assert win.fidelity.pairs_shown == 3
+    (curve,) = win.fidelity._curves.values()
+    xs, ys = curve.getData()
+    assert list(xs) == [0, 5, 10] and list(ys) == [24.0, 23.5, 14.0]
+    flags = win.panels[("DNA", "virtual")].flags.toPlainText()
+    assert "input_dim" in flags and "uncertainty_high" not in flags, flags
+
+
+@needs_gui
+@pytest.mark.qt
 @pytest.mark.slow
 def test_closing_the_window_mid_run_20_times_stops_cleanly(tmp_path: Path) -> None:
     """A real demo run per close (one Micro-Manager for all), closed once frames are saved."""

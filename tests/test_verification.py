@@ -181,3 +181,45 @@ def test_the_ledger_adds_up(tmp_path) -> None:
     assert d["comparator_protocol"]["zscan_planes"] == 11 and d["comparator_protocol"][
         "zscans"] == 10
     assert rep["exposures_full_protocol"] == d["comparator"]["exposures"] == 10 * 5 + 10 * 11
+
+
+def _truth_dataset(tmp_path: Path, n: int, perturbation: dict) -> Path:
+    """Every channel exposed at every time point: the truth a policy is replayed against."""
+    from acquire_vf._session import run_session
+
+    five = [{"name": "AGP", "preset": "Rhodamine", "exposure_ms": 50},
+            {"name": "RNA", "preset": "FITC", "exposure_ms": 50},
+            {"name": "DNA", "preset": "DAPI", "exposure_ms": 20},
+            {"name": "ER", "preset": "ER", "exposure_ms": 60},
+            {"name": "Mito", "preset": "Cy5", "exposure_ms": 50}]
+    prof = verified_profile(channels=five, virtual_channels=[], autofocus={"policy": "off"},
+                            specimen={"perturbation": perturbation},
+                            acquisition={"time_points": n, "interval_s": 0.0},
+                            connection={"kind": "memory", "shape": [192, 192]})
+    run_session(prof, tmp_path / "truth", quiet=True, stages=[])
+    return tmp_path / "truth"
+
+
+@pytest.mark.slow
+def test_replay_reports_what_a_policy_would_have_let_through(tmp_path) -> None:
+    from acquire_vf._session import run_session
+
+    truth = _truth_dataset(tmp_path, 25, {"at": 12, "kind": "stain_shift"})
+    reports = {}
+    for every in (5, 20):
+        prof = verified_profile(verification={"every": every})
+        reports[every] = run_session(prof, tmp_path / f"every{every}", replay=truth,
+                                     as_fast_as_possible=True, quiet=True)
+    for every, rep in reports.items():
+        pol = rep["policy"]
+        assert pol["light_saved_net"] == rep["light_dose"]["saved_net"] > 0
+        for name, ch in pol["channels"].items():
+            assert ch["truth_frames"] == 25
+            assert all(b["t"] >= 12 for b in ch["bad_at"]), (every, name, ch["bad_at"])
+    # a sparser policy relies on more virtual frames and lets more bad ones through
+    five, twenty = reports[5]["policy"]["channels"], reports[20]["policy"]["channels"]
+    assert sum(c["bad_let_through"] for c in twenty.values()) > \
+        sum(c["bad_let_through"] for c in five.values()) > 0
+    assert all(twenty[c]["virtual_relied_on"] > five[c]["virtual_relied_on"] for c in five)
+    # with every = 5 the sentinel at t = 15 catches it: only t = 12, 13, 14 were relied on
+    assert {b["t"] for c in five.values() for b in c["bad_at"]} == {12, 13, 14}

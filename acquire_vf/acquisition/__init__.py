@@ -10,6 +10,7 @@ from acquire_vf.acquisition._plan import (
     match_channels,
     profile_sequence,
 )
+from acquire_vf.acquisition._policy import policy_report
 from acquire_vf.acquisition._report import (
     full_protocol_exposures,
     light_dose,
@@ -25,6 +26,6 @@ from acquire_vf.acquisition._verify import CheckedChannel, Verifier, make_verifi
 __all__ = [
     "AcquisitionRun", "CheckedChannel", "RunPlan", "RunSignals", "RunState", "RunStatus",
     "Verifier", "build_plan", "dataset_layout", "frame_id", "full_protocol_exposures",
-    "light_dose", "load_plan", "make_verifier", "match_channels", "print_session",
+    "light_dose", "load_plan", "make_verifier", "match_channels", "policy_report", "print_session",
     "profile_sequence", "session_report", "write_session"
 ]

@@ -27,7 +27,7 @@ class FrameHandoff:
 
     def __init__(self, sequence: SequenceChecker, writer: BackgroundWriter, pipeline: Pipeline,
                  group: frozenset[str], latency: LatencyRecorder,
-                 record_error: Any, keep: Any = None) -> None:
+                 record_error: Any, keep: Any = None, pace: Any = None) -> None:
         self.sequence = sequence
         self.writer = writer
         self.pipeline = pipeline
@@ -36,6 +36,9 @@ class FrameHandoff:
         self._record_error = record_error
         self._keep = keep
         """``(t, p) -> bool``: the frame set must not be dropped (a sentinel needs it)."""
+        self._pace = pace
+        """Called before each frame set is handed over: a replay paced to the engines waits
+        there until they (and the verifier) are idle; live runs never wait."""
         self._pending: dict[tuple[int, int, int], dict[str, Frame]] = {}
         self._clock0: float | None = None
         self.first_ms: float | None = None
@@ -107,5 +110,7 @@ class FrameHandoff:
         group[frame.id.c] = frame
         if len(group) == len(self._group):
             del self._pending[key]
+            if self._pace is not None:
+                self._pace()
             keep = bool(self._keep(key[0], key[1])) if self._keep is not None else False
             self.pipeline.submit(FrameSet(*key, frames=group, keep=keep))

@@ -113,6 +113,11 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
         t.add_row(f"latency {stage} (p50 / p95)", f"{lat['p50']:.2f} / {lat['p95']:.2f} ms")
     if report.get("backend"):
         t.add_row("backend", report["backend"])
+    policy = report.get("policy")
+    if policy:
+        for name, v in policy["channels"].items():
+            t.add_row(f"policy: {name}", f"{v['bad_let_through']} bad of "
+                                         f"{v['virtual_relied_on']} virtual frames relied on")
     t.add_row("errors", str(len(report["errors"])))
     console.print(t)
     for e in report["errors"][:5]:

@@ -58,11 +58,15 @@ class AcquisitionRun:
         Processing stages, run in order on the pipeline's thread.
     verifier
         Sentinel exposures and trust per virtual channel (``[verification]``), or none.
+    pace_to_engines
+        Hand each frame set over only once the engines and the verifier are idle, so no
+        virtual frame is skipped and every decision sees the pairs before it (a replay as
+        fast as possible; never on hardware, which cannot wait).
     """
 
     def __init__(self, profile: Profile, backend: AcquisitionBackend, sink: FrameSink,
                  plan: RunPlan, *, stages: Sequence[Stage] = (),
-                 verifier: Verifier | None = None) -> None:
+                 verifier: Verifier | None = None, pace_to_engines: bool = False) -> None:
         self.profile = profile
         self.backend = check_backend(backend)
         self.backend_info: BackendInfo = backend.describe()
@@ -100,7 +104,8 @@ class AcquisitionRun:
         group = frozenset(event_channel(e) for e in plan.events) - plan.optional
         self.handoff = FrameHandoff(self.sequence, self.writer, self.pipeline, group,
                                     self.latency, self._record_error,
-                                    keep=verifier.keep if verifier is not None else None)
+                                    keep=verifier.keep if verifier is not None else None,
+                                    pace=self._wait_for_engines if pace_to_engines else None)
 
     # ----- state machine ---------------------------------------------------------------
     @property
@@ -246,6 +251,11 @@ class AcquisitionRun:
                     and not self._inserted and not self._moves:
                 batch.append(queue.popleft())
             yield batch
+
+    def _wait_for_engines(self) -> None:
+        self.pipeline.wait_idle()
+        if self.verifier is not None:
+            self.verifier.wait_idle()
 
     def _stopping(self) -> bool:
         return self._cancel.is_set() or self._fatal is not None

@@ -109,23 +109,33 @@ class Verifier:
         return (t == 0 and self.config.at_start) or (t > 0 and t % every == 0)
 
     def plan(self, t: int, p: int) -> dict[str, str]:
-        """Channel -> why it is exposed at (t, p); fixed at the first question, so the
-        pipeline's keep decision and the gate agree."""
+        """Channel -> why it is exposed at (t, p); fixed at the first question (the frame set's
+        hand-over), so the pipeline's keep decision and the gate agree."""
         with self._lock:
             got = self._plans.get((t, p))
             if got is None:
-                sentinel = self.is_sentinel(t)
-                got = {}
-                for c in self.channels:
-                    state = self._trust_of(c, p).state
-                    if state != TRUSTED:
-                        got[c] = state
-                    elif sentinel:
-                        got[c] = "sentinel"
-                self._plans[(t, p)] = got
+                got = self._plans[(t, p)] = self._decide(t, p)
                 while len(self._plans) > MAX_WAITING:
                     self._plans.popitem(last=False)
             return got
+
+    def _decide(self, t: int, p: int) -> dict[str, str]:
+        sentinel = self.is_sentinel(t)
+        got = {}
+        for c in self.channels:
+            state = self._trust_of(c, p).state
+            if state != TRUSTED:
+                got[c] = state
+            elif sentinel:
+                got[c] = "sentinel"
+        return got
+
+    def _peek(self, t: int, p: int) -> bool:
+        """Would (t, p) be checked? Without fixing the decision (an input frame arrives before
+        its frame set is complete, and a pair judged meanwhile may still change it)."""
+        with self._lock:
+            got = self._plans.get((t, p))
+            return bool(got if got is not None else self._decide(t, p))
 
     def wants(self, channel: str, t: int, p: int) -> bool:
         return channel in self.plan(t, p)
@@ -138,12 +148,12 @@ class Verifier:
     def physical(self, frame: Frame) -> None:
         """A physical frame: an engine input of a checked plane, or a channel's exposure."""
         fid = frame.id
-        why = self.plan(fid.t, fid.p).get(fid.c)
         if fid.c in self.channels:
+            why = self.plan(fid.t, fid.p).get(fid.c)
             if why is not None:
                 self.exposures[(fid.c, why)] += 1
             self._arrived(self._physical, self._virtual, frame, virtual_first=False)
-        elif self.plan(fid.t, fid.p):
+        elif self._peek(fid.t, fid.p):
             with self._lock:
                 self._inputs.setdefault((fid.t, fid.p, fid.z), {})[fid.c] = frame
                 while len(self._inputs) > MAX_WAITING:
@@ -200,11 +210,14 @@ class Verifier:
         while True:
             item = self._queue.get()
             if item is None:
+                self._queue.task_done()
                 return
             try:
                 self._judge(*item)
             except Exception as e:  # a pair that cannot be judged must not end verification
                 self._record_error(f"verification: {type(e).__name__}: {e}")
+            finally:
+                self._queue.task_done()
 
     def _judge(self, virtual: Frame, physical: Frame, inputs: dict[str, Frame]) -> None:
         spec = self.channels[virtual.id.c]
@@ -264,6 +277,10 @@ class Verifier:
 
     def _trust_of(self, c: str, p: int) -> _Trust:
         return self._trust.setdefault((c, p), _Trust())
+
+    def wait_idle(self) -> None:
+        """Block until every queued pair is judged (replays paced to the engines use it)."""
+        self._queue.join()
 
     # ----- end ---------------------------------------------------------------------------
     def state(self, c: str, p: int | None = None) -> str:

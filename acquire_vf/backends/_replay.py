@@ -47,11 +47,13 @@ class ReplayBackend:
         """Physical channel names in the dataset, in its channel order."""
         return [c.name for c in self.file.layout.channels if c.role == "physical"]
 
-    def events(self, channel_table: dict[str, tuple[str, str, float]]) -> list[useq.MDAEvent]:
+    def events(self, channel_table: dict[str, tuple[str, str, float]],
+               optional: frozenset[str] = frozenset()) -> list[useq.MDAEvent]:
         """The recorded physical frames as events, in recorded order.
 
         ``channel_table`` maps the channels to replay to (group, preset, exposure); frames of
-        other channels are left out.
+        other channels are left out. Events of ``optional`` channels are marked so (the run's
+        gate decides whether they are "exposed": sentinels, fallback exposures).
         """
         out = []
         for r in sorted(self._records.values(), key=lambda r: r["ifd"]):
@@ -63,7 +65,8 @@ class ReplayBackend:
                 channel={"config": preset, "group": group},
                 exposure=r.get("exposure_ms") or exposure, x_pos=r.get("x_um"),
                 y_pos=r.get("y_um"), z_pos=r.get("z_um"),
-                metadata={"channel": r["channel"], "elapsed_ms": r.get("elapsed_ms", 0.0)}))
+                metadata={"channel": r["channel"], "elapsed_ms": r.get("elapsed_ms", 0.0),
+                          **({"optional": True} if r["channel"] in optional else {})}))
         return out
 
     def describe(self) -> BackendInfo:

@@ -25,12 +25,14 @@ import numpy as np
 from acquire_vf._frames import ChannelInfo, Frame
 from acquire_vf.display._composite import Composite
 from acquire_vf.display._controls import RunControls, ask_on_close
+from acquire_vf.display._fidelity import FidelityTrace
 from acquire_vf.display._history import TimeBrowser
 from acquire_vf.display._levels import LevelsControl
 from acquire_vf.display._panels import ChannelPanel, qt, robust_levels
 
 OnClose = Literal["ask", "stop", "continue"]
-QC_FLAGS = ("nan", "input_out_of_range", "saturated", "error")
+QC_FLAGS = ("nan", "input_out_of_range", "saturated", "error", "input_dim",
+            "input_focus_outside", "input_histogram_far", "uncertainty_high")
 
 
 def _flags(frame: Frame) -> str:
@@ -115,6 +117,8 @@ class LiveWindow:
         self.levels = LevelsControl(pg, QtWidgets, side, self.panels)
         self.histogram, self.auto_levels = self.levels.histogram, self.levels.auto
         self._build_overlays(QtWidgets, side)
+        self.fidelity = FidelityTrace(pg, QtWidgets)
+        side.addWidget(self.fidelity.box)
         side.addStretch(1)
 
     def _build_status(self, QtWidgets: Any, QtCore: Any, refresh_hz: float) -> None:
@@ -172,12 +176,16 @@ class LiveWindow:
         """Listen to a run's :class:`RunSignals` (emitted on acquisition/pipeline threads)."""
         signals.frameReady.connect(self.offer)
         signals.virtualReady.connect(self.offer)
+        if hasattr(signals, "fidelity"):
+            signals.fidelity.connect(self.fidelity.offer)
 
     # ----- GUI thread ----------------------------------------------------------------
     def render(self) -> None:
         """Show what the slots hold (GUI thread; the frame timer calls it)."""
         with self._lock:
             pending, self._pending = self._pending, {}
+        if not self.closed:
+            self.fidelity.render()
         if self.closed or not pending:
             return
         self._rendered_at = time.perf_counter()

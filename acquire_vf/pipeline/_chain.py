@@ -75,6 +75,12 @@ class Pipeline:
             self.max_depth = max(self.max_depth, len(self._slot))
             self._cv.notify()
 
+    def wait_idle(self, timeout: float = 600.0) -> None:
+        """Block until no frame set waits or runs (replays paced to the engines use it)."""
+        with self._cv:
+            self._cv.wait_for(lambda: (not self._slot and not self._busy) or self._stop,
+                              timeout=timeout)
+
     def _run(self) -> None:
         _lower_priority()
         while True:
