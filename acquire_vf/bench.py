@@ -6,8 +6,9 @@ made with random weights for the measurement (speed does not depend on the weigh
 
 JSON keys (numbers; ``null`` where a backend is absent): ``ort_over_torch_speedup``,
 ``ort_fraction_of_matmul``, ``tiling_overhead_ratio``, ``pipeline_overhead_ratio``,
-``latency_over_model_ratio``, ``acquisition_rate_ratio``, ``gpu_2048_ms``, ``device``, and
-``detail`` with every underlying time.
+``latency_over_model_ratio``, ``acquisition_rate_ratio``, ``uncertainty_cost_ratio`` (a
+virtual frame with its test-time-augmentation uncertainty, 2/4/8 passes, over one pass),
+``gpu_2048_ms``, ``device``, and ``detail`` with every underlying time.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ def run(json_path: Path | None = None, *, quick: bool = False,
         "pipeline_overhead_ratio": round((rt["onnxruntime_frame_ms"] - rt["onnxruntime_model_ms"])
                                          / rt["onnxruntime_model_ms"], 3),
     }
+    detail["uncertainty"] = uncertainty_cost(work / "realtime.onnx", cpu, reps)
+    progress(f"uncertainty passes: {detail['uncertainty']}")
+    result["uncertainty_cost_ratio"] = {k: v for k, v in detail["uncertainty"].items()
+                                        if k.startswith("passes_")}
     tp, pairs = (60, 1) if quick else (150, 3)
     live = live_ratios(work / "realtime.onnx", progress, time_points=tp, pairs=pairs)
     detail["live"] = live
@@ -157,6 +162,27 @@ def _inference(cards: dict[str, Any], work: Path, cpu: Compute, quick: bool, rep
                 "onnxruntime_gflops": round(gflop / (model_ms / 1e3), 1)}
             progress(f"{preset} {size}: {detail[f'{preset}_{size}']}")
     return detail
+
+
+def uncertainty_cost(engine: Path, cpu: Compute, reps: int, size: int = 512
+                     ) -> dict[str, Any]:
+    """Time of a virtual frame with its TTA uncertainty (2, 4, 8 passes) over one pass, the
+    frame tiled as the demo tiles it; measured interleaved."""
+    from acquire_vf.inference import create_engine, infer_with_uncertainty
+
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(100, 4000, (size, size), dtype=np.uint16) for _ in range(2)]
+    eng = create_engine(engine, cpu, tile=512, overlap=32, batch=4)
+    fns: dict[str, Callable[[], Any]] = {"one_pass": lambda: eng.infer(frames)}
+    for n in (2, 4, 8):
+        fns[f"passes_{n}"] = lambda n=n: infer_with_uncertainty(eng, frames, n)  # type: ignore[misc]
+    t = _interleaved_ms(fns, reps, warmup=1)
+    out: dict[str, Any] = {"size": size, "one_pass_ms": t["one_pass"]}
+    for n in (2, 4, 8):
+        out[f"passes_{n}"] = round(t[f"passes_{n}"] / t["one_pass"], 3)
+        out[f"passes_{n}_ms"] = t[f"passes_{n}"]
+    eng.close()
+    return out
 
 
 def live_ratios(engine: Path, progress: Callable[[str], None], time_points: int,

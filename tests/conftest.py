@@ -58,14 +58,9 @@ def make_profile(**updates: Any) -> Profile:
 def verified_profile(**updates: Any) -> Profile:
     """The shipped demo profile (engines, ``[verification]``) with ``updates`` merged in, on
     the in-memory backend at 256 x 256 unless ``connection`` says otherwise, without drift."""
-    from acquire_vf.config import load_profile
+    from acquire_vf.config import demo_variant
 
-    base = load_profile("demo").model_dump(mode="json", exclude_none=True)
-    base["connection"] = {"kind": "memory", "shape": [256, 256]}
-    base["specimen"]["focus_drift_um"] = 0.0
-    if "connection" in updates:
-        base.pop("connection")
-    return profile_from_dict(_merge(base, updates), source="test profile")
+    return demo_variant(updates, source="test profile")
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 from acquire_vf.config._load import (
     PROFILES_DIR,
+    demo_variant,
     load_profile,
+    merged,
     profile_from_dict,
     resolve_profile_path,
 )
@@ -40,7 +42,7 @@ __all__ = [
     "PRESET_DEPTH", "PROFILES_DIR", "REPO_ROOT", "Acceptance", "AttachConnection", "Autofocus",
     "Camera", "Compute", "DemoConnection", "HeadlessConnection", "MemoryConnection",
     "Perturbation", "PhysicalChannel", "Profile", "Protocol", "Queues", "Recipe", "Specimen",
-    "Storage", "Tiling", "Verification", "VirtualChannel", "XYPosition", "load_profile",
-    "load_recipe", "plain_demo_profile", "profile_from_dict", "resolve_profile_path",
-    "simulated_root", "toml_lines", "write_profile"
+    "Storage", "Tiling", "Verification", "VirtualChannel", "XYPosition", "demo_variant",
+    "load_profile", "load_recipe", "merged", "plain_demo_profile", "profile_from_dict",
+    "resolve_profile_path", "simulated_root", "toml_lines", "write_profile"
 ]

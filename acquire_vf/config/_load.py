@@ -147,3 +147,26 @@ def _models_in(ann: Any) -> list[type[BaseModel]]:
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return [ann]
     return [m for arg in typing.get_args(ann) for m in _models_in(arg)]
+
+
+def merged(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``updates`` merged in: nested tables merge, other values replace."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for k, v in updates.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merged(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def demo_variant(updates: Mapping[str, Any], source: str = "demo variant") -> Profile:
+    """The shipped demo profile (engines, verification) on the in-memory backend at
+    256 x 256 without focus drift, with ``updates`` merged in (``connection`` replaces the
+    whole table): what tests and the verification figures run."""
+    base = load_profile("demo").model_dump(mode="json", exclude_none=True)
+    base["connection"] = {"kind": "memory", "shape": [256, 256]}
+    base["specimen"]["focus_drift_um"] = 0.0
+    if "connection" in updates:
+        base.pop("connection")
+    return profile_from_dict(merged(base, updates), source=source)
