@@ -87,8 +87,8 @@ class ModelCard(BaseModel):
     ``mae_max``, ``uncertainty_max``), from the held-out figures (``evaluate --update-card``);
     when absent, :func:`acceptance_band` derives it from ``metrics``."""
     input_stats: dict[str, Any] = {}
-    """Per input channel: frame mean, focus score and intensity histogram of the held-out
-    inputs (``evaluate --update-card``), for the live input checks."""
+    """Per input channel: frame mean, focus score and intensity histogram of the training
+    split's inputs (written at export), for the live input checks."""
 
     @classmethod
     def load(cls, onnx_path: str | Path, *, verify: bool = True) -> ModelCard:

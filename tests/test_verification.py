@@ -223,3 +223,23 @@ def test_replay_reports_what_a_policy_would_have_let_through(tmp_path) -> None:
     assert all(twenty[c]["virtual_relied_on"] > five[c]["virtual_relied_on"] for c in five)
     # with every = 5 the sentinel at t = 15 catches it: only t = 12, 13, 14 were relied on
     assert {b["t"] for c in five.values() for b in c["bad_at"]} == {12, 13, 14}
+
+
+def test_uncertainty_is_higher_on_another_cell_type_than_on_the_engines_own() -> None:
+    """The TTA spread of cps_dna on frames of the simulated U2OS slide against frames of the
+    same slide after it became MDA-MB-231 cells (another distribution)."""
+    from acquire_vf.backends import specimen_for
+    from acquire_vf.config import Compute
+    from acquire_vf.inference import create_engine, infer_with_uncertainty
+
+    engine = create_engine(Path(__file__).resolve().parents[1] / "engines" / "cps_dna.onnx",
+                           Compute())
+    means = {}
+    for kind in ("own", "new_sample"):
+        spec = {"perturbation": {"at": 0, "kind": "new_sample"}} if kind != "own" else {}
+        sp = specimen_for(verified_profile(specimen=spec))
+        frames = [sp.render((192, 192), 1, c, 0.0, 0.0, 0.0, 50.0) for c in ("AGP", "RNA")]
+        _, spread, qc = infer_with_uncertainty(engine, frames, 4)
+        assert spread.shape == frames[0].shape and qc["uncertainty_passes"] == 4
+        means[kind] = qc["uncertainty_mean"]
+    assert means["new_sample"] > 1.5 * means["own"], means

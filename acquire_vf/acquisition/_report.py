@@ -92,7 +92,11 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
     t.add_column(style="bold")
     t.add_column(justify="right")
     saved = report["exposures_full_protocol"] - report["exposures_taken"]
-    t.add_row("frames acquired", f"{report['frames_acquired']} / {report['frames_expected']}")
+    reasons = (report.get("light_dose") or {}).get("exposures_by_reason") or {}
+    extra = report["frames_acquired"] - reasons.get("plan", report["frames_acquired"])
+    planned = report["frames_acquired"] - extra
+    t.add_row("frames acquired", f"{planned} / {report['frames_expected']}"
+              + (f" (+{extra} sentinel or fallback)" if extra else ""))
     t.add_row("raw frame rate", f"{report['raw_fps']:.1f} fps")
     t.add_row("exposures taken", str(report["exposures_taken"]))
     t.add_row("full protocol would take", f"{report['exposures_full_protocol']} "

@@ -235,9 +235,11 @@ class Verification(_Model):
     """The first time point of each position is a sentinel."""
     recover_after: int = Field(3, ge=1)
     """Good sentinels in a row that return a channel from physical to virtual."""
-    uncertainty_passes: int = Field(4, ge=0, le=8)
+    uncertainty_passes: int = Field(2, ge=0, le=8)
     """Test-time augmentation passes (flips and 90° rotations) per virtual frame; their
-    per-pixel spread is saved as ``uncertainty:NAME``. 0 turns it off; otherwise 2 to 8."""
+    per-pixel spread is saved as ``uncertainty:NAME``. 0 turns it off; otherwise 2 to 8. The
+    spread grows with the passes, so the card's uncertainty band applies only to the count it
+    was measured with (2 for the shipped engines)."""
     acceptance: dict[str, Acceptance] = Field(default_factory=dict)
     """Per virtual channel, overrides of the band stored in its engine's card."""
 

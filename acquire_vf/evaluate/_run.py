@@ -298,8 +298,10 @@ def update_card(model: Path, result: dict[str, Any]) -> ModelCard:
         metrics["held_out"]["per_z"] = result["per_z"]
     if "uncertainty" in result:
         metrics["held_out"]["uncertainty"] = result["uncertainty"]
+    # input statistics come from the training data at export; held-out ones only fill a gap
+    stats = card.input_stats or result.get("input_stats", {})
     updated = card.model_copy(update={"metrics": metrics, "acceptance": {},
-                                      "input_stats": result.get("input_stats", {})})
+                                      "input_stats": stats})
     updated = updated.model_copy(update={"acceptance": acceptance_band(updated)})
     updated.save(model)
     return updated

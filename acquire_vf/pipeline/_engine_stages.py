@@ -6,6 +6,7 @@ pipeline records it and skips only that virtual frame.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from acquire_vf._frames import ChannelInfo, Frame
@@ -15,6 +16,7 @@ from acquire_vf.inference import TiledEngine, check_inputs, infer_with_uncertain
 from acquire_vf.pipeline._chain import virtual_frame
 from acquire_vf.pipeline._protocol import FrameSet
 
+log = logging.getLogger(__name__)
 UNCERTAINTY = "uncertainty:"
 """Name prefix of a virtual channel's per-pixel uncertainty channel."""
 
@@ -91,8 +93,16 @@ class SynthesisStage:
         self.engine = engine
         self.inputs = inputs
         self.passes = passes
-        self.uncertainty_max = uncertainty_max if uncertainty_max is not None else \
-            acceptance_band(engine.card).get("uncertainty_max")
+        self.uncertainty_max = uncertainty_max
+        if uncertainty_max is None and passes:
+            measured = ((engine.card.metrics.get("held_out") or {}).get("uncertainty")
+                        or {}).get("passes")
+            if measured == passes:  # the spread grows with the passes: a band is per count
+                self.uncertainty_max = acceptance_band(engine.card).get("uncertainty_max")
+            else:
+                log.warning("virtual channel %s: the card's uncertainty band is for %s "
+                            "passes, the profile asks %d: no uncertainty flag", channel,
+                            measured, passes)
 
     @property
     def outputs(self) -> tuple[ChannelInfo, ...]:

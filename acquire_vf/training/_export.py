@@ -36,6 +36,8 @@ TOLERANCE = 1e-4
 class ExportError(Exception):
     pass
 
+log = logging.getLogger(__name__)
+
 
 def load_generator(checkpoint: str | Path) -> tuple[Generator, dict[str, Any]]:
     try:
@@ -86,8 +88,30 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
         },
         metrics={"export_check_max_abs_error": errors},
     )
+    card = card.model_copy(update={"input_stats": training_input_stats(card, recipe)})
     card.save(out)
     return card, errors
+
+
+def training_input_stats(card: ModelCard, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The live input checks' statistics (:func:`~acquire_vf.inference.input_stats`) of the
+    training split's inputs; empty, with a warning, when the training data is not at hand."""
+    from acquire_vf.config import REPO_ROOT, Recipe
+    from acquire_vf.inference import input_stats
+    from acquire_vf.pairs import read_pairs
+
+    root = Path(str(card.training.get("data_root") or ""))
+    root = root if root.is_absolute() else REPO_ROOT / root
+    if not root.is_dir():
+        log.warning("no input statistics in the card: training data '%s' not found", root)
+        return {}
+    spec = Recipe.model_validate({"name": card.name, "task": card.task, "seed": recipe["seed"],
+                                  "data": {**recipe["data"], "path": str(root),
+                                           "simulate": None}}).data
+    data = read_pairs(spec, root, seed=recipe["seed"], require_splits=False)
+    pairs = (data.train or data.val or data.test)[:64]
+    return {c: input_stats([p.inputs[i] for p in pairs], card.normalisation[c])
+            for i, c in enumerate(card.inputs)}
 
 
 def write_onnx(G: Generator, out: Path) -> None:
