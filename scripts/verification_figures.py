@@ -140,12 +140,12 @@ def plot(fig: dict[str, Any], path: Path) -> None:
         ax[0, 0].plot(t, p, "o-", label=kind)
         t, u = zip(*tr["uncertainty"], strict=True)
         ax[0, 1].plot(t, u, ".-", label=kind)
+    if band is not None:
+        ax[0, 0].axhline(band, color="red", ls="--", label="acceptance band (PSNR min)")
     for a in (ax[0, 0], ax[0, 1]):
         a.axvline(AT, color="grey", ls=":", label=f"perturbation at t={AT}")
         a.set_xlabel("time point")
         a.legend(fontsize=8)
-    if band is not None:
-        ax[0, 0].axhline(band, color="red", ls="--", label="acceptance band (PSNR min)")
     ax[0, 0].set_title("DNA: sentinel PSNR (dB)")
     ax[0, 1].set_title("DNA: frame-mean uncertainty (card scale)")
     every = sorted(fig["light"], key=int)

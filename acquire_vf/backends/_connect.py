@@ -228,8 +228,8 @@ def check_profile_against_hardware(mic: Microscope, profile: Profile) -> None:
     core = mic.core
     groups = set(core.get_available_config_groups())
     wanted = [(c.name, c.group, c.preset) for c in profile.channels] + [
-        (v.name, v.group, v.preset) for v in profile.virtual_channels if v.preset is not None
-    ]
+        (v.name, v.group, v.preset) for v in profile.exposable_virtual if v.preset is not None
+    ]  # a virtual channel's preset matters only where the run may expose it
     for name, group, preset in wanted:
         if group not in groups:
             raise MicroscopeError(
