@@ -6,7 +6,6 @@ session-scoped; tests that need a fresh process (crash, disk-full) run the CLI a
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -36,23 +35,15 @@ def demo_dict() -> dict[str, Any]:
     return load_profile("demo").bare(exposure_ms=10).model_dump(mode="json", exclude_none=True)
 
 
-def _merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in upd.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
 def make_profile(**updates: Any) -> Profile:
     """The demo profile with ``updates`` merged in (nested dicts merge, other values replace;
     ``connection`` is replaced whole, since each kind has its own fields)."""
     base = demo_dict()
     if "connection" in updates:
         base.pop("connection")
-    return profile_from_dict(_merge(base, updates), source="test profile")
+    from acquire_vf.config import merged
+
+    return profile_from_dict(merged(base, updates), source="test profile")
 
 
 def verified_profile(**updates: Any) -> Profile:

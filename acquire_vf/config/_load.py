@@ -6,6 +6,7 @@ file needs the file, the dotted key, what was expected and, for typos, the neare
 
 from __future__ import annotations
 
+import copy
 import difflib
 import tomllib
 import typing
@@ -151,7 +152,7 @@ def _models_in(ann: Any) -> list[type[BaseModel]]:
 
 def merged(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``updates`` merged in: nested tables merge, other values replace."""
-    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    out = copy.deepcopy(dict(base))
     for k, v in updates.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
             out[k] = merged(out[k], v)

@@ -20,6 +20,7 @@ class FidelityTrace:
         self.plot.setLabel("bottom", "time point")
         self.legend = self.plot.addLegend(offset=(5, 5))
         lay.addWidget(self.plot)
+        self.box.setVisible(False)  # shown with the first judged pair (runs that verify)
         self._pg = pg
         self._lock = threading.Lock()
         self._points: dict[str, list[tuple[int, float, bool]]] = {}
@@ -40,6 +41,7 @@ class FidelityTrace:
                 return
             points = {k: list(v) for k, v in self._points.items()}
             self._dirty = False
+        self.box.setVisible(True)
         for i, (name, pts) in enumerate(sorted(points.items())):
             curve = self._curves.get(name)
             if curve is None:

@@ -292,8 +292,9 @@ def update_card(model: Path, result: dict[str, Any]) -> ModelCard:
     """Write the headline held-out metrics into the model card (the ONNX file is unchanged)."""
     card = ModelCard.load(model)
     metrics = dict(card.metrics)
-    metrics["held_out"] = {k: result[k] for k in ("n_images", "split", "prediction",
-                                                   "baselines")}
+    held = dict(metrics.get("held_out") or {})  # keep what this run does not measure
+    held.update({k: result[k] for k in ("n_images", "split", "prediction", "baselines")})
+    metrics["held_out"] = held
     if "per_z" in result:
         metrics["held_out"]["per_z"] = result["per_z"]
     if "uncertainty" in result:
