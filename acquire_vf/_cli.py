@@ -229,6 +229,7 @@ def profile_validate(
     prof = load_profile(path)
     engines = [(v.name, v.engine) for v in prof.virtual_channels]
     engines += [(f"autofocus {c}", p) for c, p in prof.refocus_engines().items()]
+    engines += [(f"defocus estimator {c}", p) for c, p in prof.estimator_engines().items()]
     missing = [f"{name}: {p}" for name, p in engines if not Path(p).is_file()]
     if missing:
         raise ProfileError(f"{path}: engine file(s) not found: {'; '.join(missing)}")
@@ -300,10 +301,13 @@ def train(
     """Train one engine from a recipe (several GPUs: torchrun -m acquire_vf.training)."""
     import json
 
-    from acquire_vf.config import load_recipe
+    from acquire_vf.config import load_recipe, recipe_task
     from acquire_vf.training import require_torch
 
     require_torch()
+    if recipe_task(recipe) == "defocus":
+        _train_defocus(recipe, out)
+        return
     from acquire_vf.training import train as run_training
 
     rec, text = load_recipe(recipe)
@@ -316,6 +320,27 @@ def train(
     typer.echo(f"{folder}: {summary['steps']} steps, best validation MAE "
                f"{summary['best_val_mae']:.4f}, {summary['patches_per_s']:.1f} patches/s; "
                f"checkpoints in {folder / 'checkpoints'}")
+
+
+def _train_defocus(recipe: Path, out: Path | None) -> None:
+    from rich.progress import Progress
+
+    from acquire_vf.config import load_defocus_recipe
+    from acquire_vf.training import train_defocus
+
+    rec, _ = load_defocus_recipe(recipe)
+    folder = out or Path("runs") / rec.name
+    with Progress(transient=False) as bar:
+        task = bar.add_task(f"training {rec.name}", total=rec.steps)
+
+        def progress(step: int, total: int, m: dict[str, float]) -> None:
+            bar.update(task, completed=step, description=f"training {rec.name}: median "
+                       f"|error| {m['median_abs_error_um']:.2f} um")
+
+        summary = train_defocus(rec, folder, progress=progress)
+    typer.echo(f"{folder}: {summary['steps']} steps, best validation median |error| "
+               f"{summary['best_val_median_abs_error_um']:.3f} um ({summary['seconds']:.0f} s);"
+               f" checkpoints in {folder / 'checkpoints'}")
 
 
 @app.command("export")
@@ -334,9 +359,16 @@ def export_cmd(
     check_output(out, inputs=[checkpoint], overwrite=overwrite)
     check_output(out.with_suffix(".json"), overwrite=overwrite, what="the card")
     require_torch()
-    from acquire_vf.training import ExportError, export
+    import torch
+
+    from acquire_vf.training import ExportError, export, export_defocus
     try:
-        card, _ = export(checkpoint, out)
+        kind = torch.load(checkpoint, map_location="cpu", weights_only=False).get("kind")
+    except (OSError, RuntimeError) as e:
+        raise DataError(f"'{checkpoint}' is not a checkpoint written by train: {e}") from e
+    try:
+        card = export_defocus(checkpoint, out) if kind == "defocus" else \
+            export(checkpoint, out)[0]
     except ExportError as e:
         raise DataError(str(e)) from e
     typer.echo(f"{out}: {card.task} engine, inputs {list(card.inputs)} -> {card.output}, "
@@ -430,10 +462,20 @@ def evaluate_cmd(
     check_output(out, inputs=[data, model], overwrite=overwrite)
     from rich.progress import Progress
 
+    from acquire_vf.card import ModelCard
     from acquire_vf.evaluate import evaluate as run_evaluate
     from acquire_vf.evaluate import linear_fit_text
     from acquire_vf.evaluate import update_card as write_card
 
+    if ModelCard.load(model, verify=False).task == "defocus":
+        from acquire_vf.evaluate import evaluate_defocus
+
+        res = evaluate_defocus(model, data, out)
+        w, a, b = res["within_20um"], res["above_focus"], res["below_focus"]
+        typer.echo(f"{out / 'metrics.json'}: median |error| {w['median_abs_error_um']} um "
+                   f"within +-20 um (above focus {a['median_abs_error_um']}, below "
+                   f"{b['median_abs_error_um']}); 2-sigma coverage {w['coverage_2sigma']}")
+        return
     with Progress(transient=False) as bar:
         task = bar.add_task("evaluating", total=None)
         try:

@@ -20,6 +20,7 @@ from acquire_vf.acquisition import (
     build_plan,
     dataset_layout,
     load_plan,
+    make_focus,
     make_verifier,
     policy_report,
     print_session,
@@ -73,7 +74,8 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
     sink: FrameSink = OmeTiffWriter(sink_path, dataset_layout(profile, run_plan, stages, info))
     return AcquisitionRun(profile, backend, sink, run_plan, stages=stages,
                           verifier=make_verifier(profile, stages),
-                          pace_to_engines=replay is not None and as_fast_as_possible)
+                          pace_to_engines=replay is not None and as_fast_as_possible,
+                          focus=make_focus(profile, stages))
 
 
 def replay_plan(profile: Profile, backend: Any) -> RunPlan:
@@ -235,8 +237,8 @@ def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Sta
     stages: list[Stage] = [FocusScoreStage()]
     if profile.autofocus.policy == "off" and not profile.virtual_channels:
         return stages, None
-    from acquire_vf.inference import create_engine
-    from acquire_vf.pipeline import RefocusStage, SynthesisStage
+    from acquire_vf.inference import create_engine, create_estimator
+    from acquire_vf.pipeline import FocusEstimateStage, RefocusStage, SynthesisStage
 
     physical = [c.name for c in profile.channels]
     def make(path: Path) -> Any:
@@ -256,9 +258,15 @@ def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Sta
                                    "engine")
             used.append(by_file[path])
         refocus[channel] = by_file[path]
+    estimators = {c: create_estimator(p, profile.compute, backend=backend)
+                  for c, p in profile.estimator_engines().items()}
+    if estimators:
+        stages.append(FocusEstimateStage(estimators))
+        used.extend(estimators.values())
     if refocus:
         stages.append(RefocusStage(refocus, policy=profile.autofocus.policy,
-                                   threshold=profile.autofocus.focus_threshold))
+                                   threshold=profile.autofocus.focus_threshold,
+                                   confident_sigma=profile.autofocus.confident_sigma_um))
     for v in profile.virtual_channels:
         engine = make(v.engine)
         card = engine.card

@@ -57,7 +57,7 @@ class ModelCard(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     version: Literal[1] = CARD_VERSION
     name: str
-    task: Literal["refocus", "synthesis"]
+    task: Literal["refocus", "synthesis", "defocus"]
     inputs: tuple[str, ...] = Field(min_length=1)
     """Input channel names, in the order of the model's input channels."""
     output: str
@@ -86,6 +86,9 @@ class ModelCard(BaseModel):
     """The band a live sentinel's fidelity must stay in (``psnr_min``, ``ssim_min``,
     ``mae_max``, ``uncertainty_max``), from the held-out figures (``evaluate --update-card``);
     when absent, :func:`acceptance_band` derives it from ``metrics``."""
+    defocus: dict[str, Any] = {}
+    """Defocus estimators: the stain, range, plane step, pixel size, NA, indices, emitter
+    depth and wavelength of the through-focus stacks they were trained on."""
     input_stats: dict[str, Any] = {}
     """Per input channel: frame mean, focus score and intensity histogram of the training
     split's inputs (written at export), for the live input checks."""

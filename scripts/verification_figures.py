@@ -43,6 +43,7 @@ def _run(work: Path, name: str, n: int, every: int = 5, seed: int = 0,
     if perturbation:
         spec["perturbation"] = perturbation
     prof = demo_variant({"specimen": spec, "verification": {"every": every},
+                         "autofocus": {"policy": "when_defocused"},
                          "acquisition": {"time_points": n, "interval_s": INTERVAL_S}})
     out = work / name
     print(f"run {name}", flush=True)

@@ -48,10 +48,13 @@ def make_profile(**updates: Any) -> Profile:
 
 def verified_profile(**updates: Any) -> Profile:
     """The shipped demo profile (engines, ``[verification]``) with ``updates`` merged in, on
-    the in-memory backend at 256 x 256 unless ``connection`` says otherwise, without drift."""
-    from acquire_vf.config import demo_variant
+    the in-memory backend at 256 x 256 unless ``connection`` says otherwise, without drift,
+    refocusing by the focus score (``when_defocused``) so that verification is tested apart
+    from closed-loop focus."""
+    from acquire_vf.config import demo_variant, merged
 
-    return demo_variant(updates, source="test profile")
+    return demo_variant(merged({"autofocus": {"policy": "when_defocused"}}, updates),
+                        source="test profile")
 
 
 @pytest.fixture

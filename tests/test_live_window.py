@@ -148,6 +148,32 @@ def test_fidelity_trace_and_input_flags() -> None:
 
 @needs_gui
 @pytest.mark.qt
+def test_focus_trace_shows_estimates_truth_corrections_and_zscans() -> None:
+    from acquire_vf.acquisition import RunSignals
+
+    win = _window()
+    assert not win.focus.box.isVisible()  # no closed-loop focus yet: no trace
+    signals = RunSignals()
+    win.connect(signals)
+    events = [{"kind": "zscan", "t": 0, "p": 0, "dz_um": 8.0},
+              {"kind": "estimate", "t": 1, "p": 0, "defocus_um": 0.4, "true_defocus_um": 0.3},
+              {"kind": "estimate", "t": 2, "p": 0, "defocus_um": -1.6, "true_defocus_um": -1.5},
+              {"kind": "correction", "t": 2, "p": 0, "dz_um": 1.2}]
+    th = threading.Thread(target=lambda: [signals.focus.emit(e) for e in events])
+    th.start()
+    th.join()
+    _, down = gradients()
+    win.offer(frame("AGP", 2, down))
+    win.process_events(0.3)
+    assert win.focus.box.isVisible() and win.focus.events_shown == 4
+    xs, ys = win.focus._items["estimate p0"].getData()
+    assert list(xs) == [1, 2] and list(ys) == [0.4, -1.6]
+    assert list(win.focus._items["true p0"].getData()[1]) == [0.3, -1.5]
+    assert list(win.focus._items["zscan p0"].getData()[0]) == [0]
+
+
+@needs_gui
+@pytest.mark.qt
 @pytest.mark.slow
 def test_closing_the_window_mid_run_20_times_stops_cleanly(tmp_path: Path) -> None:
     """A real demo run per close (one Micro-Manager for all), closed once frames are saved."""

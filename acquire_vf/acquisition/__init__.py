@@ -1,6 +1,7 @@
 """The run loop: a useq plan executed by an acquisition backend, frames to a sink and the
 engines, never waiting on either."""
 
+from acquire_vf.acquisition._focus import FocusController, make_focus
 from acquire_vf.acquisition._layout import dataset_layout
 from acquire_vf.acquisition._plan import (
     RunPlan,
@@ -24,8 +25,9 @@ from acquire_vf.acquisition._state import RunState, RunStatus
 from acquire_vf.acquisition._verify import CheckedChannel, Verifier, make_verifier
 
 __all__ = [
-    "AcquisitionRun", "CheckedChannel", "RunPlan", "RunSignals", "RunState", "RunStatus",
-    "Verifier", "build_plan", "dataset_layout", "frame_id", "full_protocol_exposures",
-    "light_dose", "load_plan", "make_verifier", "match_channels", "policy_report", "print_session",
-    "profile_sequence", "session_report", "write_session"
+    "AcquisitionRun", "CheckedChannel", "FocusController", "RunPlan", "RunSignals", "RunState",
+    "RunStatus", "Verifier", "build_plan", "dataset_layout", "frame_id",
+    "full_protocol_exposures", "light_dose", "load_plan", "make_focus", "make_verifier",
+    "match_channels", "policy_report", "print_session", "profile_sequence", "session_report",
+    "write_session"
 ]

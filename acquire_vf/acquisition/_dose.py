@@ -23,7 +23,8 @@ from acquire_vf.config import Profile
 
 UNIT = "ms of exposure at relative power 1"
 COSTS = {"sentinel": "sentinels", "suspect": "physical_fallback",
-         "physical": "physical_fallback", "engine_failure": "physical_fallback"}
+         "physical": "physical_fallback", "engine_failure": "physical_fallback",
+         "zscan": "zscans"}
 
 
 class DoseLedger:
@@ -87,7 +88,7 @@ class DoseLedger:
         saved: dict[str, float] = {
             "virtual_channels": round(sum(n * self.dose[c] for c, n in made.items()), 2),
             "virtual_refocus": round(avoided * af.zscan_planes * focus_dose, 2),
-            "sentinels": 0.0, "physical_fallback": 0.0}
+            "sentinels": 0.0, "physical_fallback": 0.0, "zscans": 0.0}
         for why, d in dose_by_why.items():
             if why in COSTS:
                 saved[COSTS[why]] = round(saved[COSTS[why]] - d, 2)

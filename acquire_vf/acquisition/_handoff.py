@@ -26,16 +26,21 @@ class FrameHandoff:
     """Identity, gap checks, timing, writing and grouping of arriving frames."""
 
     def __init__(self, sequence: SequenceChecker, writer: BackgroundWriter, pipeline: Pipeline,
-                 group: frozenset[str], latency: LatencyRecorder,
-                 record_error: Any, keep: Any = None, pace: Any = None) -> None:
+                 group: frozenset[str], latency: LatencyRecorder, *,
+                 focus_pipeline: Pipeline | None = None,
+                 record_error: Any, keep: Any = None, pace: Any = None,
+                 on_zscan: Any = None) -> None:
         self.sequence = sequence
         self.writer = writer
         self.pipeline = pipeline
+        self.focus_pipeline = focus_pipeline
         self._group = group
         self.latency = latency
         self._record_error = record_error
         self._keep = keep
         """``(t, p) -> bool``: the frame set must not be dropped (a sentinel needs it)."""
+        self._on_zscan = on_zscan
+        """``(frame, z_um)``: a z-scan exposure (not saved, not grouped, not a gap)."""
         self._pace = pace
         """Called before each frame set is handed over: a replay paced to the engines waits
         there until they (and the verifier) are idle; live runs never wait."""
@@ -49,6 +54,8 @@ class FrameHandoff:
         """Tag, queue for writing, group; return the frame. Raises if it cannot be written."""
         t0 = time.perf_counter()
         md = img.metadata
+        if (img.event.metadata or {}).get("zscan"):
+            return self._zscan(img, t0)
         fid = self._identify(img)
         arr = np.asarray(img.pixels)
         arr.flags.writeable = False  # raw data: no stage may change it in place
@@ -64,6 +71,20 @@ class FrameHandoff:
         self.last_ms = elapsed
         self._collect(frame)
         self.latency.add("handoff", (time.perf_counter() - t0) * 1e3)
+        return frame
+
+    def _zscan(self, img: RawImage, t0: float) -> Frame:
+        fid = frame_id(img.event)
+        z = metadata_number(img.metadata.get("ZPosition_um_Intended"))
+        z = z if z is not None else img.event.z_pos
+        problem = self.sequence.camera_number(
+            metadata_number(img.metadata.get("ImageNumber"), int))  # keeps the count going
+        if problem:
+            self._record_error(problem)
+        frame = Frame(id=fid, pixels=np.asarray(img.pixels), seq=-1, elapsed_ms=0.0, z_um=z,
+                      exposure_ms=metadata_number(img.metadata.get("Exposure")), received=t0)
+        if self._on_zscan is not None and z is not None:
+            self._on_zscan(frame, float(z))
         return frame
 
     @property
@@ -113,4 +134,6 @@ class FrameHandoff:
             if self._pace is not None:
                 self._pace()
             keep = bool(self._keep(key[0], key[1])) if self._keep is not None else False
+            if self.focus_pipeline is not None:
+                self.focus_pipeline.submit(FrameSet(*key, frames=dict(group)))
             self.pipeline.submit(FrameSet(*key, frames=group, keep=keep))

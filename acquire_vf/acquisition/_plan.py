@@ -80,6 +80,10 @@ class RunPlan:
     sequence: useq.MDASequence | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def position_z(self, p: int) -> float | None:
+        """The z of position ``p``'s first planned event (``None``: the plan leaves z)."""
+        return next((e.z_pos for e in self.events if int(e.index.get("p", 0)) == p), None)
+
     @property
     def expected(self) -> list[FrameId]:
         return [frame_id(e) for e in self.events]

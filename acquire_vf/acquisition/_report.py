@@ -16,7 +16,9 @@ from acquire_vf.acquisition._runner import AcquisitionRun
 def light_dose(run: AcquisitionRun) -> dict[str, Any]:
     """The run's light-dose ledger (:mod:`acquire_vf.acquisition._dose`)."""
     checked: set[tuple[int, int]] = set()
-    for stage in run.pipeline.stages:
+    stages = list(run.pipeline.stages) + (list(run.focus_pipeline.stages)
+                                          if run.focus_pipeline is not None else [])
+    for stage in stages:
         checked |= getattr(stage, "checked", set())
     return run.ledger.report(checked)
 
@@ -54,6 +56,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "errors": list(run.errors),
         "light_dose": dose,
         "verification": run.verifier.report() if run.verifier is not None else {},
+        "focus": run.focus.report() if run.focus is not None else {},
         # detail beyond the contract
         "state": run.state.value,
         "frames_expected": len(run.expected),

@@ -25,6 +25,7 @@ from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
 from acquire_vf._frames import Frame
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._dose import DoseLedger
+from acquire_vf.acquisition._focus import FocusController
 from acquire_vf.acquisition._handoff import FrameHandoff
 from acquire_vf.acquisition._plan import RunPlan, frame_id
 from acquire_vf.acquisition._sequence import SequenceChecker
@@ -37,6 +38,10 @@ from acquire_vf.pipeline import Pipeline, Stage
 from acquire_vf.storage import BackgroundWriter, BacklogFull, FrameSink
 
 log = logging.getLogger(__name__)
+
+
+def _plane_tp(e: useq.MDAEvent) -> tuple[int, int]:
+    return int(e.index.get("t", 0)), int(e.index.get("p", 0))
 MAX_BATCH = 256
 """Most events per batch: inserted events and focus moves wait at most this long."""
 
@@ -62,11 +67,15 @@ class AcquisitionRun:
         Hand each frame set over only once the engines and the verifier are idle, so no
         virtual frame is skipped and every decision sees the pairs before it (a replay as
         fast as possible; never on hardware, which cannot wait).
+    focus
+        Closed-loop focus (``autofocus.policy = "closed_loop"``): it corrects each position's
+        focus through :meth:`adjust_focus` and z-scans through :meth:`insert`.
     """
 
     def __init__(self, profile: Profile, backend: AcquisitionBackend, sink: FrameSink,
                  plan: RunPlan, *, stages: Sequence[Stage] = (),
-                 verifier: Verifier | None = None, pace_to_engines: bool = False) -> None:
+                 verifier: Verifier | None = None, pace_to_engines: bool = False,
+                 focus: FocusController | None = None) -> None:
         self.profile = profile
         self.backend = check_backend(backend)
         self.backend_info: BackendInfo = backend.describe()
@@ -82,6 +91,12 @@ class AcquisitionRun:
             verifier.connect(self.signals.fidelity.emit, self._record_error)
         self.ledger = DoseLedger(profile)
         self._sink = sink
+        self.focus = focus
+        self._focus_offset: dict[int, float] = {}
+        self._last_t: dict[int, int] = {}
+        self._base_z = self.backend_info.z_um
+        if focus is not None:
+            focus.attach(self)
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._state = RunState.IDLE
@@ -95,17 +110,24 @@ class AcquisitionRun:
         self._moves: deque[float] = deque()
         self.sequence = SequenceChecker(plan.expected, optional=set(plan.optional))
         self.expected = self.sequence.expected
+        # focus estimation runs on its own thread and slot, so the slow engines never starve it
+        focus_stages = [s for s in stages if getattr(s, "name", "") == "defocus"]
+        stages = [s for s in stages if s not in focus_stages]
         self.pipeline = Pipeline(stages, slot_size=profile.queues.pipeline,
                                  on_virtual=self._on_virtual, on_error=self._record_error,
                                  on_stage_failure=self._stage_failed, latency=self.latency)
+        self.focus_pipeline = Pipeline(focus_stages, slot_size=1, on_error=self._record_error,
+                                       latency=self.latency) if focus_stages else None
         self.writer = BackgroundWriter(
             sink, raw_limit_bytes=profile.queues.raw_write_mb * 2**20,
             virtual_limit=profile.queues.virtual_write, on_error=self._writer_failed)
         group = frozenset(event_channel(e) for e in plan.events) - plan.optional
         self.handoff = FrameHandoff(self.sequence, self.writer, self.pipeline, group,
-                                    self.latency, self._record_error,
+                                    self.latency, focus_pipeline=self.focus_pipeline,
+                                    record_error=self._record_error,
                                     keep=verifier.keep if verifier is not None else None,
-                                    pace=self._wait_for_engines if pace_to_engines else None)
+                                    pace=self._wait_for_engines if pace_to_engines else None,
+                                    on_zscan=focus.zscan_frame if focus is not None else None)
 
     # ----- state machine ---------------------------------------------------------------
     @property
@@ -152,12 +174,52 @@ class AcquisitionRun:
         self.cancel()
 
     def insert(self, events: Sequence[useq.MDAEvent]) -> None:
-        """Run ``events`` before the next batch (sentinel exposures, z-scans). Their frames
-        are saved like any other, and never counted missing."""
+        """Run ``events`` before the next batch. Their frames are saved like any other and
+        never counted missing, except z-scan exposures (``metadata["zscan"]``), which go to
+        the focus controller only."""
         with self._lock:
             for e in events:
-                self.sequence.allow(frame_id(e))
+                if not (e.metadata or {}).get("zscan"):
+                    self.sequence.allow(frame_id(e))
             self._inserted.extend(events)
+
+    def adjust_focus(self, p: int, dz_um: float) -> None:
+        """Shift position ``p``'s focus by ``dz_um`` from its next event on (closed loop)."""
+        with self._lock:
+            self._focus_offset[p] = self._focus_offset.get(p, 0.0) + dz_um
+
+    def focus_z(self, p: int) -> float | None:
+        """Where position ``p``'s focus stands now (its plan z, or the start z, plus the
+        corrections so far); ``None`` without a focus stage."""
+        base = self.plan.position_z(p) if hasattr(self.plan, "position_z") else None
+        base = base if base is not None else self._base_z
+        if base is None:
+            return None
+        with self._lock:
+            return base + self._focus_offset.get(p, 0.0)
+
+    def last_t(self, p: int) -> int:
+        """The last time point acquired at position ``p`` (-1 before the first)."""
+        return self._last_t.get(p, -1)
+
+    def _focused(self, batch: list[useq.MDAEvent]) -> list[useq.MDAEvent]:
+        """The batch with each position's focus correction applied (z-scans are absolute)."""
+        if self.focus is None:
+            return batch
+        out = []
+        with self._lock:
+            offsets = dict(self._focus_offset)
+        for e in batch:
+            if (e.metadata or {}).get("zscan"):
+                out.append(e)
+                continue
+            p = int(e.index.get("p", 0))
+            z = e.z_pos if e.z_pos is not None else self._base_z
+            if z is None:
+                out.append(e)
+                continue
+            out.append(e.model_copy(update={"z_pos": z + offsets.get(p, 0.0)}))
+        return out
 
     def move_z(self, dz_um: float) -> None:
         """Move the focus stage by ``dz_um`` before the next batch."""
@@ -195,6 +257,11 @@ class AcquisitionRun:
             self._set_state(RunState.CANCELLING)
         try:
             self.backend.setup(self._gate)
+            if self.focus is not None:
+                firsts: dict[int, useq.MDAEvent] = {}
+                for e in self.plan.events:
+                    firsts.setdefault(int(e.index.get("p", 0)), e)
+                self.focus.start(firsts)
             self._loop()
         except AcquireVFError as e:
             self._abort(e)
@@ -217,7 +284,7 @@ class AcquisitionRun:
                 self._cancel.wait(max(0.0, t0 + start - time.perf_counter()))
             if self._stopping():
                 return
-            for img in self.backend.execute(batch):
+            for img in self.backend.execute(self._focused(batch)):
                 try:
                     frame = self.handoff.take(img)
                 except BacklogFull as e:
@@ -226,7 +293,9 @@ class AcquisitionRun:
                 except AcquireVFError as e:
                     self._abort(e)
                     return
-                self._account(frame)
+                self._account(frame, img.event)
+                if self._is_zscan(img.event):
+                    continue
                 self.signals.frameReady.emit(frame)
                 if self._fatal is not None:
                     return
@@ -248,7 +317,9 @@ class AcquisitionRun:
                 continue
             batch = [queue.popleft()]
             while queue and len(batch) < MAX_BATCH and not queue[0].min_start_time \
-                    and not self._inserted and not self._moves:
+                    and not self._inserted and not self._moves \
+                    and not (self.focus is not None and _plane_tp(queue[0]) != _plane_tp(
+                        batch[0])):  # closed loop: each time point sees the last correction
                 batch.append(queue.popleft())
             yield batch
 
@@ -276,10 +347,18 @@ class AcquisitionRun:
         return v is not None and v.wants(c, int(event.index.get("t", 0)),
                                          int(event.index.get("p", 0)))
 
-    def _account(self, frame: Frame) -> None:
+    @staticmethod
+    def _is_zscan(event: useq.MDAEvent) -> bool:
+        return bool((event.metadata or {}).get("zscan"))
+
+    def _account(self, frame: Frame, event: useq.MDAEvent | None = None) -> None:
         """The ledger and the verifier learn of every physical frame, with why it was taken."""
         c = frame.id.c
+        if event is not None and self._is_zscan(event):
+            self.ledger.taken(frame, "zscan")
+            return
         why = "plan"
+        self._last_t[frame.id.p] = max(self._last_t.get(frame.id.p, -1), frame.id.t)
         if c in self.plan.optional:
             planned = self.verifier.plan(frame.id.t, frame.id.p).get(c) \
                 if self.verifier is not None else None
@@ -322,6 +401,8 @@ class AcquisitionRun:
         self.backend.abort()
 
     def _finish(self) -> None:
+        if self.focus_pipeline is not None:
+            self.focus_pipeline.close(drain=False)
         self.pipeline.close(drain=self._fatal is None and not self._forced)
         if self.verifier is not None:
             self.verifier.close()

@@ -20,5 +20,7 @@ class RunSignals(SignalGroup):
     fidelity = Signal(object)
     """A sentinel pair was judged: ``{"channel", "t", "p", "z", "psnr", "ssim", "mae", ...,
     "ok"}`` (emitted on the verification thread)."""
+    focus = Signal(object)
+    """Closed-loop focus: ``{"kind": "estimate" | "correction" | "zscan", "t", "p", ...}``."""
     error = Signal(str)
     """Something went wrong; the message is one line."""

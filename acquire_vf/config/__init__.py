@@ -32,17 +32,21 @@ from acquire_vf.config._profile import (
 from acquire_vf.config._recipe import (
     PRESET_DEPTH,
     REPO_ROOT,
+    DefocusRecipe,
     Recipe,
+    load_defocus_recipe,
     load_recipe,
+    recipe_task,
     simulated_root,
 )
 from acquire_vf.config._toml import plain_demo_profile, toml_lines, write_profile
 
 __all__ = [
     "PRESET_DEPTH", "PROFILES_DIR", "REPO_ROOT", "Acceptance", "AttachConnection", "Autofocus",
-    "Camera", "Compute", "DemoConnection", "HeadlessConnection", "MemoryConnection",
-    "Perturbation", "PhysicalChannel", "Profile", "Protocol", "Queues", "Recipe", "Specimen",
-    "Storage", "Tiling", "Verification", "VirtualChannel", "XYPosition", "demo_variant",
-    "load_profile", "load_recipe", "merged", "plain_demo_profile", "profile_from_dict",
-    "resolve_profile_path", "simulated_root", "toml_lines", "write_profile"
+    "Camera", "Compute", "DefocusRecipe", "DemoConnection", "HeadlessConnection",
+    "MemoryConnection", "Perturbation", "PhysicalChannel", "Profile", "Protocol", "Queues",
+    "Recipe", "Specimen", "Storage", "Tiling", "Verification", "VirtualChannel", "XYPosition",
+    "demo_variant", "load_defocus_recipe", "load_profile", "load_recipe", "merged",
+    "plain_demo_profile", "profile_from_dict", "recipe_task", "resolve_profile_path",
+    "simulated_root", "toml_lines", "write_profile"
 ]

@@ -71,7 +71,8 @@ def _resolve_paths(prof: Profile, base: Path) -> Profile:
     virtual = tuple(v.model_copy(update={"engine": fix(v.engine)}) for v in prof.virtual_channels)
     af = prof.autofocus.model_copy(update={
         "engine": fix(prof.autofocus.engine),
-        "engines": {c: fix(p) for c, p in prof.autofocus.engines.items()}})
+        "engines": {c: fix(p) for c, p in prof.autofocus.engines.items()},
+        "estimators": {c: fix(p) for c, p in prof.autofocus.estimators.items()}})
     return prof.model_copy(update={"virtual_channels": virtual, "autofocus": af})
 
 
@@ -162,12 +163,13 @@ def merged(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any
 
 
 def demo_variant(updates: Mapping[str, Any], source: str = "demo variant") -> Profile:
-    """The shipped demo profile (engines, verification) on the in-memory backend at
-    256 x 256 without focus drift, with ``updates`` merged in (``connection`` replaces the
-    whole table): what tests and the verification figures run."""
+    """The shipped demo profile (engines, verification, closed-loop focus) on the in-memory
+    backend at 256 x 256 without focus drift or steps, with ``updates`` merged in
+    (``connection`` replaces the whole table): what tests and the figure scripts run."""
     base = load_profile("demo").model_dump(mode="json", exclude_none=True)
     base["connection"] = {"kind": "memory", "shape": [256, 256]}
     base["specimen"]["focus_drift_um"] = 0.0
+    base["specimen"]["focus_steps"] = []
     if "connection" in updates:
         base.pop("connection")
     return profile_from_dict(merged(base, updates), source=source)

@@ -127,8 +127,11 @@ class VirtualChannel(_Model):
 class Autofocus(_Model):
     """Virtual refocusing, which replaces a z-scan autofocus."""
 
-    policy: Literal["off", "always", "when_defocused"] = "off"
-    """``always`` refocuses every frame; ``when_defocused`` only frames whose focus score is low."""
+    policy: Literal["off", "always", "when_defocused", "closed_loop"] = "off"
+    """``always`` refocuses every frame; ``when_defocused`` only frames whose focus score is
+    low; ``closed_loop`` estimates each frame set's signed defocus (``estimators``), corrects
+    the Z stage toward focus, refocuses virtually inside the refocus engine's trained range,
+    and z-scans when unsure (docs/focus.md)."""
     engine: Path | None = None
     """Refocus ONNX file for ``channels``; relative to the profile's folder."""
     channels: tuple[str, ...] = ()
@@ -146,12 +149,40 @@ class Autofocus(_Model):
     """Comparator protocol: a z-scan every this many time points."""
     hardware_autofocus: bool = False
     """Comparator protocol: the microscope focuses by hardware (a z-scan costs no light)."""
+    estimators: dict[str, Path] = Field(default_factory=dict)
+    """``closed_loop``: defocus estimator engines by physical channel (the first steers)."""
+    confident_sigma_um: float = Field(1.5, gt=0)
+    """``closed_loop``: an estimate with a larger sigma is unsure (a z-scan follows)."""
+    deadband_um: float = Field(0.5, ge=0)
+    """``closed_loop``: estimates smaller than this move nothing."""
+    gain: float = Field(0.8, gt=0, le=1)
+    """``closed_loop``: the stage moves by -gain x estimate ..."""
+    max_step_um: float = Field(3.0, gt=0)
+    """... and by at most this much per time point (it cannot oscillate)."""
+    zscan_range_um: float = Field(30.0, gt=0)
+    """``closed_loop``: a z-scan spans +- this around the current position, in
+    ``zscan_planes`` planes."""
+    zscan_at_start: bool = True
+    """``closed_loop``: the first time point of each position is z-scanned."""
 
     @model_validator(mode="after")
     def _policy_needs_engine(self) -> Autofocus:
-        if self.policy != "off" and self.engine is None and not self.engines:
+        if self.policy == "closed_loop":
+            if not self.estimators:
+                raise ValueError("autofocus policy 'closed_loop' needs 'estimators' (defocus "
+                                 "estimator engines by channel)")
+        elif self.policy != "off" and self.engine is None and not self.engines:
             raise ValueError(f"autofocus policy '{self.policy}' needs 'engine' or 'engines'")
+        if self.policy == "closed_loop" and self.zscan_planes < 3:
+            raise ValueError("closed_loop z-scans need zscan_planes >= 3 (a parabola fit)")
         return self
+
+
+class FocusStep(_Model):
+    """A sudden focus change (a plate move): the focal plane jumps by ``dz_um`` at ``at``."""
+
+    at: int = Field(ge=0)
+    dz_um: float
 
 
 class Perturbation(_Model):
@@ -193,13 +224,16 @@ class Specimen(_Model):
     focus_drift_period: int = Field(20, ge=2)
     """Time points per drift cycle."""
     perturbation: Perturbation | None = None
+    focus_steps: tuple[FocusStep, ...] = ()
+    """Sudden focus changes on top of the drift (each lasts from its time point on)."""
 
     def focus_at(self, t: int) -> float:
         """Focus-stage position (µm) at which the specimen is in focus at time point ``t``."""
+        steps = sum(s.dz_um for s in self.focus_steps if t >= s.at)
         if not self.focus_drift_um:
-            return self.focus_z_um
-        return self.focus_z_um + self.focus_drift_um * math.sin(2 * math.pi * t /
-                                                                self.focus_drift_period)
+            return self.focus_z_um + steps
+        return self.focus_z_um + steps + self.focus_drift_um * math.sin(
+            2 * math.pi * t / self.focus_drift_period)
 
     @model_validator(mode="after")
     def _optics_consistent(self) -> Specimen:
@@ -362,7 +396,7 @@ class Profile(_Model):
                     f"{missing} are not physical channels (have {sorted(physical)})"
                 )
         af = self.autofocus
-        unknown = [c for c in (*af.channels, *af.engines) if c not in physical]
+        unknown = [c for c in (*af.channels, *af.engines, *af.estimators) if c not in physical]
         if unknown:
             raise ValueError(f"autofocus channels {unknown} are not physical channels "
                              f"(have {sorted(physical)})")
@@ -407,6 +441,13 @@ class Profile(_Model):
         with ``on_failure = "expose"``."""
         return tuple(v for v in self.virtual_channels if v.preset and v.exposure_ms and (
             self.verification is not None or v.on_failure == "expose"))
+
+    def estimator_engines(self) -> dict[str, Path]:
+        """Physical channel -> defocus estimator, in acquisition order (``closed_loop`` only)."""
+        if self.autofocus.policy != "closed_loop":
+            return {}
+        return {c.name: self.autofocus.estimators[c.name] for c in self.channels
+                if c.name in self.autofocus.estimators}
 
     def refocus_engines(self) -> dict[str, Path]:
         """Physical channel -> refocus engine file, in acquisition order (empty when off)."""

@@ -126,6 +126,64 @@ class Recipe(_Model):
         return self
 
 
+class DefocusRecipe(_Model):
+    """A defocus estimator: one stain's frames to their signed distance from focus (µm),
+    trained on through-focus stacks of the simulated slide (docs/focus.md)."""
+
+    version: Literal[1] = 1
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    task: Literal["defocus"]
+    description: str = ""
+    stain: Literal["DNA", "AGP", "RNA", "ER", "Mito", "actin"]
+    """The stain (and channel name) it estimates from."""
+    range_um: float = Field(25.0, gt=0)
+    """Training planes span +- this from focus."""
+    step_um: float = Field(0.5, gt=0)
+    size: int = Field(128, ge=64)
+    """Field size of the through-focus stacks (pixels)."""
+    fields: int = Field(48, ge=2)
+    val_fields: int = Field(6, ge=1)
+    data_seed: int = 3000
+    exposure_ms: float = Field(50.0, gt=0)
+    """Typical exposure; training draws a quarter to twice it."""
+    patch: int = Field(96, ge=32, multiple_of=32)
+    batch: int = Field(24, ge=1)
+    steps: int = Field(2500, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    width: int = Field(16, ge=4)
+    val_every: int = Field(250, ge=1)
+    val_patches: int = Field(512, ge=16)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fits(self) -> DefocusRecipe:
+        if self.patch > self.size:
+            raise ValueError(f"patch {self.patch} is larger than the fields ({self.size})")
+        return self
+
+
+def load_defocus_recipe(path: str | Path) -> tuple[DefocusRecipe, str]:
+    """The validated defocus recipe and its text."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        return DefocusRecipe.model_validate(tomllib.loads(text)), text
+    except FileNotFoundError:
+        raise ProfileError(f"recipe not found: '{p}'") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{p}: not valid TOML: {e}") from e
+    except ValidationError as e:
+        raise ProfileError(f"{p}: {format_validation_error(e, DefocusRecipe)}") from e
+
+
+def recipe_task(path: str | Path) -> str:
+    """The ``task`` a recipe file names (``""`` when it cannot be read: the loader says why)."""
+    try:
+        return str(tomllib.loads(Path(path).read_text(encoding="utf-8")).get("task", ""))
+    except (OSError, tomllib.TOMLDecodeError):
+        return ""
+
+
 def load_recipe(path: str | Path) -> tuple[Recipe, str]:
     """The validated recipe and its text (stored in checkpoints and model cards)."""
     p = Path(path)

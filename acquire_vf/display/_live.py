@@ -26,6 +26,7 @@ from acquire_vf._frames import ChannelInfo, Frame
 from acquire_vf.display._composite import Composite
 from acquire_vf.display._controls import RunControls, ask_on_close
 from acquire_vf.display._fidelity import FidelityTrace
+from acquire_vf.display._focus_trace import FocusTrace
 from acquire_vf.display._history import TimeBrowser
 from acquire_vf.display._levels import LevelsControl
 from acquire_vf.display._panels import ChannelPanel, qt, robust_levels
@@ -119,6 +120,8 @@ class LiveWindow:
         self._build_overlays(QtWidgets, side)
         self.fidelity = FidelityTrace(pg, QtWidgets)
         side.addWidget(self.fidelity.box)
+        self.focus = FocusTrace(pg, QtWidgets)
+        side.addWidget(self.focus.box)
         side.addStretch(1)
 
     def _build_status(self, QtWidgets: Any, QtCore: Any, refresh_hz: float) -> None:
@@ -178,6 +181,8 @@ class LiveWindow:
         signals.virtualReady.connect(self.offer)
         if hasattr(signals, "fidelity"):
             signals.fidelity.connect(self.fidelity.offer)
+        if hasattr(signals, "focus"):
+            signals.focus.connect(self.focus.offer)
 
     # ----- GUI thread ----------------------------------------------------------------
     def render(self) -> None:
@@ -186,6 +191,7 @@ class LiveWindow:
             pending, self._pending = self._pending, {}
         if not self.closed:
             self.fidelity.render()
+            self.focus.render()
         if self.closed or not pending:
             return
         self._rendered_at = time.perf_counter()

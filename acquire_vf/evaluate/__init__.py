@@ -9,8 +9,10 @@ __all__ = ["image_metrics", "mae", "psnr", "ssim", "to_unit"]
 
 def __getattr__(name: str) -> Any:
     """The evaluation run loads its report machinery (matplotlib) on first use."""
-    if name in ("evaluate", "linear_fit_text", "update_card"):
-        import importlib
+    import importlib
 
+    if name in ("evaluate", "linear_fit_text", "update_card"):
         return getattr(importlib.import_module("acquire_vf.evaluate._run"), name)
+    if name == "evaluate_defocus":
+        return getattr(importlib.import_module("acquire_vf.evaluate._defocus"), name)
     raise AttributeError(name)

@@ -7,6 +7,7 @@ profile chooses.
 from typing import Any
 
 from acquire_vf.inference._checks import INPUT_FLAGS, check_inputs, input_stats
+from acquire_vf.inference._defocus import DefocusEstimator, create_estimator, frame_normalise
 from acquire_vf.inference._engine import InferenceError, TiledEngine
 from acquire_vf.inference._errors import BackendUnavailable, EngineFileError
 from acquire_vf.inference._factory import create_engine
@@ -15,9 +16,12 @@ from acquire_vf.inference._protocol import Engine, Runner
 from acquire_vf.inference._tiling import run_tiled
 from acquire_vf.inference._tta import infer_with_uncertainty, spread_frame
 
-__all__ = ["INPUT_FLAGS", "BackendUnavailable", "Engine", "EngineFileError", "InferenceError",
-           "Runner", "TiledEngine", "TorchRunner", "check_inputs", "create_engine",
-           "infer_with_uncertainty", "input_stats", "predict", "run_tiled", "spread_frame"]
+__all__ = [
+    "INPUT_FLAGS", "BackendUnavailable", "DefocusEstimator", "Engine", "EngineFileError",
+    "InferenceError", "Runner", "TiledEngine", "TorchRunner", "check_inputs", "create_engine",
+    "create_estimator", "frame_normalise", "infer_with_uncertainty", "input_stats", "predict",
+    "run_tiled", "spread_frame"
+]
 
 
 def __getattr__(name: str) -> Any:

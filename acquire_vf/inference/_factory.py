@@ -67,12 +67,19 @@ def create_engine(onnx_path: str | Path, compute: Compute, *, tile: int | None =
     card = ModelCard.load(path)
     m = card.multiple_of
     tile_px = max(m, ((tile or card.tile) // m) * m)
+    runner = first_runner(path, card, compute, backend=backend, tile=tile_px, batch=batch)
+    return TiledEngine(card, runner, tile=tile_px, overlap=overlap, batch=batch)
+
+
+def first_runner(path: Path, card: ModelCard, compute: Compute, *, backend: str | None,
+                 tile: int, batch: int) -> Runner:
+    """A runner on the first backend that may and can run ``path``."""
     order = [backend] if backend else list(compute.backends)
     allowed = order if (compute.allow_fallback and not backend) else order[:1]
     failures = []
     for name in allowed:
         try:
-            runner = make_runner(name, path, card, compute, tile=tile_px, batch=batch)
+            runner = make_runner(name, path, card, compute, tile=tile, batch=batch)
         except BackendUnavailable as e:
             failures.append(f"{name}: {e}")
             continue
@@ -80,7 +87,7 @@ def create_engine(onnx_path: str | Path, compute: Compute, *, tile: int | None =
             log.warning("engine %s: %s", card.name, "; ".join(failures))
         log.info("engine %s runs on %s (%s, %s)", card.name, runner.backend, runner.device,
                  runner.precision)
-        return TiledEngine(card, runner, tile=tile_px, overlap=overlap, batch=batch)
+        return runner
     hint = "" if compute.allow_fallback or backend or len(order) == 1 else \
         f" (the profile does not allow falling back to {order[1:]})"
     raise BackendUnavailable(f"no backend can run '{path.name}'{hint}: {'; '.join(failures)}")

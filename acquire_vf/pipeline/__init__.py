@@ -2,9 +2,16 @@
 
 from acquire_vf.focus import focus_score
 from acquire_vf.pipeline._chain import Pipeline, virtual_frame
-from acquire_vf.pipeline._engine_stages import UNCERTAINTY, RefocusStage, SynthesisStage
+from acquire_vf.pipeline._engine_stages import (
+    UNCERTAINTY,
+    FocusEstimateStage,
+    RefocusStage,
+    SynthesisStage,
+)
 from acquire_vf.pipeline._protocol import FrameSet, Stage, check_stage
 from acquire_vf.pipeline._stages import FocusScoreStage
 
-__all__ = ["UNCERTAINTY", "FocusScoreStage", "FrameSet", "Pipeline", "RefocusStage", "Stage",
-           "SynthesisStage", "check_stage", "focus_score", "virtual_frame"]
+__all__ = [
+    "UNCERTAINTY", "FocusEstimateStage", "FocusScoreStage", "FrameSet", "Pipeline",
+    "RefocusStage", "Stage", "SynthesisStage", "check_stage", "focus_score", "virtual_frame"
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 from acquire_vf._frames import ChannelInfo, Frame
 from acquire_vf.card import acceptance_band
@@ -27,24 +28,75 @@ def _info(name: str, engine: TiledEngine, inputs: tuple[str, ...]) -> ChannelInf
                        precision=engine.precision, inputs=inputs)
 
 
+class FocusEstimateStage:
+    """Each estimated channel's distance from focus (``closed_loop``), to every listener (the
+    focus controller, which returns the signed defocus it resolved, or ``None``); the signed
+    value goes into ``fs.scores["defocus"]`` for the refocus stage, the unsigned one into
+    ``fs.scores["defocus_distance"]``."""
+
+    name = "defocus"
+    outputs: tuple[ChannelInfo, ...] = ()
+
+    def __init__(self, estimators: dict[str, Any]) -> None:
+        self.estimators = estimators
+        self.listeners: list[Any] = []
+        self.checked: set[tuple[int, int]] = set()
+        """(t, p) whose focus was judged without a z-scan (the ledger's saving)."""
+
+    def process(self, fs: FrameSet) -> dict[str, Frame]:
+        signed = fs.scores.setdefault("defocus", {})
+        distance = fs.scores.setdefault("defocus_distance", {})
+        for ch, est in self.estimators.items():
+            frame = fs.frames[ch]
+            mu, sigma = est.estimate(frame.pixels)
+            distance[ch] = (mu, sigma)
+            for listen in self.listeners:
+                resolved = listen(fs.t, fs.p, ch, frame, mu, sigma)
+                if resolved is not None:
+                    signed[ch] = (resolved, sigma)
+        if len(self.checked) < 1_000_000:
+            self.checked.add((fs.t, fs.p))
+        return {}
+
+    def close(self) -> None:
+        for est in self.estimators.values():
+            est.close()
+
+
+def refocus_range(engine: TiledEngine) -> tuple[float, float, float, float]:
+    """The defocus a refocus engine was trained on: (low, high) with the excluded band
+    (near focus) between; from its card's recipe data (bbbc006 planes)."""
+    data = engine.card.training.get("data") or {}
+    lo, hi = data.get("z_range_um", (-12.0, 8.0))
+    ex_lo, ex_hi = data.get("exclude_um", (-2.0, 2.0))
+    return float(lo), float(ex_lo), float(ex_hi), float(hi)
+
+
 class RefocusStage:
     """Refocuses defocused physical frames; later stages see the refocused frames.
 
     ``engines`` maps each refocused channel to its engine (a refocus engine is trained on one
     stain; one engine may serve several channels). ``always`` refocuses every frame;
     ``when_defocused`` only frames whose focus score falls below ``threshold`` x the best score
-    seen for that channel. Each refocused frame is saved as the virtual channel
+    seen for that channel; ``closed_loop`` only frames whose estimated defocus (the
+    ``defocus`` stage's) lies inside the engine's trained range, with a sigma of at most
+    ``confident_sigma``. Each refocused frame is saved as the virtual channel
     ``NAME-refocused`` and replaces ``NAME`` for the synthesis stages.
     """
 
     name = "refocus"
 
     def __init__(self, engines: dict[str, TiledEngine], *, policy: str = "always",
-                 threshold: float = 0.6) -> None:
+                 threshold: float = 0.6, confident_sigma: float = 1.5,
+                 lookup: Any = None) -> None:
         self.engines = engines
         self.channels = tuple(engines)
         self.policy = policy
         self.threshold = threshold
+        self.confident_sigma = confident_sigma
+        self.lookup = lookup
+        """``(t, p) -> (signed defocus, sigma) | None``: the focus controller's estimate of a
+        frame set (closed loop; the estimator runs on its own thread)."""
         self.best: dict[str, float] = {}
         self.applied = 0
         self.checked: set[tuple[int, int]] = set()
@@ -64,13 +116,36 @@ class RefocusStage:
             best = self.best[ch] = max(self.best.get(ch, 0.0), score)
             if self.policy == "when_defocused" and score >= self.threshold * best:
                 continue
+            estimate = self._estimate(fs, ch)
+            if self.policy == "closed_loop" and not self._inside(engine, estimate):
+                continue
             pixels, qc = engine.infer([src.pixels])
             qc["input_focus_score"] = round(score, 5)
+            if estimate is not None:
+                qc["defocus_um"], qc["defocus_sigma_um"] = round(estimate[0], 3), round(
+                    estimate[1], 3)
             saved = virtual_frame(src, f"{ch}-refocused", pixels, qc)
             out[f"{ch}-refocused"] = saved
             out[ch] = replace(saved, id=src.id)  # what later stages see as this channel
             self.applied += 1
         return out
+
+    def _estimate(self, fs: FrameSet, ch: str) -> tuple[float, float] | None:
+        """This channel's signed defocus estimate, else another channel's (one focal plane),
+        else the focus controller's for this frame set."""
+        found = fs.scores.get("defocus") or {}
+        got = found.get(ch) or next(iter(found.values()), None)
+        if got is None and self.lookup is not None:
+            got = self.lookup(fs.t, fs.p)
+        return got
+
+    def _inside(self, engine: TiledEngine, estimate: tuple[float, float] | None) -> bool:
+        """The signed estimate lies in the engine's trained range (outside its excluded band
+        near focus) and is confident."""
+        if estimate is None or estimate[1] > self.confident_sigma:
+            return False
+        lo, ex_lo, ex_hi, hi = refocus_range(engine)
+        return lo <= estimate[0] <= ex_lo or ex_hi <= estimate[0] <= hi
 
     def close(self) -> None:
         for engine in {id(e): e for e in self.engines.values()}.values():

@@ -19,9 +19,11 @@ from acquire_vf.simulate._datasets import (
 from acquire_vf.simulate._optics import Optics, convolve, convolve_many, phase_contrast
 from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
 from acquire_vf.simulate._specimen import LiveSpecimen
+from acquire_vf.simulate._stacks import defocus_planes, through_focus_bank
 from acquire_vf.simulate._stains import Truth
 
 __all__ = ["OPTICS_20X", "OPTICS_60X", "SIMULATOR_VERSION", "STAINS", "Camera", "Cell", "Field",
            "LiveSpecimen", "Optics", "Truth",
            "convolve", "convolve_many", "fluorescence", "phase_contrast", "render_field",
-           "ensure_dataset", "simulated_version", "write_dataset"]
+           "defocus_planes", "ensure_dataset", "simulated_version", "through_focus_bank",
+           "write_dataset"]

@@ -22,7 +22,8 @@ def __getattr__(name: str) -> Any:
     lazy = {"train": "_loop", "export": "_export", "ExportError": "_export",
             "Generator": "_models", "Discriminator": "_models", "GeneratorConfig": "_models",
             "PRESETS": "_models", "load_pairs": "_data", "export_untrained": "_export",
-            "PatchSampler": "_data", "data_root": "_data"}
+            "PatchSampler": "_data", "data_root": "_data", "train_defocus": "_defocus",
+            "export_defocus": "_defocus", "DefocusNet": "_defocus"}
     if name in lazy:
         if name not in ("load_pairs", "PatchSampler", "data_root"):
             require_torch()

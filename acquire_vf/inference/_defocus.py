@@ -1,0 +1,82 @@
+"""Defocus estimators at inference: one frame in, its distance from focus out (µm, unsigned:
+at low NA the widefield PSF is symmetric about focus, see training/_defocus.py; the closed-loop
+controller supplies the sign).
+
+The card (task ``defocus``) says what the estimator was trained on: its stain, range, pixel
+size, NA and wavelength. A frame is scaled by its own robust range (:func:`frame_normalise`,
+exactly as in training) and cut into up to four centred crops of ``crop`` pixels; their
+estimates are combined by inverse-variance weighting and the spread is the larger of the
+crops' own and their disagreement.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquire_vf.card import ModelCard
+
+CROP = 96
+"""Crop size when the card does not say (the training patch)."""
+
+
+def frame_normalise(pixels: np.ndarray) -> np.ndarray:
+    """``(x - p1) / (p99.5 - p1)`` of the frame itself, float32 (exposure-independent)."""
+    x = np.asarray(pixels, np.float32)
+    lo, hi = np.percentile(x[::2, ::2], (1.0, 99.5))
+    out = x - np.float32(lo)
+    out /= np.float32(max(float(hi - lo), 1.0))
+    return out
+
+
+def crops(pixels: np.ndarray, size: int, multiple: int, most: int = 3) -> list[np.ndarray]:
+    """Crops of ``size`` (the training patch, a multiple of ``multiple``) on a grid of up to
+    ``most`` x ``most`` over the frame: the network judges patches as it learnt them (its
+    scale does not carry over to a larger field: whole 256 x 256 frames read 0.7x the
+    distance)."""
+    h, w = pixels.shape
+    s = max(multiple, (min(size, h, w) // multiple) * multiple)
+    ys = np.linspace(0, h - s, max(1, min(most, h // s))).astype(int)
+    xs = np.linspace(0, w - s, max(1, min(most, w // s))).astype(int)
+    return [pixels[y:y + s, x:x + s] for y in ys for x in xs]
+
+
+class DefocusEstimator:
+    """``estimate(pixels) -> (distance_um, sigma_um)`` over any :class:`Runner`."""
+
+    def __init__(self, card: ModelCard, runner: Any, *, crop: int = CROP) -> None:
+        if card.task != "defocus":
+            raise ValueError(f"'{card.name}' is a {card.task} engine, not a defocus estimator")
+        self.card, self.runner = card, runner
+        self.crop = int(card.defocus.get("patch", crop))
+        self.backend, self.precision = runner.backend, runner.precision
+        self.range_um = float(card.defocus.get("range_um", 20.0))
+
+    def estimate(self, pixels: np.ndarray) -> tuple[float, float]:
+        x = frame_normalise(pixels)
+        batch = np.stack(crops(x, self.crop, self.card.multiple_of))[:, None]
+        out = np.asarray(self.runner.run(np.ascontiguousarray(batch)), np.float64)
+        mu, sigma = out[:, 0], np.exp(out[:, 1])
+        w = 1.0 / sigma**2
+        mean = max(0.0, float(np.sum(w * mu) / np.sum(w)))
+        spread = float(np.sqrt(1.0 / np.mean(w)))
+        if len(mu) > 1:
+            spread = max(spread, float(np.std(mu)))
+        return mean, spread
+
+    def warmup(self) -> None:
+        self.estimate(np.ones((self.crop, self.crop), np.float32))
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def create_estimator(path: str | Path, compute: Any, backend: str | None = None
+                     ) -> DefocusEstimator:
+    from acquire_vf.inference._factory import first_runner
+
+    card = ModelCard.load(Path(path))
+    return DefocusEstimator(card, first_runner(Path(path), card, compute, backend=backend,
+                                               tile=CROP, batch=4))

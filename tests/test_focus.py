@@ -1,0 +1,106 @@
+"""Closed-loop focus: defocus estimators, stage corrections, z-scans, the record of it.
+
+Whole runs use the in-memory backend with the shipped estimators and the simulated slide,
+whose focal plane drifts and steps as the profile says; the simulator's true defocus of
+each frame is in the record, so tracking is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from acquire_vf._errors import ProfileError
+from acquire_vf.config import demo_variant, load_profile
+from tests.conftest import ROOT
+
+ENGINES = ROOT / "engines"
+DOF_HALF_UM = 1.3
+"""Half the depth of field at 20x / NA 0.45 (lambda / NA^2 + n e / (M NA) ~ 2.5 + 0.1 um)."""
+
+
+def test_the_focal_plane_drifts_and_steps_as_the_profile_says() -> None:
+    spec = load_profile("demo").specimen.model_copy(update={
+        "focus_drift_um": 30.0, "focus_drift_period": 200})
+    assert spec.focus_at(0) == 0.0
+    assert spec.focus_at(50) == pytest.approx(30.0)
+    assert spec.focus_at(9) == pytest.approx(30 * math.sin(2 * math.pi * 9 / 200))
+    assert spec.focus_at(10) == pytest.approx(30 * math.sin(2 * math.pi * 10 / 200) + 15.0)
+
+
+@pytest.mark.parametrize("update, expected", [
+    ({"autofocus": {"policy": "closed_loop", "estimators": {}}}, "needs 'estimators'"),
+    ({"autofocus": {"estimators": {"DNA": "x.onnx"}}}, "not physical channels"),
+    ({"autofocus": {"zscan_planes": 2}}, "zscan_planes >= 3"),
+], ids=["no-estimator", "estimator-of-a-virtual-channel", "too-few-planes"])
+def test_closed_loop_profiles_that_cannot_work_are_refused(update, expected) -> None:
+    with pytest.raises(ProfileError, match=expected):
+        demo_variant(update)
+
+
+@pytest.mark.parametrize("stain", ["AGP", "RNA"])
+def test_the_shipped_estimators_find_focus_on_held_out_fields(stain) -> None:
+    """Fields of the slide the estimator never saw, every 2 um over +-20 um."""
+    from acquire_vf.config import Compute
+    from acquire_vf.inference import create_estimator
+    from acquire_vf.simulate import OPTICS_20X, Camera, through_focus_bank
+
+    est = create_estimator(ENGINES / f"defocus_{stain.lower()}.onnx", Compute())
+    assert est.card.task == "defocus" and est.card.defocus["stain"] == stain
+    images, zs = through_focus_bank(stain, seed=77_777, fields=2, size=256, range_um=20.0,
+                                    step_um=2.0, optics=OPTICS_20X)
+    rng, cam = np.random.default_rng(0), Camera()
+    err, covered = [], []
+    for f in range(images.shape[0]):
+        for k, z in enumerate(zs):
+            mu, sigma = est.estimate(cam.expose(images[f, k], 50.0, rng))
+            err.append(abs(mu - z))
+            covered.append(abs(mu - z) <= 2 * sigma)
+    assert np.median(err) < 1.0, np.round(err, 2)
+    assert np.mean(covered) > 0.7
+
+
+def _run(tmp_path: Path, n: int, **spec: Any) -> dict:
+    from acquire_vf._session import run_session
+
+    prof = demo_variant({"specimen": spec, "verification": {"every": 1000},
+                         "acquisition": {"time_points": n, "interval_s": 0.0},
+                         "connection": {"kind": "memory", "shape": [256, 256]}})
+    return run_session(prof, tmp_path / "run", quiet=True)
+
+
+def test_a_run_starts_with_a_zscan_and_records_estimates_against_the_truth(tmp_path) -> None:
+    rep = _run(tmp_path, 6, focus_z_um=8.0)  # the slide starts 8 um from where the stage is
+    focus = rep["focus"]
+    assert focus["policy"] == "closed_loop"
+    assert focus["zscans"][0]["t"] == 0 and focus["zscans"][0]["planes"] == 11
+    assert abs(focus["zscans"][0]["best_z_um"] - 8.0) < 3.0, focus["zscans"][0]
+    est = focus["estimates"]
+    assert est and {"t", "p", "channel", "defocus_um", "sigma_um", "true_defocus_um"} <= set(
+        est[0])
+    assert all(abs(e["true_defocus_um"]) < 3.0 for e in est), est  # in focus from t = 0
+    assert rep["light_dose"]["exposures_by_reason"]["zscan"] == 11
+    from acquire_vf.storage import open_dataset
+
+    (f,) = open_dataset(tmp_path / "run")
+    assert all(r["t"] < 6 for r in f.records)  # z-scan frames are not data
+    assert sum(1 for r in f.records if r["channel"] == "AGP") == 6
+
+
+@pytest.mark.slow
+def test_a_drifting_run_with_a_step_stays_in_focus(tmp_path) -> None:
+    """200 time points, +-30 um of drift, a 15 um step: the targets of the issue."""
+    n = 200
+    rep = _run(tmp_path, n, focus_drift_um=30.0, focus_drift_period=200,
+               focus_steps=[{"at": 100, "dz_um": 15.0}])
+    focus = rep["focus"]
+    agp = [e for e in focus["estimates"] if e["channel"] == "AGP"]
+    inside = np.mean([abs(e["true_defocus_um"]) <= DOF_HALF_UM for e in agp])
+    assert inside >= 0.95, inside
+    assert len(focus["zscans"]) <= 0.05 * n, focus["zscans"]
+    assert any(99 <= z["t"] <= 103 for z in focus["zscans"]), focus["zscans"]
+    assert focus["corrections"] and all(abs(c["dz_um"]) <= 3.0 for c in focus["corrections"])
