@@ -41,6 +41,9 @@ MAX_RECORDS = 100_000
 AMBIGUOUS_HOLD_UM = 3.0
 """An estimate whose side of focus is unknown waits (the stage holds) up to this distance;
 beyond it a z-scan settles focus (and, with the focus found before, the drift)."""
+JUMP_UM = 8.0
+"""An unexplained distance beyond this is a jump of focus (a plate move), not drift: the
+z-scan after it does not change the drift."""
 MAX_DRIFT = 5.0
 """Largest drift believed, µm per time point."""
 
@@ -49,18 +52,18 @@ MAX_DRIFT = 5.0
 class _Position:
     offset_um: float = 0.0
     """Correction applied to this position's focus so far."""
-    focus_um: float | None = None
-    """Where focus is tracked to be (stage coordinates); ``None`` until known."""
-    focus_t: int = 0
-    """The time point ``focus_um`` was found at."""
-    velocity: float | None = None
-    """Drift of focus (µm per time point), from successive focus positions; ``None`` until
-    two are known."""
-    fresh_seq: int = 0
-    """Frames acquired before this (run order) predate the last z-scan: stale for steering."""
+    track: list[tuple[int, float]] = field(default_factory=list)
+    """Where focus was found (time point, stage µm): z-scans, and estimates whose side was
+    clear; since the last jump (earlier points shifted by it)."""
     zscan: dict[str, Any] | None = None
     """The z-scan in progress: its planes' z, scores by z, the time point."""
     last_t: int = -1
+    fresh_seq: int = 0
+    """Frames acquired before this (run order) predate the last z-scan: stale for steering."""
+
+    @property
+    def focus_um(self) -> float | None:
+        return self.track[-1][1] if self.track else None
 
 
 @dataclass
@@ -108,15 +111,16 @@ class FocusController:
     def estimate(self, t: int, p: int, channel: str, frame: Frame, distance: float,
                  sigma: float) -> float | None:
         """A frame set's estimate (pipeline thread); returns the signed defocus it resolves
-        (``None`` when it cannot tell the sign)."""
+        (``None`` when it cannot tell the side)."""
         z = frame.z_um
         with self._lock:
             pos = self._pos.setdefault(p, _Position())
-            if pos.focus_um is None and not self.af.zscan_at_start and self._run is not None:
-                pos.focus_um = self._run.focus_z(p)  # no start z-scan: the start is focus
-            tracked = pos.focus_um
+            if not pos.track and not self.af.zscan_at_start and self._run is not None:
+                here0 = self._run.focus_z(p)  # no start z-scan: the start is focus
+                if here0 is not None:
+                    pos.track.append((t, here0))
+            signed, ambiguous = self._resolve(z, distance, sigma, t, pos)
             busy = pos.zscan is not None or frame.seq < pos.fresh_seq
-        signed, ambiguous = self._resolve(z, distance, sigma, tracked, t, pos)
         if channel == self.channel:
             with self._lock:
                 self._signed[(t, p)] = (signed, sigma) if signed is not None else None
@@ -134,58 +138,90 @@ class FocusController:
             if channel != self.channel or busy or t <= pos.last_t:
                 return signed
             pos.last_t = t
-        why = None
+        res = max(self.af.resolution_um, self.af.deadband_um)
+        why, jump, span = None, False, self.af.zscan_range_um
         if sigma > self.af.confident_sigma_um:
             why = f"unsure: sigma {sigma:.1f} um"
         elif distance > 0.9 * self.range_um:
-            why = f"{distance:.1f} um from focus: the edge of the estimator's range"
-        elif ambiguous and distance > AMBIGUOUS_HOLD_UM:
-            why = f"{distance:.1f} um from focus, on which side unknown"
+            why, jump = f"{distance:.1f} um from focus: the edge of the estimator's range", True
+        elif ambiguous and distance > res:
+            jump = distance > JUMP_UM
+            why = f"{distance:.1f} um from focus, on which side unknown" + (
+                " (a jump)" if jump else "")
+            if not jump:  # focus is near: a fine scan around it
+                span = min(span, max(3.0, 2.0 * distance + 2.0))
         if why is not None:
-            self._zscan(p, t + 1, None, why, frame=frame)
+            self._zscan(p, t + 1, None, why, frame=frame, jump=jump, span=span)
             return signed
-        if signed is None or z is None:
-            return signed  # ambiguous and close: hold until it is clear or a z-scan settles it
-        self._track(pos, t, z - signed)
-        # where focus will be when the correction takes effect: the estimate may arrive after
-        # later time points were acquired
-        ahead = max(t, self._run.last_t(p) if self._run is not None else t) + 1
-        target = self._predict(pos, ahead)
-        here = self._run.focus_z(p) if self._run is not None else None
-        err = (here - target) if here is not None else signed
-        if abs(err) >= self.af.deadband_um:
-            dz = float(np.clip(-self.af.gain * err, -self.af.max_step_um, self.af.max_step_um))
-            self._correct(t, p, dz, f"{signed:+.2f} +- {sigma:.2f} um from focus")
+        if signed is not None and z is not None and distance > res:
+            with self._lock:
+                self._observe(pos, t, z - signed)
+        self._steer(p, t, pos, f"{'?' if signed is None else f'{signed:+.2f}'} +- "
+                               f"{sigma:.2f} um from focus")
         return signed
 
-    def _resolve(self, z: float | None, distance: float, sigma: float,
-                 tracked: float | None, t: int, pos: _Position) -> tuple[float | None, bool]:
-        """The signed defocus ``z - focus``: of the two focus candidates (``z -+ distance``)
-        the one nearer the focus predicted from the track (its last position and drift).
-        A distance within the estimator's resolution is 0. ``(None, True)`` when the two are
-        about as near (a jump of focus, or a drift not known yet)."""
-        if z is None or tracked is None:
+    def _steer(self, p: int, t: int, pos: _Position, why: str) -> None:
+        """Move the stage toward where the track says focus will be at the next time point
+        to be acquired (the estimate may arrive after later ones were)."""
+        if self._run is None:
+            return
+        ahead = max(t, self._run.last_t(p)) + 1
+        with self._lock:
+            target = self._predict(pos, ahead)
+        here = self._run.focus_z(p)
+        if target is None or here is None:
+            return
+        err = target - here
+        if abs(err) >= self.af.deadband_um:
+            dz = float(np.clip(self.af.gain * err, -self.af.max_step_um, self.af.max_step_um))
+            self._correct(t, p, dz, why)
+
+    def _resolve(self, z: float | None, distance: float, sigma: float, t: int,
+                 pos: _Position) -> tuple[float | None, bool]:
+        """The signed defocus ``z - focus``. Within the estimator's resolution it is the
+        track's prediction (bounded by the distance); beyond it, the distance on the side the
+        track predicts (``near``). ``(None, True)`` when the track predicts much less than
+        the distance (a jump, or a drift the track has wrong)."""
+        predicted = self._predict(pos, t)
+        if z is None or predicted is None:
             return None, True
-        if distance <= max(self.af.deadband_um, sigma):
-            return 0.0, False
-        near = z - self._predict(pos, t)  # the defocus the track predicts for this frame
+        near = z - predicted
+        if distance <= max(self.af.deadband_um, self.af.resolution_um):
+            return float(np.clip(near, -distance, distance)), False
         if abs(near) < 0.5 * distance:
             return None, True
-        return (distance if near > 0 else -distance), False
+        return (distance if near >= 0 else -distance), False
 
     @staticmethod
-    def _predict(pos: _Position, t: int) -> float:
-        assert pos.focus_um is not None
-        return pos.focus_um + (pos.velocity or 0.0) * (t - pos.focus_t)
+    def _predict(pos: _Position, t: int) -> float | None:
+        """Focus at time point ``t`` from the track: constant from one point, a line through
+        the last three, a parabola through the last five once they span 8 time points."""
+        tr = pos.track[-5:]
+        if not tr:
+            return None
+        if len(tr) == 1:
+            return tr[0][1]
+        ts = np.array([a for a, _ in tr], float)
+        fs = np.array([b for _, b in tr], float)
+        deg = 2 if len(tr) >= 4 and ts[-1] - ts[0] >= 8 else 1
+        if deg == 1:
+            ts, fs = ts[-3:], fs[-3:]
+        if np.ptp(ts) == 0:
+            return float(fs[-1])
+        coef = np.polyfit(ts - ts[-1], fs, deg)
+        dt = min(t - ts[-1], 30.0)
+        slope = np.polyval(np.polyder(coef), 0.0)
+        if abs(slope) > MAX_DRIFT:
+            return float(fs[-1] + np.sign(slope) * MAX_DRIFT * dt)
+        return float(np.polyval(coef, dt))
 
     @staticmethod
-    def _track(pos: _Position, t: int, focus: float, learn: bool = True) -> None:
-        """Focus is at ``focus`` at time point ``t``; with ``learn``, update the drift."""
-        if learn and pos.focus_um is not None and t > pos.focus_t:
-            v = float(np.clip((focus - pos.focus_um) / (t - pos.focus_t), -MAX_DRIFT,
-                              MAX_DRIFT))
-            pos.velocity = v if pos.velocity is None else 0.7 * pos.velocity + 0.3 * v
-        pos.focus_um, pos.focus_t = focus, t
+    def _observe(pos: _Position, t: int, focus: float) -> None:
+        if pos.track and pos.track[-1][0] == t:
+            pos.track[-1] = (t, focus)
+        else:
+            pos.track.append((t, focus))
+        del pos.track[:-8]
 
     def signed(self, t: int, p: int, wait_s: float = 0.5) -> tuple[float, float] | None:
         """The signed defocus of (t, p) and its sigma, once estimated (waits up to
@@ -214,7 +250,8 @@ class FocusController:
 
     # ----- decisions --------------------------------------------------------------------
     def _zscan(self, p: int, t: int, like: useq.MDAEvent | None, why: str,
-               frame: Frame | None = None) -> None:
+               frame: Frame | None = None, jump: bool = False,
+               span: float | None = None) -> None:
         run = self._run
         if run is None:
             return
@@ -222,7 +259,7 @@ class FocusController:
         if here is None:
             log.warning("position %d: no focus stage position known; no z-scan", p)
             return
-        n, r = max(self.af.zscan_planes, 3), self.af.zscan_range_um
+        n, r = max(self.af.zscan_planes, 3), span or self.af.zscan_range_um
         planes = [here + z for z in np.linspace(-r, r, n)]
         group, preset, exposure = self._preset
         x = like.x_pos if like is not None else (frame.x_um if frame is not None else None)
@@ -234,7 +271,8 @@ class FocusController:
                   for z in planes]
         with self._lock:
             self._pos.setdefault(p, _Position()).zscan = {
-                "t": t, "planes": planes, "scores": {}, "why": why, "from_z": here}
+                "t": t, "planes": planes, "scores": {}, "why": why, "from_z": here,
+                "jump": jump}
         run.insert(events)
 
     def _finish_zscan(self, p: int) -> None:
@@ -256,9 +294,12 @@ class FocusController:
         with self._lock:
             if len(self.record.zscans) < MAX_RECORDS:
                 self.record.zscans.append(row)
-        with self._lock:  # a z-scan after a jump must not teach the drift the jump
+        with self._lock:  # after a jump the drift goes on from the new focus
             pos = self._pos[p]
-            self._track(pos, scan["t"], best, learn=pos.velocity is None)
+            if scan.get("jump") and pos.track:
+                shift = best - (self._predict(pos, scan["t"]) or best)
+                pos.track = [(a, b + shift) for a, b in pos.track]
+            self._observe(pos, scan["t"], best)
             pos.fresh_seq = self._run.frames_acquired if self._run is not None else 0
         self._correct(scan["t"], p, best - scan["from_z"], "z-scan: " + scan["why"],
                       record=False)

@@ -155,8 +155,9 @@ class Autofocus(_Model):
     """``closed_loop``: an estimate with a larger sigma is unsure (a z-scan follows)."""
     deadband_um: float = Field(0.5, ge=0)
     """``closed_loop``: estimates smaller than this move nothing."""
-    gain: float = Field(0.8, gt=0, le=1)
-    """``closed_loop``: the stage moves by -gain x estimate ..."""
+    gain: float = Field(1.0, gt=0, le=1)
+    """``closed_loop``: the stage moves this fraction of the way to where the tracked focus
+    will be ..."""
     max_step_um: float = Field(3.0, gt=0)
     """... and by at most this much per time point (it cannot oscillate)."""
     zscan_range_um: float = Field(30.0, gt=0)
@@ -164,6 +165,9 @@ class Autofocus(_Model):
     ``zscan_planes`` planes."""
     zscan_at_start: bool = True
     """``closed_loop``: the first time point of each position is z-scanned."""
+    resolution_um: float = Field(1.5, ge=0)
+    """``closed_loop``: estimated distances below this count as in focus (the shipped
+    estimators read about 1 µm at focus: inside the depth of field a frame barely changes)."""
 
     @model_validator(mode="after")
     def _policy_needs_engine(self) -> Autofocus:
