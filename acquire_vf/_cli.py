@@ -328,7 +328,7 @@ def _train_defocus(recipe: Path, out: Path | None) -> None:
     from acquire_vf.config import load_defocus_recipe
     from acquire_vf.training import train_defocus
 
-    rec, _ = load_defocus_recipe(recipe)
+    rec, text = load_defocus_recipe(recipe)
     folder = out or Path("runs") / rec.name
     with Progress(transient=False) as bar:
         task = bar.add_task(f"training {rec.name}", total=rec.steps)
@@ -337,7 +337,7 @@ def _train_defocus(recipe: Path, out: Path | None) -> None:
             bar.update(task, completed=step, description=f"training {rec.name}: median "
                        f"|error| {m['median_abs_error_um']:.2f} um")
 
-        summary = train_defocus(rec, folder, progress=progress)
+        summary = train_defocus(rec, folder, progress=progress, recipe_text=text)
     typer.echo(f"{folder}: {summary['steps']} steps, best validation median |error| "
                f"{summary['best_val_median_abs_error_um']:.3f} um ({summary['seconds']:.0f} s);"
                f" checkpoints in {folder / 'checkpoints'}")
@@ -363,9 +363,11 @@ def export_cmd(
 
     from acquire_vf.training import ExportError, export, export_defocus
     try:
-        kind = torch.load(checkpoint, map_location="cpu", weights_only=False).get("kind")
-    except (OSError, RuntimeError) as e:
-        raise DataError(f"'{checkpoint}' is not a checkpoint written by train: {e}") from e
+        loaded = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        kind = loaded.get("kind") if isinstance(loaded, dict) else None
+    except Exception as e:  # pickle, zip and I/O errors alike: the file is not one
+        raise DataError(f"'{checkpoint}' is not an acquire-vf training checkpoint: "
+                        f"{' '.join(str(e).split())[:200]}") from e
     try:
         card = export_defocus(checkpoint, out) if kind == "defocus" else \
             export(checkpoint, out)[0]
@@ -471,6 +473,10 @@ def evaluate_cmd(
         from acquire_vf.evaluate import evaluate_defocus
 
         res = evaluate_defocus(model, data, out)
+        if update_card:
+            from acquire_vf.evaluate import update_defocus_card
+
+            update_defocus_card(model, res)
         w, a, b = res["within_20um"], res["above_focus"], res["below_focus"]
         typer.echo(f"{out / 'metrics.json'}: median |error| {w['median_abs_error_um']} um "
                    f"within +-20 um (above focus {a['median_abs_error_um']}, below "

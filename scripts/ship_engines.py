@@ -68,6 +68,13 @@ def ship(name: str, force: bool) -> None:
         onnx.parent.mkdir(parents=True, exist_ok=True)
         _run([*CLI, "export", str(run / "checkpoints" / "best.pt"), "--out",
               str(onnx.relative_to(ROOT)), "--overwrite"])
+    if recipe["task"] == "defocus":  # distance from focus: held-out stacks, docs/focus/NAME
+        report = ROOT / "docs" / "focus" / name
+        if force or not (report / "metrics.json").is_file():
+            _run([*CLI, "evaluate", "--model", str(onnx.relative_to(ROOT)), "--data",
+                  ".cache/held-out/defocus", "--out", str(report.relative_to(ROOT)),
+                  "--update-card", "--overwrite"])
+        return
     data = held_out(recipe)
     report = ROOT / "docs" / "models" / name
     if force or not (report / "metrics.json").is_file():
@@ -142,14 +149,25 @@ def write_index() -> None:
     misses = []
     cards = sorted((ROOT / "engines").glob("*.json")) + sorted(
         (ROOT / "runs").glob("*/engine/*.json"))
+    defocus = ["| engine | input | held-out median error within +-20 um (above / below focus) | "
+               "targets met | report |", "|---|---|---|---|---|"]
     for f in cards:
         c = json.loads(f.read_text())
         held = c.get("metrics", {}).get("held_out")
         if not held:
             continue
+        targets = c["metrics"].get("targets", [])
+        if c["task"] == "defocus":  # distance from focus: docs/focus.md
+            w, a, b = held["within_20um"], held["above_focus"], held["below_focus"]
+            defocus.append(f"| `{c['name']}` | {c['inputs'][0]} | {w['median_abs_error_um']} "
+                           f"um ({a['median_abs_error_um']} / {b['median_abs_error_um']}) | "
+                           f"{sum(t['met'] for t in targets)} of {len(targets)} | "
+                           f"[metrics](../focus/{c['name']}/metrics.json) |")
+            misses += [f"- `{c['name']}`: {t['target']}: {t['value']} (needs "
+                       f"{t['threshold']})" for t in targets if not t["met"]]
+            continue
         p = held["prediction"]
         base = "; ".join(f"{k} {v['psnr']:.2f}" for k, v in held["baselines"].items())
-        targets = c["metrics"].get("targets", [])
         met = sum(t["met"] for t in targets)
         misses += [f"- `{c['name']}`: {t['target']}: {t['value']} (needs {t['threshold']})"
                    for t in targets if not t["met"]]
@@ -163,7 +181,10 @@ def write_index() -> None:
             "PSNR and SSIM on intensities scaled by the card's output range; TL is the paper's "
             "tolerance-level error index (lower is better). Targets are those of the "
             "shipped-engines issue; each card lists them under `metrics.targets`.", "",
-            *rows, "", "## Targets missed", "", *(misses or ["None."]), ""]
+            *rows, "", "## Defocus estimators", "",
+            "Distance from focus from one frame (`docs/focus.md`), on held-out simulated "
+            "through-focus stacks.", "", *defocus, "",
+            "## Targets missed", "", *(misses or ["None."]), ""]
     (ROOT / "docs" / "models" / "README.md").write_text("\n".join(text))
 
 
@@ -179,7 +200,7 @@ def main() -> None:
     for name in names:  # after all: some targets compare two engines
         recipe = tomllib.loads((ROOT / "training" / f"{name}.toml").read_text())
         onnx = engine_path(name, recipe)
-        if onnx.is_file():
+        if onnx.is_file() and recipe["task"] != "defocus":
             update_card(name, recipe, onnx)
     write_index()
 

@@ -314,12 +314,16 @@ def test_recipe_typo_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_shipped_recipes_are_valid() -> None:
-    from acquire_vf.config import load_recipe
+    from acquire_vf.config import load_defocus_recipe, load_recipe, recipe_task
 
-    names = {load_recipe(p)[0].name for p in (ROOT / "training").glob("*.toml")}
+    def load(p: Path) -> str:
+        loader = load_defocus_recipe if recipe_task(p) == "defocus" else load_recipe
+        return loader(p)[0].name
+
+    names = {load(p) for p in (ROOT / "training").glob("*.toml")}
     assert names == {"refocus", "refocus_agp", "refocus_rna", "cps_dna", "cps_er", "cps_mito",
                      "mda_phc_dapi", "mda_phc_vinculin", "mda_factin_vinculin",
-                     "refocus_paper", "cps_er_paper"}
+                     "refocus_paper", "cps_er_paper", "defocus_agp", "defocus_rna"}
 
 
 def test_residual_is_for_refocus_recipes(cache: Path) -> None:

@@ -46,7 +46,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "profile": {"name": prof.name, "source": profile_source},
         "channels": channels,
         "frames_acquired": run.frames_acquired,
-        "exposures_taken": run.frames_acquired,
+        "exposures_taken": dose["taken"]["exposures"],  # with z-scans, which are not data
         "exposures_full_protocol": full,
         "virtual_frames": p.virtual_made if p else 0,
         "virtual_skipped": skipped,

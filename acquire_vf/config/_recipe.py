@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -164,16 +164,23 @@ class DefocusRecipe(_Model):
 
 def load_defocus_recipe(path: str | Path) -> tuple[DefocusRecipe, str]:
     """The validated defocus recipe and its text."""
+    return _load(path, DefocusRecipe)
+
+
+_R = TypeVar("_R", Recipe, DefocusRecipe)
+
+
+def _load(path: str | Path, model: type[_R]) -> tuple[_R, str]:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-        return DefocusRecipe.model_validate(tomllib.loads(text)), text
+        return model.model_validate(tomllib.loads(text)), text
     except FileNotFoundError:
         raise ProfileError(f"recipe not found: '{p}'") from None
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{p}: not valid TOML: {e}") from e
     except ValidationError as e:
-        raise ProfileError(f"{p}: {format_validation_error(e, DefocusRecipe)}") from e
+        raise ProfileError(f"{p}: {format_validation_error(e, model)}") from e
 
 
 def recipe_task(path: str | Path) -> str:
@@ -186,17 +193,7 @@ def recipe_task(path: str | Path) -> str:
 
 def load_recipe(path: str | Path) -> tuple[Recipe, str]:
     """The validated recipe and its text (stored in checkpoints and model cards)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-        return Recipe.model_validate(data), text
-    except FileNotFoundError:
-        raise ProfileError(f"recipe not found: '{p}'") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"{p}: not valid TOML: {e}") from e
-    except ValidationError as e:
-        raise ProfileError(f"{p}: {format_validation_error(e, Recipe)}") from e
+    return _load(path, Recipe)
 
 
 def simulated_root(recipe: Recipe) -> Path:

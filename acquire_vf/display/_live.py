@@ -312,12 +312,14 @@ class LiveWindow:
 
 def status_text(run: Any, display_skipped: int, backend: str | None) -> str:
     """The status bar: state, fps, per-stage latency, queues, skipped, exposures saved."""
-    from acquire_vf.acquisition import full_protocol_exposures
+    from acquire_vf.acquisition import light_dose
 
     st = run.status()
     lat = run.latency.summary()
     stages = "  ".join(f"{k} {v['p50']:.0f} ms" for k, v in lat.items()) or "-"
-    saved = f"exposures saved {full_protocol_exposures(run) - run.frames_acquired}"
+    dose = light_dose(run)
+    saved = (f"exposures saved {dose['comparator']['exposures'] - dose['taken']['exposures']}"
+             f" ({100 * dose['saved_fraction']:.0f}% of the light)")
     writer = run.writer
     return (f"{st.state.value}  |  {st.frames_acquired}/{st.frames_expected} frames, "
             f"{st.fps:.1f} fps  |  latency p50: {stages}  |  queues: pipeline "

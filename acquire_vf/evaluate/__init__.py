@@ -13,6 +13,6 @@ def __getattr__(name: str) -> Any:
 
     if name in ("evaluate", "linear_fit_text", "update_card"):
         return getattr(importlib.import_module("acquire_vf.evaluate._run"), name)
-    if name == "evaluate_defocus":
+    if name in ("evaluate_defocus", "update_defocus_card"):
         return getattr(importlib.import_module("acquire_vf.evaluate._defocus"), name)
     raise AttributeError(name)

@@ -120,3 +120,23 @@ def plot(rows: list[dict[str, Any]], result: dict[str, Any], path: Path) -> None
                f"within +-20 um, coverage {w['coverage_2sigma']}")
     f.tight_layout()
     f.savefig(path, dpi=100)
+
+
+TARGET_UM = 0.5
+"""The issue's target: median error within +-20 µm on held-out stacks."""
+
+
+def update_defocus_card(model: Path, result: dict[str, Any]) -> ModelCard:
+    """Write the held-out figures and the target into the card (the ONNX is unchanged)."""
+    card = ModelCard.load(model)
+    w = result["within_20um"]
+    metrics = dict(card.metrics)
+    metrics["held_out"] = {"split": "all", "n_images": result["all"]["n"],
+                           "data": result["data"], **{k: result[k] for k in (
+                               "within_20um", "above_focus", "below_focus", "all")}}
+    metrics["targets"] = [{"target": f"median |error| within +-20 um <= {TARGET_UM} um",
+                           "value": w["median_abs_error_um"], "threshold": TARGET_UM,
+                           "met": bool(w["median_abs_error_um"] <= TARGET_UM)}]
+    updated = card.model_copy(update={"metrics": metrics})
+    updated.save(model)
+    return updated

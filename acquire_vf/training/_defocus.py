@@ -106,8 +106,8 @@ def _bank(recipe: DefocusRecipe, seed: int, fields: int) -> tuple[np.ndarray, np
 
 
 def train_defocus(recipe: DefocusRecipe, out: Path,
-                  progress: Callable[[int, int, dict[str, float]], None] | None = None
-                  ) -> dict[str, Any]:
+                  progress: Callable[[int, int, dict[str, float]], None] | None = None,
+                  recipe_text: str = "") -> dict[str, Any]:
     """Train; write ``out/checkpoints/best.pt`` (lowest validation median |error|) and
     ``out/summary.json``; return the summary."""
     torch.manual_seed(recipe.seed)
@@ -144,7 +144,8 @@ def train_defocus(recipe: DefocusRecipe, out: Path,
             if m["median_abs_error_um"] < best:
                 best = m["median_abs_error_um"]
                 torch.save({"kind": "defocus", "state": net.state_dict(), "step": step,
-                            "recipe": recipe.model_dump(mode="json"), "val": m},
+                            "recipe": recipe.model_dump(mode="json"), "val": m,
+                            "recipe_text": recipe_text},
                            out / "checkpoints" / "best.pt")
             if progress is not None:
                 progress(step, recipe.steps, m)
