@@ -359,15 +359,10 @@ def export_cmd(
     check_output(out, inputs=[checkpoint], overwrite=overwrite)
     check_output(out.with_suffix(".json"), overwrite=overwrite, what="the card")
     require_torch()
-    import torch
-
     from acquire_vf.training import ExportError, export, export_defocus
-    try:
-        loaded = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        kind = loaded.get("kind") if isinstance(loaded, dict) else None
-    except Exception as e:  # pickle, zip and I/O errors alike: the file is not one
-        raise DataError(f"'{checkpoint}' is not an acquire-vf training checkpoint: "
-                        f"{' '.join(str(e).split())[:200]}") from e
+    from acquire_vf.training._checkpoint import load_checkpoint
+
+    kind = load_checkpoint(checkpoint).get("kind")  # weights and plain data only
     try:
         card = export_defocus(checkpoint, out) if kind == "defocus" else \
             export(checkpoint, out)[0]

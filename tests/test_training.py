@@ -302,6 +302,39 @@ def test_export_refuses_bad_input(tmp_path: Path) -> None:
     assert "is not an acquire-vf training checkpoint" in r.stderr
     r = run_cli("export", str(bad), "--out", str(tmp_path / "x.engine"), timeout=120)
     assert r.returncode == DataError.exit_code and "expected a path ending in .onnx" in r.stderr
+    r = run_cli("export", str(tmp_path / "runs" / "best.pt"), "--out", str(tmp_path / "y.onnx"),
+                timeout=120)
+    assert r.returncode == DataError.exit_code and "checkpoint not found" in r.stderr, r.stderr
+
+
+class _Payload:
+    """Unpickling this writes a file: what a hostile checkpoint could do instead."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "ran"))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    """Checkpoints are read with torch's restricted unpickler: weights and plain data load,
+    a pickled callable is refused with one line and never runs."""
+    marker = tmp_path / "ran.txt"
+    ckpt = tmp_path / "best.pt"
+    torch.save({"kind": "defocus", "state": {"w": torch.zeros(2)}, "extra": _Payload(str(marker))},
+               ckpt)
+    r = run_cli("export", str(ckpt), "--out", str(tmp_path / "x.onnx"), timeout=120)
+    assert r.returncode == DataError.exit_code, r.stderr
+    assert "was refused" in r.stderr and "could run code" in r.stderr, r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, r.stderr
+    assert not marker.exists()
+    from acquire_vf.training._checkpoint import load_checkpoint
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"kind": "defocus", "step": 3, "val": {"median": 0.5}, "w": torch.ones(3)}, plain)
+    assert load_checkpoint(plain)["step"] == 3
 
 
 @pytest.mark.slow

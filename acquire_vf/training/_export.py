@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import pickle
 import sys
 import time
 import warnings
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from acquire_vf.card import ModelCard, Normalisation, pad_to_multiple, sha256_file
+from acquire_vf.training._checkpoint import load_checkpoint
 from acquire_vf.training._models import Generator, GeneratorConfig, count_parameters, gflop
 
 OPSET = 18
@@ -40,11 +40,10 @@ log = logging.getLogger(__name__)
 
 
 def load_generator(checkpoint: str | Path) -> tuple[Generator, dict[str, Any]]:
+    state = load_checkpoint(checkpoint)
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         gcfg = GeneratorConfig(**state["generator_config"])
-    except (OSError, KeyError, RuntimeError, ValueError, TypeError, EOFError,
-            pickle.UnpicklingError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise ExportError(f"'{checkpoint}' is not an acquire-vf training checkpoint "
                           f"(expected a checkpoints/*.pt written by 'acquire-vf train'): "
                           f"{type(e).__name__}: {e}") from e

@@ -30,6 +30,7 @@ from torch import nn
 
 from acquire_vf.config import REPO_ROOT, Recipe
 from acquire_vf.metrics import image_metrics
+from acquire_vf.training._checkpoint import load_checkpoint
 from acquire_vf.training._data import PairedData, PatchSampler, load_pairs
 from acquire_vf.training._loss import LossWeights, discriminator_loss, generator_loss
 from acquire_vf.training._models import PRESETS, Discriminator, Generator, GeneratorConfig
@@ -113,7 +114,7 @@ class _Trainer:
         saved_average = None
         seed, rank = self.recipe.seed, self.rank
         if resume and last.exists():
-            state = torch.load(last, map_location=self.device, weights_only=False)
+            state = load_checkpoint(last, map_location=self.device)
             saved_average = state["generator"] if "generator_train" in state else None
             self.G.load_state_dict(state.get("generator_train", state["generator"]))
             self.D.load_state_dict(state["discriminator"])
