@@ -359,8 +359,7 @@ def export_cmd(
     check_output(out, inputs=[checkpoint], overwrite=overwrite)
     check_output(out.with_suffix(".json"), overwrite=overwrite, what="the card")
     require_torch()
-    from acquire_vf.training import ExportError, export, export_defocus
-    from acquire_vf.training._checkpoint import load_checkpoint
+    from acquire_vf.training import ExportError, export, export_defocus, load_checkpoint
 
     kind = load_checkpoint(checkpoint).get("kind")  # weights and plain data only
     try:
@@ -371,6 +370,34 @@ def export_cmd(
     typer.echo(f"{out}: {card.task} engine, inputs {list(card.inputs)} -> {card.output}, "
                f"{card.parameters:,} parameters, {card.gflop_per_256} GFLOP per 256x256; "
                f"card {out.with_suffix('.json')}")
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="An fp32 engine (NAME.onnx with NAME.json).")],
+    out: Annotated[Path, typer.Option("--out", help="The INT8 engine (OUT.onnx; its card "
+                                      "is written beside it).")],
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Training images to "
+                                        "calibrate on.")] = 32,
+    data: Annotated[Path | None, typer.Option("--data", help="Calibration images in the "
+                                              "engine's training layout (default: its "
+                                              "training data).")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """INT8 engine for CPU-only rigs: static QDQ quantisation calibrated on the engine's
+    training data (docs/inference.md)."""
+    from acquire_vf.storage import check_output
+
+    if out.suffix != ".onnx":
+        raise DataError(f"--out: expected a path ending in .onnx, got '{out}'")
+    check_output(out, inputs=[model, model.with_suffix(".json")], overwrite=overwrite)
+    check_output(out.with_suffix(".json"), overwrite=overwrite, what="the card")
+    from acquire_vf.quantize import quantize_engine
+
+    card = quantize_engine(model, out, frames=frames, data=data)
+    typer.echo(f"{out}: INT8 ({card.quantization['format']}) from {card.quantization['from']}; "
+               f"{card.quantization['calibration']}; card {out.with_suffix('.json')}. "
+               f"Judge it: acquire-vf evaluate --model {out} ... (reports int8_psnr_cost_db)")
 
 
 @app.command()

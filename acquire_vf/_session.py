@@ -123,11 +123,19 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     out = out_dir or default_out_dir(profile)
     prepare_output(out)
     backend_desc = None
-    if stages is None:
-        stages, backend_desc = build_stages(profile, backend)
-    run = make_run(profile, out, stages=stages, acquisition=acquisition,
-                   time_points=time_points, plan=plan, replay=replay,
-                   as_fast_as_possible=as_fast_as_possible)
+    host = engine_host(profile) if stages is None else None
+    try:
+        if stages is None:
+            stages, backend_desc = build_stages(profile, backend, host=host)
+        run = make_run(profile, out, stages=stages, acquisition=acquisition,
+                       time_points=time_points, plan=plan, replay=replay,
+                       as_fast_as_possible=as_fast_as_possible)
+    except BaseException:
+        if host is not None:
+            host.close()
+        raise
+    if host is not None:
+        run.attach_engine_host(host)
     restore = _cancel_on_sigint(run)
     try:
         with _third_party_stderr_to_log(enabled=quiet_libraries):
@@ -138,6 +146,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
                 run.run()
     finally:
         restore()
+        if host is not None:
+            host.close()
         report = session_report(run, profile_source=profile_source, backend=backend_desc)
         if replay is not None and run.verifier is not None and run.data_path is not None \
                 and run.data_path.exists() and run.fatal_error is None:
@@ -150,6 +160,23 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     if run.fatal_error is not None:
         raise run.fatal_error
     return report
+
+
+def engine_host(profile: Profile) -> Any:
+    """The engine host process for the profile's engines (``compute.host = "process"``), or
+    ``None`` (engines in this process, or none to run). On a machine with four cores or more
+    the host keeps off core 0 (acquisition's); it always runs at lower priority."""
+    uses = profile.virtual_channels or profile.refocus_engines() or \
+        profile.estimator_engines()
+    if profile.compute.host != "process" or not uses:
+        return None
+    import os
+
+    from acquire_vf.engine_host import EngineHost
+
+    c = profile.compute
+    return EngineHost(deadline_s=c.host_deadline_s, restarts=c.host_restarts,
+                      avoid_cores=(0,) if (os.cpu_count() or 1) >= 4 else (), nice=5)
 
 
 def _run_with_window(run: AcquisitionRun, profile: Profile, stages: list[Stage],
@@ -228,11 +255,13 @@ def _third_party_stderr_to_log(enabled: bool) -> Iterator[None]:
         sys.stderr = saved
 
 
-def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Stage], str | None]:
+def build_stages(profile: Profile, backend: str | None = None, host: Any = None
+                 ) -> tuple[list[Stage], str | None]:
     """The focus measure, the refocus stage and one synthesis stage per virtual channel.
 
     Engines are created (and checked against the profile) before Micro-Manager starts, so a
     corrupt engine or a card that does not fit the profile stops the run before any exposure.
+    With ``host`` (an :class:`~acquire_vf.engine_host.EngineHost`) their networks run there.
     """
     stages: list[Stage] = [FocusScoreStage()]
     if profile.autofocus.policy == "off" and not profile.virtual_channels:
@@ -244,7 +273,7 @@ def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Sta
     def make(path: Path) -> Any:
         t = profile.tiling
         return create_engine(path, profile.compute, tile=t.tile, overlap=t.overlap,
-                             batch=t.batch, backend=backend)
+                             batch=t.batch, backend=backend, host=host)
 
     used = []
     refocus: dict[str, Any] = {}
@@ -258,7 +287,7 @@ def build_stages(profile: Profile, backend: str | None = None) -> tuple[list[Sta
                                    "engine")
             used.append(by_file[path])
         refocus[channel] = by_file[path]
-    estimators = {c: create_estimator(p, profile.compute, backend=backend)
+    estimators = {c: create_estimator(p, profile.compute, backend=backend, host=host)
                   for c, p in profile.estimator_engines().items()}
     if estimators:
         stages.append(FocusEstimateStage(estimators))

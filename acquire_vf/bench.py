@@ -6,7 +6,11 @@ made with random weights for the measurement (speed does not depend on the weigh
 
 JSON keys (numbers; ``null`` where a backend is absent): ``ort_over_torch_speedup``,
 ``ort_fraction_of_matmul``, ``tiling_overhead_ratio``, ``pipeline_overhead_ratio``,
-``latency_over_model_ratio``, ``acquisition_rate_ratio``, ``uncertainty_cost_ratio`` (a
+``latency_over_model_ratio``, ``acquisition_rate_ratio`` (the engine in the engine host; also
+``acquisition_rate_ratio_slow_engine``, one 10-20x slower than the camera, and
+``acquisition_rate_ratio_in_process``, the realtime engine in the session's process),
+``handoff_ms_per_2048_frame_set`` (the engine host's hand-off, hosted minus in-process),
+``int8_over_fp32_speedup`` (``acquire-vf quantize``), ``uncertainty_cost_ratio`` (a
 virtual frame with its test-time-augmentation uncertainty, 2/4/8 passes, over one pass),
 ``gpu_2048_ms``, ``device``, and ``detail`` with every underlying time.
 """
@@ -114,8 +118,23 @@ def run(json_path: Path | None = None, *, quick: bool = False,
     # acquisition-rate target names: the slot must keep latency near the model's own time
     detail["live_slow_engine"] = live_ratios(work / "paper.onnx", progress, time_points=tp,
                                              pairs=pairs)
+    detail["live_in_process"] = live_ratios(work / "realtime.onnx", progress, time_points=tp,
+                                            pairs=pairs, host="thread")
     result["latency_over_model_ratio"] = live["latency_over_model_ratio"]
     result["acquisition_rate_ratio"] = live["acquisition_rate_ratio"]
+    result["acquisition_rate_ratio_slow_engine"] = \
+        detail["live_slow_engine"]["acquisition_rate_ratio"]
+    result["acquisition_rate_ratio_in_process"] = \
+        detail["live_in_process"]["acquisition_rate_ratio"]
+    from acquire_vf._bench_host import handoff, int8_speedup
+
+    detail["int8"] = int8_speedup(work / "realtime.onnx", work, reps, _interleaved_ms)
+    progress(f"int8: {detail['int8']}")
+    result["int8_over_fp32_speedup"] = detail["int8"]["int8_over_fp32_speedup"]
+    detail["engine_host"] = handoff(work, reps, _interleaved_ms)
+    progress(f"engine host hand-off: {detail['engine_host']}")
+    result["handoff_ms_per_2048_frame_set"] = \
+        detail["engine_host"]["handoff_ms_per_2048_frame_set"]
     result["gpu_2048_ms"] = gpu_2048_ms(work)
     result["device"] = device_description()
     result["detail"] = detail
@@ -186,16 +205,18 @@ def uncertainty_cost(engine: Path, cpu: Compute, reps: int, size: int = 512
 
 
 def live_ratios(engine: Path, progress: Callable[[str], None], time_points: int,
-                pairs: int = 1) -> dict[str, Any]:
+                pairs: int = 1, host: str = "process") -> dict[str, Any]:
     """On the demo configuration: raw rate with a synthesis engine running over the rate
     without, and a virtual frame's end-to-end latency over the model's own time; the median
-    of ``pairs`` runs without and with, back to back (this machine's speed drifts)."""
+    of ``pairs`` runs without and with, back to back (this machine's speed drifts). The
+    engine runs in the engine host (``host = "process"``) or in the session's process."""
     import shutil
 
     from acquire_vf._session import run_session
     from acquire_vf.config import load_profile
 
     prof = load_profile("demo").bare(exposure_ms=10)  # the shipped demo waits 1 s per point
+    prof = prof.model_copy(update={"compute": prof.compute.model_copy(update={"host": host})})
     card_dir = Path(tempfile.mkdtemp())
     # the demo's channels are AGP and RNA: a copy of the engine whose card names them
     from acquire_vf.card import ModelCard

@@ -92,6 +92,9 @@ class ModelCard(BaseModel):
     input_stats: dict[str, Any] = {}
     """Per input channel: frame mean, focus score and intensity histogram of the training
     split's inputs (written at export), for the live input checks."""
+    quantization: dict[str, Any] = {}
+    """INT8 engines (``acquire-vf quantize``): the fp32 engine they came from (``from``,
+    ``from_sha256``, ``from_path``), the format and the calibration data."""
 
     @classmethod
     def load(cls, onnx_path: str | Path, *, verify: bool = True) -> ModelCard:

@@ -4,7 +4,8 @@
 - a 200-time-point closed-loop run on the in-memory backend: the simulated slide drifts by
   +-30 µm (period 200) and steps by 15 µm at t = 100; the fraction of physical frames within
   half the depth of field of focus (the simulator's truth), z-scans, stage corrections, and the
-  ledger's saving against a z-scan at every time point.
+  ledger's saving against a z-scan at every time point. Steered by the brightfield estimator
+  (the demo's), and for comparison by the AGP one (the distance only).
 
 Writes docs/focus/figures.json and docs/focus/closed_loop.png (the estimators' own plots go to
 docs/focus/NAME/).
@@ -36,7 +37,7 @@ N_T, STEP_AT = 200, 100
 
 def estimators() -> dict[str, Any]:
     out = {}
-    for name in ("defocus_agp", "defocus_rna"):
+    for name in ("defocus_bf", "defocus_agp", "defocus_rna"):
         folder = OUT / name
         subprocess.run([sys.executable, "-m", "acquire_vf", "evaluate", "--model",
                         f"engines/{name}.onnx", "--data", ".cache/held-out/defocus",
@@ -47,21 +48,27 @@ def estimators() -> dict[str, Any]:
     return out
 
 
-def closed_loop(work: Path) -> dict[str, Any]:
+def closed_loop(work: Path, steer: str = "BF") -> dict[str, Any]:
     from acquire_vf._session import run_session
 
-    prof = demo_variant({
+    update: dict[str, Any] = {
         "specimen": {"focus_drift_um": 30.0, "focus_drift_period": 200,
                      "focus_steps": [{"at": STEP_AT, "dz_um": 15.0}]},
         "verification": {"every": 1000},
-        "acquisition": {"time_points": N_T, "interval_s": 0.3}})
-    rep = run_session(prof, work / "run", quiet=True)
+        "acquisition": {"time_points": N_T, "interval_s": 0.3}}
+    if steer != "BF":
+        # AGP comes first in channel order, so it steers (the brightfield estimator still runs)
+        update["autofocus"] = {"estimators": {
+            steer: str(ROOT / "engines" / f"defocus_{steer.lower()}.onnx")}}
+    prof = demo_variant(update)
+    rep = run_session(prof, work / steer, quiet=True)
     focus = rep["focus"]
-    agp = [e for e in focus["estimates"] if e["channel"] == "AGP"]
+    agp = [e for e in focus["estimates"] if e["channel"] == focus["channel"]]
     true = np.array([e["true_defocus_um"] for e in agp])
     signed = [e for e in agp if e["defocus_um"] is not None]
     d = rep["light_dose"]
     return {
+        "steering": focus["channel"], "signed": focus["signed"],
         "time_points": N_T, "frames_estimated": len(agp),
         "within_half_dof": round(float(np.mean(np.abs(true) <= HALF_DOF_UM)), 4),
         "median_abs_true_defocus_um": round(float(np.median(np.abs(true))), 3),
@@ -90,14 +97,15 @@ def plot(fig: dict[str, Any], path: Path) -> None:
     ax[0].plot(t, [r[2] for r in cl["trace"]], "k-", lw=1, label="true defocus (simulator)")
     ax[0].plot([r[0] for r in cl["trace"] if r[1] is not None],
                [r[1] for r in cl["trace"] if r[1] is not None], ".", ms=4,
-               label="estimate (sign from tracking)")
+               label="estimate" + ("" if cl["signed"] else " (sign from tracking)"))
     ax[0].axhspan(-HALF_DOF_UM, HALF_DOF_UM, color="green", alpha=0.1,
                   label="half the depth of field")
     for z in cl["zscans"]:
         ax[0].axvline(z["t"], color="orange", lw=1)
     ax[0].set_ylabel("defocus (um)")
     ax[0].legend(fontsize=8)
-    ax[0].set_title(f"closed loop, +-30 um drift and a 15 um step at t = {STEP_AT}: "
+    ax[0].set_title(f"closed loop steered by {cl['steering']}, +-30 um drift and a 15 um "
+                    f"step at t = {STEP_AT}:\n"
                     f"{100 * cl['within_half_dof']:.1f}% within half the depth of field, "
                     f"{len(cl['zscans'])} z-scans (orange)")
     ax[1].bar([c[0] for c in cl["corrections_trace"]], [c[1] for c in cl["corrections_trace"]],
@@ -111,14 +119,16 @@ def plot(fig: dict[str, Any], path: Path) -> None:
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="acquire-vf-focus-"))
     try:
-        fig = {"estimators": estimators(), "closed_loop": closed_loop(work)}
+        fig = {"estimators": estimators(), "closed_loop": closed_loop(work),
+               "closed_loop_unsigned": closed_loop(work, "AGP")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     OUT.mkdir(parents=True, exist_ok=True)
     plot(fig, OUT / "closed_loop.png")
     (OUT / "figures.json").write_text(json.dumps(fig, indent=1))
-    print(json.dumps({k: v for k, v in fig["closed_loop"].items()
-                      if k not in ("trace", "corrections_trace")}, indent=1))
+    for key in ("closed_loop", "closed_loop_unsigned"):
+        print(json.dumps({k: v for k, v in fig[key].items()
+                          if k not in ("trace", "corrections_trace")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ def write_index() -> None:
         if not held:
             continue
         targets = c["metrics"].get("targets", [])
-        if c["task"] == "defocus":  # distance from focus: docs/focus.md
+        if c["task"] == "defocus":  # docs/focus.md
             w, a, b = held["within_20um"], held["above_focus"], held["below_focus"]
             defocus.append(f"| `{c['name']}` | {c['inputs'][0]} | {w['median_abs_error_um']} "
                            f"um ({a['median_abs_error_um']} / {b['median_abs_error_um']}) | "
@@ -182,8 +182,9 @@ def write_index() -> None:
             "tolerance-level error index (lower is better). Targets are those of the "
             "shipped-engines issue; each card lists them under `metrics.targets`.", "",
             *rows, "", "## Defocus estimators", "",
-            "Distance from focus from one frame (`docs/focus.md`), on held-out simulated "
-            "through-focus stacks.", "", *defocus, "",
+            "Defocus from one frame (`docs/focus.md`): signed for brightfield, the distance "
+            "from focus for fluorescence; on held-out simulated through-focus stacks.", "",
+            *defocus, "",
             "## Targets missed", "", *(misses or ["None."]), ""]
     (ROOT / "docs" / "models" / "README.md").write_text("\n".join(text))
 

@@ -87,9 +87,9 @@ def test_the_demo_config_gains_the_presets_its_simulated_stains_need(microscope)
     ("channels", "expected"),
     [
         ([{"name": "AGP", "preset": "Cy3", "exposure_ms": 10}],
-         # ER: the demo profile's simulated stain, defined at start (test below)
-         "channel 'AGP': preset 'Cy3' not in config group 'Channel' (has: Cy5, DAPI, ER, FITC, "
-         "Rhodamine)"),
+         # BF and ER: the demo profile's simulated stains, defined at start (test below)
+         "channel 'AGP': preset 'Cy3' not in config group 'Channel' (has: BF, Cy5, DAPI, ER, "
+         "FITC, Rhodamine)"),
         ([{"name": "AGP", "group": "Filters", "preset": "Cy5", "exposure_ms": 10}],
          "channel 'AGP': config group 'Filters' not in Micro-Manager"),
     ],

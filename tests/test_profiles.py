@@ -30,11 +30,13 @@ def test_bare_profile_keeps_the_hardware_without_engines_drift_or_interval() -> 
     bare = prof.bare(exposure_ms=10)
     assert bare.virtual_channels == () and bare.refocus_engines() == {}
     assert bare.specimen.focus_drift_um == 0 and bare.acquisition.interval_s == 0
+    # every channel but brightfield, which only served the defocus estimator
+    assert prof.autofocus.estimators.keys() == {"BF"}
     assert [(c.name, c.exposure_ms) for c in bare.channels] == [
-        (c.name, 10) for c in prof.channels]
+        (c.name, 10) for c in prof.channels if c.name != "BF"]
     assert bare.specimen.stains == prof.specimen.stains
     assert bare.autofocus.zscan_planes == prof.autofocus.zscan_planes  # same protocol count
-    assert prof.bare().channels == prof.channels
+    assert prof.bare().channels == prof.channels[:2]
 
 
 def test_profiles_are_frozen() -> None:

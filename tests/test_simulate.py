@@ -165,3 +165,21 @@ def test_camera_saturates_at_its_bit_depth() -> None:
     low = Camera(bit_depth=16).expose(np.zeros((64, 64), np.float32), 10.0,
                                       np.random.default_rng(0))
     assert abs(float(low.mean()) - 100.0) < 1.0  # the offset, never negative
+
+
+def test_brightfield_shows_the_side_of_focus(u2os) -> None:
+    """A phase object is all but invisible in focus and shows with opposite contrast on the
+    two sides (transport of intensity: dI/dz ~ -laplacian(phase)); defocus moves light
+    about, it does not lose it."""
+    from acquire_vf.simulate import OPTICS_20X, brightfield
+
+    opd = u2os[0].stains["OPD"]
+    assert 0.05 < opd.max() < 0.5  # a flat cell: tenths of a µm of optical path
+    zs = (-5.0, -1.0, 0.0, 1.0, 5.0)
+    images = brightfield(opd, OPTICS_20X, zs)
+    curvature = ndimage.gaussian_laplace(opd, 1.5).ravel()
+    r = [np.corrcoef(im.ravel(), curvature)[0, 1] for im in images]
+    contrast = [float(im.std()) for im in images]
+    assert r[0] > 0.4 and r[1] > 0.4 and r[3] < -0.4 and r[4] < -0.4, np.round(r, 2)
+    assert contrast[2] < 0.3 * min(contrast[1], contrast[3]), np.round(contrast, 4)
+    assert np.allclose([im.mean() for im in images], 1.0, atol=0.01)

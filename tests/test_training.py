@@ -356,7 +356,8 @@ def test_shipped_recipes_are_valid() -> None:
     names = {load(p) for p in (ROOT / "training").glob("*.toml")}
     assert names == {"refocus", "refocus_agp", "refocus_rna", "cps_dna", "cps_er", "cps_mito",
                      "mda_phc_dapi", "mda_phc_vinculin", "mda_factin_vinculin",
-                     "refocus_paper", "cps_er_paper", "defocus_agp", "defocus_rna"}
+                     "refocus_paper", "cps_er_paper", "defocus_agp", "defocus_rna",
+                     "defocus_bf"}
 
 
 def test_residual_is_for_refocus_recipes(cache: Path) -> None:

@@ -180,7 +180,8 @@ def test_the_ledger_adds_up(tmp_path) -> None:
     assert d["saved_by_cause"]["sentinels"] == pytest.approx(-2 * (20 + 60 + 50))
     assert d["comparator_protocol"]["zscan_planes"] == 11 and d["comparator_protocol"][
         "zscans"] == 10
-    assert rep["exposures_full_protocol"] == d["comparator"]["exposures"] == 10 * 5 + 10 * 11
+    # AGP, RNA, BF, DNA, ER, Mito at every time point, and an 11-plane z-scan
+    assert rep["exposures_full_protocol"] == d["comparator"]["exposures"] == 10 * 6 + 10 * 11
 
 
 def _truth_dataset(tmp_path: Path, n: int, perturbation: dict) -> Path:

@@ -3,9 +3,9 @@
 Dose is exposure time x the channel's ``relative_power`` (unit: ms at relative power 1). The
 comparator is the protocol without acquire-vf, for the planes the run acquired: every physical
 and every virtual channel exposed, plus a z-scan autofocus of ``autofocus.zscan_planes``
-exposures (of the first channel) every ``zscan_every`` time points at each position when the
-profile refocuses virtually, none when ``hardware_autofocus = true`` (a hardware autofocus
-costs no light).
+exposures (of ``autofocus.zscan_channel``, else the first channel) every ``zscan_every``
+time points at each position when the profile refocuses virtually, none when
+``hardware_autofocus = true`` (a hardware autofocus costs no light).
 
 Savings by cause count only what was made: a virtual frame that was skipped saved nothing
 (``not_made`` says how much of the comparator was neither exposed nor replaced). Sentinel
@@ -77,7 +77,8 @@ class DoseLedger:
             taken = {"exposures": self.taken_exposures, "dose": round(self.taken_dose, 2)}
         per_plane = [c.name for c in prof.channels] + [v.name for v in prof.virtual_channels]
         zscan_on = af.policy != "off" and af.zscan_planes > 0
-        focus_dose = 0.0 if af.hardware_autofocus else self.dose[prof.channels[0].name]
+        focus_ch = af.zscan_channel or prof.channels[0].name
+        focus_dose = 0.0 if af.hardware_autofocus else self.dose[focus_ch]
         due = {(t, p) for t, p, _ in planes if t % af.zscan_every == 0}
         zscans = len(due) if zscan_on else 0
         comp_exp = len(planes) * len(per_plane) + zscans * (

@@ -1,10 +1,12 @@
 """Closed-loop focus: per position, a defocus estimate from each frame set steers the Z stage.
 
-The estimator stage gives each frame's distance from focus (unsigned: at low NA a widefield
+The estimator stage gives each frame's defocus. A brightfield estimator gives it signed (a
+phase object is bright on one side of focus, dark on the other): each estimate places focus
+directly, ``z - d``. A fluorescence estimator gives only the distance (at low NA a widefield
 frame 5 µm above focus looks like one 5 µm below). Per position the controller tracks where
 focus is (``focus_um``, stage coordinates): the z-scan that starts the position sets it; each
-later estimate offers two candidates, ``z - d`` and ``z + d``, and the one nearer the tracked
-focus wins (the sign of the defocus). Then:
+later unsigned estimate offers two candidates, ``z - d`` and ``z + d``, and the one nearer the
+tracked focus wins (the sign of the defocus). Then:
 
 - a confident estimate (``sigma <= confident_sigma_um``), unambiguous, inside the estimator's
   range: the stage moves toward the tracked focus by ``gain`` of the way, at most
@@ -46,6 +48,14 @@ JUMP_UM = 8.0
 z-scan after it does not change the drift."""
 MAX_DRIFT = 5.0
 """Largest drift believed, µm per time point."""
+STEP_UM, STEP_SIGMAS = 3.0, 4.0
+"""A signed estimate further than both of these (µm, and the estimate's sigmas) from where
+the track predicted focus is a step of focus (a knock, a plate move), not drift: the track is
+shifted by it and the stage follows at once (a step left in the track would bend the drift it
+predicts for the next time points)."""
+DENSE = 6
+"""A track of signed estimates has a point every time point: a least-squares line through
+the last ``DENSE`` predicts (a line through three would pass their noise on)."""
 
 
 @dataclass
@@ -77,12 +87,15 @@ class FocusController:
     """Decides stage corrections and z-scans per position; the run carries them out."""
 
     def __init__(self, profile: Profile, *, truth: Callable[[int], float] | None = None,
-                 range_um: float = 20.0) -> None:
+                 range_um: float = 20.0, signed: frozenset[str] = frozenset()) -> None:
         af = profile.autofocus
         self.af = af
         self.channel = next(iter(profile.estimator_engines()))
-        ch = next(c for c in profile.channels if c.name == self.channel)
+        self.zscan_channel = af.zscan_channel or self.channel
+        ch = next(c for c in profile.channels if c.name == self.zscan_channel)
         self._preset = (ch.group, ch.preset, ch.exposure_ms)
+        self.signed_channels = signed
+        """Channels whose estimator gives the signed defocus (brightfield)."""
         self._truth = truth
         self._lock = threading.Lock()
         self._pos: dict[int, _Position] = {}
@@ -110,16 +123,22 @@ class FocusController:
 
     def estimate(self, t: int, p: int, channel: str, frame: Frame, distance: float,
                  sigma: float) -> float | None:
-        """A frame set's estimate (pipeline thread); returns the signed defocus it resolves
+        """A frame set's estimate (pipeline thread): the distance from focus, or the signed
+        defocus for a signed estimator's channel; returns the signed defocus it resolves
         (``None`` when it cannot tell the side)."""
         z = frame.z_um
+        given = channel in self.signed_channels
         with self._lock:
             pos = self._pos.setdefault(p, _Position())
             if not pos.track and not self.af.zscan_at_start and self._run is not None:
                 here0 = self._run.focus_z(p)  # no start z-scan: the start is focus
                 if here0 is not None:
                     pos.track.append((t, here0))
-            signed, ambiguous = self._resolve(z, distance, sigma, t, pos)
+            signed: float | None
+            if given:
+                signed, ambiguous, distance = distance, False, abs(distance)
+            else:
+                signed, ambiguous = self._resolve(z, distance, sigma, t, pos)
             busy = pos.zscan is not None or frame.seq < pos.fresh_seq
         if channel == self.channel:
             with self._lock:
@@ -140,6 +159,10 @@ class FocusController:
             pos.last_t = t
         res = max(self.af.resolution_um, self.af.deadband_um)
         why, jump, span = None, False, self.af.zscan_range_um
+        if given and signed is not None and z is not None and \
+                sigma <= self.af.confident_sigma_um and distance <= 0.9 * self.range_um:
+            self._follow(p, t, pos, z - signed, signed, sigma)
+            return signed
         if sigma > self.af.confident_sigma_um:
             why = f"unsure: sigma {sigma:.1f} um"
         elif distance > 0.9 * self.range_um:
@@ -159,6 +182,31 @@ class FocusController:
         self._steer(p, t, pos, f"{'?' if signed is None else f'{signed:+.2f}'} +- "
                                f"{sigma:.2f} um from focus")
         return signed
+
+    def _follow(self, p: int, t: int, pos: _Position, focus: float, signed: float,
+                sigma: float) -> None:
+        """A confident signed estimate: focus is at ``focus`` (stage µm). Far from where the
+        track predicted (a step: ``STEP_UM``, ``STEP_SIGMAS``), the track is shifted by the
+        step and the stage goes there at once; otherwise the estimate joins the track and the
+        stage follows it (rate-limited)."""
+        with self._lock:
+            predicted = self._predict(pos, t)
+            jump = predicted is not None and abs(focus - predicted) > max(
+                STEP_UM, STEP_SIGMAS * sigma)
+            if jump and predicted is not None:
+                shift = focus - predicted
+                pos.track = [(a, b + shift) for a, b in pos.track]
+            self._observe(pos, t, focus)
+        if jump and self._run is not None:
+            here = self._run.focus_z(p)
+            if here is not None:
+                ahead = max(t, self._run.last_t(p)) + 1
+                with self._lock:
+                    target = self._predict(pos, ahead)
+                self._correct(t, p, (target if target is not None else focus) - here,
+                              f"a jump of focus: {signed:+.2f} +- {sigma:.2f} um from focus")
+                return
+        self._steer(p, t, pos, f"{signed:+.2f} +- {sigma:.2f} um from focus")
 
     def _steer(self, p: int, t: int, pos: _Position, why: str) -> None:
         """Move the stage toward where the track says focus will be at the next time point
@@ -195,10 +243,19 @@ class FocusController:
     @staticmethod
     def _predict(pos: _Position, t: int) -> float | None:
         """Focus at time point ``t`` from the track: constant from one point, a line through
-        the last three, a parabola through the last five once they span 8 time points."""
-        tr = pos.track[-5:]
-        if not tr:
+        the last three, a parabola through the last five once they span 8 time points; a
+        least-squares line through the last ``DENSE`` where they are that many consecutive
+        time points or nearly (signed estimates)."""
+        if not pos.track:
             return None
+        dense = pos.track[-DENSE:]
+        if len(dense) == DENSE and dense[-1][0] - dense[0][0] <= DENSE + 2:
+            ts = np.array([a for a, _ in dense], float)
+            fs = np.array([b for _, b in dense], float)
+            coef = np.polyfit(ts - ts[-1], fs, 1)
+            if abs(coef[0]) <= MAX_DRIFT:
+                return float(np.polyval(coef, min(t - ts[-1], 30.0)))
+        tr = pos.track[-5:]
         if len(tr) == 1:
             return tr[0][1]
         ts = np.array([a for a, _ in tr], float)
@@ -267,7 +324,7 @@ class FocusController:
         events = [useq.MDAEvent(index={"t": t, "p": p, "z": 0},
                                 channel={"config": preset, "group": group}, exposure=exposure,
                                 x_pos=x, y_pos=y, z_pos=float(z),
-                                metadata={"channel": self.channel, "zscan": True})
+                                metadata={"channel": self.zscan_channel, "zscan": True})
                   for z in planes]
         with self._lock:
             self._pos.setdefault(p, _Position()).zscan = {
@@ -319,6 +376,8 @@ class FocusController:
     def report(self) -> dict[str, Any]:
         with self._lock:
             return {"policy": self.af.policy, "channel": self.channel,
+                    "signed": self.channel in self.signed_channels,
+                    "zscan_channel": self.zscan_channel,
                     "estimates": list(self.record.estimates),
                     "corrections": list(self.record.corrections),
                     "zscans": list(self.record.zscans)}
@@ -335,11 +394,12 @@ def make_focus(profile: Profile, stages: Any) -> FocusController | None:
     estimating = [s for s in stages if getattr(s, "name", "") == "defocus"
                   and hasattr(s, "listeners")]
     steering = next(iter(profile.estimator_engines()))
-    range_um = 20.0
+    range_um, signed = 20.0, set()
     for stage in estimating:
         est = stage.estimators.get(steering)
         range_um = float(getattr(est, "range_um", range_um))
-    ctl = FocusController(profile, truth=truth, range_um=range_um)
+        signed |= {ch for ch, e in stage.estimators.items() if getattr(e, "signed", False)}
+    ctl = FocusController(profile, truth=truth, range_um=range_um, signed=frozenset(signed))
     for stage in estimating:
         stage.listeners.append(ctl.estimate)
     for stage in stages:

@@ -35,7 +35,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
     p, w = run.pipeline, run.writer
     channels: list[dict[str, Any]] = [{"name": c.name, "role": "physical"} for c in prof.channels]
     channels += [{"name": n, "role": "physical", "fallback_for": "virtual:" + n}
-                 for n in sorted(run.exposing)]
+                 for n in sorted(run.fell_back)]
     if p is not None:
         channels += [c.as_dict() for c in p.outputs]
     dose = light_dose(run)
@@ -57,6 +57,8 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "light_dose": dose,
         "verification": run.verifier.report() if run.verifier is not None else {},
         "focus": run.focus.report() if run.focus is not None else {},
+        "engine_host": ({"mode": "process", **run.engine_host.report()}
+                        if run.engine_host is not None else {"mode": "thread"}),
         # detail beyond the contract
         "state": run.state.value,
         "frames_expected": len(run.expected),

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import useq
 
@@ -84,7 +85,12 @@ class AcquisitionRun:
         self.latency = LatencyRecorder()
         self.errors: list[str] = []
         self.exposing: set[str] = set()
-        """Virtual channels exposed physically since their engine failed."""
+        """Virtual channels exposed physically since their engine failed (or while the engine
+        host is down)."""
+        self.fell_back: set[str] = set()
+        """Every virtual channel that was ever exposed as a fallback."""
+        self.engine_host: Any = None
+        self._host_exposing: set[str] = set()
         self.data_path = getattr(sink, "path", None)
         self.verifier = verifier
         if verifier is not None:
@@ -367,11 +373,41 @@ class AcquisitionRun:
         if self.verifier is not None:
             self.verifier.physical(frame)
 
-    def _stage_failed(self, stage: Stage) -> None:
-        """A synthesis engine failed: expose its channel from now on if the profile says so."""
+    def attach_engine_host(self, host: Any) -> None:
+        """The engine host's faults reach the run: while it is down, channels with
+        ``on_failure = "expose"`` are exposed physically; when it is back, virtual again."""
+        self.engine_host = host
+        host.on_fault, host.on_recovered = self._engine_host_down, self._engine_host_up
+        if host.state != "up":  # it went down while the engines were being set up
+            self._engine_host_down(host.reason or f"engine host {host.state}")
+
+    def _engine_host_down(self, reason: str) -> None:
+        self._record_error(reason)
+        with self._lock:
+            for v in self.profile.virtual_channels:
+                if v.on_failure == "expose" and v.name in self.plan.optional \
+                        and v.name not in self.exposing:
+                    self.exposing.add(v.name)
+                    self.fell_back.add(v.name)
+                    self._host_exposing.add(v.name)
+
+    def _engine_host_up(self) -> None:
+        self._record_error("engine host restarted; virtual frames resume")
+        with self._lock:
+            self.exposing -= self._host_exposing
+            self._host_exposing.clear()
+
+    def _stage_failed(self, stage: Stage, error: BaseException | None = None) -> None:
+        """A synthesis engine failed: expose its channel from now on if the profile says so
+        (a fault of the engine host is the host's: it restarts and the channel returns)."""
+        from acquire_vf.engine_host import EngineHostFault
+
+        if isinstance(error, EngineHostFault):
+            return
         channel = getattr(stage, "channel", None)
         if channel in self.plan.optional and channel not in self.exposing:
             self.exposing.add(channel)
+            self.fell_back.add(channel)
             self._record_error(f"virtual channel '{channel}': engine failed, exposing it "
                                "physically from now on (on_failure = 'expose')")
 

@@ -165,9 +165,14 @@ class Autofocus(_Model):
     ``zscan_planes`` planes."""
     zscan_at_start: bool = True
     """``closed_loop``: the first time point of each position is z-scanned."""
+    zscan_channel: str | None = None
+    """``closed_loop``: the physical channel z-scans expose (default: the steering one). A
+    brightfield frame shows least contrast in focus, so with a brightfield estimator name a
+    fluorescence channel here."""
     resolution_um: float = Field(1.5, ge=0)
     """``closed_loop``: estimated distances below this count as in focus (the shipped
-    estimators read about 1 µm at focus: inside the depth of field a frame barely changes)."""
+    fluorescence estimators read about 1 µm at focus: inside the depth of field a frame barely
+    changes). Signed estimators (brightfield) are taken at their word."""
 
     @model_validator(mode="after")
     def _policy_needs_engine(self) -> Autofocus:
@@ -219,7 +224,7 @@ class Specimen(_Model):
     depth_um: float = Field(3.0, ge=0)
     """Depth of the emitters in the specimen (sets the focal shift and defocus asymmetry)."""
     stains: dict[str, Literal["DNA", "ER", "RNA", "AGP", "Mito", "actin", "DAPI", "F-actin",
-                              "Vinculin", "PhC"]] = {}
+                              "Vinculin", "PhC", "BF"]] = {}
     """Micro-Manager preset name → the stain it shows (e.g. ``Rhodamine = "AGP"``)."""
     focus_drift_um: float = Field(0.0, ge=0, le=50)
     """Amplitude of a simulated focus drift: the specimen's focal plane moves by
@@ -300,6 +305,16 @@ class Compute(_Model):
     """CPU threads for inference; 0 means all cores but one (the spare one is acquisition's)."""
     device: int = Field(0, ge=0)
     """CUDA device index."""
+    host: Literal["process", "thread"] = "process"
+    """Where engines run: ``process``, an engine host process (``python -m
+    acquire_vf.engine_host``) whose crash, hang or out-of-memory never touches acquisition;
+    ``thread``, in the acquisition process (as before; for debugging)."""
+    host_deadline_s: float = Field(10.0, gt=0)
+    """``process``: a call the host has not answered in this time is a hang (the host is
+    killed and restarted)."""
+    host_restarts: int = Field(5, ge=0)
+    """``process``: restarts allowed per run, with backoff; after them virtual channels stay
+    off (``on_failure = "expose"`` channels exposed)."""
 
 
 class Tiling(_Model):
@@ -400,7 +415,9 @@ class Profile(_Model):
                     f"{missing} are not physical channels (have {sorted(physical)})"
                 )
         af = self.autofocus
-        unknown = [c for c in (*af.channels, *af.engines, *af.estimators) if c not in physical]
+        unknown = [c for c in (*af.channels, *af.engines, *af.estimators,
+                               *([af.zscan_channel] if af.zscan_channel else []))
+                   if c not in physical]
         if unknown:
             raise ValueError(f"autofocus channels {unknown} are not physical channels "
                              f"(have {sorted(physical)})")
@@ -428,15 +445,21 @@ class Profile(_Model):
         return self
 
     def bare(self, exposure_ms: float | None = None) -> Profile:
-        """The same hardware and specimen with no engines (so no verification), no focus drift
+        """The same hardware and specimen with no engines (so no verification, and no channel
+        that only served a focus estimator, such as the demo's brightfield), no focus drift
         and no interval (the camera flat out): the baseline a benchmark compares engines
         against."""
+        used = {i for v in self.virtual_channels for i in v.inputs} | set(
+            self.refocus_engines())
+        focus_only = {c for c in self.autofocus.estimators if c not in used}
         channels = tuple(c if exposure_ms is None else c.model_copy(
-            update={"exposure_ms": exposure_ms}) for c in self.channels)
+            update={"exposure_ms": exposure_ms}) for c in self.channels
+            if c.name not in focus_only)
         return self.model_copy(update={
             "channels": channels, "virtual_channels": (), "verification": None,
             "autofocus": Autofocus(zscan_planes=self.autofocus.zscan_planes),
-            "specimen": self.specimen.model_copy(update={"focus_drift_um": 0.0}),
+            "specimen": self.specimen.model_copy(update={"focus_drift_um": 0.0,
+                                                         "focus_steps": ()}),
             "acquisition": self.acquisition.model_copy(update={"interval_s": 0.0})})
 
     @property

@@ -134,8 +134,13 @@ class DefocusRecipe(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: Literal["defocus"]
     description: str = ""
-    stain: Literal["DNA", "AGP", "RNA", "ER", "Mito", "actin"]
-    """The stain (and channel name) it estimates from."""
+    stain: Literal["DNA", "AGP", "RNA", "ER", "Mito", "actin", "BF"]
+    """The stain (and channel name) it estimates from; ``BF`` is brightfield (transmitted
+    light), which shows the side of focus."""
+    signed: bool = False
+    """Learn the signed defocus (``z``, above focus positive) rather than the distance
+    ``|z|``: only where frames tell the side (brightfield); at low NA a fluorescence frame
+    does not (docs/focus.md)."""
     range_um: float = Field(25.0, gt=0)
     """Training planes span +- this from focus."""
     step_um: float = Field(0.5, gt=0)

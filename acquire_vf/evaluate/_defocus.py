@@ -3,7 +3,8 @@
 Fields of the simulated slide rendered with seeds training never used, at every µm from
 ``-range`` to ``+range``, exposed with the camera's noise at the recipe's exposure; each frame
 estimated whole (as live). The estimator gives the distance from focus (its sign is the
-controller's), so the error is ``|estimate - |z||``. Per z: the median absolute error, the
+controller's), so the error is ``|estimate - |z||``; a signed estimator's (brightfield) is
+``|estimate - z|``. Per z: the median absolute error, the
 spread of the estimates, and how often the reported sigma covers the error (``|error| <= 2
 sigma``); above and below focus summarised apart (defocus can be asymmetric).
 
@@ -41,13 +42,15 @@ def held_out_stacks(card: ModelCard, folder: Path, *, fields: int = 6, size: int
     return images, z
 
 
-def evaluate_defocus(model: Path, data: Path, out: Path, *, exposure_ms: float = 50.0,
+def evaluate_defocus(model: Path, data: Path, out: Path, *, exposure_ms: float | None = None,
                      compute: Compute | None = None) -> dict[str, Any]:
     from acquire_vf.inference import create_estimator
     from acquire_vf.simulate import Camera
 
     est = create_estimator(model, compute or Compute())
     images, zs = held_out_stacks(est.card, data)
+    if exposure_ms is None:  # the recipe's typical exposure
+        exposure_ms = float(est.card.defocus.get("exposure_ms", 50.0))
     camera, rng = Camera(), np.random.default_rng(HELD_OUT_SEED)
     rows = []
     for f in range(images.shape[0]):
@@ -56,7 +59,7 @@ def evaluate_defocus(model: Path, data: Path, out: Path, *, exposure_ms: float =
             mu, sigma = est.estimate(frame)
             rows.append({"field": f, "z_um": float(z), "defocus_um": mu, "sigma_um": sigma})
     est.close()
-    result = summarise(rows, float(est.card.defocus["range_um"]))
+    result = summarise(rows, float(est.card.defocus["range_um"]), signed=est.signed)
     result["model"] = {"name": est.card.name, "stain": est.card.defocus["stain"],
                        "sha256": est.card.onnx_sha256}
     result["data"] = (f"{images.shape[0]} held-out fields of the simulated slide (seed "
@@ -67,11 +70,12 @@ def evaluate_defocus(model: Path, data: Path, out: Path, *, exposure_ms: float =
     return result
 
 
-def summarise(rows: list[dict[str, Any]], range_um: float) -> dict[str, Any]:
+def summarise(rows: list[dict[str, Any]], range_um: float, signed: bool = False
+              ) -> dict[str, Any]:
     z = np.array([r["z_um"] for r in rows])
     mu = np.array([r["defocus_um"] for r in rows])
     sd = np.array([r["sigma_um"] for r in rows])
-    err = np.abs(mu - np.abs(z))
+    err = np.abs(mu - (z if signed else np.abs(z)))
 
     def part(m: np.ndarray) -> dict[str, float]:
         return {"median_abs_error_um": round(float(np.median(err[m])), 3),
@@ -88,7 +92,7 @@ def summarise(rows: list[dict[str, Any]], range_um: float) -> dict[str, Any]:
                       "spread_um": round(float(mu[m].std()), 3),
                       "mean_sigma_um": round(float(sd[m].mean()), 3),
                       "coverage_2sigma": round(float(np.mean(err[m] <= 2 * sd[m])), 3)})
-    return {"within_20um": part(inside), "above_focus": part(inside & (z > 0)),
+    return {"signed": signed, "within_20um": part(inside), "above_focus": part(inside & (z > 0)),
             "below_focus": part(inside & (z < 0)), "all": part(np.ones_like(inside)),
             "per_z": per_z}
 
@@ -104,11 +108,14 @@ def plot(rows: list[dict[str, Any]], result: dict[str, Any], path: Path) -> None
     m = np.array([p["mean_estimate_um"] for p in per])
     s = np.array([p["mean_sigma_um"] for p in per])
     f, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].plot(z, np.abs(z), "k:", lw=1, label="|true defocus|")
+    signed = bool(result.get("signed"))
+    ax[0].plot(z, z if signed else np.abs(z), "k:", lw=1,
+               label="true defocus" if signed else "|true defocus|")
     ax[0].scatter([r["z_um"] for r in rows], [r["defocus_um"] for r in rows], s=4, alpha=0.4)
     ax[0].fill_between(z, m - 2 * s, m + 2 * s, alpha=0.2, label="mean +- 2 sigma")
     ax[0].set_xlabel("true defocus (um)")
-    ax[0].set_ylabel("estimated distance from focus (um)")
+    ax[0].set_ylabel("estimated defocus (um)" if signed else
+                     "estimated distance from focus (um)")
     ax[0].legend()
     ax[1].plot(z, [p["median_abs_error_um"] for p in per], "o-", label="median |error|")
     ax[1].plot(z, [p["coverage_2sigma"] for p in per], "s-", label="2-sigma coverage")

@@ -70,6 +70,10 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
     lo, hi = norm.low, norm.high
     bit_depth = 16 if card.dtype == "uint16" else 8
     baselines, linear_fit = _baselines(card, pairs_data, data)
+    source = _fp32_source(card, compute)
+    if source is not None:  # an INT8 engine: its fp32 engine on the same images
+        baselines["fp32_engine"] = lambda pair: source.infer(
+            [pair.inputs[i].astype(np.uint16) for i in range(pair.inputs.shape[0])])[0]
     seg_source = _segmentation_source(card, data) if card.task == "synthesis" else None
     feats: dict[str, list[dict[str, np.ndarray]]] = {"real": [], "virtual": [], "inputs": []}
     rows: list[dict[str, Any]] = []
@@ -98,6 +102,10 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
             progress(k + 1, len(pairs))
     engine.close()
     result = _summarise(card, rows, list(baselines), split)
+    if source is not None:
+        source.close()
+        result["int8_psnr_cost_db"] = round(result["baselines"]["fp32_engine"]["psnr"]
+                                            - result["prediction"]["psnr"], 3)
     result["input_stats"] = {c: input_stats(f, card.normalisation[c]) for c, f in seen.items()}
     if tally is not None:
         result["uncertainty"] = tally.summary()
@@ -286,6 +294,21 @@ def _summarise(card: ModelCard, rows: list[dict[str, Any]], baselines: list[str]
                             "input": agg("input", sub)}
                            for z in zs if (sub := [r for r in rows if r["z_um"] == z])]
     return result
+
+
+def _fp32_source(card: ModelCard, compute: Compute | None) -> Any:
+    """The fp32 engine an INT8 engine was quantised from, when its file is at hand."""
+    if not card.quantization:
+        return None
+    from acquire_vf.inference import create_engine
+
+    path = Path(str(card.quantization.get("from_path", "")))
+    if not path.is_file() or ModelCard.load(path).onnx_sha256 != card.quantization.get(
+            "from_sha256"):
+        log.warning("the fp32 engine '%s' this INT8 engine came from is not at hand: no "
+                    "quality cost reported", path)
+        return None
+    return create_engine(path, compute or Compute(backends=("onnxruntime",)))
 
 
 def update_card(model: Path, result: dict[str, Any]) -> ModelCard:

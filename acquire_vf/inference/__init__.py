@@ -10,7 +10,7 @@ from acquire_vf.inference._checks import INPUT_FLAGS, check_inputs, input_stats
 from acquire_vf.inference._defocus import DefocusEstimator, create_estimator, frame_normalise
 from acquire_vf.inference._engine import InferenceError, TiledEngine
 from acquire_vf.inference._errors import BackendUnavailable, EngineFileError
-from acquire_vf.inference._factory import create_engine
+from acquire_vf.inference._factory import create_engine, first_runner
 from acquire_vf.inference._predict import predict
 from acquire_vf.inference._protocol import Engine, Runner
 from acquire_vf.inference._tiling import run_tiled
@@ -19,8 +19,8 @@ from acquire_vf.inference._tta import infer_with_uncertainty, spread_frame
 __all__ = [
     "INPUT_FLAGS", "BackendUnavailable", "DefocusEstimator", "Engine", "EngineFileError",
     "InferenceError", "Runner", "TiledEngine", "TorchRunner", "check_inputs", "create_engine",
-    "create_estimator", "frame_normalise", "infer_with_uncertainty", "input_stats", "predict",
-    "run_tiled", "spread_frame"
+    "create_estimator", "first_runner", "frame_normalise", "infer_with_uncertainty",
+    "input_stats", "predict", "run_tiled", "spread_frame"
 ]
 
 

@@ -1,6 +1,7 @@
-"""Defocus estimators at inference: one frame in, its distance from focus out (µm, unsigned:
-at low NA the widefield PSF is symmetric about focus, see training/_defocus.py; the closed-loop
-controller supplies the sign).
+"""Defocus estimators at inference: one frame in, its defocus out (µm). A fluorescence
+estimator gives the distance from focus (unsigned: at low NA the widefield PSF is symmetric
+about focus, see training/_defocus.py; the closed-loop controller supplies the sign); a
+brightfield one (card ``defocus.signed``) gives the signed defocus, above focus positive.
 
 The card (task ``defocus``) says what the estimator was trained on: its stain, range, pixel
 size, NA and wavelength. A frame is scaled by its own robust range (:func:`frame_normalise`,
@@ -44,7 +45,8 @@ def crops(pixels: np.ndarray, size: int, multiple: int, most: int = 3) -> list[n
 
 
 class DefocusEstimator:
-    """``estimate(pixels) -> (distance_um, sigma_um)`` over any :class:`Runner`."""
+    """``estimate(pixels) -> (defocus_um, sigma_um)`` over any :class:`Runner`: the distance
+    from focus, or the signed defocus where the card says ``signed``."""
 
     def __init__(self, card: ModelCard, runner: Any, *, crop: int = CROP) -> None:
         if card.task != "defocus":
@@ -53,6 +55,8 @@ class DefocusEstimator:
         self.crop = int(card.defocus.get("patch", crop))
         self.backend, self.precision = runner.backend, runner.precision
         self.range_um = float(card.defocus.get("range_um", 20.0))
+        self.signed = bool(card.defocus.get("signed", False))
+        """Whether :meth:`estimate` gives the signed defocus, not the distance."""
 
     def estimate(self, pixels: np.ndarray) -> tuple[float, float]:
         x = frame_normalise(pixels)
@@ -60,7 +64,9 @@ class DefocusEstimator:
         out = np.asarray(self.runner.run(np.ascontiguousarray(batch)), np.float64)
         mu, sigma = out[:, 0], np.exp(out[:, 1])
         w = 1.0 / sigma**2
-        mean = max(0.0, float(np.sum(w * mu) / np.sum(w)))
+        mean = float(np.sum(w * mu) / np.sum(w))
+        if not self.signed:
+            mean = max(0.0, mean)
         spread = float(np.sqrt(1.0 / np.mean(w)))
         if len(mu) > 1:
             spread = max(spread, float(np.std(mu)))
@@ -73,10 +79,10 @@ class DefocusEstimator:
         self.runner.close()
 
 
-def create_estimator(path: str | Path, compute: Any, backend: str | None = None
-                     ) -> DefocusEstimator:
-    from acquire_vf.inference._factory import first_runner
+def create_estimator(path: str | Path, compute: Any, backend: str | None = None,
+                     host: Any = None) -> DefocusEstimator:
+    from acquire_vf.inference._factory import any_runner
 
     card = ModelCard.load(Path(path))
-    return DefocusEstimator(card, first_runner(Path(path), card, compute, backend=backend,
-                                               tile=CROP, batch=4))
+    return DefocusEstimator(card, any_runner(Path(path), card, compute, backend=backend,
+                                             tile=CROP, batch=4, host=host))

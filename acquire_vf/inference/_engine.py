@@ -37,7 +37,7 @@ class TiledEngine:
         self.card = card
         self.runner = runner
         self.backend = runner.backend
-        self.precision = runner.precision
+        self.precision = "int8" if card.quantization else runner.precision
         m = card.multiple_of
         self.tile = max(m, ((tile or card.tile) // m) * m)
         self.overlap = card.overlap if overlap is None else overlap

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from acquire_vf.card import ModelCard
 from acquire_vf.config import Compute
@@ -61,14 +62,24 @@ def make_runner(backend: str, onnx_path: Path, card: ModelCard, compute: Compute
 
 def create_engine(onnx_path: str | Path, compute: Compute, *, tile: int | None = None,
                   overlap: int | None = None, batch: int = 4,
-                  backend: str | None = None) -> TiledEngine:
-    """The engine for ``onnx_path`` on the first backend that may and can run it."""
+                  backend: str | None = None, host: Any = None) -> TiledEngine:
+    """The engine for ``onnx_path`` on the first backend that may and can run it; with
+    ``host`` (an :class:`~acquire_vf.engine_host.EngineHost`) the network runs there."""
     path = Path(onnx_path)
     card = ModelCard.load(path)
     m = card.multiple_of
     tile_px = max(m, ((tile or card.tile) // m) * m)
-    runner = first_runner(path, card, compute, backend=backend, tile=tile_px, batch=batch)
+    runner = any_runner(path, card, compute, backend=backend, tile=tile_px, batch=batch,
+                        host=host)
     return TiledEngine(card, runner, tile=tile_px, overlap=overlap, batch=batch)
+
+
+def any_runner(path: Path, card: ModelCard, compute: Compute, *, backend: str | None,
+               tile: int, batch: int, host: Any = None) -> Runner:
+    """:func:`first_runner`, in the engine host when one is given."""
+    if host is None:
+        return first_runner(path, card, compute, backend=backend, tile=tile, batch=batch)
+    return host.runner(path, compute, backend=backend, tile=tile, batch=batch)
 
 
 def first_runner(path: Path, card: ModelCard, compute: Compute, *, backend: str | None,

@@ -71,8 +71,9 @@ def build_unet(convs: Convs, slope: float, residual: bool = False) -> Any:
     n_down = sum(op == "Conv" for op, _, _ in convs)
     if n_down < 2 or len(convs) != 2 * n_down or any(op != "Conv" for op, _, _ in
                                                       convs[:n_down]):
-        raise EngineFileError("the ONNX graph is not an acquire-vf U-Net generator "
-                              f"({len(convs)} convolutions)")
+        # the backend cannot run it (ONNX Runtime can): a fallback may take it
+        raise BackendUnavailable("the torch backend runs acquire-vf U-Net generators only; "
+                                 f"this ONNX graph is not one ({len(convs)} convolutions)")
 
     def layer(op: str, w: np.ndarray, b: np.ndarray) -> nn.Module:
         if op == "Conv":

@@ -31,7 +31,7 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage], *, slot_size: int = 1,
                  on_virtual: Callable[[Frame], None] | None = None,
                  on_error: Callable[[str], None] | None = None,
-                 on_stage_failure: Callable[[Stage], None] | None = None,
+                 on_stage_failure: Callable[[Stage, BaseException], None] | None = None,
                  latency: LatencyRecorder | None = None) -> None:
         self.stages = [check_stage(s) for s in stages]
         self._slot: deque[FrameSet] = deque()
@@ -111,7 +111,7 @@ class Pipeline:
                                    f"{type(e).__name__}: {e}")
                 self.virtual_skipped += len(stage.outputs)
                 if self._on_stage_failure is not None:
-                    self._on_stage_failure(stage)
+                    self._on_stage_failure(stage, e)
                 continue
             finally:
                 self.latency.add(stage.name, (time.perf_counter() - t0) * 1e3)

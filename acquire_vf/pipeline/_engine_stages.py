@@ -29,9 +29,10 @@ def _info(name: str, engine: TiledEngine, inputs: tuple[str, ...]) -> ChannelInf
 
 
 class FocusEstimateStage:
-    """Each estimated channel's distance from focus (``closed_loop``), to every listener (the
-    focus controller, which returns the signed defocus it resolved, or ``None``); the signed
-    value goes into ``fs.scores["defocus"]`` for the refocus stage, the unsigned one into
+    """Each estimated channel's defocus (``closed_loop``: the distance from focus, or the
+    signed defocus where the estimator gives it) to every listener (the focus controller,
+    which returns the signed defocus it resolved, or ``None``); the signed value goes into
+    ``fs.scores["defocus"]`` for the refocus stage, the distance into
     ``fs.scores["defocus_distance"]``."""
 
     name = "defocus"
@@ -49,7 +50,7 @@ class FocusEstimateStage:
         for ch, est in self.estimators.items():
             frame = fs.frames[ch]
             mu, sigma = est.estimate(frame.pixels)
-            distance[ch] = (mu, sigma)
+            distance[ch] = (abs(mu), sigma)
             for listen in self.listeners:
                 resolved = listen(fs.t, fs.p, ch, frame, mu, sigma)
                 if resolved is not None:

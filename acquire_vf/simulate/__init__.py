@@ -2,8 +2,8 @@
 
 U2OS Cell Painting (five BBBC022 stains, plus phalloidin for BBBC006) and MDA-MB-231 (phase
 contrast, DAPI, F-actin, vinculin) phantoms in physical units; a vectorial defocus PSF per
-channel (psfmodels); an sCMOS-like camera; writers for the public dataset layouts; and a live
-specimen that the demo's camera frames show.
+channel (psfmodels); brightfield through defocus; an sCMOS-like camera; writers for the public
+dataset layouts; and a live specimen that the demo's camera frames show.
 """
 
 from acquire_vf.simulate._camera import Camera
@@ -16,14 +16,20 @@ from acquire_vf.simulate._datasets import (
     simulated_version,
     write_dataset,
 )
-from acquire_vf.simulate._optics import Optics, convolve, convolve_many, phase_contrast
+from acquire_vf.simulate._optics import (
+    BRIGHTFIELD_UM,
+    Optics,
+    brightfield,
+    convolve,
+    convolve_many,
+    phase_contrast,
+)
 from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
 from acquire_vf.simulate._specimen import LiveSpecimen
 from acquire_vf.simulate._stacks import defocus_planes, through_focus_bank
 from acquire_vf.simulate._stains import Truth
 
-__all__ = ["OPTICS_20X", "OPTICS_60X", "SIMULATOR_VERSION", "STAINS", "Camera", "Cell", "Field",
-           "LiveSpecimen", "Optics", "Truth",
-           "convolve", "convolve_many", "fluorescence", "phase_contrast", "render_field",
-           "defocus_planes", "ensure_dataset", "simulated_version", "through_focus_bank",
-           "write_dataset"]
+__all__ = ["BRIGHTFIELD_UM", "OPTICS_20X", "OPTICS_60X", "SIMULATOR_VERSION", "STAINS", "Camera",
+           "Cell", "Field", "LiveSpecimen", "Optics", "Truth", "brightfield", "convolve",
+           "convolve_many", "fluorescence", "phase_contrast", "render_field", "defocus_planes",
+           "ensure_dataset", "simulated_version", "through_focus_bank", "write_dataset"]

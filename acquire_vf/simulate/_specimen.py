@@ -7,7 +7,8 @@ with the simulated slide as the devices stand for that frame:
 - the focus stage's distance from the specimen's focal plane is the defocus, so moving Z in
   Micro-Manager (or in the acquisition's z offsets) blurs the image through the physical PSF;
   ``specimen.focus_drift_um`` makes the focal plane drift over time points;
-- the channel's preset picks the stain (``specimen.stains`` in the profile);
+- the channel's preset picks the stain (``specimen.stains`` in the profile): a fluorescent
+  stain, or transmitted light (``PhC`` phase contrast, ``BF`` brightfield);
 - the exposure scales the photons, then the camera model adds shot and read noise;
 - ``specimen.perturbation`` disturbs the slide from a time point on (to test verification):
   ``dim`` gives a tenth of the light, ``stain_shift`` moves each stain's map by its own offset
@@ -32,7 +33,7 @@ import numpy as np
 
 from acquire_vf._frames import metadata_number
 from acquire_vf.simulate._camera import Camera
-from acquire_vf.simulate._optics import Optics, convolve, phase_contrast
+from acquire_vf.simulate._optics import Optics, brightfield, convolve, phase_contrast
 from acquire_vf.simulate._phantom import Field, fluorescence, render_field
 
 if TYPE_CHECKING:
@@ -41,10 +42,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Z_STEP_UM = 0.25
 PHASE_FLUX = 0.6
+BRIGHTFIELD_FLUX = 1.0
+"""Brightfield's background, in stain-intensity units (20 ms: about 3,500 electrons)."""
 NEW_SAMPLE_STAIN = {"DNA": "DAPI", "AGP": "F-actin", "Mito": "F-actin", "actin": "F-actin",
                     "RNA": "Vinculin", "ER": "Vinculin"}
 """``new_sample``: the MDA-MB-231 stain that stands in for each U2OS stain."""
-STAIN_ORDER = ("AGP", "RNA", "DNA", "ER", "Mito", "actin", "DAPI", "F-actin", "Vinculin", "PhC")
+STAIN_ORDER = ("AGP", "RNA", "DNA", "ER", "Mito", "actin", "DAPI", "F-actin", "Vinculin", "PhC",
+               "BF")
+TRANSMITTED = ("PhC", "BF")
+"""Transmitted-light "stains": rendered from the cells' optical path difference."""
 
 
 class LiveSpecimen:
@@ -87,7 +93,7 @@ class LiveSpecimen:
         for x, y in xy_um:
             field = self._field(self._origin(x, y), shape)
             for stain in set(self._stain_of.values()):
-                if stain in field.stains or stain == "PhC":
+                if stain in field.stains or stain in TRANSMITTED:
                     self._image(field, stain, 0.0)
 
     def __call__(self, pixels: np.ndarray, t: int, channel: str,
@@ -112,7 +118,8 @@ class LiveSpecimen:
         sample, origin = self.specimen.sample, self._origin(x_um, y_um)
         if kind == "new_sample":
             sample = "mda231" if sample == "u2os" else "u2os"
-            stain = NEW_SAMPLE_STAIN.get(stain, stain) if sample == "mda231" else "DNA"
+            if stain not in TRANSMITTED:
+                stain = NEW_SAMPLE_STAIN.get(stain, stain) if sample == "mda231" else "DNA"
         elif kind == "stain_shift":  # each stain's map moved by its own offset
             k = STAIN_ORDER.index(stain) if stain in STAIN_ORDER else 0
             origin = (origin[0] + 23 * k, origin[1] + 37 * k)
@@ -160,6 +167,8 @@ class LiveSpecimen:
         if stain == "PhC":
             pc = phase_contrast(field.stains["OPD"], pixel_size_um=self.pixel_size)
             img = convolve(pc, self.optics.psf(0.55, defocus)) * PHASE_FLUX
+        elif stain == "BF":
+            img = brightfield(field.stains["OPD"], self.optics, defocus) * BRIGHTFIELD_FLUX
         else:
             img = fluorescence(field.stains[stain], stain, self.optics, defocus)
         self._images[key] = img

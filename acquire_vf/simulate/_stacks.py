@@ -1,8 +1,9 @@
 """Through-focus stacks of the simulated slide, for the defocus estimators.
 
 Each field of the U2OS slide is rendered at defocus planes ``-range..+range`` (``step`` µm
-apart) through the physical PSF of one stain's emission (noise-free mean intensities; noise
-and exposure are drawn at training time, so one bank serves every dose). Defocus is measured
+apart) through the physical PSF of one stain's emission, or in brightfield (``stain = "BF"``:
+the cells' optical path difference through defocus); noise-free mean intensities (noise and
+exposure are drawn at training time, so one bank serves every dose). Defocus is measured
 from the stain's best focus, as in the live specimen.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from acquire_vf.simulate._optics import Optics
+from acquire_vf.simulate._optics import Optics, brightfield
 from acquire_vf.simulate._phantom import fluorescence, render_field
 
 
@@ -30,5 +31,8 @@ def through_focus_bank(stain: str, *, seed: int, fields: int, size: int, range_u
         origin = (int(rng.integers(0, 20_000)), int(rng.integers(0, 20_000)))
         field = render_field("u2os", seed + k, (size, size), optics.pixel_size_um,
                              origin_px=origin)
-        out[k] = fluorescence(field.stains[stain], stain, optics, tuple(zs))
+        if stain == "BF":
+            out[k] = brightfield(field.stains["OPD"], optics, tuple(zs))
+        else:
+            out[k] = fluorescence(field.stains[stain], stain, optics, tuple(zs))
     return out, zs.astype(np.float32)

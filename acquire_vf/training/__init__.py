@@ -23,7 +23,8 @@ def __getattr__(name: str) -> Any:
             "Generator": "_models", "Discriminator": "_models", "GeneratorConfig": "_models",
             "PRESETS": "_models", "load_pairs": "_data", "export_untrained": "_export",
             "PatchSampler": "_data", "data_root": "_data", "train_defocus": "_defocus",
-            "export_defocus": "_defocus", "DefocusNet": "_defocus"}
+            "export_defocus": "_defocus", "DefocusNet": "_defocus",
+            "load_checkpoint": "_checkpoint", "CheckpointError": "_checkpoint"}
     if name in lazy:
         if name not in ("load_pairs", "PatchSampler", "data_root"):
             require_torch()

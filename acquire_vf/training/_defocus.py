@@ -72,11 +72,12 @@ class StackSampler:
     """Noisy, augmented crops of a through-focus bank with their defocus."""
 
     def __init__(self, bank: np.ndarray, zs: np.ndarray, patch: int, exposure_ms: float,
-                 seed: int) -> None:
+                 seed: int, signed: bool = False) -> None:
         from acquire_vf.simulate import Camera
 
         self.bank, self.zs, self.patch = bank, zs, patch
         self.exposure = exposure_ms
+        self.signed = signed
         self.camera = Camera()
         self.rng = np.random.default_rng(seed)
 
@@ -94,7 +95,8 @@ class StackSampler:
             if r.random() < 0.5:
                 img = img[:, ::-1]
             xs[i, 0] = frame_normalise(img)
-        return xs, np.abs(self.zs[zi]).astype(np.float32)
+        z = self.zs[zi] if self.signed else np.abs(self.zs[zi])
+        return xs, z.astype(np.float32)
 
 
 def _bank(recipe: DefocusRecipe, seed: int, fields: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +116,9 @@ def train_defocus(recipe: DefocusRecipe, out: Path,
     t0 = time.perf_counter()
     bank, zs = _bank(recipe, recipe.data_seed, recipe.fields)
     val_bank, _ = _bank(recipe, recipe.data_seed + 50_000, recipe.val_fields)
-    train = StackSampler(bank, zs, recipe.patch, recipe.exposure_ms, recipe.seed)
-    val = StackSampler(val_bank, zs, recipe.patch, recipe.exposure_ms, recipe.seed + 1)
+    train = StackSampler(bank, zs, recipe.patch, recipe.exposure_ms, recipe.seed, recipe.signed)
+    val = StackSampler(val_bank, zs, recipe.patch, recipe.exposure_ms, recipe.seed + 1,
+                       recipe.signed)
     vx, vz = val.batch(recipe.val_patches)
     net = DefocusNet(recipe.width, recipe.range_um)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=1e-4)
@@ -175,11 +178,13 @@ def export_defocus(checkpoint: str | Path, out: str | Path) -> ModelCard:
     import onnxruntime as ort
 
     from acquire_vf.card import sha256_file
-    from acquire_vf.simulate import OPTICS_20X, STAINS
+    from acquire_vf.simulate import BRIGHTFIELD_UM, OPTICS_20X, STAINS
     from acquire_vf.training._export import OPSET, ExportError
 
     out = Path(out)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    from acquire_vf.training._checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
     if state.get("kind") != "defocus":
         raise ExportError(f"'{checkpoint}' is not a defocus estimator checkpoint")
     rec = DefocusRecipe.model_validate(state["recipe"])
@@ -211,7 +216,8 @@ def export_defocus(checkpoint: str | Path, out: str | Path) -> ModelCard:
             raise ExportError(f"ONNX Runtime differs from PyTorch by {errors} at {size}")
     o = OPTICS_20X
     card = ModelCard(
-        name=out.stem, task="defocus", inputs=(rec.stain,), output="defocus_magnitude_um",
+        name=out.stem, task="defocus", inputs=(rec.stain,),
+        output="defocus_um" if rec.signed else "defocus_magnitude_um",
         normalisation={}, tile=256, overlap=0, multiple_of=32, preset="defocus",
         width=rec.width, depth=5, parameters=sum(p.numel() for p in net.parameters()),
         gflop_per_256=0.0, onnx_sha256=sha256_file(out), opset=OPSET,
@@ -225,10 +231,15 @@ def export_defocus(checkpoint: str | Path, out: str | Path) -> ModelCard:
                  "patch": rec.patch,
                  "pixel_size_um": o.pixel_size_um, "na": o.na,
                  "immersion_index": o.immersion_index, "specimen_index": o.specimen_index,
-                 "depth_um": o.depth_um, "wavelength_um": STAINS[rec.stain].wavelength_um,
+                 "depth_um": o.depth_um,
+                 "wavelength_um": (BRIGHTFIELD_UM if rec.stain == "BF"
+                                   else STAINS[rec.stain].wavelength_um),
+                 "exposure_ms": rec.exposure_ms,
                  "normalisation": "per frame: (x - p1) / (p99.5 - p1)",
-                 "signed": False,
-                 "output": "[distance from focus (um), log(sigma_um)] per image; the sign "
-                           "is the controller's (a symmetric PSF gives none)"})
+                 "signed": rec.signed,
+                 "output": ("[signed defocus (um, above focus positive), log(sigma_um)] per "
+                            "image" if rec.signed else
+                            "[distance from focus (um), log(sigma_um)] per image; the sign "
+                            "is the controller's (a symmetric PSF gives none)")})
     card.save(out)
     return card

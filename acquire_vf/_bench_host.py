@@ -1,0 +1,82 @@
+"""``acquire-vf bench``'s engine-host figures: what it costs to run the network in another
+process. The hand-off is measured with a network that does no work (its output is its first
+input channel), so what remains is the hand-off itself: writing each batch of tiles into shared
+memory, the call on the socket, reading the output back; per 2048 x 2048 two-channel frame set
+(512-pixel tiles, overlap 32, batches of 4), hosted minus in this process, interleaved."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquire_vf.card import ModelCard, Normalisation, sha256_file
+from acquire_vf.config import Compute
+
+
+def null_engine(path: Path, tile: int = 512) -> Path:
+    """An ONNX engine of two inputs whose output is its first input (a Slice), with a card."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 2, "h", "w"])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "h", "w"])
+    inits = [helper.make_tensor(n, TensorProto.INT64, [1], [v])
+             for n, v in (("starts", 0), ("ends", 1), ("axes", 1))]
+    node = helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["output"])
+    graph = helper.make_graph([node], "null", [inp], [out], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    norm = Normalisation(low=100.0, high=4000.0)
+    ModelCard(name=path.stem, task="synthesis", inputs=("in0", "in1"), output="out",
+              normalisation={"in0": norm, "in1": norm, "out": norm}, tile=tile, overlap=32,
+              multiple_of=32, preset="realtime", width=1, depth=1, parameters=0,
+              gflop_per_256=0.0, onnx_sha256=sha256_file(path), opset=18,
+              training={"untrained": True}).save(path)
+    return path
+
+
+def handoff(work: Path, reps: int,
+            timer: Callable[[dict[str, Callable[[], Any]], int], dict[str, float]]
+            ) -> dict[str, Any]:
+    from acquire_vf.engine_host import EngineHost
+    from acquire_vf.inference import create_engine
+
+    path = null_engine(work / "null.onnx")
+    cpu = Compute(backends=("onnxruntime",))
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(100, 4000, (2048, 2048), dtype=np.uint16) for _ in range(2)]
+    host = EngineHost(deadline_s=60.0, restarts=0)
+    try:
+        hosted = create_engine(path, cpu, tile=512, overlap=32, batch=4, host=host)
+        local = create_engine(path, cpu, tile=512, overlap=32, batch=4)
+        t = timer({"hosted": lambda: hosted.infer(frames),
+                   "in_process": lambda: local.infer(frames)}, reps)
+    finally:
+        host.close()
+    return {"hosted_ms": t["hosted"], "in_process_ms": t["in_process"],
+            "handoff_ms_per_2048_frame_set": round(t["hosted"] - t["in_process"], 3)}
+
+
+def int8_speedup(fp32: Path, work: Path, reps: int,
+                 timer: Callable[[dict[str, Callable[[], Any]], int], dict[str, float]]
+                 ) -> dict[str, Any]:
+    """The INT8 engine (:mod:`acquire_vf.quantize`) against its fp32 engine: the model on a
+    batch of four 512 x 512 tiles with ONNX Runtime on the CPU, interleaved."""
+    from acquire_vf.card import ModelCard
+    from acquire_vf.inference import create_engine
+    from acquire_vf.quantize import quantize_engine
+
+    card = ModelCard.load(fp32)
+    rng = np.random.default_rng(2)
+    c = len(card.inputs)
+    tiles = [rng.uniform(-1, 1, (c, 512, 512)).astype(np.float32) for _ in range(4)]
+    int8 = quantize_engine(fp32, work / f"{fp32.stem}_int8.onnx", tiles=tiles)
+    cpu = Compute(backends=("onnxruntime",))
+    a = create_engine(fp32, cpu, tile=512)
+    b = create_engine(work / f"{int8.name}.onnx", cpu, tile=512)
+    x = np.stack(tiles)
+    t = timer({"fp32": lambda: a.runner.run(x), "int8": lambda: b.runner.run(x)}, reps)
+    return {"fp32_ms": t["fp32"], "int8_ms": t["int8"],
+            "int8_over_fp32_speedup": round(t["fp32"] / t["int8"], 3)}

@@ -1,0 +1,325 @@
+"""The session's side: start and supervise the engine host; runners whose calls run there.
+
+Faults, and what the session sees:
+
+- **crash** (the host exits: SIGKILL, a segfault in a native library, the kernel's
+  out-of-memory killer): the call in flight, and every call until the host is back, raises
+  :class:`EngineHostFault`; the pipeline records the virtual frame as skipped with the reason,
+  and ``on_fault`` tells the run (channels with ``on_failure = "expose"`` are exposed at once);
+- **hang** (no answer to a call or a heartbeat within ``deadline_s``): the host is killed, then
+  as a crash;
+- **restart**: after a backoff (0.5 s, doubling, at most 8 s) a new host starts, every engine is
+  loaded and warmed up again, ``on_recovered`` tells the run, and virtual frames resume; at most
+  ``restarts`` times per session, after which the engines stay off.
+
+``counts`` (``restarts``, ``crashes``, ``hangs``) and ``events`` go into ``session.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Client, Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquire_vf.engine_host._shm import KEY_ENV, aligned, create, release, view
+
+log = logging.getLogger(__name__)
+LOAD_S = 120.0
+"""Deadline for starting the host and loading an engine (TensorRT may build a plan)."""
+HEARTBEAT_S = 0.5
+
+
+class EngineHostFault(RuntimeError):
+    """The engine host crashed, hung or is restarting: the call did not run."""
+
+
+class EngineHost:
+    """One engine host process per session (per compute device), supervised."""
+
+    def __init__(self, *, deadline_s: float = 10.0, restarts: int = 5,
+                 on_fault: Callable[[str], None] | None = None,
+                 on_recovered: Callable[[], None] | None = None,
+                 avoid_cores: tuple[int, ...] = (), nice: int = 5) -> None:
+        self.deadline_s, self.max_restarts = deadline_s, restarts
+        self.on_fault, self.on_recovered = on_fault, on_recovered
+        self.counts = {"restarts": 0, "crashes": 0, "hangs": 0}
+        self.events: list[str] = []
+        self.placement: dict[str, Any] = {}
+        self._avoid, self._nice = tuple(avoid_cores), nice
+        self._key = os.urandom(16)
+        self._dir = tempfile.mkdtemp(prefix="acquire-vf-host-")
+        self._lock = threading.RLock()
+        self._runners: list[HostedRunner] = []
+        self._closed = threading.Event()
+        self.generation = 0
+        self.state = "starting"
+        self.reason = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._control: Connection | None = None
+        self._start()
+        self.state = "up"
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True,
+                                      name="acquire-vf engine host heartbeat")
+        self._beat.start()
+
+    # ----- the process ------------------------------------------------------------------
+    def _start(self) -> None:
+        self._address = str(Path(self._dir) / f"host-{self.generation}.sock")
+        env = dict(os.environ, **{KEY_ENV: self._key.hex()})
+        self.proc = subprocess.Popen([sys.executable, "-m", "acquire_vf.engine_host",
+                                      self._address], env=env, stdin=subprocess.DEVNULL)
+        end = time.monotonic() + LOAD_S
+        while True:
+            if self.proc.poll() is not None:
+                raise EngineHostFault(f"the engine host exited at start (code "
+                                      f"{self.proc.returncode})")
+            try:
+                self._control = self.connect()
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > end:
+                    self._kill()
+                    raise EngineHostFault(
+                        f"the engine host did not start within {LOAD_S:.0f} s") from None
+                time.sleep(0.02)
+        self.placement = self.call(self._control, {"op": "place", "avoid": self._avoid,
+                                                   "nice": self._nice}, LOAD_S)
+        self.placement.pop("ok", None)
+        log.info("engine host started (pid %d) %s", self.proc.pid, self.placement)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def connect(self) -> Connection:
+        return Client(self._address, family="AF_UNIX", authkey=self._key)
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+
+    # ----- calls ------------------------------------------------------------------------
+    def call(self, conn: Connection, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send ``msg`` and wait for the answer; a dead host or no answer in ``timeout`` is a
+        fault (the host is killed and restarted) and raises :class:`EngineHostFault`. While
+        the host is starting, the fault is the restart's to handle."""
+        generation = self.generation
+        try:
+            conn.send(msg)
+            ready = conn.poll(timeout)
+            if ready:
+                return conn.recv()
+            kind, detail = "hang", f"no answer to {msg.get('op')} within {timeout:.1f} s"
+        except (EOFError, OSError) as e:
+            kind, detail = "crash", f"{type(e).__name__} on {msg.get('op')}"
+        if self.state == "up":
+            self.fault(kind, detail, generation)
+            raise EngineHostFault(self.reason)
+        raise EngineHostFault(f"engine host {self.state}: {detail}")
+
+    def check(self, generation: int) -> None:
+        """Raise :class:`EngineHostFault` unless the host of ``generation`` is up."""
+        if self.state != "up" or generation != self.generation:
+            raise EngineHostFault(self.reason or f"engine host {self.state}")
+
+    # ----- faults -----------------------------------------------------------------------
+    def fault(self, kind: str, detail: str, generation: int | None = None) -> None:
+        """The host of ``generation`` crashed or hung: kill it, count it, restart it."""
+        with self._lock:
+            if self._closed.is_set() or self.state != "up" or (
+                    generation is not None and generation != self.generation):
+                return  # already handled
+            code = self.proc.poll() if self.proc is not None else None
+            if kind == "hang" and code is not None:
+                kind = "crash"
+            self.state = "down"
+            self._kill()
+            code = self.proc.returncode if self.proc is not None else None
+            self.counts["crashes" if kind == "crash" else "hangs"] += 1
+            what = "crashed" if kind == "crash" else "hung"
+            self.reason = f"engine host {what} ({detail}; exit code {code})"
+            self._event(self.reason + "; virtual frames skipped until it is back")
+        if self.on_fault is not None:
+            self.on_fault(self.reason)
+        threading.Thread(target=self._restart, daemon=True,
+                         name="acquire-vf engine host restart").start()
+
+    def _restart(self) -> None:
+        delay = 0.5
+        while not self._closed.is_set():
+            with self._lock:
+                if self.counts["restarts"] >= self.max_restarts:
+                    self.state = "failed"
+                    self.reason = (f"engine host: {self.max_restarts} restarts used; virtual "
+                                   "channels stay off for the rest of the run")
+                    self._event(self.reason)
+                    return
+            if self._closed.wait(delay):
+                return
+            delay = min(delay * 2, 8.0)
+            with self._lock:
+                self.counts["restarts"] += 1
+                self.generation += 1
+                self.state = "starting"
+                try:
+                    self._start()
+                    for r in list(self._runners):
+                        r.attach()
+                except Exception as e:  # noqa: BLE001 - counted, retried with backoff
+                    self.state = "down"
+                    died = self.proc is not None and self.proc.poll() is not None
+                    self._kill()
+                    self.counts["crashes"] += int(died)
+                    self._event(f"engine host restart {self.counts['restarts']} failed: "
+                                f"{type(e).__name__}: {e}")
+                    continue
+                self.state = "up"
+                self._event(f"engine host restarted (pid {self.pid}); virtual frames resume")
+            if self.on_recovered is not None:
+                self.on_recovered()
+            return
+
+    def _heartbeat(self) -> None:
+        while not self._closed.wait(HEARTBEAT_S):
+            with self._lock:
+                conn, gen, up = self._control, self.generation, self.state == "up"
+            if not up or conn is None:
+                continue
+            if self.proc is not None and self.proc.poll() is not None:
+                self.fault("crash", f"the process exited ({self.proc.returncode})", gen)
+                continue
+            try:
+                self.call(conn, {"op": "ping"}, self.deadline_s)
+            except EngineHostFault:
+                continue
+
+    def _event(self, msg: str) -> None:
+        log.warning("%s", msg)
+        if len(self.events) < 1000:
+            self.events.append(msg)
+
+    # ----- engines ----------------------------------------------------------------------
+    def runner(self, path: Path, compute: Any, *, backend: str | None, tile: int,
+               batch: int) -> HostedRunner:
+        r = HostedRunner(self, {"path": str(path), "compute": compute.model_dump(mode="json"),
+                                "backend": backend, "tile": tile, "batch": batch})
+        with self._lock:
+            r.attach()
+            self._runners.append(r)
+        return r
+
+    def report(self) -> dict[str, Any]:
+        return {**self.counts, "pid": self.pid, "state": self.state,
+                "placement": self.placement, "events": list(self.events)}
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            for r in self._runners:
+                r.release()
+            if self._control is not None and self.state == "up":
+                with contextlib.suppress(OSError):
+                    self._control.send({"op": "close"})
+            if self.proc is not None and self.proc.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=0.2)
+            self._kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class HostedRunner:
+    """A :class:`~acquire_vf.inference.Runner` whose network runs in the engine host: the
+    batch is written into this engine's shared-memory block, the host runs it and writes the
+    output after it, the answer says its shape."""
+
+    def __init__(self, host: EngineHost, spec: dict[str, Any]) -> None:
+        self.host, self.spec = host, spec
+        self.backend = self.device = self.precision = ""
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._shm: Any = None
+        self._gen = -1
+        self._warm: tuple[int, ...] | None = None
+
+    def attach(self) -> None:
+        """Connect to the current host, map the block, load (and warm up) the engine."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self.host.connect()
+            if self._shm is None:
+                t, b = int(self.spec["tile"]), int(self.spec["batch"])
+                self._shm = create(2 * b * 4 * t * t * 4)
+            h = self.host
+            h.call(self._conn, {"op": "map", "name": self._shm.name}, LOAD_S)
+            reply = h.call(self._conn, {"op": "load", **self.spec}, LOAD_S)
+            if not reply.get("ok"):
+                from acquire_vf.inference import BackendUnavailable
+
+                raise BackendUnavailable(reply.get("error", "the engine host could not load "
+                                                   f"'{self.spec['path']}'"))
+            self.backend, self.device = reply["backend"], reply["device"]
+            self.precision = reply["precision"]
+            self._gen = h.generation
+            if self._warm is not None:
+                self._run(np.zeros(self._warm, np.float32), LOAD_S)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.host.check(self._gen)
+            out = self._run(np.ascontiguousarray(x, np.float32), self.host.deadline_s)
+            self._warm = tuple(x.shape)
+            return out
+
+    def _run(self, x: np.ndarray, timeout: float) -> np.ndarray:
+        assert self._conn is not None
+        out_at = aligned(x.nbytes)
+        need = out_at + x.shape[0] * x.shape[-2] * x.shape[-1] * 4 * 4
+        for _ in range(2):
+            if need > self._shm.size:
+                self._grow(need)
+            view(self._shm, x.shape)[...] = x
+            reply = self.host.call(self._conn, {"op": "run", "shape": x.shape,
+                                                "out_offset": out_at}, timeout)
+            if reply.get("ok"):
+                return view(self._shm, tuple(reply["shape"]), out_at).copy()
+            if "grow" not in reply:
+                raise RuntimeError(f"engine host: {reply.get('error')}")
+            need = int(reply["grow"])
+        raise RuntimeError("engine host: the output does not fit its buffer")
+
+    def _grow(self, need: int) -> None:
+        old, self._shm = self._shm, create(int(need * 1.25))
+        assert self._conn is not None
+        self.host.call(self._conn, {"op": "map", "name": self._shm.name}, LOAD_S)
+        release(old, unlink=True)
+
+    def release(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(OSError):
+                    self._conn.send({"op": "close"})
+                self._conn.close()
+                self._conn = None
+            release(self._shm, unlink=True)
+            self._shm = None
+
+    def close(self) -> None:
+        """Engines close at the end of the run; the host releases everything then."""
