@@ -87,7 +87,8 @@ class FocusController:
     """Decides stage corrections and z-scans per position; the run carries them out."""
 
     def __init__(self, profile: Profile, *, truth: Callable[[int], float] | None = None,
-                 range_um: float = 20.0, signed: frozenset[str] = frozenset()) -> None:
+                 range_um: float = 20.0, signed: frozenset[str] = frozenset(),
+                 refocus_range: tuple[float, float] | None = None) -> None:
         af = profile.autofocus
         self.af = af
         self.channel = next(iter(profile.estimator_engines()))
@@ -96,6 +97,9 @@ class FocusController:
         self._preset = (ch.group, ch.preset, ch.exposure_ms)
         self.signed_channels = signed
         """Channels whose estimator gives the signed defocus (brightfield)."""
+        self.refocus_range = refocus_range
+        """Defocus (µm) the refocus engines were trained on, lowest to highest: a step beyond
+        it is confirmed by a z-scan (``confirm_steps``)."""
         self._truth = truth
         self._lock = threading.Lock()
         self._pos: dict[int, _Position] = {}
@@ -161,7 +165,7 @@ class FocusController:
         why, jump, span = None, False, self.af.zscan_range_um
         if given and signed is not None and z is not None and \
                 sigma <= self.af.confident_sigma_um and distance <= 0.9 * self.range_um:
-            self._follow(p, t, pos, z - signed, signed, sigma)
+            self._follow(p, t, pos, z - signed, signed, sigma, frame)
             return signed
         if sigma > self.af.confident_sigma_um:
             why = f"unsure: sigma {sigma:.1f} um"
@@ -184,7 +188,7 @@ class FocusController:
         return signed
 
     def _follow(self, p: int, t: int, pos: _Position, focus: float, signed: float,
-                sigma: float) -> None:
+                sigma: float, frame: Frame) -> None:
         """A confident signed estimate: focus is at ``focus`` (stage µm). Far from where the
         track predicted (a step: ``STEP_UM``, ``STEP_SIGMAS``), the track is shifted by the
         step and the stage goes there at once; otherwise the estimate joins the track and the
@@ -205,6 +209,10 @@ class FocusController:
                     target = self._predict(pos, ahead)
                 self._correct(t, p, (target if target is not None else focus) - here,
                               f"a jump of focus: {signed:+.2f} +- {sigma:.2f} um from focus")
+                lo, hi = self.refocus_range or (0.0, 0.0)
+                if self.af.confirm_steps and not lo <= signed <= hi:
+                    self._zscan(p, t + 1, None, f"confirm a step of {-signed:+.1f} um, beyond "
+                                f"the refocus range", span=3.0, frame=frame)
                 return
         self._steer(p, t, pos, f"{signed:+.2f} +- {sigma:.2f} um from focus")
 
@@ -395,11 +403,17 @@ def make_focus(profile: Profile, stages: Any) -> FocusController | None:
                   and hasattr(s, "listeners")]
     steering = next(iter(profile.estimator_engines()))
     range_um, signed = 20.0, set()
+    from acquire_vf.pipeline import refocus_range
+
+    spans = [refocus_range(e) for s in stages if getattr(s, "name", "") == "refocus"
+             for e in getattr(s, "engines", {}).values()]
+    refocus = (min(r[0] for r in spans), max(r[3] for r in spans)) if spans else None
     for stage in estimating:
         est = stage.estimators.get(steering)
         range_um = float(getattr(est, "range_um", range_um))
         signed |= {ch for ch, e in stage.estimators.items() if getattr(e, "signed", False)}
-    ctl = FocusController(profile, truth=truth, range_um=range_um, signed=frozenset(signed))
+    ctl = FocusController(profile, truth=truth, range_um=range_um, signed=frozenset(signed),
+                          refocus_range=refocus)
     for stage in estimating:
         stage.listeners.append(ctl.estimate)
     for stage in stages:

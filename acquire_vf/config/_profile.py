@@ -165,6 +165,10 @@ class Autofocus(_Model):
     ``zscan_planes`` planes."""
     zscan_at_start: bool = True
     """``closed_loop``: the first time point of each position is z-scanned."""
+    confirm_steps: bool = True
+    """``closed_loop``, signed estimator: a step of focus beyond the refocus engines' trained
+    range is followed at once and then confirmed by a fine z-scan around the new position
+    (false: the signed estimate alone)."""
     zscan_channel: str | None = None
     """``closed_loop``: the physical channel z-scans expose (default: the steering one). A
     brightfield frame shows least contrast in focus, so with a brightfield estimator name a

@@ -7,11 +7,13 @@ from acquire_vf.pipeline._engine_stages import (
     FocusEstimateStage,
     RefocusStage,
     SynthesisStage,
+    refocus_range,
 )
 from acquire_vf.pipeline._protocol import FrameSet, Stage, check_stage
 from acquire_vf.pipeline._stages import FocusScoreStage
 
 __all__ = [
     "UNCERTAINTY", "FocusEstimateStage", "FocusScoreStage", "FrameSet", "Pipeline",
-    "RefocusStage", "Stage", "SynthesisStage", "check_stage", "focus_score", "virtual_frame"
+    "RefocusStage", "Stage", "SynthesisStage", "check_stage", "focus_score", "refocus_range",
+    "virtual_frame"
 ]
