@@ -50,11 +50,12 @@ def verified_profile(**updates: Any) -> Profile:
     """The shipped demo profile (engines, ``[verification]``) with ``updates`` merged in, on
     the in-memory backend at 256 x 256 unless ``connection`` says otherwise, without drift,
     refocusing by the focus score (``when_defocused``) so that verification is tested apart
-    from closed-loop focus."""
+    from closed-loop focus (so without the brightfield channel that only serves it)."""
     from acquire_vf.config import demo_variant, merged
 
-    return demo_variant(merged({"autofocus": {"policy": "when_defocused"}}, updates),
-                        source="test profile")
+    fluorescence = [c for c in shipped_demo_dict()["channels"] if c["name"] != "BF"]
+    return demo_variant(merged({"autofocus": {"policy": "when_defocused"},
+                                "channels": fluorescence}, updates), source="test profile")
 
 
 @pytest.fixture

@@ -20,28 +20,30 @@ SESSION_KEYS = {"profile", "channels", "frames_acquired", "exposures_taken",
 
 
 def test_demo_runs_the_shipped_engines_live(tmp_path: Path) -> None:
-    """The shipped demo: AGP + RNA exposed, focus drifting, refocused when defocused, DNA, ER
-    and Mito synthesised by the shipped engines, all saved and reported."""
+    """The shipped demo: AGP, RNA and brightfield exposed, focus drifting and followed,
+    refocused when defocused, DNA, ER and Mito synthesised by the shipped engines, all saved
+    and reported."""
     out = tmp_path / "demo"
     r = run_cli("demo", "--headless", "--time-points", "6", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "frames acquired" in r.stdout and "12 / 12" in r.stdout
+    assert "frames acquired" in r.stdout and "18 / 18" in r.stdout
 
     session = json.loads((out / "session.json").read_text())
     assert set(session) >= SESSION_KEYS
     planned = session["light_dose"]["exposures_by_reason"]
-    assert planned["plan"] == 12 and planned.get("sentinel", 0) >= 3  # DNA, ER, Mito at t=0
+    assert planned["plan"] == 18 and planned.get("sentinel", 0) >= 3  # DNA, ER, Mito at t=0
     assert session["exposures_taken"] == sum(planned.values())  # z-scans are exposures ...
     assert session["frames_acquired"] == session["exposures_taken"] - planned["zscan"]  # not data
-    # the comparator protocol: 5 channels and an 11-plane z-scan autofocus per time point
-    assert session["exposures_full_protocol"] == 6 * 5 + 6 * 11
+    # the comparator protocol: 6 channels and an 11-plane z-scan autofocus per time point
+    assert session["exposures_full_protocol"] == 6 * 6 + 6 * 11
     assert set(session["verification"]) == {"DNA", "ER", "Mito"}
     focus = session["focus"]  # closed loop: the first time point is z-scanned
     assert focus["policy"] == "closed_loop" and focus["zscans"][0]["t"] == 0
     assert {"t", "p", "channel", "defocus_um", "sigma_um", "true_defocus_um"} <= set(
         focus["estimates"][0])
     names = [(c["name"], c["role"]) for c in session["channels"]]
-    assert names[:2] == [("AGP", "physical"), ("RNA", "physical")]
+    assert names[:3] == [("AGP", "physical"), ("RNA", "physical"), ("BF", "physical")]
+    assert focus["channel"] == "BF" and focus["signed"]
     assert {("DNA", "virtual"), ("ER", "virtual"), ("Mito", "virtual"),
             ("AGP-refocused", "virtual"), ("RNA-refocused", "virtual")} <= set(names)
     # the drift defocuses frames 1 ... 4 until the z-scan that finds their side of focus
@@ -83,7 +85,7 @@ def test_memory_and_micro_manager_runs_write_the_same_keys_and_layout(tmp_path: 
         r = run_cli("demo", "--headless", "--time-points", "2", "--out", str(out), *extra)
         assert r.returncode == 0, r.stderr
         runs[name] = json.loads((out / "session.json").read_text())
-        assert runs[name]["light_dose"]["exposures_by_reason"]["plan"] == 4
+        assert runs[name]["light_dose"]["exposures_by_reason"]["plan"] == 6
         assert runs[name]["errors"] == []
     assert runs["mm"]["acquisition_backend"] == "pycromanager"
     assert runs["memory"]["acquisition_backend"] == "memory"
@@ -96,7 +98,8 @@ def test_demo_runs_a_useq_plan_file_and_replay_plays_it_back(tmp_path: Path) -> 
     import useq
 
     seq = useq.MDASequence(channels=[{"config": "Rhodamine", "exposure": 50},
-                                     {"config": "FITC", "exposure": 50}],
+                                     {"config": "FITC", "exposure": 50},
+                                     {"config": "BF", "exposure": 20}],
                            time_plan={"interval": 0.5, "loops": 3},
                            stage_positions=[{"x": 0, "y": 0, "name": "A1"},
                                             {"x": 400, "y": 200, "name": "B2"}],
@@ -107,7 +110,7 @@ def test_demo_runs_a_useq_plan_file_and_replay_plays_it_back(tmp_path: Path) -> 
     r = run_cli("demo", "--headless", "--plan", str(plan), "--out", str(out))
     assert r.returncode == 0, r.stderr
     session = json.loads((out / "session.json").read_text())
-    assert session["light_dose"]["exposures_by_reason"]["plan"] == 3 * 2 * 2
+    assert session["light_dose"]["exposures_by_reason"]["plan"] == 3 * 2 * 3
     assert session["errors"] == []
     assert session["virtual_frames"] > 0
     (ds,) = open_dataset(out)
@@ -119,7 +122,7 @@ def test_demo_runs_a_useq_plan_file_and_replay_plays_it_back(tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
     replayed = json.loads((again / "session.json").read_text())
     assert replayed["acquisition_backend"] == "replay"
-    assert replayed["light_dose"]["exposures_by_reason"]["plan"] == 12
+    assert replayed["light_dose"]["exposures_by_reason"]["plan"] == 18
     assert replayed["errors"] == []
     assert replayed["virtual_frames"] > 0
     (rds,) = open_dataset(again)
@@ -128,7 +131,7 @@ def test_demo_runs_a_useq_plan_file_and_replay_plays_it_back(tmp_path: Path) -> 
     played = {(r["t"], r["p"], r["channel"]): r["crc32"] for r in rds.records
               if r["role"] == "physical"}
     assert played.items() <= raw.items(), "replayed frames are the recorded pixels"
-    assert {k for k in raw if k[2] in ("AGP", "RNA")} <= set(played)  # every planned frame
+    assert {k for k in raw if k[2] in ("AGP", "RNA", "BF")} <= set(played)  # every planned
 
     r = run_cli("replay", str(out), "--profile", "demo", "--out", str(out), "--headless")
     assert r.returncode == OutputExistsError.exit_code and "is also an input" in r.stderr

@@ -419,8 +419,10 @@ class Profile(_Model):
                     f"{missing} are not physical channels (have {sorted(physical)})"
                 )
         af = self.autofocus
-        unknown = [c for c in (*af.channels, *af.engines, *af.estimators,
-                               *([af.zscan_channel] if af.zscan_channel else []))
+        loop = af.policy == "closed_loop"  # estimators and z-scans are closed loop's only
+        unknown = [c for c in (*af.channels, *af.engines,
+                               *(af.estimators if loop else ()),
+                               *([af.zscan_channel] if loop and af.zscan_channel else []))
                    if c not in physical]
         if unknown:
             raise ValueError(f"autofocus channels {unknown} are not physical channels "

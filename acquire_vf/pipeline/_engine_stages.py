@@ -48,7 +48,9 @@ class FocusEstimateStage:
         signed = fs.scores.setdefault("defocus", {})
         distance = fs.scores.setdefault("defocus_distance", {})
         for ch, est in self.estimators.items():
-            frame = fs.frames[ch]
+            frame = fs.frames.get(ch)
+            if frame is None:  # a plan (a useq file) that does not acquire this channel
+                continue
             mu, sigma = est.estimate(frame.pixels)
             distance[ch] = (abs(mu), sigma)
             for listen in self.listeners:
