@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from acquire_vf import __version__
-from acquire_vf._errors import AcquireVFError, DataError, DisplayUnavailable
+from acquire_vf._errors import AcquireVFError, DataError, DisplayUnavailable, OutputExistsError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Real-time virtual refocusing and virtual fluorescence for Micro-Manager.")
@@ -119,10 +119,12 @@ def _session(profile_name: str, out: Path | None, *, headless: bool, display: bo
              on_close: OnClose, close_when_done: bool, backend: str | None,
              time_points: int | None = None, screenshot: Path | None = None,
              **run_args: object) -> None:
-    from acquire_vf._session import run_session
+    from acquire_vf._session import default_out_dir, run_session
     from acquire_vf.config import load_profile
 
     prof = load_profile(profile_name)
+    out = out or default_out_dir(prof)
+    typer.echo(f"saving to {out.resolve()}")
     if screenshot is not None:
         _render_offscreen()
         headless, display = False, True
@@ -133,6 +135,8 @@ def _session(profile_name: str, out: Path | None, *, headless: bool, display: bo
                     quiet_libraries=not _state["debug"], backend=backend, display=window,
                     on_close=on_close.value, close_when_done=close_when_done,
                     screenshot=screenshot, **run_args)  # type: ignore[arg-type]
+        typer.echo(f"saved to {out.resolve()}" if out.is_dir() else
+                   f"nothing saved ({out} was not created)")
         if report.get("state") == "cancelled":
             code = 130  # the shell's convention for a run stopped by Ctrl-C
             # a Ctrl-C pressed again while the interpreter exits would print a traceback
@@ -221,18 +225,16 @@ def replay(
 def profile_validate(
     profile: Annotated[str, typer.Argument(help="Hardware profile (.toml or shipped name).")],
 ) -> None:
-    """Check a profile without touching hardware: keys, types, channels, engine files."""
-    from acquire_vf._errors import ProfileError
+    """Check a profile without touching hardware: keys, types, channels, engine files and
+    cards, engine inputs, whether the compute settings can run the engines here, and a
+    headless connection's Micro-Manager folder."""
     from acquire_vf.config import load_profile, resolve_profile_path
 
     path = resolve_profile_path(profile)
     prof = load_profile(path)
-    engines = [(v.name, v.engine) for v in prof.virtual_channels]
-    engines += [(f"autofocus {c}", p) for c, p in prof.refocus_engines().items()]
-    engines += [(f"defocus estimator {c}", p) for c, p in prof.estimator_engines().items()]
-    missing = [f"{name}: {p}" for name, p in engines if not Path(p).is_file()]
-    if missing:
-        raise ProfileError(f"{path}: engine file(s) not found: {'; '.join(missing)}")
+    from acquire_vf._validate import validate
+
+    validate(prof, str(path))
     typer.echo(f"{path}: ok ({prof.connection.kind} connection, {len(prof.channels)} physical "
                f"and {len(prof.virtual_channels)} virtual channel(s), "
                f"autofocus {prof.autofocus.policy})")
@@ -297,6 +299,8 @@ def train(
                                                   help="Stop after this many steps.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's "
                                          "last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a training run "
+                                            "already in the run folder.")] = False,
 ) -> None:
     """Train one engine from a recipe (several GPUs: torchrun -m acquire_vf.training)."""
     import json
@@ -306,12 +310,14 @@ def train(
 
     require_torch()
     if recipe_task(recipe) == "defocus":
-        _train_defocus(recipe, out)
+        _train_defocus(recipe, out, overwrite)
         return
     from acquire_vf.training import train as run_training
 
     rec, text = load_recipe(recipe)
     folder = out or Path("runs") / rec.name
+    if not resume:
+        _refuse_replacing(folder, overwrite)
     try:
         summary = run_training(rec, text, folder, max_steps=max_steps, resume=resume)
     except (ValueError, FileNotFoundError) as e:
@@ -322,7 +328,16 @@ def train(
                f"checkpoints in {folder / 'checkpoints'}")
 
 
-def _train_defocus(recipe: Path, out: Path | None) -> None:
+def _refuse_replacing(folder: Path, overwrite: bool) -> None:
+    """A second ``train`` into a run folder would rewrite its checkpoints and cut its log."""
+    done = folder / "checkpoints"
+    if not overwrite and done.is_dir() and any(done.glob("*.pt")):
+        raise OutputExistsError(f"'{folder}' already holds a training run ({done}); continue "
+                                "it with --resume, replace it with --overwrite, or name "
+                                "another folder with --out")
+
+
+def _train_defocus(recipe: Path, out: Path | None, overwrite: bool = False) -> None:
     from rich.progress import Progress
 
     from acquire_vf.config import load_defocus_recipe
@@ -330,6 +345,7 @@ def _train_defocus(recipe: Path, out: Path | None) -> None:
 
     rec, text = load_defocus_recipe(recipe)
     folder = out or Path("runs") / rec.name
+    _refuse_replacing(folder, overwrite)
     with Progress(transient=False) as bar:
         task = bar.add_task(f"training {rec.name}", total=rec.steps)
 

@@ -121,10 +121,12 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     ``screenshot`` saves the window as PNG when the run ends, then closes it.
     """
     out = out_dir or default_out_dir(profile)
+    created = not out.exists()
     prepare_output(out)
     backend_desc = None
-    host = engine_host(profile) if stages is None else None
+    host = None
     try:
+        host = engine_host(profile) if stages is None else None
         if stages is None:
             stages, backend_desc = build_stages(profile, backend, host=host)
         run = make_run(profile, out, stages=stages, acquisition=acquisition,
@@ -133,6 +135,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     except BaseException:
         if host is not None:
             host.close()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before anything was written: leave no empty run folder
         raise
     if host is not None:
         run.attach_engine_host(host)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from acquire_vf._errors import CardError
+from acquire_vf._errors import CardError, EngineFileError
 
 CARD_VERSION: Literal[1] = 1
 
@@ -101,6 +101,8 @@ class ModelCard(BaseModel):
         """The card beside ``onnx_path``; with ``verify``, check it describes that exact file."""
         onnx_path = Path(onnx_path)
         path = onnx_path.with_suffix(".json")
+        if verify and not onnx_path.exists():
+            raise EngineFileError(f"engine file not found: '{onnx_path}'")
         try:
             card = cls.model_validate(json.loads(path.read_text()))
         except FileNotFoundError:

@@ -63,7 +63,7 @@ def ship(name: str, force: bool) -> None:
     if force or not (run / "summary.json").is_file():
         _run([*CLI, "train", str(recipe_path.relative_to(ROOT)), "--out", str(run),
               *(["--resume"] if (run / "checkpoints" / "last.pt").is_file() and not force
-                else [])])
+                else ["--overwrite"])])
     if force or not onnx.is_file():
         onnx.parent.mkdir(parents=True, exist_ok=True)
         _run([*CLI, "export", str(run / "checkpoints" / "best.pt"), "--out",

@@ -10,7 +10,7 @@ import tifffile
 
 from acquire_vf._errors import OutputExistsError
 from acquire_vf.storage import open_dataset
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +135,21 @@ def test_demo_runs_a_useq_plan_file_and_replay_plays_it_back(tmp_path: Path) -> 
 
     r = run_cli("replay", str(out), "--profile", "demo", "--out", str(out), "--headless")
     assert r.returncode == OutputExistsError.exit_code and "is also an input" in r.stderr
+
+
+def test_the_run_says_where_its_data_go_and_a_refused_start_leaves_no_folder(tmp_path: Path
+                                                                             ) -> None:
+    out = tmp_path / "here"
+    r = run_cli("demo", "--headless", "--time-points", "1", "--acquisition", "memory", "--out",
+                str(out))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"saving to {out.resolve()}" and f"saved to {out.resolve()}" in lines
+    prof = tmp_path / "broken.toml"  # an engine that is not there: refused before any frame
+    text = (ROOT / "hardware_profiles" / "demo.toml").read_text()
+    prof.write_text(text.replace("../engines/", f"{ROOT / 'engines'}/").replace(
+        "cps_dna.onnx", "no_such.onnx"))
+    gone = tmp_path / "never"
+    r = run_cli("live", "--profile", str(prof), "--headless", "--out", str(gone))
+    assert r.returncode != 0 and "no_such.onnx" in r.stderr
+    assert not gone.exists()

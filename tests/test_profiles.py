@@ -76,7 +76,7 @@ def _write(tmp_path: Path, extra: str) -> Path:
 
     base = plain_profile(tmp_path).read_text()  # the demo hardware, no engines
     # strip the sections the case redefines so TOML does not reject a duplicate table
-    for section in ("[camera]", "[connection]", "[tiling]", "[autofocus]"):
+    for section in ("[camera]", "[connection]", "[tiling]", "[autofocus]", "[compute]"):
         if section in extra and section in base:
             start = base.index(section)
             end = base.find("\n[", start + 1)
@@ -111,7 +111,26 @@ def test_validate_reports_missing_engine_file(tmp_path: Path) -> None:
                             "inputs = ['AGP', 'RNA']\n")
     r = cli_here("profile", "validate", str(path))
     assert r.returncode == 2
-    assert "engine file(s) not found: DNA:" in r.stderr and "missing.onnx" in r.stderr
+    assert "virtual channel 'DNA': engine file not found" in r.stderr
+    assert "missing.onnx" in r.stderr
+
+
+def test_validate_catches_what_live_would_refuse(tmp_path: Path) -> None:
+    """Engine inputs that differ from the card's, fp16 where only ONNX Runtime on the CPU can
+    run, a Micro-Manager folder that does not exist: each reported, before any hardware."""
+    from tests.conftest import ROOT
+
+    dna = (ROOT / "engines" / "cps_dna.onnx").as_posix()
+    path = _write(tmp_path, "[connection]\nkind = 'headless'\nmm_dir = '/no/such/mm'\n"
+                            "config_file = 'x.cfg'\n"
+                            f"[[virtual_channels]]\nname = 'DNA'\nengine = '{dna}'\n"
+                            "inputs = ['RNA', 'AGP']\n[compute]\nprecision = 'fp16'\n")
+    r = cli_here("profile", "validate", str(path))
+    assert r.returncode == 2, r.stdout
+    assert "3 problem(s)" in r.stderr, r.stderr
+    assert "connection.mm_dir" in r.stderr and "/no/such/mm" in r.stderr
+    assert "expects input channels ['AGP', 'RNA'], the profile gives ['RNA', 'AGP']" in r.stderr
+    assert "cannot run it here" in r.stderr and "fp16" in r.stderr
 
 
 def test_engine_paths_resolve_against_profile_folder(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"backends"},
     {"acquisition"},
     {"display", "training", "evaluate", "quantize"},
-    {"_session", "bench", "_bench_host"},
+    {"_session", "bench", "_bench_host", "_validate"},
     {"_cli", "__main__"},
 ]
 """DESIGN.md's order: each unit imports only from tiers below it. Top-level modules of one

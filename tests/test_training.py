@@ -443,3 +443,19 @@ def test_simulated_data_of_another_simulator_version_is_rewritten(tmp_path: Path
     from acquire_vf.training._data import load_pairs
 
     assert load_pairs(rec).train  # the rewritten data is complete
+
+
+def test_a_second_train_into_a_run_folder_is_refused_unless_asked(tmp_path: Path) -> None:
+    """Training again into a folder that holds a run would rewrite its checkpoints and cut its
+    log: refused with one line naming --resume and --overwrite, before any work."""
+    from acquire_vf._errors import OutputExistsError
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(b"an earlier run")
+    for recipe in ("cps_dna", "defocus_agp"):
+        r = run_cli("train", str(ROOT / "training" / f"{recipe}.toml"), "--out", str(run),
+                    timeout=120)
+        assert r.returncode == OutputExistsError.exit_code, r.stderr
+        assert "already holds a training run" in r.stderr and "--overwrite" in r.stderr
+    assert (run / "checkpoints" / "best.pt").read_bytes() == b"an earlier run"

@@ -247,3 +247,33 @@ def test_uncertainty_is_higher_on_another_cell_type_than_on_the_engines_own() ->
         assert spread.shape == frames[0].shape and qc["uncertainty_passes"] == 4
         means[kind] = qc["uncertainty_mean"]
     assert means["new_sample"] > 1.5 * means["own"], means
+
+
+def test_qc_flags_reach_the_run_table_session_json_and_a_warning(tmp_path, caplog) -> None:
+    """Inputs far brighter than the engines' training data (exposures 8x the cards'): the
+    virtual frames are flagged, and the run says so (issue: a run with a failing engine
+    reported a clean run)."""
+    import logging
+
+    from rich.console import Console
+
+    from acquire_vf._session import run_session
+    from acquire_vf.acquisition import print_session
+
+    bright = [{"name": "AGP", "preset": "Rhodamine", "exposure_ms": 400},
+              {"name": "RNA", "preset": "FITC", "exposure_ms": 400}]
+    prof = verified_profile(channels=bright, acquisition={"time_points": 3, "interval_s": 0.0},
+                            verification={"every": 1000, "at_start": False},
+                            connection={"kind": "memory", "shape": [192, 192]})
+    with caplog.at_level(logging.WARNING):
+        rep = run_session(prof, tmp_path / "run", quiet=True)
+    qc = rep["qc"]["DNA"]
+    assert qc["frames"] >= 1 and qc["flagged"] == qc["frames"]
+    assert qc["by_flag"].get("input_out_of_range", 0) == qc["frames"], qc
+    warned = [r.getMessage() for r in caplog.records if "QC flag 'input_out_of_range'" in
+              r.getMessage()]
+    assert any("'DNA'" in w for w in warned), warned
+    assert sum("'DNA'" in w for w in warned) == 1  # once, when it starts
+    console = Console(record=True, width=140)
+    print_session(rep, console)
+    assert "QC flags DNA" in console.export_text()

@@ -57,6 +57,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "light_dose": dose,
         "verification": run.verifier.report() if run.verifier is not None else {},
         "focus": run.focus.report() if run.focus is not None else {},
+        "qc": {c: {**v, "by_flag": dict(v["by_flag"])} for c, v in sorted(run.qc.items())},
         "engine_host": ({"mode": "process", **run.engine_host.report()}
                         if run.engine_host is not None else {"mode": "thread"}),
         # detail beyond the contract
@@ -117,6 +118,11 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
                                       f"{len(v['switches'])} switch(es)")
     t.add_row("virtual frames made / skipped",
               f"{report['virtual_frames']} / {report['virtual_skipped']}")
+    for name, q in (report.get("qc") or {}).items():
+        if q["flagged"]:
+            flags = ", ".join(f"{f} {n}" for f, n in sorted(q["by_flag"].items()))
+            t.add_row(f"[yellow]QC flags {name}[/yellow]",
+                      f"{q['flagged']} of {q['frames']} frames: {flags}")
     t.add_row("refocus applied", str(report["refocus_applied"]))
     for stage, lat in report["latency_ms"].items():
         t.add_row(f"latency {stage} (p50 / p95)", f"{lat['p50']:.2f} / {lat['p95']:.2f} ms")

@@ -39,6 +39,8 @@ from acquire_vf.pipeline import Pipeline, Stage
 from acquire_vf.storage import BackgroundWriter, BacklogFull, FrameSink
 
 log = logging.getLogger(__name__)
+QC_NOT_FLAGS = frozenset({"finite"})
+"""True QC values that are good news, not flags."""
 
 
 def _plane_tp(e: useq.MDAEvent) -> tuple[int, int]:
@@ -87,6 +89,8 @@ class AcquisitionRun:
         self.exposing: set[str] = set()
         """Virtual channels exposed physically since their engine failed (or while the engine
         host is down)."""
+        self.qc: dict[str, dict[str, Any]] = {}
+        """Per virtual channel: frames made, frames flagged by QC, and counts by flag."""
         self.fell_back: set[str] = set()
         """Every virtual channel that was ever exposed as a fallback."""
         self.engine_host: Any = None
@@ -414,9 +418,28 @@ class AcquisitionRun:
     def _on_virtual(self, frame: Frame) -> None:
         if self.writer.put_virtual(frame):
             self.ledger.made_virtual(frame)
+            self._count_qc(frame)
             if self.verifier is not None:
                 self.verifier.virtual(frame)
             self.signals.virtualReady.emit(frame)
+
+    def _count_qc(self, frame: Frame) -> None:
+        """Per virtual channel: frames made, frames flagged, counts by flag; a warning line
+        the first time each flag is raised (a run whose engine sees inputs unlike its
+        training data must not look clean)."""
+        flags = [k for k, v in (frame.qc or {}).items()
+                 if isinstance(v, bool) and v and k not in QC_NOT_FLAGS]
+        c = frame.id.c
+        with self._lock:
+            tally = self.qc.setdefault(c, {"frames": 0, "flagged": 0, "by_flag": {}})
+            tally["frames"] += 1
+            tally["flagged"] += bool(flags)
+            new = [f for f in flags if f not in tally["by_flag"]]
+            for f in flags:
+                tally["by_flag"][f] = tally["by_flag"].get(f, 0) + 1
+        for f in new:
+            log.warning("virtual channel '%s': QC flag '%s' from t=%d (the virtual frames are "
+                        "saved and marked; session.json 'qc' counts them)", c, f, frame.id.t)
 
     def _record_error(self, msg: str) -> None:
         if len(self.errors) < 1000:
