@@ -30,14 +30,15 @@ BackendOpt = Annotated[str | None, typer.Option(
     "--backend", help="Run engines on this backend only (onnxruntime, torch, tensorrt).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default: the "
                                              "profile's storage folder, time-stamped).")]
-HeadlessOpt = Annotated[bool, typer.Option("--headless", help="No live window.")]
+HeadlessOpt = Annotated[bool, typer.Option("--headless", metavar="", help="No live window.")]
 PlanOpt = Annotated[Path | None, typer.Option(
     "--plan", help="A useq-schema MDASequence (.json or .yaml, as pymmcore-plus and "
     "napari-micromanager save it) instead of the profile's [acquisition].")]
 AcqOpt = Annotated[str | None, typer.Option(
     "--acquisition", help="Acquisition backend: pycromanager (Micro-Manager; the default) or "
     "memory (the simulated specimen rendered directly, no Micro-Manager).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", metavar="",
+                                            help="Replace an existing output.")]
 
 
 def _version(value: bool) -> None:
@@ -48,9 +49,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More log output.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    debug: Annotated[bool, typer.Option("--debug", metavar="", help="Show tracebacks.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="",
+                                          help="More log output.")] = False,
+    version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True,
                                           help="Print the version.")] = False,
 ) -> None:
     _state["debug"] = debug
@@ -103,12 +105,14 @@ class OnClose(enum.StrEnum):
     continue_ = "continue"
 
 
-DisplayOpt = Annotated[bool, typer.Option("--display", help="Open the live window even where "
+DisplayOpt = Annotated[bool, typer.Option("--display", metavar="",
+                                          help="Open the live window even where "
                                           "none would open by default (e.g. offscreen).")]
 OnCloseOpt = Annotated[OnClose, typer.Option(
     "--on-close", help="Closing the live window mid-run: ask, stop the run, or continue "
     "headless.")]
-CloseDoneOpt = Annotated[bool, typer.Option("--close-when-done", help="Close the live window "
+CloseDoneOpt = Annotated[bool, typer.Option("--close-when-done", metavar="",
+                                            help="Close the live window "
                                             "when the run ends.")]
 ShotOpt = Annotated[Path | None, typer.Option("--screenshot", help="Save the live window as "
                                               "PNG when the run ends, then close it (with "
@@ -201,7 +205,7 @@ def replay(
     profile: Annotated[str, typer.Option("--profile", help="Profile whose pipeline (engines, "
                                          "settings) runs over the data.")],
     out: OutOpt = None,
-    fast: Annotated[bool, typer.Option("--as-fast-as-possible", help="Do not keep the "
+    fast: Annotated[bool, typer.Option("--as-fast-as-possible", metavar="", help="Do not keep the "
                                        "recorded pace.")] = False,
     headless: HeadlessOpt = False,
     backend: BackendOpt = None,
@@ -297,9 +301,11 @@ def train(
                                              "runs/RECIPE-NAME).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1,
                                                   help="Stop after this many steps.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's "
+    resume: Annotated[bool, typer.Option("--resume", metavar="",
+                                         help="Continue from the run folder's "
                                          "last checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a training run "
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="",
+                                            help="Replace a training run "
                                             "already in the run folder.")] = False,
 ) -> None:
     """Train one engine from a recipe (several GPUs: torchrun -m acquire_vf.training)."""
@@ -462,7 +468,8 @@ def build_engine(
 def bench(
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results "
                                                    "as JSON.")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="512 x 512 and the realtime preset "
+    quick: Annotated[bool, typer.Option("--quick", metavar="",
+                                        help="512 x 512 and the realtime preset "
                                         "only (about a minute).")] = False,
 ) -> None:
     """Inference and pipeline speed as ratios measured side by side in one run."""
@@ -485,8 +492,10 @@ def evaluate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Report folder.")],
     split: Annotated[str, typer.Option("--split", help="test (the recipe's test fields), "
                                        "val, or all (data never used in training).")] = "test",
-    max_images: Annotated[int | None, typer.Option("--max-images", min=1)] = None,
-    update_card: Annotated[bool, typer.Option("--update-card", help="Write the headline "
+    max_images: Annotated[int | None, typer.Option(
+        "--max-images", min=1, help="Evaluate at most this many images (the first ones).")] = None,
+    update_card: Annotated[bool, typer.Option("--update-card", metavar="",
+                                              help="Write the headline "
                                               "metrics, the acceptance band and the input "
                                               "statistics into the model card.")] = False,
     uncertainty_passes: Annotated[int, typer.Option(
@@ -532,7 +541,8 @@ def evaluate_cmd(
     if update_card:
         write_card(model, result)
     p = result["prediction"]
-    typer.echo(f"{out / 'report.html'}: {result['n_images']} images; PSNR {p['psnr']:.2f} dB, "
+    n = result["n_images"]
+    typer.echo(f"{out / 'report.html'}: {n} image{'' if n == 1 else 's'}; PSNR {p['psnr']:.2f} dB, "
                f"SSIM {p['ssim']:.3f}, MAE {p['mae']:.4f}, TL {p['tl']:.3f}"
                + "".join(f"; {b}: PSNR {v['psnr']:.2f}" for b, v in result["baselines"].items()))
     unc = result.get("uncertainty")

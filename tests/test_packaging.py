@@ -55,6 +55,10 @@ def test_every_command_has_help() -> None:
         r = CliRunner().invoke(app, [*cmd, "--help"])
         assert r.exit_code == 0, (cmd, r.output)
         assert "Usage" in r.output, cmd
+        # flags take no value: a "<bool>" placeholder made users type --headless true (the
+        # root's own --help line is typer's, and nobody gives --help a value)
+        flags = [ln for ln in r.output.splitlines() if "--help" not in ln]
+        assert not any("<bool>" in ln or "BOOLEAN" in ln for ln in flags), (cmd, r.output)
 
 
 def test_cli_error_is_one_line_without_traceback() -> None:

@@ -41,7 +41,8 @@ class DatasetViewer:
                 self.view.show_frame(rec["channel"], rec["role"], self.ds.read(rec))
                 shown += 1
         virtual = sum(1 for r in self.ds.records if r["role"] == "virtual")
-        self.view.set_status(f"t {t}/{self.t_max}  position {p}  z {z}  |  {shown} channel(s) "
+        self.view.set_status(f"time point {t + 1} of {self.t_max + 1} (t = {t})  position {p}  "
+                             f"z {z}  |  {shown} channel(s) "
                              f"shown  |  {len(self.ds.records)} frames, {virtual} virtual")
 
     def frame(self, channel: str, role: str = "physical") -> np.ndarray | None:
