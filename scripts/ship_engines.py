@@ -113,7 +113,7 @@ def check_targets(name: str, m: dict, recipe: dict) -> list[dict]:
                p["psnr"] - base["linear"]["psnr"], 3.0)
     if name == "mda_phc_dapi":
         target("SSIM >= 0.9 (DAPI from phase contrast is good)", p["ssim"], 0.9)
-    if name == "cps_dna" and m.get("features"):
+    if name == "cps_dna" and (m.get("features") or {}).get("median_correlation") is not None:
         target("median per-cell feature correlation >= 0.9",
                m["features"]["median_correlation"], 0.9)
     other = _metrics(PAIRS.get(name, ""))

@@ -54,3 +54,18 @@ def test_a_noisier_copy_keeps_most_features(field) -> None:
     noisy = imgs["ER"].astype(float) + np.random.default_rng(4).normal(0, 30, imgs["ER"].shape)
     fid = fidelity(real, cell_features(noisy, nuclei, cells))
     assert fid.per_feature["intensity_mean"] > 0.95 and fid.median_correlation > 0.7
+
+
+def test_too_few_cells_say_so_instead_of_a_correlation() -> None:
+    """Two cells: a correlation across cells would read 0.0 or 1.0 by accident."""
+    import numpy as np
+
+    from acquire_vf.card import ModelCard
+    from acquire_vf.evaluate._run import MIN_CELLS, _feature_summary
+    from tests.conftest import ROOT
+
+    card = ModelCard.load(ROOT / "engines" / "cps_dna.onnx")
+    two = {"mean": np.array([1.0, 2.0]), "area": np.array([10.0, 12.0])}
+    out = _feature_summary(card, {"real": [two], "virtual": [two], "inputs": [two]})
+    assert out["median_correlation"] is None and out["n_cells"] == 2
+    assert f"at least {MIN_CELLS}" in out["note"]

@@ -187,7 +187,7 @@ def write_report(out: Path, card: ModelCard, result: dict[str, Any],
     examples_figure(out / "examples.png", card, examples, bit_depth)
     tl_figure(out / "tolerance.png", card, examples)
     metrics_figure(out / "metrics.png", result)
-    if "features" in result:
+    if result.get("features", {}).get("median_correlation") is not None:
         features_figure(out / "features.png", result["features"])
         figures["features.png"] = ("Per-cell feature fidelity: correlation across cells of each "
                                    "feature, real against virtual (paper Figs. 7-8)")

@@ -252,6 +252,10 @@ def _measure_cells(seg: tuple[Any, Any], pair: Any, pred: np.ndarray,
     feats["inputs"].append(cell_features(inputs[0], nuclei, cells))
 
 
+MIN_CELLS = 10
+"""Fewest cells over which per-cell feature fidelity (a correlation across cells) is reported."""
+
+
 def _feature_summary(card: ModelCard, feats: dict[str, list[dict[str, np.ndarray]]],
                      ) -> dict[str, Any]:
     from acquire_vf.evaluate._features import fidelity
@@ -260,6 +264,10 @@ def _feature_summary(card: ModelCard, feats: dict[str, list[dict[str, np.ndarray
         return {k: np.concatenate([d[k] for d in items]) for k in items[0]}
 
     fid = fidelity(pool(feats["real"]), pool(feats["virtual"]))
+    if fid.n_cells < MIN_CELLS:  # a correlation across two cells says nothing
+        return {"n_cells": fid.n_cells, "median_correlation": None, "per_feature": {},
+                "note": f"too few cells ({fid.n_cells}) for a correlation across cells; at "
+                        f"least {MIN_CELLS} are needed"}
     own = fidelity(pool(feats["inputs"]), pool(feats["inputs"]))
     names = {f"correlation_input_{i}": f"correlation_with_{c}" for i, c in enumerate(card.inputs)}
     per = {names.get(k, k): v for k, v in fid.per_feature.items()}
