@@ -71,9 +71,6 @@ class _Engine:
             return self._load(msg)
         if op == "run":
             return self._run(tuple(msg["shape"]), int(msg["out_offset"]))
-        if op == "sleep":  # tests: a hung engine
-            time.sleep(float(msg.get("s", 3600)))
-            return {"ok": True}
         return {"ok": False, "error": f"unknown operation {op!r}"}
 
     def _load(self, msg: dict[str, Any]) -> dict[str, Any]:
