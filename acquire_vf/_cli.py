@@ -356,77 +356,6 @@ def bench(
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "detail"}, indent=2))
 
 
-@app.command("evaluate")
-def evaluate_cmd(
-    model: Annotated[Path, typer.Option("--model", help="Engine (NAME.onnx with NAME.json).")],
-    data: Annotated[Path, typer.Option("--data", help="Held-out data in the layout of the "
-                                       "engine's recipe.")],
-    out: Annotated[Path, typer.Option("--out", help="Report folder.")],
-    split: Annotated[str, typer.Option("--split", help="test (the recipe's test fields), "
-                                       "val, or all (data never used in training).")] = "test",
-    max_images: Annotated[int | None, typer.Option(
-        "--max-images", min=1, help="Evaluate at most this many images (the first ones).")] = None,
-    update_card: Annotated[bool, typer.Option("--update-card", metavar="",
-                                              help="Write the headline "
-                                              "metrics, the acceptance band and the input "
-                                              "statistics into the model card.")] = False,
-    uncertainty_passes: Annotated[int, typer.Option(
-        "--uncertainty-passes", min=0, max=8, help="Also measure the test-time-augmentation "
-        "uncertainty (2 to 8 passes) against the error.")] = 0,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """The paper's metrics, tolerance-level index and baselines; metrics.json + report.html."""
-    if uncertainty_passes == 1:
-        raise DataError("--uncertainty-passes: expected 0 (off) or 2 to 8, got 1")
-    from acquire_vf.storage import check_output
-
-    check_output(out, inputs=[data, model], overwrite=overwrite)
-    from rich.progress import Progress
-
-    from acquire_vf.card import ModelCard
-    from acquire_vf.evaluate import evaluate as run_evaluate
-    from acquire_vf.evaluate import linear_fit_text
-    from acquire_vf.evaluate import update_card as write_card
-
-    if ModelCard.load(model, verify=False).task == "defocus":
-        from acquire_vf.evaluate import evaluate_defocus
-
-        res = evaluate_defocus(model, data, out)
-        if update_card:
-            from acquire_vf.evaluate import update_defocus_card
-
-            update_defocus_card(model, res)
-        w, a, b = res["within_20um"], res["above_focus"], res["below_focus"]
-        typer.echo(f"{out / 'metrics.json'}: median |error| {w['median_abs_error_um']} um "
-                   f"within +-20 um (above focus {a['median_abs_error_um']}, below "
-                   f"{b['median_abs_error_um']}); 2-sigma coverage {w['coverage_2sigma']}")
-        return
-    with Progress(transient=False) as bar:
-        task = bar.add_task("evaluating", total=None)
-        try:
-            result = run_evaluate(model, data, out, split=split, max_images=max_images,
-                                  progress=lambda k, n: bar.update(task, completed=k,
-                                                                   total=n),
-                                  uncertainty_passes=uncertainty_passes)
-        except (ValueError, FileNotFoundError) as e:
-            raise DataError(str(e)) from e
-    if update_card:
-        write_card(model, result)
-    p = result["prediction"]
-    n = result["n_images"]
-    typer.echo(f"{out / 'report.html'}: {n} image{'' if n == 1 else 's'}; PSNR {p['psnr']:.2f} dB, "
-               f"SSIM {p['ssim']:.3f}, MAE {p['mae']:.4f}, TL {p['tl']:.3f}"
-               + "".join(f"; {b}: PSNR {v['psnr']:.2f}" for b, v in result["baselines"].items()))
-    unc = result.get("uncertainty")
-    if unc:
-        typer.echo(f"uncertainty ({unc['passes']} passes): frame mean {unc['frame_mean']:.4f}"
-                   f" ± {unc['frame_mean_sd']:.4f}; Spearman with error: per frame "
-                   f"{unc['spearman_frame']}, per pixel (median) {unc['spearman_pixel_median']}")
-    fit = result.get("linear_baseline")
-    if fit and not fit["engine_training_fields"]:
-        typer.echo(f"note: {linear_fit_text(fit)}, so it may differ from the card's")
-
-
 @app.command()
 def view(
     dataset: Annotated[Path, typer.Argument(help="Run folder or .ome.tif file.")],
@@ -475,7 +404,8 @@ def recover(
             raise typer.Exit(1)
 
 
-from acquire_vf import _cli_train  # noqa: E402, F401  (registers train, export, quantize)
+# the other commands register themselves on ``app``
+from acquire_vf import _cli_evaluate, _cli_train  # noqa: E402, F401
 
 
 def main() -> None:

@@ -92,6 +92,9 @@ class ModelCard(BaseModel):
     input_stats: dict[str, Any] = {}
     """Per input channel: frame mean, focus score and intensity histogram of the training
     split's inputs (written at export), for the live input checks."""
+    targets: tuple[dict[str, Any], ...] = ()
+    """Quality targets from the recipe (:class:`~acquire_vf.config.Target`), checked by
+    ``evaluate``; their results go into ``metrics`` (``held_out.targets``, ``final_test``)."""
     quantization: dict[str, Any] = {}
     """INT8 engines (``acquire-vf quantize``): the fp32 engine they came from (``from``,
     ``from_sha256``, ``from_path``), the format and the calibration data."""
@@ -173,3 +176,33 @@ def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int
     if h > ph and w > pw:
         return np.pad(x, pad, mode="reflect"), (h, w)
     return np.pad(x, pad, mode="symmetric"), (h, w)
+
+
+def engine_table(folder: Path) -> str:
+    """The README's table of the engines in ``folder``: their cards' validation figures and, once
+    run, final-test figures and targets; generated so it cannot drift from the cards
+    (``tests/test_docs.py``)."""
+    rows = ["| engine | task | inputs -> output | validation PSNR / SSIM / TL (targets met) | "
+            "final test PSNR [95%] / SSIM (targets met) | baseline PSNR (final test) | report |",
+            "|---|---|---|---|---|---|---|"]
+
+    def met(figures: dict[str, Any]) -> str:
+        targets = figures.get("targets", [])
+        return f"{sum(bool(t['met']) for t in targets)} of {len(targets)}"
+
+    for f in sorted(folder.glob("*.json")):
+        c = ModelCard.model_validate(json.loads(f.read_text()))
+        held, final = c.metrics.get("held_out") or {}, c.metrics.get("final_test") or {}
+        if c.task == "defocus" or not held.get("prediction"):
+            continue
+        p = held["prediction"]
+        val = f"{p['psnr']:.2f} dB / {p['ssim']:.3f} / {p['tl']:.3f} ({met(held)})"
+        fin, base = "not run", "–"
+        if final.get("sha256") == c.onnx_sha256:
+            q, ci = final["prediction"], final["prediction"].get("psnr_ci95")
+            fin = (f"{q['psnr']:.2f} dB" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+                   + f" / {q['ssim']:.3f} ({met(final)})")
+            base = "; ".join(f"{k} {v['psnr']:.2f}" for k, v in final["baselines"].items())
+        rows.append(f"| `{c.name}` | {c.task} | {' + '.join(c.inputs)} -> {c.output} | {val} | "
+                    f"{fin} | {base} | [report](docs/models/{c.name}/report.html) |")
+    return "\n".join(rows)

@@ -50,6 +50,8 @@ class Pair:
     """(1, H, W)."""
     key: tuple[object, ...]
     z_um: float = 0.0
+    target_path: Path | None = None
+    """The target's file (evaluation finds the simulator's noise-free truth beside it)."""
 
 
 @dataclass
@@ -80,7 +82,7 @@ def read_pairs(d: DataSpec, root: Path, *, seed: int, require_splits: bool = Tru
         for src, tgt in layouts.autofocus_pairs(layouts.scan_bbbc006(root), d.target,
                                                 d.z_range_um, d.exclude_um):
             pairs.append(Pair(read(src.path)[None], read(tgt.path)[None], src.field_key,
-                              src.z_um))
+                              src.z_um, tgt.path))
     else:
         channels = [*d.inputs, d.target]
         sites = layouts.scan_bbbc022(root) if d.layout == "bbbc022" \
@@ -91,7 +93,8 @@ def read_pairs(d: DataSpec, root: Path, *, seed: int, require_splits: bool = Tru
                 raise ValueError(f"{root}: channels {missing} not in the dataset "
                                  f"(has {sorted(site)})")
             pairs.append(Pair(np.stack([read(site[c].path) for c in d.inputs]),
-                              read(site[d.target].path)[None], site[d.target].field_key))
+                              read(site[d.target].path)[None], site[d.target].field_key,
+                              target_path=site[d.target].path))
     if not pairs:
         raise ValueError(f"no training pairs found in '{root}' for layout '{d.layout}'")
     splits = layouts.assign_splits([p.key for p in pairs], seed=seed)

@@ -16,6 +16,17 @@ def test_readme_exit_code_table_is_generated_from_the_errors() -> None:
         "README's exit-code table is stale: paste acquire_vf._errors.exit_code_table()")
 
 
+def test_readme_engine_table_is_generated_from_the_cards() -> None:
+    from acquire_vf.card import engine_table
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- engines:[^>]*-->\n(.*?)\n<!-- /engines -->", readme, re.S)
+    assert m, "README lost its engine table markers"
+    assert m.group(1) == engine_table(ROOT / "engines"), (
+        "README's engine table is stale: run scripts/ship_engines.py --evaluate (or paste "
+        "acquire_vf.card.engine_table(Path('engines')))")
+
+
 def test_every_error_has_its_own_exit_code() -> None:
     codes = [cls.exit_code for cls in ERRORS]
     assert len(codes) == len(set(codes)), codes

@@ -61,11 +61,12 @@ def test_too_few_cells_say_so_instead_of_a_correlation() -> None:
     import numpy as np
 
     from acquire_vf.card import ModelCard
-    from acquire_vf.evaluate._run import MIN_CELLS, _feature_summary
+    from acquire_vf.evaluate._summary import MIN_CELLS, feature_summary
     from tests.conftest import ROOT
 
     card = ModelCard.load(ROOT / "engines" / "cps_dna.onnx")
     two = {"mean": np.array([1.0, 2.0]), "area": np.array([10.0, 12.0])}
-    out = _feature_summary(card, {"real": [two], "virtual": [two], "inputs": [two]})
+    out = feature_summary(card, {"real": [two], "virtual": [two], "inputs": [two],
+                                 "baselines": {}})
     assert out["median_correlation"] is None and out["n_cells"] == 2
     assert f"at least {MIN_CELLS}" in out["note"]

@@ -34,7 +34,7 @@ LAYERS: list[set[str]] = [
     {"acquisition"},
     {"display", "training", "evaluate", "quantize"},
     {"_session", "bench", "_bench_host", "_validate"},
-    {"_cli", "_cli_train", "__main__"},
+    {"_cli", "_cli_train", "_cli_evaluate", "__main__"},
 ]
 """DESIGN.md's order: each unit imports only from tiers below it. Top-level modules of one
 tier may use each other (``bench`` runs sessions); subpackages of one tier may not."""

@@ -33,7 +33,9 @@ from acquire_vf.config._recipe import (
     PRESET_DEPTH,
     REPO_ROOT,
     DefocusRecipe,
+    HeldOutSet,
     Recipe,
+    Target,
     load_defocus_recipe,
     load_recipe,
     recipe_task,
@@ -43,9 +45,10 @@ from acquire_vf.config._toml import plain_demo_profile, toml_lines, write_profil
 
 __all__ = [
     "PRESET_DEPTH", "PROFILES_DIR", "REPO_ROOT", "Acceptance", "AttachConnection", "Autofocus",
-    "Camera", "Compute", "DefocusRecipe", "DemoConnection", "HeadlessConnection",
+    "Camera", "Compute", "DefocusRecipe", "DemoConnection", "HeadlessConnection", "HeldOutSet",
     "MemoryConnection", "Perturbation", "PhysicalChannel", "Profile", "Protocol", "Queues",
-    "Recipe", "Specimen", "Storage", "Tiling", "Verification", "VirtualChannel", "XYPosition",
+    "Recipe", "Specimen", "Storage", "Target", "Tiling", "Verification", "VirtualChannel",
+    "XYPosition",
     "demo_variant", "load_defocus_recipe", "load_profile", "load_recipe", "merged",
     "plain_demo_profile", "profile_from_dict", "recipe_task", "resolve_profile_path",
     "simulated_root", "toml_lines", "write_profile"

@@ -92,6 +92,42 @@ class Export(_Model):
     overlap: int = Field(32, ge=0)
 
 
+class Target(_Model):
+    """A quality target that ``acquire-vf evaluate`` checks (``[[targets]]`` in a recipe)."""
+
+    what: str = ""
+    """The target in words, as the report and the card state it."""
+    metric: Literal["psnr", "ssim", "mae", "tl", "feature_correlation"]
+    """``feature_correlation``: the median per-cell feature correlation (synthesis)."""
+    over: str | None = None
+    """Judge the gain over this instead of the value itself: a baseline of the same evaluation
+    (``input``, ``richardson_lucy``, ``linear``) or ``engine:NAME``, another engine's figures
+    on the same kind of data (its card beside this engine). A gain is positive when the engine
+    is better: prediction minus it for PSNR, SSIM and correlation, it minus prediction for MAE
+    and the tolerance-level index."""
+    at_least: float | None = None
+    at_most: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Target:
+        if (self.at_least is None) == (self.at_most is None):
+            raise ValueError(f"target '{self.what or self.metric}' needs exactly one of "
+                             "at_least or at_most")
+        return self
+
+
+class HeldOutSet(_Model):
+    """A simulated evaluation set: fields drawn with a seed training never used.
+
+    ``[held_out]`` is the validation set: its figures may steer choices (keep or revert,
+    schedules) and are evaluated as often as needed (``evaluate --held-out``).
+    ``[final_test]`` is evaluated once, after every choice is made (``evaluate
+    --final-test``); the card records that it was used, and for which engine file."""
+
+    seed: int
+    fields: int = Field(8, ge=3)
+
+
 class Recipe(_Model):
     version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -107,6 +143,10 @@ class Recipe(_Model):
     train: Train = Train()
     loss: Loss = Loss()
     export: Export = Export()
+    targets: tuple[Target, ...] = ()
+    """Quality targets, checked by ``evaluate`` and written into the card."""
+    held_out: HeldOutSet | None = None
+    final_test: HeldOutSet | None = None
 
     @model_validator(mode="after")
     def _task_fits_data(self) -> Recipe:
@@ -117,6 +157,14 @@ class Recipe(_Model):
         if self.residual and self.task != "refocus":
             raise ValueError("residual = true is for refocus recipes (the output is the input "
                              f"channel corrected); this recipe's task is '{self.task}'")
+        seeds = {"training data": self.data.simulated.seed}
+        for which, s in (("held_out", self.held_out), ("final_test", self.final_test)):
+            if s is not None and s.seed in seeds.values():
+                other = next(k for k, v in seeds.items() if v == s.seed)
+                raise ValueError(f"{which}.seed {s.seed} is also the {other}'s seed: each "
+                                 "set needs fields the others never saw")
+            if s is not None:
+                seeds[which] = s.seed
         if self.task == "synthesis" and self.data.target in self.data.inputs:
             raise ValueError(f"target '{self.data.target}' is also an input")
         multiple = 2 ** PRESET_DEPTH[self.preset]

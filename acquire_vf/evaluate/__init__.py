@@ -13,6 +13,8 @@ def __getattr__(name: str) -> Any:
 
     if name in ("evaluate", "linear_fit_text", "update_card"):
         return getattr(importlib.import_module("acquire_vf.evaluate._run"), name)
+    if name in ("final_test_used", "record_final_test", "set_spec", "simulate_set"):
+        return getattr(importlib.import_module("acquire_vf.evaluate._sets"), name)
     if name in ("evaluate_defocus", "update_defocus_card"):
         return getattr(importlib.import_module("acquire_vf.evaluate._defocus"), name)
     raise AttributeError(name)

@@ -157,14 +157,71 @@ def per_z_figure(path: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def _table(result: dict[str, Any]) -> str:
-    rows = [("prediction", result["prediction"]), *result["baselines"].items()]
-    body = "".join(
-        f"<tr><td>{html.escape(n)}</td>" + "".join(
-            f"<td>{d[k]:.4f} ± {d[k + '_sd']:.4f}</td>" for k in ("mae", "psnr", "ssim", "tl"))
-        + "</tr>" for n, d in rows)
+def _cell(d: dict[str, Any], k: str) -> str:
+    ci = d.get(f"{k}_ci95")
+    return f"<td>{d[k]:.4f} ± {d[k + '_sd']:.4f}" + (
+        f"<br><small>[{ci[0]:.4f}, {ci[1]:.4f}]</small>" if ci else "") + "</td>"
+
+
+def _table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    body = "".join(f"<tr><td>{html.escape(n)}</td>"
+                   + "".join(_cell(d, k) for k in ("mae", "psnr", "ssim", "tl")) + "</tr>"
+                   for n, d in rows)
     return ("<table><tr><th></th><th>MAE</th><th>PSNR (dB)</th><th>SSIM</th>"
             f"<th>TL (fraction)</th></tr>{body}</table>")
+
+
+def _gains(result: dict[str, Any]) -> str:
+    if not result.get("gains"):
+        return ""
+    body = "".join(
+        f"<tr><td>over {html.escape(b)}</td>" + "".join(
+            f"<td>{g[k]:+.4f}" + (f" [{g[k + '_ci95'][0]:+.4f}, {g[k + '_ci95'][1]:+.4f}]"
+                                  if g.get(k + "_ci95") else "") + "</td>"
+            for k in ("mae", "psnr", "ssim", "tl")) + "</tr>"
+        for b, g in result["gains"].items())
+    return ("<h3>Gains (positive: the engine is better; 95% interval by field)</h3><table>"
+            "<tr><th></th><th>MAE</th><th>PSNR (dB)</th><th>SSIM</th><th>TL</th></tr>"
+            f"{body}</table>")
+
+
+def _targets(result: dict[str, Any]) -> str:
+    if not result.get("targets"):
+        return ""
+    def row(t: dict[str, Any]) -> str:
+        if t["met"] is None:
+            verdict, value = f"not judged: {t['why']}", "–"
+        else:
+            verdict = "met" if t["met"] else "missed"
+            if t["met"] and t.get("met_at_95") is False:
+                verdict += " (not across its interval)"
+            ci = t.get("ci95")
+            value = f"{t['value']}" + (f" [{ci[0]}, {ci[1]}]" if ci else "")
+        return (f"<tr><td>{html.escape(t['target'])}</td><td>{html.escape(value)}</td>"
+                f"<td>{t['threshold']}</td><td>{html.escape(verdict)}</td></tr>")
+
+    return ("<h2>Targets (the recipe's)</h2><table><tr><th>target</th><th>value [95%]</th>"
+            "<th>threshold</th><th></th></tr>" + "".join(row(t) for t in result["targets"])
+            + "</table>")
+
+
+def _noise_free(result: dict[str, Any]) -> str:
+    nf = result.get("noise_free")
+    if not nf:
+        return ""
+    rows = [("prediction", nf["prediction"]), ("measured truth", nf["measured_truth"]),
+            *nf["baselines"].items()]
+    return (f"<h3>Against the noise-free truth ({nf['n_images']} images)</h3>"
+            f"<p>{html.escape(nf['note'])}.</p>{_table(rows)}")
+
+
+def _set_words(result: dict[str, Any]) -> str:
+    s = result.get("set")
+    if not s:
+        return ""
+    kind = "the final test set, run once" if s["which"] == "final_test" else \
+        "the recipe's held-out set, for choosing (validation)"
+    return f"; {kind}: seed {s['seed']}, {s['fields']} fields"
 
 
 def _fit_note(result: dict[str, Any]) -> str:
@@ -189,8 +246,12 @@ def write_report(out: Path, card: ModelCard, result: dict[str, Any],
     metrics_figure(out / "metrics.png", result)
     if result.get("features", {}).get("median_correlation") is not None:
         features_figure(out / "features.png", result["features"])
+        base = "; ".join(f"{b}: median {v['median_correlation']:.2f}"
+                         for b, v in result["features"].get("baselines", {}).items())
         figures["features.png"] = ("Per-cell feature fidelity: correlation across cells of each "
-                                   "feature, real against virtual (paper Figs. 7-8)")
+                                   "feature, real against virtual (paper Figs. 7-8)"
+                                   + (f"; the baselines measured the same way: {base}"
+                                      if base else ""))
     if "per_z" in result:
         per_z_figure(out / "per_z.png", result)
         figures["per_z.png"] = "PSNR by defocus: refocused against the defocused input"
@@ -206,9 +267,12 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
 img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>{html.escape(card.name)}: {html.escape(card.task)}
 {html.escape(", ".join(card.inputs))} → {html.escape(card.output)}</h1>
-<p>{result["n_images"]} held-out images ({html.escape(result["split"])} split), images
-scaled to [0, 1] by the card's output range for MAE, PSNR and SSIM.{_fit_note(result)}</p>
-<h2>Metrics</h2>{_table(result)}
+<p>{result["n_images"]} held-out images from {result["n_fields"]} fields
+({html.escape(result["split"])} split{_set_words(result)}), images scaled to [0, 1] by the card's
+output range for MAE, PSNR and SSIM (window: {html.escape(result["ssim_window"])}); mean ± sd
+over images, and below it the {html.escape(result["intervals"])}.{_fit_note(result)}</p>
+<h2>Metrics</h2>{_table([("prediction", result["prediction"]), *result["baselines"].items()])}
+{_gains(result)}{_noise_free(result)}{_targets(result)}
 <h2>Figures</h2>{figs}
 <h2>Model card</h2><pre>{html.escape(json.dumps(card_view, indent=2))}</pre>
 </body></html>"""

@@ -22,6 +22,7 @@ import numpy as np
 
 from acquire_vf.card import ModelCard, acceptance_band
 from acquire_vf.config import Compute
+from acquire_vf.evaluate._summary import feature_summary, summarise
 from acquire_vf.evaluate._tolerance import tolerance_curves
 from acquire_vf.metrics import image_metrics, to_unit
 
@@ -42,12 +43,16 @@ def _recipe_for(card: ModelCard, data: Path) -> Any:
 def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
              max_images: int | None = None, compute: Compute | None = None,
              progress: Callable[[int, int], None] | None = None,
-             uncertainty_passes: int = 0) -> dict[str, Any]:
+             uncertainty_passes: int = 0, targets: Any = None,
+             figures: str = "held_out") -> dict[str, Any]:
     """Evaluate ``model`` on ``data``; write ``out/metrics.json`` and ``out/report.html``.
 
     With ``uncertainty_passes`` (2 to 8) also the test-time-augmentation uncertainty: how it
     correlates with the error (:mod:`acquire_vf.evaluate._uncertainty`). The inputs'
     statistics (:func:`~acquire_vf.inference.input_stats`) are always reported.
+    ``targets`` (the recipe's ``[[targets]]``; default: the card's) are checked against the
+    figures; ``figures`` names which of another engine's card figures they compare with
+    (``held_out``, or ``final_test`` for a final test).
     """
     from acquire_vf.evaluate._uncertainty import UncertaintyTally
     from acquire_vf.inference import create_engine, infer_with_uncertainty, input_stats
@@ -75,7 +80,8 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
         baselines["fp32_engine"] = lambda pair: source.infer(
             [pair.inputs[i].astype(np.uint16) for i in range(pair.inputs.shape[0])])[0]
     seg_source = _segmentation_source(card, data) if card.task == "synthesis" else None
-    feats: dict[str, list[dict[str, np.ndarray]]] = {"real": [], "virtual": [], "inputs": []}
+    feats: dict[str, Any] = {"real": [], "virtual": [], "inputs": [],
+                             "baselines": {b: [] for b in baselines}}
     rows: list[dict[str, Any]] = []
     examples: list[tuple[Any, np.ndarray]] = []
     tally = UncertaintyTally(uncertainty_passes, lo, hi) if uncertainty_passes else None
@@ -89,19 +95,27 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
         if tally is not None:
             mean, spread, _ = infer_with_uncertainty(engine, inputs, uncertainty_passes)
             tally.add(spread, mean, truth)
+        outs = {name: fn(pair) for name, fn in baselines.items()}
         row: dict[str, Any] = {"key": [str(v) for v in pair.key], "z_um": pair.z_um, "qc": qc}
         row["prediction"] = _scores(pred, truth, lo, hi, bit_depth)
-        for name, fn in baselines.items():
-            row[name] = _scores(fn(pair), truth, lo, hi, bit_depth)
+        for name, img in outs.items():
+            row[name] = _scores(img, truth, lo, hi, bit_depth)
+        clean = noise_free_truth(pair, data)
+        if clean is not None:
+            row["noise_free"] = {"prediction": _scores(pred, clean, lo, hi, bit_depth),
+                                 "measured_truth": _scores(truth, clean, lo, hi, bit_depth)}
+            row["noise_free"].update({name: _scores(img, clean, lo, hi, bit_depth)
+                                      for name, img in outs.items()})
         rows.append(row)
         if len(examples) < 3:
             examples.append((pair, pred))
         if seg_source is not None:
-            _measure_cells(seg_source(pair), pair, pred, feats)
+            _measure_cells(seg_source(pair), pair, pred, outs, feats)
         if progress is not None:
             progress(k + 1, len(pairs))
     engine.close()
-    result = _summarise(card, rows, list(baselines), split)
+    result = summarise(card, rows, list(baselines), split)
+    result["data"] = str(data)
     if source is not None:
         source.close()
         result["int8_psnr_cost_db"] = round(result["baselines"]["fp32_engine"]["psnr"]
@@ -112,7 +126,12 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
     if linear_fit is not None:
         result["linear_baseline"] = linear_fit
     if feats["real"]:
-        result["features"] = _feature_summary(card, feats)
+        result["features"] = feature_summary(card, feats)
+    targets = targets if targets is not None else card.targets
+    if targets:
+        from acquire_vf.evaluate._targets import check_targets
+
+        result["targets"] = check_targets(targets, result, model, figures)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "per_image.json").write_text(json.dumps(rows, indent=1, default=_plain))
@@ -236,8 +255,24 @@ def _segmentation_source(card: ModelCard, root: Path) -> Callable[[Any], tuple[A
     return images
 
 
+def noise_free_truth(pair: Any, root: Path) -> np.ndarray | None:
+    """The simulator's noise-free image of the pair's target (``clean/`` beside the data,
+    same relative path), or ``None`` for data without one (real data, older simulations)."""
+    if pair.target_path is None:
+        return None
+    try:
+        path = root / "clean" / Path(pair.target_path).relative_to(root)
+    except ValueError:
+        return None
+    if not path.is_file():
+        return None
+    import tifffile
+
+    return np.asarray(tifffile.imread(path), np.float64)
+
+
 def _measure_cells(seg: tuple[Any, Any], pair: Any, pred: np.ndarray,
-                   feats: dict[str, list[dict[str, np.ndarray]]]) -> None:
+                   outs: dict[str, np.ndarray], feats: dict[str, Any]) -> None:
     from acquire_vf.evaluate._features import cell_features, segment
 
     dna, body = seg
@@ -250,58 +285,8 @@ def _measure_cells(seg: tuple[Any, Any], pair: Any, pred: np.ndarray,
     feats["real"].append(cell_features(pair.target[0], nuclei, cells, inputs))
     feats["virtual"].append(cell_features(pred, nuclei, cells, inputs))
     feats["inputs"].append(cell_features(inputs[0], nuclei, cells))
-
-
-MIN_CELLS = 10
-"""Fewest cells over which per-cell feature fidelity (a correlation across cells) is reported."""
-
-
-def _feature_summary(card: ModelCard, feats: dict[str, list[dict[str, np.ndarray]]],
-                     ) -> dict[str, Any]:
-    from acquire_vf.evaluate._features import fidelity
-
-    def pool(items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        return {k: np.concatenate([d[k] for d in items]) for k in items[0]}
-
-    fid = fidelity(pool(feats["real"]), pool(feats["virtual"]))
-    if fid.n_cells < MIN_CELLS:  # a correlation across two cells says nothing
-        return {"n_cells": fid.n_cells, "median_correlation": None, "per_feature": {},
-                "note": f"too few cells ({fid.n_cells}) for a correlation across cells; at "
-                        f"least {MIN_CELLS} are needed"}
-    own = fidelity(pool(feats["inputs"]), pool(feats["inputs"]))
-    names = {f"correlation_input_{i}": f"correlation_with_{c}" for i, c in enumerate(card.inputs)}
-    per = {names.get(k, k): v for k, v in fid.per_feature.items()}
-    return {"n_cells": fid.n_cells, "median_correlation": fid.median_correlation,
-            "per_feature": per,
-            "inputs": {"channel": card.inputs[0],
-                       "median_correlation": own.median_correlation,
-                       "note": "an input channel measured against itself: correlation 1 by "
-                               "construction, reported apart"}}
-
-
-def _summarise(card: ModelCard, rows: list[dict[str, Any]], baselines: list[str],
-               split: str) -> dict[str, Any]:
-    def agg(name: str, subset: list[dict[str, Any]]) -> dict[str, Any]:
-        out = {}
-        for k in ("mae", "psnr", "ssim", "tl"):
-            vals = np.array([r[name][k] for r in subset], float)
-            out[k] = round(float(vals.mean()), 5)
-            out[f"{k}_sd"] = round(float(vals.std()), 5)
-        return out
-
-    result: dict[str, Any] = {
-        "model": {"name": card.name, "task": card.task, "inputs": list(card.inputs),
-                  "output": card.output, "sha256": card.onnx_sha256, "preset": card.preset},
-        "n_images": len(rows), "split": split,
-        "prediction": agg("prediction", rows),
-        "baselines": {b: agg(b, rows) for b in baselines},
-    }
-    if card.task == "refocus":
-        zs = sorted({r["z_um"] for r in rows})
-        result["per_z"] = [{"z_um": z, "prediction": agg("prediction", sub),
-                            "input": agg("input", sub)}
-                           for z in zs if (sub := [r for r in rows if r["z_um"] == z])]
-    return result
+    for name, img in outs.items():  # the baselines, measured the same way
+        feats["baselines"][name].append(cell_features(img, nuclei, cells, inputs))
 
 
 def _fp32_source(card: ModelCard, compute: Compute | None) -> Any:
@@ -319,21 +304,30 @@ def _fp32_source(card: ModelCard, compute: Compute | None) -> Any:
     return create_engine(path, compute or Compute(backends=("onnxruntime",)))
 
 
-def update_card(model: Path, result: dict[str, Any]) -> ModelCard:
-    """Write the headline held-out metrics into the model card (the ONNX file is unchanged)."""
+def update_card(model: Path, result: dict[str, Any], recipe: Any = None) -> ModelCard:
+    """Write the held-out (validation) figures into the model card (the ONNX file is
+    unchanged); with ``recipe``, also its targets and evaluation sets."""
     card = ModelCard.load(model)
     metrics = dict(card.metrics)
     held = dict(metrics.get("held_out") or {})  # keep what this run does not measure
-    held.update({k: result[k] for k in ("n_images", "split", "prediction", "baselines")})
+    keep = ("n_images", "n_fields", "split", "data", "set", "ssim_window", "intervals",
+            "prediction", "baselines", "gains", "per_z", "uncertainty", "noise_free", "targets")
+    held.update({k: result[k] for k in keep if k in result})
+    if "targets" in result:
+        metrics.pop("targets", None)  # where scripts wrote them before evaluate checked them
+    if result.get("features"):
+        held["feature_median_correlation"] = result["features"]["median_correlation"]
     metrics["held_out"] = held
-    if "per_z" in result:
-        metrics["held_out"]["per_z"] = result["per_z"]
-    if "uncertainty" in result:
-        metrics["held_out"]["uncertainty"] = result["uncertainty"]
-    # input statistics come from the training data at export; held-out ones only fill a gap
-    stats = card.input_stats or result.get("input_stats", {})
-    updated = card.model_copy(update={"metrics": metrics, "acceptance": {},
-                                      "input_stats": stats})
+    update: dict[str, Any] = {"metrics": metrics, "acceptance": {},
+                              # input statistics come from the training data at export;
+                              # held-out ones only fill a gap
+                              "input_stats": card.input_stats or result.get("input_stats", {})}
+    if recipe is not None:
+        update["targets"] = tuple(t.model_dump() for t in recipe.targets)
+        update["training"] = {**card.training, **{
+            k: getattr(recipe, k).model_dump() for k in ("held_out", "final_test")
+            if getattr(recipe, k) is not None}}
+    updated = card.model_copy(update=update)
     updated = updated.model_copy(update={"acceptance": acceptance_band(updated)})
     updated.save(model)
     return updated

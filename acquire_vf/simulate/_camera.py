@@ -29,6 +29,13 @@ class Camera:
     def max_adu(self) -> int:
         return 2**self.bit_depth - 1
 
+    def expected(self, intensity: np.ndarray, exposure_ms: float) -> np.ndarray:
+        """The noise-free image: the mean ADU that :meth:`expose` draws around (float32,
+        before rounding and clipping), the truth that tells model error from noise."""
+        electrons = np.clip(intensity, 0, None) * (
+            self.photon_flux * exposure_ms / 1e3 * self.qe)
+        return (electrons * self.gain_adu_per_e + self.offset_adu).astype(np.float32)
+
     def expose(self, intensity: np.ndarray, exposure_ms: float, rng: np.random.Generator,
                *, exact: bool = True) -> np.ndarray:
         """Digitise a relative-intensity image for ``exposure_ms``; returns uint16 (uint8 <= 8 bit).

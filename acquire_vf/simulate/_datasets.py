@@ -2,8 +2,10 @@
 
 Each field gets its own seed derived from the dataset seed and the field index, so a dataset is
 reproducible and fields are independent. ``simulation.json`` at the root records every setting;
-``truth/`` holds the cell and nucleus label images (not part of the public layouts, ignored by
-the loaders, used by evaluation tests).
+``truth/`` holds the cell and nucleus label images and ``clean/`` the noise-free image (the
+camera's expected ADU, float32) of every in-focus image at the same relative path as the image
+itself, so evaluation can tell model error from the noise of the measured truth. Neither is
+part of the public layouts; the loaders ignore them.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from acquire_vf.simulate._phantom import fluorescence, render_field
 
 log = logging.getLogger(__name__)
 DatasetKind = Literal["bbbc006", "bbbc022", "mda231"]
-SIMULATOR_VERSION = 2
+SIMULATOR_VERSION = 3
 """Recorded in ``simulation.json``; bump it when what the simulator writes changes, so that
-cached datasets written by another version are rewritten, never silently reused."""
+cached datasets written by another version are rewritten, never silently reused.
+3: ``clean/`` (noise-free images) added; the measured images are those of version 2."""
 
 # 20x/0.45 air over an aqueous sample (the BBBC screens); 60x/1.25 oil (the paper's MDA-MB-231)
 OPTICS_20X = Optics(na=0.45, immersion_index=1.0, specimen_index=1.38, pixel_size_um=0.65,
@@ -102,6 +105,15 @@ def _save(path: Path, img: np.ndarray) -> None:
     tifffile.imwrite(path, img, compression="zlib", photometric="minisblack")
 
 
+def _expose(out: Path, path: Path, intensity: np.ndarray, exposure_ms: float, camera: Camera,
+            rng: np.random.Generator, *, clean: bool = True) -> None:
+    """Save the camera's image of ``intensity`` at ``path`` and, with ``clean``, its noise-free
+    expectation at the same path under ``out/clean``."""
+    _save(path, camera.expose(intensity, exposure_ms, rng))
+    if clean:
+        _save(out / "clean" / path.relative_to(out), camera.expected(intensity, exposure_ms))
+
+
 def _truth(out: Path, name: str, labels: np.ndarray, nuclei: np.ndarray) -> None:
     _save(out / "truth" / f"{name}_cells.tif", labels.astype(np.uint16))
     _save(out / "truth" / f"{name}_nuclei.tif", nuclei.astype(np.uint16))
@@ -118,8 +130,8 @@ def _bbbc006_field(out: Path, k: int, seed: int, shape: tuple[int, int], optics:
     for w, stain in layouts.BBBC006_CHANNELS.items():
         stack = fluorescence(f.stains[stain], stain, optics, zs)
         for i, plane in enumerate(stack):
-            _save(layouts.bbbc006_path(out, i, well, site, w, seed),
-                  camera.expose(plane, EXPOSURE_MS[stain], rng))
+            _expose(out, layouts.bbbc006_path(out, i, well, site, w, seed), plane,
+                    EXPOSURE_MS[stain], camera, rng, clean=i == layouts.BBBC006_FOCUS_INDEX)
     _truth(out, f"{well}_s{site}", f.truth.labels, f.truth.nuclei)
 
 
@@ -132,8 +144,8 @@ def _bbbc022_field(out: Path, k: int, seed: int, shape: tuple[int, int], optics:
     rng = np.random.default_rng([fs, 1])
     for w, stain in layouts.BBBC022_CHANNELS.items():
         img = fluorescence(f.stains[stain], stain, optics, 0.0)
-        _save(layouts.bbbc022_path(out, plate, well, site, w, seed),
-              camera.expose(img, EXPOSURE_MS[stain], rng))
+        _expose(out, layouts.bbbc022_path(out, plate, well, site, w, seed), img,
+                EXPOSURE_MS[stain], camera, rng)
     _truth(out, f"{plate}_{well}_s{site}", f.truth.labels, f.truth.nuclei)
 
 
@@ -145,10 +157,10 @@ def _mda_field(out: Path, k: int, seed: int, shape: tuple[int, int], optics: Opt
     name = f"field_{k + 1:03d}"
     pc = phase_contrast(f.stains["OPD"], pixel_size_um=optics.pixel_size_um)
     pc = convolve(pc, optics.psf(0.55, 0.0)) * PHASE_FLUX
-    _save(out / "PhC" / f"{name}.tif", camera.expose(pc, EXPOSURE_MS["PhC"], rng))
+    _expose(out, out / "PhC" / f"{name}.tif", pc, EXPOSURE_MS["PhC"], camera, rng)
     for stain in ("DAPI", "F-actin", "Vinculin"):
         img = fluorescence(f.stains[stain], stain, optics, 0.0)
-        _save(out / stain / f"{name}.tif", camera.expose(img, EXPOSURE_MS[stain], rng))
+        _expose(out, out / stain / f"{name}.tif", img, EXPOSURE_MS[stain], camera, rng)
     _truth(out, name, f.truth.labels, f.truth.nuclei)
     adhesions = [{"cell": c, "x_um": x, "y_um": y} for c, x, y in f.truth.adhesions]
     (out / "truth" / f"{name}_adhesions.json").write_text(json.dumps(adhesions))

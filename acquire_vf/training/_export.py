@@ -84,7 +84,9 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
             "command": f"acquire-vf train training/{recipe['name']}.toml && "
                        f"acquire-vf export <out>/checkpoints/best.pt --out {out}",
             "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "held_out": recipe.get("held_out"), "final_test": recipe.get("final_test"),
         },
+        targets=tuple(recipe.get("targets") or ()),
         metrics={"export_check_max_abs_error": errors},
     )
     card = card.model_copy(update={"input_stats": training_input_stats(card, recipe)})
