@@ -273,6 +273,15 @@ def simulate(
     = 0,
     size: Annotated[str | None, typer.Option("--size", help="Field size WIDTHxHEIGHT "
                                              "(default: the public dataset's).")] = None,
+    realistic: Annotated[bool, typer.Option(
+        "--realistic", metavar="", help="Simulator version 4's realism: thick cells, "
+        "background, vignetting, sCMOS pattern, linked channels (docs/simulator.md).")] = False,
+    randomise: Annotated[bool, typer.Option(
+        "--randomise", metavar="", help="With --realistic: draw texture, density, gains, PSF "
+        "aberration, pixel size and dose per field (domain randomisation).")] = False,
+    dose: Annotated[float, typer.Option(
+        "--dose", min=0.001, max=10.0, help="With --realistic: photon scale (1: about 5,000 "
+        "electrons at the brightest pixels; 0.01-0.04: the low-dose regime).")] = 1.0,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Synthetic datasets in the layouts of BBBC006, BBBC022 and the paper's MDA-MB-231."""
@@ -284,13 +293,19 @@ def simulate(
     from acquire_vf.storage import check_output
 
     shape = _parse_size(size)
+    if (randomise or dose != 1.0) and not realistic:
+        raise DataError("--randomise and --dose: expected --realistic with them (they are "
+                        "simulator version 4's), got neither")
+    from acquire_vf.simulate import Realism
+
+    realism = Realism(randomise=randomise, dose=dose) if realistic else None
     check_output(out, overwrite=overwrite)
     if overwrite and out.is_dir():
         shutil.rmtree(out)
     with Progress(transient=False) as bar:
         task = bar.add_task(f"simulating {dataset.value}", total=fields)
         write_dataset(dataset.value, out, fields=fields, seed=seed, size=shape,
-                      progress=lambda k: bar.update(task, completed=k))
+                      progress=lambda k: bar.update(task, completed=k), realism=realism)
     typer.echo(f"{out}: {fields} field(s) of {dataset.value} (seed {seed})")
 
 

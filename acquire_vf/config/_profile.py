@@ -239,6 +239,13 @@ class Specimen(_Model):
     perturbation: Perturbation | None = None
     focus_steps: tuple[FocusStep, ...] = ()
     """Sudden focus changes on top of the drift (each lasts from its time point on)."""
+    realistic: bool = False
+    """Simulator version 4's specimen (docs/simulator.md): thick cells, background and
+    autofluorescence, vignetting, the sCMOS fixed pattern, linked channels, and
+    photobleaching with each exposure. The shipped engines were trained on the thin
+    specimen (off)."""
+    bleach_s: float = Field(60.0, gt=0)
+    """With ``realistic``: seconds of exposure of one field that leave 1/e of a stain."""
 
     def focus_at(self, t: int) -> float:
         """Focus-stage position (µm) at which the specimen is in focus at time point ``t``."""

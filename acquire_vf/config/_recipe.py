@@ -32,6 +32,26 @@ class SimulatedData(_Model):
     """Simulation seed; held-out evaluation uses other seeds."""
     size: tuple[int, int] = (256, 256)
     """Field size (width, height) in pixels."""
+    realistic: bool = False
+    """Simulator version 4's realism (thick cells, background, vignetting, sCMOS pattern,
+    linked channels; docs/simulator.md)."""
+    randomise: bool = False
+    """With ``realistic``: domain randomisation per field (texture, density, gains, PSF
+    aberration, pixel size, dose)."""
+    dose: float = Field(1.0, gt=0, le=10)
+    """With ``realistic``: photon scale (1: about 5,000 electrons at the brightest pixels)."""
+
+    @model_validator(mode="after")
+    def _realism_needs_realistic(self) -> SimulatedData:
+        if (self.randomise or self.dose != 1.0) and not self.realistic:
+            raise ValueError("randomise and dose are simulator version 4's: set realistic = "
+                             "true with them")
+        return self
+
+    def realism(self) -> dict[str, object] | None:
+        """The arguments of the :class:`~acquire_vf.simulate.Realism` these settings ask for
+        (``None``: the thin, bright specimen of simulator version 3)."""
+        return {"randomise": self.randomise, "dose": self.dose} if self.realistic else None
 
 
 class Data(_Model):
@@ -253,6 +273,8 @@ def simulated_root(recipe: Recipe) -> Path:
     """Cache folder of a recipe's simulated dataset (keyed by everything that shapes it)."""
     d = recipe.data
     key = f"{d.simulate}-{d.simulated.fields}-{d.simulated.seed}-{d.simulated.size}"
+    if d.simulated.realistic:  # version 3's keys stay as they were
+        key += f"-realistic-{d.simulated.randomise}-{d.simulated.dose}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     base = d.cache if d.cache.is_absolute() else REPO_ROOT / d.cache
     return base / f"{d.simulate}-{digest}"

@@ -42,10 +42,18 @@ def simulate_set(card: ModelCard, spec: dict[str, Any]) -> Path:
     if not kind:
         raise ValueError(f"engine '{card.name}' was trained on real data ('{data.get('path')}'):"
                          " its evaluation sets cannot be simulated; pass --data")
-    w, h = (data.get("simulated") or {}).get("size", (256, 256))
+    sim = data.get("simulated") or {}
+    w, h = sim.get("size", (256, 256))
     seed, fields = int(spec["seed"]), int(spec["fields"])
-    folder = REPO_ROOT / ".cache" / "held-out" / f"{kind}-{seed}-{fields}-{w}x{h}"
-    return ensure_dataset(kind, folder, fields=fields, seed=seed, size=(h, w))
+    name = f"{kind}-{seed}-{fields}-{w}x{h}"
+    realism = None
+    if sim.get("realistic"):  # the engine's kind of specimen; never randomised: one microscope
+        from acquire_vf.simulate import Realism
+
+        realism = Realism(dose=float(sim.get("dose", 1.0)))
+        name += f"-realistic-{realism.dose}"
+    folder = REPO_ROOT / ".cache" / "held-out" / name
+    return ensure_dataset(kind, folder, fields=fields, seed=seed, size=(h, w), realism=realism)
 
 
 def final_test_used(card: ModelCard) -> dict[str, Any] | None:

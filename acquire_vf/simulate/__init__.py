@@ -25,11 +25,13 @@ from acquire_vf.simulate._optics import (
     phase_contrast,
 )
 from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
+from acquire_vf.simulate._realism import FieldStyle, Realism
 from acquire_vf.simulate._specimen import LiveSpecimen
 from acquire_vf.simulate._stacks import defocus_planes, through_focus_bank
 from acquire_vf.simulate._stains import Truth
 
 __all__ = ["BRIGHTFIELD_UM", "OPTICS_20X", "OPTICS_60X", "SIMULATOR_VERSION", "STAINS", "Camera",
-           "Cell", "Field", "LiveSpecimen", "Optics", "Truth", "brightfield", "convolve",
-           "convolve_many", "fluorescence", "phase_contrast", "render_field", "defocus_planes",
-           "ensure_dataset", "simulated_version", "through_focus_bank", "write_dataset"]
+           "Cell", "Field", "FieldStyle", "LiveSpecimen", "Optics", "Realism", "Truth",
+           "brightfield", "convolve", "convolve_many", "fluorescence", "phase_contrast",
+           "render_field", "defocus_planes", "ensure_dataset", "simulated_version",
+           "through_focus_bank", "write_dataset"]

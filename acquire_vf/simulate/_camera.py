@@ -4,10 +4,16 @@
 
 Mean and variance of a flat field therefore follow ``mean = gain * QE * N + offset`` and
 ``var = gain^2 * (QE * N + read_noise^2)`` (plus 1/12 ADU^2 of rounding), which the tests check.
+
+With ``fixed_pattern`` (simulator version 4's sCMOS) each pixel also has its own offset
+(``offset_sd_adu``) and gain (photo-response non-uniformity, ``prnu_sd``), every column its own
+offset, and a few hot pixels collect ``hot_e_per_s`` dark electrons a second: a pattern fixed by
+``pattern_seed`` (one camera), the same in every frame, as a real sensor's.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +30,13 @@ class Camera:
     offset_adu: float = 100.0
     photon_flux: float = 250_000.0
     """Photons/pixel/s where the stain's intensity is 1 (a bright, well-stained structure)."""
+    fixed_pattern: bool = False
+    pattern_seed: int = 0
+    offset_sd_adu: float = 1.5
+    column_sd_adu: float = 0.8
+    prnu_sd: float = 0.01
+    hot_pixel_fraction: float = 2e-4
+    hot_e_per_s: float = 2000.0
 
     @property
     def max_adu(self) -> int:
@@ -53,6 +66,24 @@ class Camera:
             m = electrons_mean.astype(np.float32, copy=False)
             sd = np.sqrt(m + self.read_noise_e**2)
             e = m + sd * rng.standard_normal(m.shape, dtype=np.float32)
-        adu = np.rint(e * self.gain_adu_per_e + self.offset_adu)
+        if self.fixed_pattern:
+            offset, gain, hot = _pattern(self, e.shape)
+            e = e * gain + hot * np.float32(self.hot_e_per_s * exposure_ms / 1e3)
+            adu = np.rint(e * self.gain_adu_per_e + self.offset_adu + offset)
+        else:
+            adu = np.rint(e * self.gain_adu_per_e + self.offset_adu)
         dtype = np.uint8 if self.bit_depth <= 8 else np.uint16
         return np.clip(adu, 0, self.max_adu).astype(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _pattern(camera: Camera, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sensor's fixed pattern over ``shape``: offsets (ADU), gains, hot-pixel mask."""
+    rng = np.random.default_rng([camera.pattern_seed, 0xF1C])
+    offset = rng.normal(0, camera.offset_sd_adu, shape).astype(np.float32)
+    offset += rng.normal(0, camera.column_sd_adu, shape[-1]).astype(np.float32)
+    gain = (1 + rng.normal(0, camera.prnu_sd, shape)).astype(np.float32)
+    hot = (rng.random(shape) < camera.hot_pixel_fraction).astype(np.float32)
+    for a in (offset, gain, hot):
+        a.flags.writeable = False
+    return offset, gain, hot

@@ -15,6 +15,7 @@ import numpy as np
 
 from acquire_vf.simulate._cells import Cell, Kind, sample_cells, territories
 from acquire_vf.simulate._optics import Optics, convolve_many, z_planes
+from acquire_vf.simulate._realism import SECTION_OFFSETS_UM, FieldStyle
 from acquire_vf.simulate._stains import Truth, render_mda231, render_u2os
 
 TILE_UM = {"u2os": 200.0, "mda231": 240.0}
@@ -76,19 +77,36 @@ def cells_for_window(kind: Kind, seed: int, origin_px: tuple[int, int], shape: t
 
 
 def render_field(kind: Kind, seed: int, shape: tuple[int, int], pixel_size_um: float,
-                 origin_px: tuple[int, int] = (0, 0), density: float = 1.0) -> Field:
-    """Stain maps of the window ``shape`` (rows, cols) whose top-left pixel is ``origin_px``."""
-    cells = cells_for_window(kind, seed, origin_px, shape, pixel_size_um, density)
+                 origin_px: tuple[int, int] = (0, 0), density: float = 1.0, *,
+                 style: FieldStyle | None = None, thick: bool = False,
+                 linked: bool = False) -> Field:
+    """Stain maps of the window ``shape`` (rows, cols) whose top-left pixel is ``origin_px``;
+    ``style``, ``thick`` and ``linked`` are simulator version 4's (:mod:`._realism`)."""
+    style = style or FieldStyle(density=density)
+    cells = cells_for_window(kind, seed, origin_px, shape, pixel_size_um, style.density)
     terr = territories(cells, origin_px, shape, pixel_size_um)
     render = render_u2os if kind == "u2os" else render_mda231
-    stains, truth = render(cells, terr, pixel_size_um)
+    stains, truth = render(cells, terr, pixel_size_um, style=style, thick=thick, linked=linked)
     return Field(kind, stains, truth, pixel_size_um, origin_px, cells)
 
 
 def fluorescence(emitters: np.ndarray, stain: str, optics: Optics,
-                 z_um: float | Sequence[float]) -> np.ndarray:
-    """Widefield image(s) of a stain's emitter map at defocus ``z_um`` (µm from focus)."""
+                 z_um: float | Sequence[float], sections: np.ndarray | None = None,
+                 ) -> np.ndarray:
+    """Widefield image(s) of a stain's emitter map at defocus ``z_um`` (µm from focus).
+
+    With ``sections`` (a thick specimen's :attr:`Truth.sections`) the emitters are spread over
+    the column's sections and each is imaged through the PSF at its own distance from the
+    focal plane; the images add (incoherent light)."""
     zs, scalar = z_planes(z_um)
-    psfs = optics.psf(STAINS[stain].wavelength_um, zs)
-    imgs = convolve_many(emitters * STAINS[stain].brightness, psfs)
+    wavelength = STAINS[stain].wavelength_um
+    source = emitters * STAINS[stain].brightness
+    if sections is None:
+        imgs = convolve_many(source, optics.psf(wavelength, zs))
+    else:
+        imgs = np.zeros((len(zs), *emitters.shape), np.float32)
+        for weight, offset in zip(sections, SECTION_OFFSETS_UM, strict=True):
+            # a section above the focal plane is in focus when the focus moves up by ``offset``
+            imgs += convolve_many(source * weight, optics.psf(wavelength,
+                                                              [z - offset for z in zs]))
     return imgs[0] if scalar else imgs

@@ -34,7 +34,8 @@ import numpy as np
 from acquire_vf._frames import metadata_number
 from acquire_vf.simulate._camera import Camera
 from acquire_vf.simulate._optics import Optics, brightfield, convolve, phase_contrast
-from acquire_vf.simulate._phantom import Field, fluorescence, render_field
+from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
+from acquire_vf.simulate._realism import FieldStyle, Realism, light
 
 if TYPE_CHECKING:
     from acquire_vf.config import Specimen
@@ -78,7 +79,12 @@ class LiveSpecimen:
         self.optics = Optics(na=specimen.na, immersion_index=specimen.immersion_index,
                              specimen_index=specimen.specimen_index,
                              pixel_size_um=self.pixel_size, depth_um=specimen.depth_um)
-        self.camera = Camera(bit_depth=bit_depth)
+        self.realism = Realism() if specimen.realistic else None
+        self.camera = Camera(bit_depth=bit_depth, fixed_pattern=bool(self.realism),
+                             pattern_seed=specimen.seed)
+        self._style = FieldStyle(axis=(0.47, 0.54))  # the optical axis a little off centre
+        self._exposed: dict[tuple[Any, ...], float] = {}
+        """Seconds each (field, stain) has been exposed: photobleaching (``realistic``)."""
         self._stain_of = dict(stain_of)
         self._stage = stage or (lambda: (0.0, 0.0, 0.0))
         self._fields: OrderedDict[tuple[int, int, int, int, str], Field] = OrderedDict()
@@ -128,9 +134,18 @@ class LiveSpecimen:
             mean = self._image(field, stain, defocus)
             if kind == "dim":
                 mean = mean * 0.1
+            if self.realism is not None and stain not in TRANSMITTED:
+                mean = mean * self._bleached(field, stain, exposure_ms)
             out = self.camera.expose(mean, exposure_ms, self._rng, exact=False)
             self.frames_made += 1
         return out
+
+    def _bleached(self, field: Field, stain: str, exposure_ms: float) -> float:
+        """The fraction of the stain left in this field, counting this exposure."""
+        key = (field.kind, field.origin_px, stain)
+        before = self._exposed.get(key, 0.0)
+        self._exposed[key] = before + exposure_ms / 1e3
+        return float(np.exp(-(before + exposure_ms / 2e3) / self.specimen.bleach_s))
 
     def _perturbed(self, t: int) -> str | None:
         pert = self.specimen.perturbation
@@ -150,8 +165,9 @@ class LiveSpecimen:
         if field is None:
             log.info("simulated specimen: rendering %s field at %s px (%dx%d)", sample,
                      origin, *shape)
+            thick = self.realism is not None
             field = render_field(sample, self.specimen.seed, shape,  # type: ignore[arg-type]
-                                 self.pixel_size, origin_px=origin)
+                                 self.pixel_size, origin_px=origin, thick=thick, linked=thick)
             self._fields[key] = field
             while len(self._fields) > 8:
                 self._fields.popitem(last=False)
@@ -170,7 +186,12 @@ class LiveSpecimen:
         elif stain == "BF":
             img = brightfield(field.stains["OPD"], self.optics, defocus) * BRIGHTFIELD_FLUX
         else:
-            img = fluorescence(field.stains[stain], stain, self.optics, defocus)
+            img = fluorescence(field.stains[stain], stain, self.optics, defocus,
+                               field.truth.sections)
+        if self.realism is not None:  # background, autofluorescence, vignetting
+            wavelength = None if stain in TRANSMITTED else STAINS[stain].wavelength_um
+            rng = np.random.default_rng([self.specimen.seed, *field.origin_px])
+            img = light(img, wavelength, field.truth.labels, self.realism, self._style, rng)
         self._images[key] = img
         while len(self._images) > self._max:
             self._images.popitem(last=False)

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from acquire_vf.simulate._cells import Cell, CellBox, Territories
+from acquire_vf.simulate._realism import LAYERS, PLAIN, FieldStyle, section_weights
 
 
 @dataclass
@@ -33,6 +34,29 @@ class Truth:
     """(cell id, x, y) of each focal adhesion at a fibre end."""
     nascent: list[tuple[int, float, float]] = field(default_factory=list)
     """(cell id, x, y) of small adhesions at the leading edge (not at fibre ends)."""
+    sections: np.ndarray | None = None
+    """Thick cells (simulator version 4): (LAYERS, H, W), how each pixel's emitters spread over
+    the column's sections (:func:`~acquire_vf.simulate._realism.section_weights`), each section
+    with its own texture; ``None`` for a thin specimen."""
+
+
+def _sections(cell: Cell, b: CellBox, own: np.ndarray, height: np.ndarray, px: float,
+              truth: Truth) -> None:
+    """Add a cell's column (``height``, µm) to the window's sections, with a texture of its own
+    in each section (so another section looks different, as a thick nucleus does)."""
+    if truth.sections is None:
+        return
+    w = section_weights(height)
+    for k in range(LAYERS):
+        texture = np.clip(1 + 0.35 * _noise(cell, 60 + k, b, 0.8 / px), 0, None)
+        truth.sections[k][b.window] += own * w[k] * texture
+
+
+def _thick_truth(labels: np.ndarray, thick: bool) -> Truth:
+    truth = Truth(labels, np.zeros(labels.shape, np.int32))
+    if thick:
+        truth.sections = np.zeros((LAYERS, *labels.shape), np.float32)
+    return truth
 
 
 def _noise(cell: Cell, key: int, box: CellBox, sigma_px: float) -> np.ndarray:
@@ -157,19 +181,24 @@ def _cells_in_window(cells: list[Cell], terr: Territories, px: float,
         yield _InWindow(cell, b, own, soft, d_out, nucleoli, nuc)
 
 
-def render_u2os(cells: list[Cell], terr: Territories, px: float) -> tuple[dict, Truth]:
+def render_u2os(cells: list[Cell], terr: Territories, px: float, *,
+                style: FieldStyle = PLAIN, thick: bool = False,
+                linked: bool = False) -> tuple[dict, Truth]:
     """The five Cell Painting stains (plus phalloidin alone as ``actin``, BBBC006's w2), and the
-    optical path difference ``OPD`` (µm) that transmitted light sees (brightfield)."""
+    optical path difference ``OPD`` (µm) that transmitted light sees (brightfield).
+
+    ``style`` is the field's domain randomisation, ``thick`` fills ``truth.sections``,
+    ``linked`` couples RNA to the rough ER and the mitochondria (simulator version 4)."""
     shape = terr.labels.shape
     out = {k: np.zeros(shape, np.float32)
            for k in ("DNA", "ER", "RNA", "AGP", "Mito", "actin", "OPD")}
-    truth = Truth(terr.labels, np.zeros(shape, np.int32))
+    truth = _thick_truth(terr.labels, thick)
     for w in _cells_in_window(cells, terr, px, truth):
         cell, b, own, soft, d_out, nucleoli, nuc = (w.cell, w.b, w.own, w.soft, w.d_out,
                                                     w.nucleoli, w.nuc)
         cyto = np.clip(own - nuc, 0, 1)
-        g = cell.gains
-        chrom = _noise(cell, 1, b, 0.6 / px)
+        g = {k: v * style.gains.get(k, 1.0) for k, v in cell.gains.items()}
+        chrom = _noise(cell, 1, b, 0.6 * style.texture_grain / px)
         reticulum = np.exp(-((_noise(cell, 2, b, 0.9 / px)) / 0.35) ** 2)
         tubules = np.exp(-((_noise(cell, 3, b, 0.5 / px)) / 0.22) ** 2)
         tubules *= np.clip(_noise(cell, 4, b, 1.5 / px), 0, None)  # fragments of the network
@@ -184,12 +213,15 @@ def render_u2os(cells: list[Cell], terr: Territories, px: float) -> tuple[dict, 
             actin = own * 0.12
         else:
             rim = np.exp(-(((cell.rho_nucleus(b.dx, b.dy) - 1.0) / 0.08) ** 2)) * own
-            dna = nuc * np.clip(0.55 + 0.22 * chrom, 0.05, None) * (1 - 0.65 * nucleoli) + 0.1 * rim
+            dna = nuc * np.clip(0.55 + style.texture_amp * chrom, 0.05, None) * (
+                1 - 0.65 * nucleoli) + 0.1 * rim
             rna = 1.1 * nucleoli * own + 0.14 * nuc + 0.3 * cyto * np.exp(-d_out / 8.0) * (
-                0.75 + 0.25 * fine)
+                0.75 + 0.25 * fine) * ((0.45 + 0.55 * reticulum) if linked else 1.0)
             er = 0.8 * cyto * (0.12 + 0.88 * np.exp(-d_out / 5.5)) * (0.2 + 0.8 * reticulum)
             er += 0.55 * np.exp(-((d_out + (1 - soft)) / 0.9) ** 2) * own * (1 - nuc)
             mito = cyto * (0.03 + 1.1 * np.exp(-d_out / 5.0) * tubules)
+            if linked:  # SYTO14 stains mitochondrial RNA faintly
+                rna = rna + 0.08 * mito
             fibres = _stress_fibres(cell, (4, 9), 0.25, 8)
             agp, actin = _golgi_and_fibres(cell, b, fibres, cyto, own)
             truth.fibres.extend(_fibre_list(cell, fibres))
@@ -200,10 +232,22 @@ def render_u2os(cells: list[Cell], terr: Territories, px: float) -> tuple[dict, 
         out["actin"][b.window] += g["actin"] * actin
         out["AGP"][b.window] += g["AGP"] * (agp + actin)
         out["OPD"][b.window] += _opd_u2os(cell, b, own, nuc, nucleoli, fine, px)
+        _sections(cell, b, own, _height_u2os(cell, b, soft), px, truth)
     membrane = _membrane(terr.labels, 0.5 / px)
     out["AGP"] += 0.2 * membrane
     out["actin"] += 0.25 * membrane  # cortical actin
     return out, truth
+
+
+def _height_u2os(cell: Cell, b: CellBox, soft: np.ndarray) -> np.ndarray:
+    """A thick U2OS cell's column height (µm): a nucleus dome 3 to 8 µm tall over a cytoplasm
+    2.3 µm at most (a mitotic cell: rounded, 10 µm)."""
+    if cell.mitotic:
+        return 10.0 * np.sqrt(np.clip(1 - b.rho**2, 0, None)) + 0.3
+    top = 3.0 + 5.0 * float(np.random.default_rng([cell.seed, 61]).random())
+    rn = cell.rho_nucleus(b.dx, b.dy)
+    dome = top * np.sqrt(np.clip(1 - rn**2, 0, None)) * soft
+    return np.maximum(dome, 2.0 * np.clip(1 - b.rho**2, 0, None) ** 1.5 + 0.3)
 
 
 def _opd_u2os(cell: Cell, b: CellBox, own: np.ndarray, nuc: np.ndarray, nucleoli: np.ndarray,
@@ -263,20 +307,25 @@ def _golgi_and_fibres(cell: Cell, b: CellBox,
     return golgi, actin
 
 
-def render_mda231(cells: list[Cell], terr: Territories, px: float) -> tuple[dict, Truth]:
-    """MDA-MB-231: optical path difference (µm, for phase contrast), DAPI, F-actin, vinculin."""
+def render_mda231(cells: list[Cell], terr: Territories, px: float, *,
+                  style: FieldStyle = PLAIN, thick: bool = False,
+                  linked: bool = False) -> tuple[dict, Truth]:
+    """MDA-MB-231: optical path difference (µm, for phase contrast), DAPI, F-actin, vinculin
+    (``style``, ``thick`` as :func:`render_u2os`; ``linked`` changes nothing here)."""
     shape = terr.labels.shape
     out = {k: np.zeros(shape, np.float32) for k in ("OPD", "DAPI", "F-actin", "Vinculin")}
-    truth = Truth(terr.labels, np.zeros(shape, np.int32))
+    truth = _thick_truth(terr.labels, thick)
     for w in _cells_in_window(cells, terr, px, truth):
         cell, b, own, nucleoli, nuc = w.cell, w.b, w.own, w.nucleoli, w.nuc
-        g = cell.gains
+        g = {k: v * style.gains.get(k, 1.0) for k, v in cell.gains.items()}
         fine = _noise(cell, 5, b, 0.3 / px)
-        chrom = _noise(cell, 1, b, 0.4 / px)
+        chrom = _noise(cell, 1, b, 0.4 * style.texture_grain / px)
         height = 3.5 * np.clip(1 - b.rho**2, 0, None) ** 1.3 + 0.25  # lamella ~0.25 µm thick
         opd = own * (0.03 * height * (0.92 + 0.08 * fine))
         opd += nuc * 0.025 * 2.5 + nucleoli * own * 0.03
-        dapi = nuc * np.clip(0.6 + 0.22 * chrom, 0.05, None) * (1 - 0.5 * nucleoli)
+        dapi = nuc * np.clip(0.6 + style.texture_amp * chrom, 0.05, None) * (1 - 0.5 * nucleoli)
+        _sections(cell, b, own, np.maximum(height, nuc * (3.0 + 4.0 * float(
+            np.random.default_rng([cell.seed, 61]).random()))), px, truth)
         theta = np.arctan2(b.dy, b.dx) - cell.angle
         front = np.exp(-((np.angle(np.exp(1j * (theta - cell.front)))) / 0.6) ** 2)
         edge_band = np.exp(-((1 - b.rho) / 0.04) ** 2) * own

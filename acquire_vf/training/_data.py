@@ -21,12 +21,14 @@ def data_root(recipe: Recipe) -> Path:
         if not recipe.data.path.is_dir():
             raise FileNotFoundError(f"data folder not found: '{recipe.data.path}'")
         return recipe.data.path
-    from acquire_vf.simulate import ensure_dataset
+    from acquire_vf.simulate import Realism, ensure_dataset
 
     sim = recipe.data.simulated
     root = simulated_root(recipe)
+    realism = sim.realism()
     return ensure_dataset(recipe.data.simulate or "bbbc022", root, fields=sim.fields,
-                          seed=sim.seed, size=(sim.size[1], sim.size[0]))
+                          seed=sim.seed, size=(sim.size[1], sim.size[0]),
+                          realism=Realism(**realism) if realism else None)  # type: ignore[arg-type]
 
 
 def load_pairs(recipe: Recipe, root: Path | None = None, *,
