@@ -92,6 +92,12 @@ class ModelCard(BaseModel):
     input_stats: dict[str, Any] = {}
     """Per input channel: frame mean, focus score and intensity histogram of the training
     split's inputs (written at export), for the live input checks."""
+    optics: dict[str, Any] = {}
+    """Refocus engines: the optics and camera of the data they were judged on (``na``,
+    ``immersion_index``, ``specimen_index``, ``pixel_size_um``, ``depth_um``,
+    ``wavelength_um``; ``offset_adu``, ``gain_adu_per_e``, ``read_noise_e``), written by
+    ``evaluate --update-card`` on simulated data, for the live forward-consistency check
+    (:mod:`acquire_vf.simulate._consistency`)."""
     targets: tuple[dict[str, Any], ...] = ()
     """Quality targets from the recipe (:class:`~acquire_vf.config.Target`), checked by
     ``evaluate``; their results go into ``metrics`` (``held_out.targets``, ``final_test``)."""
@@ -144,6 +150,9 @@ def acceptance_band(card: ModelCard) -> dict[str, float]:
         band["ssim_min"] = round(pred["ssim"] - BAND_SDS * pred.get("ssim_sd", 0.0), 4)
     if "mae" in pred:
         band["mae_max"] = round(pred["mae"] + BAND_SDS * pred.get("mae_sd", 0.0), 5)
+    cons = (card.metrics.get("held_out") or {}).get("consistency") or {}
+    if "chi2_p95" in cons:  # validation frames' 95th percentile, with half again for room
+        band["consistency_chi2_max"] = round(max(1.5 * cons["chi2_p95"], 4.0), 3)
     unc = (card.metrics.get("held_out") or {}).get("uncertainty") or {}
     if "frame_mean" in unc:
         band["uncertainty_max"] = round(unc["frame_mean"] + BAND_SDS * unc.get(

@@ -80,6 +80,7 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
         baselines["fp32_engine"] = lambda pair: source.infer(
             [pair.inputs[i].astype(np.uint16) for i in range(pair.inputs.shape[0])])[0]
     seg_source = _segmentation_source(card, data) if card.task == "synthesis" else None
+    optics = data_optics(card, data) if card.task == "refocus" else None
     feats: dict[str, Any] = {"real": [], "virtual": [], "inputs": [],
                              "baselines": {b: [] for b in baselines}}
     rows: list[dict[str, Any]] = []
@@ -106,6 +107,11 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
                                  "measured_truth": _scores(truth, clean, lo, hi, bit_depth)}
             row["noise_free"].update({name: _scores(img, clean, lo, hi, bit_depth)
                                       for name, img in outs.items()})
+        if optics is not None:
+            from acquire_vf.simulate import consistency_from_card
+
+            chi2, z_fit = consistency_from_card(optics, inputs[0], pred, _z_range(card))
+            row["consistency_chi2"], row["consistency_z_um"] = round(chi2, 3), z_fit
         rows.append(row)
         if len(examples) < 3:
             examples.append((pair, pred))
@@ -116,6 +122,17 @@ def evaluate(model: Path, data: Path, out: Path, *, split: str = "test",
     engine.close()
     result = summarise(card, rows, list(baselines), split)
     result["data"] = str(data)
+    if optics is not None:
+        chi = np.array([r["consistency_chi2"] for r in rows])
+        worse = np.array([r["prediction"]["psnr"] < r["input"]["psnr"] for r in rows])
+        result["consistency"] = {
+            "chi2_median": round(float(np.median(chi)), 3),
+            "chi2_p95": round(float(np.percentile(chi, 95)), 3),
+            "chi2_max": round(float(chi.max()), 3), "optics": optics,
+            "worse_than_input": int(worse.sum()),
+            "note": "forward consistency: the refocused frame blurred by the best PSF plane "
+                    "against the camera frame, chi-square per pixel (acquire_vf.simulate."
+                    "_consistency)"}
     if source is not None:
         source.close()
         result["int8_psnr_cost_db"] = round(result["baselines"]["fp32_engine"]["psnr"]
@@ -255,6 +272,29 @@ def _segmentation_source(card: ModelCard, root: Path) -> Callable[[Any], tuple[A
     return images
 
 
+def _z_range(card: ModelCard) -> tuple[float, float]:
+    lo, hi = (card.training.get("data") or {}).get("z_range_um", (-12.0, 8.0))
+    return float(lo), float(hi)
+
+
+def data_optics(card: ModelCard, root: Path) -> dict[str, Any] | None:
+    """The optics and camera of simulated data (its ``simulation.json``), in the card's
+    ``optics`` form, for the refocused channel's stain; ``None`` for other data."""
+    meta = root / "simulation.json"
+    if not meta.exists():
+        return card.optics or None
+    from acquire_vf.simulate import STAINS
+
+    sim = json.loads(meta.read_text())
+    o, cam = sim["optics"], sim["camera"]
+    return {"na": o["na"], "immersion_index": o["immersion_index"],
+            "specimen_index": o["specimen_index"], "pixel_size_um": o["pixel_size_um"],
+            "depth_um": o["depth_um"], "psf_px": o["psf_px"],
+            "wavelength_um": STAINS.get(card.output, STAINS["DNA"]).wavelength_um,
+            "offset_adu": cam["offset_adu"], "gain_adu_per_e": cam["gain_adu_per_e"],
+            "read_noise_e": cam["read_noise_e"]}
+
+
 def noise_free_truth(pair: Any, root: Path) -> np.ndarray | None:
     """The simulator's noise-free image of the pair's target (``clean/`` beside the data,
     same relative path), or ``None`` for data without one (real data, older simulations)."""
@@ -311,7 +351,8 @@ def update_card(model: Path, result: dict[str, Any], recipe: Any = None) -> Mode
     metrics = dict(card.metrics)
     held = dict(metrics.get("held_out") or {})  # keep what this run does not measure
     keep = ("n_images", "n_fields", "split", "data", "set", "ssim_window", "intervals",
-            "prediction", "baselines", "gains", "per_z", "uncertainty", "noise_free", "targets")
+            "prediction", "baselines", "gains", "per_z", "uncertainty", "noise_free", "targets",
+            "consistency")
     held.update({k: result[k] for k in keep if k in result})
     if "targets" in result:
         metrics.pop("targets", None)  # where scripts wrote them before evaluate checked them
@@ -322,6 +363,8 @@ def update_card(model: Path, result: dict[str, Any], recipe: Any = None) -> Mode
                               # input statistics come from the training data at export;
                               # held-out ones only fill a gap
                               "input_stats": card.input_stats or result.get("input_stats", {})}
+    if "consistency" in result:
+        update["optics"] = result["consistency"]["optics"]
     if recipe is not None:
         update["targets"] = tuple(t.model_dump() for t in recipe.targets)
         update["training"] = {**card.training, **{

@@ -10,6 +10,8 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from acquire_vf._frames import ChannelInfo, Frame
 from acquire_vf.card import acceptance_band
 from acquire_vf.focus import focus_score
@@ -75,6 +77,25 @@ def refocus_range(engine: TiledEngine) -> tuple[float, float, float, float]:
     return float(lo), float(ex_lo), float(ex_hi), float(hi)
 
 
+def _consistent(engine: TiledEngine, seen: np.ndarray, refocused: np.ndarray,
+                qc: dict[str, Any]) -> bool:
+    """The forward-consistency check (:mod:`acquire_vf.simulate._consistency`) where the card
+    records its optics and band: ``qc`` gets ``consistency_chi2`` and, beyond the band,
+    ``inconsistent_with_input`` (the engine made something the camera's frame does not
+    support: the refocused frame is saved, flagged, and later stages use the camera's)."""
+    card = engine.card
+    limit = acceptance_band(card).get("consistency_chi2_max")
+    if not card.optics or limit is None:
+        return True
+    from acquire_vf.simulate import consistency_from_card
+
+    lo, _, _, hi = refocus_range(engine)
+    chi2, _ = consistency_from_card(card.optics, seen, refocused, (lo, hi))
+    qc["consistency_chi2"] = round(chi2, 3)
+    qc["inconsistent_with_input"] = bool(chi2 > limit)
+    return not qc["inconsistent_with_input"]
+
+
 class RefocusStage:
     """Refocuses defocused physical frames; later stages see the refocused frames.
 
@@ -127,9 +148,11 @@ class RefocusStage:
             if estimate is not None:
                 qc["defocus_um"], qc["defocus_sigma_um"] = round(estimate[0], 3), round(
                     estimate[1], 3)
+            trusted = _consistent(engine, src.pixels, pixels, qc)
             saved = virtual_frame(src, f"{ch}-refocused", pixels, qc)
             out[f"{ch}-refocused"] = saved
-            out[ch] = replace(saved, id=src.id)  # what later stages see as this channel
+            if trusted:  # else later stages keep the camera's frame
+                out[ch] = replace(saved, id=src.id)  # what later stages see as this channel
             self.applied += 1
         return out
 

@@ -8,6 +8,7 @@ dataset layouts; and a live specimen that the demo's camera frames show.
 
 from acquire_vf.simulate._camera import Camera
 from acquire_vf.simulate._cells import Cell
+from acquire_vf.simulate._consistency import consistency_from_card, forward_consistency
 from acquire_vf.simulate._datasets import (
     OPTICS_20X,
     OPTICS_60X,
@@ -32,6 +33,6 @@ from acquire_vf.simulate._stains import Truth
 
 __all__ = ["BRIGHTFIELD_UM", "OPTICS_20X", "OPTICS_60X", "SIMULATOR_VERSION", "STAINS", "Camera",
            "Cell", "Field", "FieldStyle", "LiveSpecimen", "Optics", "Realism", "Truth",
-           "brightfield", "convolve", "convolve_many", "fluorescence", "phase_contrast",
-           "render_field", "defocus_planes", "ensure_dataset", "simulated_version",
-           "through_focus_bank", "write_dataset"]
+           "brightfield", "consistency_from_card", "convolve", "convolve_many", "fluorescence",
+           "phase_contrast", "render_field", "defocus_planes", "ensure_dataset",
+           "forward_consistency", "simulated_version", "through_focus_bank", "write_dataset"]

@@ -1,0 +1,82 @@
+"""Real nuclei from outside the simulator (the 2018 Data Science Bowl image in StarDist's
+wheel, fetched from the package registry): the shipped refocus engine's failure there is
+measured, and the forward-consistency QC flags every such frame, live, while it flags no
+validation frame."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def nuclei() -> Path:
+    from acquire_vf.evaluate._real import SOURCE, fetch_real_nuclei
+
+    path = fetch_real_nuclei(ROOT / ".cache" / "real")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SOURCE["sha256"]
+    return path
+
+
+def test_the_consistency_qc_flags_every_real_frame_the_engine_makes_worse(nuclei) -> None:
+    from acquire_vf.evaluate._real import real_refocus
+
+    res = real_refocus(ROOT / "engines" / "refocus.onnx", nuclei, zs=(-8.0, 0.0, 6.0))
+    assert res["worse_than_input"] == res["worse_and_flagged"] > 0, res["per_z"]
+    card = json.loads((ROOT / "engines" / "refocus.json").read_text())
+    cons = card["metrics"]["held_out"]["consistency"]
+    assert cons["chi2_max"] < card["acceptance"]["consistency_chi2_max"]  # no validation frame
+    assert cons["worse_than_input"] == 0
+
+
+def test_a_flagged_refocused_frame_is_saved_marked_and_later_stages_keep_the_camera_frame(
+        nuclei) -> None:
+    import tifffile
+
+    from acquire_vf._frames import Frame, FrameId
+    from acquire_vf.config import Compute
+    from acquire_vf.inference import create_engine
+    from acquire_vf.pipeline import RefocusStage
+    from acquire_vf.pipeline._protocol import FrameSet
+
+    raw = tifffile.imread(nuclei).astype(np.float32)
+    frame = (100 + raw / raw.max() * 3000).astype(np.uint16)  # an in-focus real frame
+    engine = create_engine(ROOT / "engines" / "refocus.onnx", Compute(backends=("onnxruntime",)))
+    stage = RefocusStage({"DNA": engine}, policy="always")
+    src = Frame(FrameId(0, 0, 0, "DNA"), frame, seq=0, elapsed_ms=0.0)
+    out = stage.process(FrameSet(0, 0, 0, {"DNA": src}))
+    stage.close()
+    qc = out["DNA-refocused"].qc
+    assert qc["inconsistent_with_input"] and qc["consistency_chi2"] > 10
+    assert "DNA" not in out  # the synthesis stages go on with the camera's frame
+
+
+def test_a_refocused_frame_of_the_engines_own_kind_passes_the_check(tmp_path: Path) -> None:
+    import tifffile
+
+    from acquire_vf import layouts
+    from acquire_vf._frames import Frame, FrameId
+    from acquire_vf.config import Compute
+    from acquire_vf.inference import create_engine
+    from acquire_vf.pipeline import RefocusStage
+    from acquire_vf.pipeline._protocol import FrameSet
+    from acquire_vf.simulate import write_dataset
+
+    root = write_dataset("bbbc006", tmp_path / "d", fields=1, seed=4242, size=(256, 256))
+    src_ref = next(s for s, _ in layouts.autofocus_pairs(layouts.scan_bbbc006(root), "DNA")
+                   if s.z_um == -6.0)
+    engine = create_engine(ROOT / "engines" / "refocus.onnx", Compute(backends=("onnxruntime",)))
+    stage = RefocusStage({"DNA": engine}, policy="always")
+    src = Frame(FrameId(0, 0, 0, "DNA"), tifffile.imread(src_ref.path), seq=0, elapsed_ms=0.0)
+    out = stage.process(FrameSet(0, 0, 0, {"DNA": src}))
+    stage.close()
+    assert out["DNA-refocused"].qc["inconsistent_with_input"] is False
+    assert out["DNA"].role == "virtual"  # the refocused frame goes on to later stages
