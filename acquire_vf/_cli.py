@@ -244,6 +244,23 @@ def profile_validate(
                f"autofocus {prof.autofocus.policy})")
 
 
+@profile_app.command("copy")
+def profile_copy(
+    profile: Annotated[str, typer.Argument(help="Profile to copy (.toml or shipped name).")],
+    dest: Annotated[Path, typer.Argument(help="The new profile file (.toml).")],
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Copy a profile to another folder, its engine paths rewritten to still find the engines
+    (they are relative to the profile's folder); comments are kept."""
+    from acquire_vf.config import copy_profile, resolve_profile_path
+
+    src = resolve_profile_path(profile)
+    changed = copy_profile(src, dest, overwrite=overwrite)
+    typer.echo(f"{dest}: copied from {src}" + (f"; {len(changed)} engine path(s) rewritten "
+                                               f"(e.g. {changed[0][0]} -> {changed[0][1]})"
+                                               if changed else ""))
+
+
 class DatasetName(enum.StrEnum):
     bbbc006 = "bbbc006"
     bbbc022 = "bbbc022"

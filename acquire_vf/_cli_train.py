@@ -40,10 +40,14 @@ def train(
 
     rec, text = load_recipe(recipe)
     folder = out or Path("runs") / rec.name
+    if rec.name != recipe.stem:
+        typer.echo(f"note: the recipe file '{recipe}' names its engine '{rec.name}' (its "
+                   f"`name`): the run goes to '{folder}'", err=True)
     if not resume:
         _refuse_replacing(folder, overwrite)
     try:
-        summary = run_training(rec, text, folder, max_steps=max_steps, resume=resume)
+        summary = run_training(rec, text, folder, max_steps=max_steps, resume=resume,
+                               recipe_path=recipe)
     except (ValueError, FileNotFoundError) as e:
         raise DataError(str(e)) from e
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))

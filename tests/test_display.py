@@ -77,6 +77,7 @@ def test_view_screenshot_renders_a_dataset(tmp_path: Path) -> None:
     r = run_cli("view", str(tmp_path / "run"), "--screenshot", str(png), timeout=120)
     assert r.returncode == 0, r.stderr
     assert "2 channel panel(s)" in r.stdout
+    assert "propagateSizeHints" not in r.stderr  # the offscreen platform's noise is dropped
     import matplotlib.image
 
     img = matplotlib.image.imread(png)

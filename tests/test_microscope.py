@@ -37,14 +37,15 @@ def test_attach_to_nothing_fails_fast_with_one_line(tmp_path: Path, plain_demo: 
     port = _free_port()
     prof = plain_demo.read_text().replace(
         'kind = "demo"\nconfig_file = "MMConfig_demo.cfg"\ntimeout_s = 30.0',
-        f'kind = "attach"\nport = {port}\ntimeout_s = 1.0')
+        f'kind = "attach"\nport = {port}\ntimeout_s = 25.0')
     assert 'kind = "attach"' in prof
     path = tmp_path / "attach.toml"
     path.write_text(prof)
     t0 = time.monotonic()
     r = run_cli("live", "--profile", str(path), "--headless", "--out", str(tmp_path / "o"),
                 timeout=60)
-    assert time.monotonic() - t0 < 30, "an unreachable Micro-Manager must not hang"
+    # nothing listens on the port: refused at once, not after polling for timeout_s
+    assert time.monotonic() - t0 < 20, "an unreachable Micro-Manager must not hang"
     assert r.returncode == 3
     assert r.stderr.strip() == (
         f"error: no Micro-Manager answered on localhost:{port}: is the application running "

@@ -66,7 +66,9 @@ def test_round_trip_marks_virtual_channels(tmp_path: Path) -> None:
         assert s.shape == (4, 3, 48, 64)
     names = [c["Name"] for c in meta["Image"]["Pixels"]["Channel"]]
     assert names == ["AGP", "RNA", "virtual:DNA"]
-    ann = meta["StructuredAnnotations"]["MapAnnotation"]
+    anns = meta["StructuredAnnotations"]["MapAnnotation"]
+    anns = anns if isinstance(anns, list) else [anns]
+    ann = next(a for a in anns if a["Namespace"] == "acquire-vf/virtual-channel")
     kv = {m["K"]: str(m["value"]) for m in ann["Value"]["M"]}
     assert kv["sha256"] == "ab" * 32 and kv["backend"] == "onnxruntime"
     assert kv["qc.saturated"] == "1" and kv["inputs"] == "AGP,RNA"

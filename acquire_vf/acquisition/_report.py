@@ -83,6 +83,18 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
     }
 
 
+LATENCY_ORDER = ("handoff", "focus_score", "defocus", "refocus", "synthesis", "pipeline",
+                 "virtual_end_to_end")
+"""The order a frame set meets them in (the session table lists latencies so)."""
+
+
+def _latency_order(item: tuple[str, Any]) -> tuple[int, str]:
+    name = item[0]
+    first = next((i for i, k in enumerate(LATENCY_ORDER) if name == k or name.startswith(k)),
+                 LATENCY_ORDER.index("pipeline") - 1)  # other stages: before the total
+    return first, name
+
+
 def write_session(report: dict[str, Any], out_dir: Path) -> Path:
     """Write ``session.json`` atomically (a crash never leaves half a file)."""
     path = out_dir / "session.json"
@@ -123,8 +135,11 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
             flags = ", ".join(f"{f} {n}" for f, n in sorted(q["by_flag"].items()))
             t.add_row(f"[yellow]QC flags {name}[/yellow]",
                       f"{q['flagged']} of {q['frames']} frames: {flags}")
+    for name, m in (report.get("missing_virtual_planes") or {}).items():
+        why = "; ".join(f"{n} {r.split(' (')[0]}" for r, n in m["by_reason"].items())
+        t.add_row(f"planes not made {name}", f"{m['missing']} ({why})")
     t.add_row("refocus applied", str(report["refocus_applied"]))
-    for stage, lat in report["latency_ms"].items():
+    for stage, lat in sorted(report["latency_ms"].items(), key=_latency_order):
         t.add_row(f"latency {stage} (p50 / p95)", f"{lat['p50']:.2f} / {lat['p95']:.2f} ms")
     if report.get("backend"):
         t.add_row("backend", report["backend"])

@@ -167,6 +167,7 @@ def _attach(conn: AttachConnection) -> Microscope:
 
     _quiet_bridge_threads()
     try:
+        _listening(conn.port, min(2.0, conn.timeout_s))
         core = _bounded(reach, conn.timeout_s + 2.0,
                         f"reaching Micro-Manager on localhost:{conn.port}")
     except MicroscopeError as e:
@@ -176,6 +177,18 @@ def _attach(conn: AttachConnection) -> Microscope:
         ) from e
     log.info("attached to Micro-Manager on port %d (ZMQ bridge: ~100-200 MB/s)", conn.port)
     return Microscope(core=core, mode="attach", source=f"localhost:{conn.port}")
+
+
+def _listening(port: int, timeout_s: float) -> None:
+    """A plain TCP connect to the bridge's port first: with no Micro-Manager there, the answer
+    (refused) comes at once, where pycromanager's bridge would poll a non-blocking socket for
+    the whole timeout and burn a core doing it."""
+    import socket
+
+    try:
+        socket.create_connection(("localhost", port), timeout=timeout_s).close()
+    except OSError as e:
+        raise MicroscopeError(f"nothing listens on localhost:{port} ({e.strerror or e})") from e
 
 
 def _quiet_bridge_threads() -> None:

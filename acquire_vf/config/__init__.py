@@ -1,5 +1,6 @@
 """Hardware profiles: validated, frozen descriptions of a microscope and an experiment."""
 
+from acquire_vf.config._copy import copy_profile
 from acquire_vf.config._load import (
     PROFILES_DIR,
     demo_variant,
@@ -49,7 +50,7 @@ __all__ = [
     "MemoryConnection", "Perturbation", "PhysicalChannel", "Profile", "Protocol", "Queues",
     "Recipe", "Specimen", "Storage", "Target", "Tiling", "Verification", "VirtualChannel",
     "XYPosition",
-    "demo_variant", "load_defocus_recipe", "load_profile", "load_recipe", "merged",
+    "copy_profile", "demo_variant", "load_defocus_recipe", "load_profile", "load_recipe", "merged",
     "plain_demo_profile", "profile_from_dict", "recipe_task", "resolve_profile_path",
     "simulated_root", "toml_lines", "write_profile"
 ]

@@ -8,6 +8,7 @@ keyed by the simulation settings, and read by the same loaders as downloaded dat
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -57,7 +58,8 @@ class SimulatedData(_Model):
 class Data(_Model):
     layout: Literal["bbbc006", "bbbc022", "paired"]
     path: Path | None = None
-    """Folder of real data in that layout; empty means simulated data."""
+    """Folder of real data in that layout, relative to the recipe's folder (or absolute);
+    empty means simulated data."""
     simulate: Literal["bbbc006", "bbbc022", "mda231"] | None = None
     """Which simulated dataset stands in when ``path`` is empty."""
     inputs: tuple[str, ...] = Field(min_length=1)
@@ -265,8 +267,22 @@ def recipe_task(path: str | Path) -> str:
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, str]:
-    """The validated recipe and its text (stored in checkpoints and model cards)."""
-    return _load(path, Recipe)
+    """The validated recipe and its text (stored in checkpoints and model cards).
+
+    A relative ``data.path`` is relative to the recipe's own folder (paths in a file are
+    relative to that file; on the command line, to the working directory), returned absolute.
+    """
+    rec, text = _load(path, Recipe)
+    data = rec.data.path
+    if data is None or data.is_absolute():
+        return rec, text
+    here = (Path(path).parent / data).resolve()
+    if not here.is_dir() and data.is_dir():  # the rule before 2026-12-02: the working folder
+        fix = os.path.relpath(data.resolve(), Path(path).parent.resolve())
+        raise ProfileError(f"{path}: data path '{data}' is relative to the recipe's folder "
+                           f"('{Path(path).parent}'), where it does not exist; write it from "
+                           f"there ('{fix}') or absolute")
+    return rec.model_copy(update={"data": rec.data.model_copy(update={"path": here})}), text
 
 
 def simulated_root(recipe: Recipe) -> Path:

@@ -23,6 +23,7 @@ class DatasetViewer:
         layout = self.ds.layout
         self.view = ViewerWindow(list(layout.channels), title=f"acquire-vf: {self.ds.path.name}")
         self.t_max = max(r["t"] for r in self.ds.records)
+        self.missing = self.ds.missing()
         self.view.sliders["time"].setMaximum(self.t_max)
         self.view.sliders["position"].setMaximum(len(layout.positions) - 1)
         self.view.sliders["z"].setMaximum(len(layout.z_offsets_um) - 1)
@@ -36,10 +37,17 @@ class DatasetViewer:
         p = self.view.sliders["position"].value()
         z = self.view.sliders["z"].value()
         shown = 0
+        filled = set()
         for rec in self.ds.records:
             if (rec["t"], rec["p"], rec["z"]) == (t, p, z):
                 self.view.show_frame(rec["channel"], rec["role"], self.ds.read(rec))
+                filled.add((rec["channel"], rec["role"]))
                 shown += 1
+        why = {(m["channel"], "virtual"): m["why"] for m in self.missing
+               if (m["t"], m["p"], m["z"]) == (t, p, z)}
+        for key, panel in self.view.panels.items():
+            if key not in filled:
+                panel.show_missing(why.get(key, "none at this time point, position and z"))
         virtual = sum(1 for r in self.ds.records if r["role"] == "virtual")
         self.view.set_status(f"time point {t + 1} of {self.t_max + 1} (t = {t})  position {p}  "
                              f"z {z}  |  {shown} channel(s) "

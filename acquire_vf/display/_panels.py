@@ -8,6 +8,7 @@ its levels in between), or fixed by the user. Everything here runs on the GUI th
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -23,10 +24,29 @@ def qt() -> tuple[Any, Any]:
     """pyqtgraph and its Qt bindings, or a one-line error naming the extra to install."""
     try:
         import pyqtgraph as pg
-        from pyqtgraph.Qt import QtCore, QtWidgets  # noqa: F401
+        from pyqtgraph.Qt import QtCore, QtWidgets
     except ImportError:
         raise MissingExtraError("pyqtgraph", "gui") from None
+    _quiet_offscreen(QtCore)
     return pg, QtWidgets
+
+
+_QUIET = ("propagateSizeHints",)
+"""Qt messages that say nothing to a user: the offscreen platform (``--screenshot``, headless
+tests) cannot propagate size hints and says so on every window shown."""
+
+
+def _quiet_offscreen(QtCore: Any) -> None:
+    """Drop :data:`_QUIET` messages; everything else still reaches stderr as Qt prints it."""
+    if getattr(_quiet_offscreen, "done", False):
+        return
+    _quiet_offscreen.done = True  # type: ignore[attr-defined]
+
+    def handler(mode: Any, context: Any, message: str) -> None:
+        if not any(q in message for q in _QUIET):
+            sys.stderr.write(message + "\n")
+
+    QtCore.qInstallMessageHandler(handler)
 
 
 def robust_levels(img: np.ndarray, step: int = 4) -> tuple[float, float]:
@@ -81,6 +101,12 @@ class ChannelPanel:
     def title(self) -> str:
         return str(self.widget.getPlotItem().titleLabel.text)
 
+    def show_missing(self, why: str) -> None:
+        """No frame here: the panel is emptied and says why (never a stale or black image)."""
+        self.image.clear()
+        self.flags.setColor("#c0c0c0")
+        self.flags.setText(f"no frame: {why}")
+
     def show(self, pixels: np.ndarray, flags: str = "") -> None:
         """Show a frame; ``flags`` (QC problems) are written over its top-left corner."""
         now = time.perf_counter()
@@ -89,6 +115,7 @@ class ChannelPanel:
         elif self.frames_shown == 0 or now - self._levels_at >= self.auto_interval_s:
             self.shown_levels, self._levels_at = robust_levels(pixels), now
         self.image.setImage(pixels, levels=self.shown_levels, autoLevels=False)
+        self.flags.setColor("#ff3030")
         self.flags.setText(flags)
         if self.frames_shown == 0:
             self.widget.getViewBox().autoRange(padding=0)

@@ -90,7 +90,7 @@ def real_refocus(model: Path, image: Path, zs: tuple[float, ...] = (
     lo, hi = (card.training.get("data") or {}).get("z_range_um", (-12.0, 8.0))
     engine = create_engine(model, Compute(backends=("onnxruntime",)))
     rng = np.random.default_rng(0)
-    rows = []
+    rows: list[dict[str, Any]] = []
     h, w = raw.shape
     for z in zs:
         seen = cam.expose(convolve(emitters, lens.psf(o["wavelength_um"], z)), exposure, rng)

@@ -182,8 +182,11 @@ def _baselines(card: ModelCard, data: Any, root: Path,
     from acquire_vf.config import REPO_ROOT
 
     named = str(card.training.get("data_root") or "")
-    trained_on = REPO_ROOT / named  # relative: the repository's cache
-    if named and trained_on.is_dir() and trained_on != root:
+    trained_on = REPO_ROOT / named  # relative: the repository's cache; else absolute
+    if named and trained_on.is_dir() and trained_on.resolve() == root.resolve():
+        return {"linear": _linear_regression(data)}, {  # the same split training used
+            "fitted_on": f"the training split of {root}", "engine_training_fields": True}
+    if named and trained_on.is_dir():
         from acquire_vf.pairs import read_pairs  # fit where the engine learned
 
         rec = _recipe_for(card, trained_on)

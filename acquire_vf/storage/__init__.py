@@ -2,6 +2,7 @@
 
 from acquire_vf.storage._folder import check_output, prepare_output
 from acquire_vf.storage._layout import DatasetLayout
+from acquire_vf.storage._missing import missing_summary
 from acquire_vf.storage._ometiff import (
     IDENTITY_TAG,
     OmeTiffWriter,
@@ -10,11 +11,11 @@ from acquire_vf.storage._ometiff import (
     read_journal,
     repair,
 )
-from acquire_vf.storage._reader import DatasetFile, open_dataset
+from acquire_vf.storage._reader import DatasetFile, MissingPlane, open_dataset
 from acquire_vf.storage._sink import BackgroundWriter, BacklogFull, FrameSink
 
 __all__ = [
     "IDENTITY_TAG", "BacklogFull", "BackgroundWriter", "DatasetFile", "DatasetLayout", "FrameSink",
-    "OmeTiffWriter", "check_output", "frame_crc", "journal_path", "open_dataset",
-    "prepare_output", "read_journal", "repair",
+    "MissingPlane", "OmeTiffWriter", "check_output", "frame_crc", "journal_path",
+    "missing_summary", "open_dataset", "prepare_output", "read_journal", "repair",
 ]

@@ -187,6 +187,17 @@ def _write_ome(path: Path, layout: DatasetLayout, records: list[dict[str, Any]],
             for flag, on in (r.get("qc") or {}).items():
                 if on is True:
                     counts[flag] = counts.get(flag, 0) + 1
+    from acquire_vf.storage._missing import MISSING_NS, missing_planes, missing_summary
+
+    missing = missing_planes(layout, records)
+    if missing:  # virtual planes never made: listed, so no reader takes them for dark images
+        planes: dict[str, list[str]] = {}
+        for m in missing:
+            planes.setdefault(m["channel"], []).append(f"t{m['t']}p{m['p']}z{m['z']}")
+        annotations = {**(annotations or {}), MISSING_NS: [
+            {"channel": c, "missing": v["missing"], **v["by_reason"],
+             "planes": " ".join(planes[c][:500])}
+            for c, v in missing_summary(missing).items()]}
     xml = build_ome_xml(layout, records, qc, annotations)
     tifffile.tiffcomment(path, comment=xml.encode("utf-8"))
 

@@ -19,6 +19,10 @@ from acquire_vf.storage._ometiff import IDENTITY_TAG, frame_crc, journal_path, r
 _IDENTITY_KEYS = ("t", "p", "z", "channel", "role", "seq", "crc32")
 
 
+class MissingPlane(LookupError):
+    """A plane the dataset does not hold (a virtual frame never made): not a black image."""
+
+
 @dataclass
 class DatasetFile:
     """One OME-TIFF of a dataset with its journal records (one per frame, in page order)."""
@@ -47,6 +51,24 @@ class DatasetFile:
             if (r["t"], r["channel"], r["z"], r["p"]) == (t, channel, z, p):
                 return r
         return None
+
+    def missing(self) -> list[dict[str, Any]]:
+        """Virtual planes the run never made, with the reason (:mod:`._missing`)."""
+        from acquire_vf.storage._missing import missing_planes
+
+        return missing_planes(self.layout, self.records)
+
+    def plane(self, t: int, channel: str, z: int = 0, p: int = 0,
+              role: str | None = None) -> np.ndarray:
+        """The pixels of one plane; a plane the run never made raises :class:`MissingPlane`
+        with the reason (it is not a dark image)."""
+        for r in self.records:
+            if (r["t"], r["channel"], r["z"], r["p"]) == (t, channel, z, p) and \
+                    (role is None or r.get("role") == role):
+                return self.read(r)
+        why = next((m["why"] for m in self.missing() if (m["t"], m["channel"], m["z"], m["p"])
+                    == (t, channel, z, p)), "not in the dataset")
+        raise MissingPlane(f"{self.path.name}: {channel} at t={t}, p={p}, z={z}: {why}")
 
     def verify(self) -> list[str]:
         """Problems found: page count, identity tag or CRC not matching the journal."""

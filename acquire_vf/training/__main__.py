@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe, text = load_recipe(args.recipe)
         out = args.out or Path("runs") / recipe.name
         summary = train(recipe, text, out, max_steps=args.max_steps, resume=args.resume,
-                        progress=sys.stderr.isatty())
+                        progress=sys.stderr.isatty(), recipe_path=args.recipe)
     except (AcquireVFError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

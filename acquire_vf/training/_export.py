@@ -81,8 +81,10 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
             "data_root": state["data_root"], "splits": state["splits"],
             "best_val_mae": state["best_val_mae"], "world_size": state["world_size"],
             "equalize_inputs": recipe["train"]["equalize"],
-            "command": f"acquire-vf train training/{recipe['name']}.toml && "
-                       f"acquire-vf export <out>/checkpoints/best.pt --out {out}",
+            "command": _command(state, recipe, checkpoint, out),
+            "provenance": {**state.get("provenance", {}),
+                           "checkpoint": str(Path(checkpoint).resolve()),
+                           "engine": str(out.resolve())},
             "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "held_out": recipe.get("held_out"), "final_test": recipe.get("final_test"),
         },
@@ -92,6 +94,15 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
     card = card.model_copy(update={"input_stats": training_input_stats(card, recipe)})
     card.save(out)
     return card, errors
+
+
+def _command(state: dict[str, Any], recipe: dict[str, Any], checkpoint: str | Path,
+             out: Path) -> str:
+    """The commands that made this engine: the recipe file that was trained (as typed; older
+    checkpoints, which did not record it, name the shipped recipe of that name)."""
+    given = (state.get("provenance") or {}).get("recipe_path") or \
+        f"training/{recipe['name']}.toml"
+    return f"acquire-vf train {given} && acquire-vf export {checkpoint} --out {out}"
 
 
 def training_input_stats(card: ModelCard, recipe: dict[str, Any]) -> dict[str, Any]:

@@ -58,8 +58,12 @@ def _device(rank: int) -> torch.device:
 
 
 def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None = None,
-          resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train the recipe's engine; returns a summary (steps, best validation metrics, speed)."""
+          resume: bool = False, progress: bool = True,
+          recipe_path: Path | None = None) -> dict[str, Any]:
+    """Train the recipe's engine; returns a summary (steps, best validation metrics, speed).
+
+    ``recipe_path`` (the file as given) goes into the checkpoints, so the card names the
+    recipe that was actually run, absolute and as typed."""
     rank, world = _dist_info()
     device = _device(rank)
     ckpt_dir = out / "checkpoints"
@@ -72,6 +76,11 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
         data = load_pairs(recipe)
     torch.manual_seed(recipe.seed + rank)
     run = _Trainer(recipe, recipe_text, data, out, device, rank, world)
+    if recipe_path is not None:
+        run.provenance = {"recipe_path": str(recipe_path),
+                          "recipe_path_absolute": str(Path(recipe_path).resolve()),
+                          "run_folder": str(Path(out).resolve()),
+                          "data_path": str(recipe.data.path) if recipe.data.path else None}
     total = min(max_steps, recipe.train.steps) if max_steps is not None else recipe.train.steps
     run.start_or_resume(resume)
     return run.loop(total, progress)
@@ -88,6 +97,7 @@ class _Trainer:
                  device: torch.device, rank: int, world: int) -> None:
         self.recipe, self.recipe_text, self.data, self.out = recipe, recipe_text, data, out
         self.device, self.rank, self.world = device, rank, world
+        self.provenance: dict[str, Any] = {}
         self.rng = np.random.default_rng([recipe.seed, rank])
         t = self.t = recipe.train
         preset = PRESETS[recipe.preset]
@@ -218,7 +228,8 @@ class _Trainer:
 
     def save(self, path: Path, step: int) -> None:
         _save(path, step, self.G, self.D, self.opt_g, self.opt_d, self.best, self.recipe,
-              self.recipe_text, self.data, self.gcfg, self.world, self.G_ema)
+              self.recipe_text, self.data, self.gcfg, self.world, self.G_ema,
+              self.provenance)
 
 
 @torch.no_grad()
@@ -280,7 +291,8 @@ def _weights_in_sync(G: nn.Module, world: int) -> bool:
 
 def _save(path: Path, step: int, G: nn.Module, D: nn.Module, opt_g: Any, opt_d: Any,
           best: float, recipe: Recipe, recipe_text: str, data: PairedData,
-          gcfg: GeneratorConfig, world: int, G_ema: nn.Module | None = None) -> None:
+          gcfg: GeneratorConfig, world: int, G_ema: nn.Module | None = None,
+          provenance: dict[str, Any] | None = None) -> None:
     # "generator" is what export reads: the average when the recipe keeps one
     state = {
         "step": step, "generator": (G_ema or G).state_dict(), "discriminator": D.state_dict(),
@@ -290,6 +302,7 @@ def _save(path: Path, step: int, G: nn.Module, D: nn.Module, opt_g: Any, opt_d: 
         "normalisation": {k: v.model_dump() for k, v in data.normalisation.items()},
         "data_root": _portable(data.root), "world_size": world,
         "splits": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "provenance": provenance or {},
     }
     if G_ema is not None:
         state["generator_train"] = G.state_dict()  # the raw weights, to resume from

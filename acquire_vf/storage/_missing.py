@@ -1,0 +1,56 @@
+"""Virtual planes a run never made, told apart from dark images.
+
+A virtual channel's plane is missing where the same time point, position and z hold physical
+frames but no frame of that virtual channel: a refocused channel where the frame was not
+refocused (in focus, or outside the engine's range), a synthesised channel where its frame set
+was skipped (dropped, an engine fault) or where the channel was exposed physically instead.
+OME-TIFF readers that assemble arrays (tifffile, napari) fill such planes with zeros; the
+OME-XML lists them (MapAnnotation ``acquire-vf/missing-planes``), ``session.json`` counts them
+(``missing_virtual_planes``) and :meth:`DatasetFile.plane` and ``acquire-vf view`` show them
+as missing, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from acquire_vf.storage._layout import DatasetLayout
+
+MISSING_NS = "acquire-vf/missing-planes"
+NOT_REFOCUSED = "not refocused (the frame was in focus, or outside the engine's range)"
+EXPOSED = "exposed physically instead"
+NOT_MADE = "not made (its frame set was skipped, or the engine failed)"
+
+
+def missing_planes(layout: DatasetLayout, records: Iterable[dict[str, Any]],
+                   ) -> list[dict[str, Any]]:
+    """Every missing virtual plane: ``{"t", "p", "z", "channel", "why"}``, in plane order."""
+    have: dict[tuple[int, int, int], set[tuple[str, str]]] = {}
+    for r in records:
+        have.setdefault((int(r["t"]), int(r["p"]), int(r["z"])), set()).add(
+            (str(r["channel"]), str(r.get("role", "physical"))))
+    virtual = [c.name for c in layout.channels if c.role == "virtual"]
+    out = []
+    for plane in sorted(have):
+        got = have[plane]
+        if not any(role == "physical" for _, role in got):
+            continue
+        for name in virtual:
+            if (name, "virtual") in got:
+                continue
+            why = EXPOSED if (name, "physical") in got else \
+                NOT_REFOCUSED if name.endswith("-refocused") else NOT_MADE
+            out.append({"t": plane[0], "p": plane[1], "z": plane[2], "channel": name,
+                        "why": why})
+    return out
+
+
+def missing_summary(missing: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per virtual channel: planes missing, by reason."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in missing:
+        s = out.setdefault(m["channel"], {"missing": 0, "by_reason": {}})
+        s["missing"] += 1
+        s["by_reason"][m["why"]] = s["by_reason"].get(m["why"], 0) + 1
+    return out
