@@ -29,10 +29,11 @@ def train(
     """Train one engine from a recipe (several GPUs: torchrun -m acquire_vf.training)."""
     import json
 
-    from acquire_vf.config import load_recipe, recipe_task
+    from acquire_vf.config import load_recipe, recipe_task, resolve_recipe_path
     from acquire_vf.training import require_torch
 
     require_torch()
+    recipe = resolve_recipe_path(recipe)  # a path, or a shipped recipe's name
     if recipe_task(recipe) == "defocus":
         _train_defocus(recipe, out, overwrite)
         return

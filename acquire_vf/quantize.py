@@ -26,11 +26,11 @@ def calibration_tiles(card: ModelCard, n: int, tile: int, data: Path | None = No
                       ) -> list[np.ndarray]:
     """``n`` normalised (C, tile, tile) tiles from the engine's training split (the centre of
     each training field), or from ``data`` in the same layout."""
-    from acquire_vf.config import REPO_ROOT, Recipe
+    from acquire_vf.config import Recipe, data_root
     from acquire_vf.pairs import read_pairs
 
     root = data or Path(str(card.training.get("data_root") or ""))
-    root = root if root.is_absolute() else REPO_ROOT / root
+    root = data_root(str(root))
     spec = dict(card.training.get("data") or {})
     if not spec or not root.is_dir():
         raise DataError(f"quantize: calibration data (the engine's training data, card "

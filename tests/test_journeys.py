@@ -121,3 +121,13 @@ def test_profile_copy_keeps_engines_found_from_the_new_folder(scratch: Path) -> 
     again = cli_here("profile", "copy", "demo", str(dest))
     assert again.returncode != 0 and "exists" in again.stderr
     shutil.rmtree(scratch / "deep")
+
+
+def test_a_users_own_profile_is_found_by_name(scratch: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from acquire_vf.config import copy_profile, load_profile, resolve_profile_path
+
+    monkeypatch.setenv("ACQUIRE_VF_PROFILES", str(scratch / "profiles"))
+    copy_profile(resolve_profile_path("demo"), scratch / "profiles" / "my-scope.toml")
+    assert resolve_profile_path("my-scope") == scratch / "profiles" / "my-scope.toml"
+    assert load_profile("my-scope").name == "demo"

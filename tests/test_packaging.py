@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -14,14 +16,52 @@ from tests.conftest import ROOT, run_cli
 HEAVY = ("torch", "tensorrt", "PySide6", "pyqtgraph", "onnxruntime", "pycromanager")
 
 
-@pytest.mark.slow
-def test_wheel_has_only_acquire_vf(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
-    (wheel,) = tmp_path.glob("acquire_vf-*.whl")
-    tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
+                    str(out), str(ROOT)], check=True, capture_output=True)
+    (found,) = out.glob("acquire_vf-*.whl")
+    return found
+
+
+@pytest.mark.slow
+def test_wheel_has_only_acquire_vf_with_its_shipped_files(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
     packages = {t for t in tops if not t.endswith(".dist-info")}
     assert packages == {"acquire_vf"}, tops
+    for shipped in ("hardware_profiles/demo.toml", "engines/cps_dna.onnx", "engines/cps_dna.json",
+                    "training/cps_dna.toml"):
+        assert f"acquire_vf/_shipped/{shipped}" in names, shipped
+
+
+@pytest.mark.slow
+def test_the_wheel_runs_the_demo_from_a_fresh_environment_outside_the_checkout(
+        wheel: Path, tmp_path: Path) -> None:
+    """pip install of the wheel (not editable) into a new virtual environment, then the demo
+    from a folder that is not the checkout: profiles and engines come from the wheel."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                          str(wheel), "-c", str(ROOT / "constraints.txt")],
+                         capture_output=True, text=True, timeout=900)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["ACQUIRE_VF_CACHE"] = str(tmp_path / "cache")
+    res = subprocess.run([str(venv / "bin" / "acquire-vf"), "demo", "--headless",
+                          "--time-points", "2", "--out", "run"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    session = json.loads((work / "run" / "session.json").read_text())
+    assert session["errors"] == [] and session["virtual_frames"] > 0
+    where = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import acquire_vf._paths as p; print(p.IN_CHECKOUT, "
+                            "p.shipped('engines'))"], cwd=work, env=env, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert where[0] == "False" and "site-packages" in where[1]
 
 
 def test_import_is_light() -> None:

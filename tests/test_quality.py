@@ -25,7 +25,7 @@ def test_tool_is_clean(cmd: list[str]) -> None:
 # ----- layering ------------------------------------------------------------------------------
 
 LAYERS: list[set[str]] = [
-    {"__init__", "_errors", "_frames", "_stats", "card", "layouts", "focus",
+    {"__init__", "_errors", "_paths", "_frames", "_stats", "card", "layouts", "focus",
      "metrics", "pairs", "tolerance", "fidelity"},    # leaf modules
     {"config"},
     {"storage", "inference", "simulate"},

@@ -37,9 +37,11 @@ from acquire_vf.config._recipe import (
     HeldOutSet,
     Recipe,
     Target,
+    data_root,
     load_defocus_recipe,
     load_recipe,
     recipe_task,
+    resolve_recipe_path,
     simulated_root,
 )
 from acquire_vf.config._toml import plain_demo_profile, toml_lines, write_profile
@@ -50,7 +52,8 @@ __all__ = [
     "MemoryConnection", "Perturbation", "PhysicalChannel", "Profile", "Protocol", "Queues",
     "Recipe", "Specimen", "Storage", "Target", "Tiling", "Verification", "VirtualChannel",
     "XYPosition",
-    "copy_profile", "demo_variant", "load_defocus_recipe", "load_profile", "load_recipe", "merged",
-    "plain_demo_profile", "profile_from_dict", "recipe_task", "resolve_profile_path",
-    "simulated_root", "toml_lines", "write_profile"
+    "copy_profile", "data_root", "demo_variant", "load_defocus_recipe", "load_profile",
+    "load_recipe", "merged", "plain_demo_profile", "profile_from_dict", "recipe_task",
+    "resolve_profile_path", "resolve_recipe_path", "simulated_root", "toml_lines",
+    "write_profile",
 ]

@@ -17,22 +17,26 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from acquire_vf._errors import ProfileError
+from acquire_vf._paths import shipped, user_profiles
 from acquire_vf.config._profile import Profile
 
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
+PROFILES_DIR = shipped("hardware_profiles")
+"""The shipped profiles: the checkout's ``hardware_profiles/``, or the wheel's copy."""
 
 
 def resolve_profile_path(name_or_path: str | Path) -> Path:
-    """A profile path, or the bare name of a shipped one (``demo`` → its file in
-    ``hardware_profiles/``)."""
+    """A profile path, or a bare name: the user's own profile of that name
+    (:func:`acquire_vf._paths.user_profiles`), else the shipped one (``demo``)."""
     p = Path(name_or_path)
     if p.exists():
         return p
-    shipped = PROFILES_DIR / f"{p.stem if p.suffix == '.toml' else p.name}.toml"
-    if p.parent == Path(".") and shipped.exists():
-        return shipped
-    known = sorted(x.stem for x in PROFILES_DIR.glob("*.toml")) if PROFILES_DIR.is_dir() else []
-    hint = f"; shipped profiles: {', '.join(known)}" if known else ""
+    name = f"{p.stem if p.suffix == '.toml' else p.name}.toml"
+    for folder in (user_profiles(), PROFILES_DIR):  # the user's own first
+        if p.parent == Path(".") and (folder / name).exists():
+            return folder / name
+    known = sorted({x.stem for d in (user_profiles(), PROFILES_DIR) if d.is_dir()
+                    for x in d.glob("*.toml")})
+    hint = f"; profiles by name: {', '.join(known)}" if known else ""
     raise ProfileError(f"profile '{name_or_path}' not found (expected a .toml file path{hint})")
 
 

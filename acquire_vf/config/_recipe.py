@@ -16,9 +16,9 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from acquire_vf._errors import ProfileError
+from acquire_vf._paths import REPO_ROOT, cache_root, shipped
 from acquire_vf.config._load import format_validation_error
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESET_DEPTH = {"paper": 8, "realtime": 6}
 """Generator depth of each preset (mirrors ``_models.PRESETS``; kept here to stay torch-free)."""
 
@@ -70,7 +70,8 @@ class Data(_Model):
     """BBBC006 only: planes too close to focus, left out."""
     simulated: SimulatedData = SimulatedData()
     cache: Path = Path(".cache/datasets")
-    """Where simulated datasets are written (relative to the repository root)."""
+    """Where simulated datasets are written (``.cache/...``: acquire-vf's cache folder, the
+    checkout's ``.cache`` or the user cache of an installed wheel)."""
 
     @model_validator(mode="after")
     def _source(self) -> Data:
@@ -292,5 +293,25 @@ def simulated_root(recipe: Recipe) -> Path:
     if d.simulated.realistic:  # version 3's keys stay as they were
         key += f"-realistic-{d.simulated.randomise}-{d.simulated.dose}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    base = d.cache if d.cache.is_absolute() else REPO_ROOT / d.cache
-    return base / f"{d.simulate}-{digest}"
+    return data_root(str(d.cache)) / f"{d.simulate}-{digest}"
+
+
+def data_root(named: str) -> Path:
+    """A data folder as cards and recipes name it: absolute as it is; ``.cache/...`` in
+    acquire-vf's cache (the checkout's ``.cache``, or the user cache for an installed wheel);
+    anything else relative to the checkout."""
+    p = Path(named)
+    if p.is_absolute():
+        return p
+    if p.parts and p.parts[0] == ".cache":
+        return cache_root().joinpath(*p.parts[1:])
+    return REPO_ROOT / p
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe path, or the bare name of a shipped recipe (``refocus`` → its file)."""
+    p = Path(name_or_path)
+    if p.exists() or p.parent != Path("."):
+        return p
+    found = shipped("training") / f"{p.stem}.toml"
+    return found if found.exists() else p

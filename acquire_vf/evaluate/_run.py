@@ -179,10 +179,10 @@ def _baselines(card: ModelCard, data: Any, root: Path,
         if rl is not None:
             out["richardson_lucy"] = rl
         return out, None
-    from acquire_vf.config import REPO_ROOT
+    from acquire_vf.config import data_root
 
     named = str(card.training.get("data_root") or "")
-    trained_on = REPO_ROOT / named  # relative: the repository's cache; else absolute
+    trained_on = data_root(named)  # the cache's, the checkout's, or absolute
     if named and trained_on.is_dir() and trained_on.resolve() == root.resolve():
         return {"linear": _linear_regression(data)}, {  # the same split training used
             "fitted_on": f"the training split of {root}", "engine_training_fields": True}

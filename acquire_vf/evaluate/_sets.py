@@ -34,7 +34,7 @@ def set_spec(card: ModelCard, recipe: Any, which: str) -> dict[str, Any]:
 
 def simulate_set(card: ModelCard, spec: dict[str, Any]) -> Path:
     """The set's folder, simulated if needed (the training data's kind and field size)."""
-    from acquire_vf.config import REPO_ROOT
+    from acquire_vf._paths import cache_root
     from acquire_vf.simulate import ensure_dataset
 
     data = card.training.get("data") or {}
@@ -52,7 +52,7 @@ def simulate_set(card: ModelCard, spec: dict[str, Any]) -> Path:
 
         realism = Realism(dose=float(sim.get("dose", 1.0)))
         name += f"-realistic-{realism.dose}"
-    folder = REPO_ROOT / ".cache" / "held-out" / name
+    folder = cache_root() / "held-out" / name
     return ensure_dataset(kind, folder, fields=fields, seed=seed, size=(h, w), realism=realism)
 
 

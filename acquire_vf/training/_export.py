@@ -108,12 +108,12 @@ def _command(state: dict[str, Any], recipe: dict[str, Any], checkpoint: str | Pa
 def training_input_stats(card: ModelCard, recipe: dict[str, Any]) -> dict[str, Any]:
     """The live input checks' statistics (:func:`~acquire_vf.inference.input_stats`) of the
     training split's inputs; empty, with a warning, when the training data is not at hand."""
-    from acquire_vf.config import REPO_ROOT, Recipe
+    from acquire_vf.config import Recipe, data_root
     from acquire_vf.inference import input_stats
     from acquire_vf.pairs import read_pairs
 
     root = Path(str(card.training.get("data_root") or ""))
-    root = root if root.is_absolute() else REPO_ROOT / root
+    root = data_root(str(root))
     if not root.is_dir():
         log.warning("no input statistics in the card: training data '%s' not found", root)
         return {}

@@ -312,12 +312,18 @@ def _save(path: Path, step: int, G: nn.Module, D: nn.Module, opt_g: Any, opt_d: 
 
 
 def _portable(path: Path) -> str:
-    """``path`` relative to the repository when inside it (the simulated-data cache), so that
-    a card written here names the same folder in another checkout."""
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
+    """``path`` as ``.cache/...`` when in acquire-vf's cache (the simulated data), else relative
+    to the checkout when inside it, else absolute: so a card written here names the same
+    folder in another checkout or installation (:func:`acquire_vf.config.data_root`)."""
+    from acquire_vf._paths import cache_root
+
+    full = path.resolve()
+    for base, prefix in ((cache_root().resolve(), Path(".cache")), (REPO_ROOT, Path())):
+        try:
+            return str(prefix / full.relative_to(base))
+        except ValueError:
+            continue
+    return str(full)
 
 
 class _CsvLog:
