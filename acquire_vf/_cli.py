@@ -352,20 +352,33 @@ def predict(
 @app.command("build-engine")
 def build_engine(
     onnx: Annotated[Path, typer.Argument(help="Engine (NAME.onnx with NAME.json).")],
-    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8.")] = "fp16",
-    tile: Annotated[int, typer.Option("--tile", help="Tile size the plan is built for.")] = 512,
-    batch: Annotated[int, typer.Option("--batch", help="Largest batch of tiles.")] = 4,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help="Take tile, batch, precision and device from this profile's "
+        "[tiling] and [compute], so the session finds the plan.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="fp32, fp16 or int8 "
+                                                  "(default: the profile's, else fp16).")] = None,
+    tile: Annotated[int | None, typer.Option("--tile", help="Tile size the plan is built for "
+                                             "(default: the profile's, else 512).")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", help="Largest batch of tiles "
+                                              "(default: the profile's, else 4).")] = None,
 ) -> None:
-    """Build the TensorRT plan for this GPU into the engine cache, ahead of a session."""
-    from acquire_vf.config import Compute
+    """Build the TensorRT plan for this GPU into the engine cache, ahead of a session (for
+    the tiling and precision the session will ask for: pass its --profile)."""
+    from acquire_vf.config import Compute, Tiling, load_profile
     from acquire_vf.inference import create_engine
 
-    if precision not in ("fp32", "fp16", "int8"):
-        raise DataError(f"--precision: expected fp32, fp16 or int8, got '{precision}'")
-    compute = Compute.model_validate({"backends": ["tensorrt"], "precision": precision})
-    engine = create_engine(onnx, compute, tile=tile, batch=batch, backend="tensorrt")
+    prof = load_profile(profile) if profile is not None else None
+    tiling = prof.tiling if prof is not None else Tiling()
+    base = prof.compute.model_dump() if prof is not None else {"precision": "fp16"}
+    chosen = precision or base["precision"]
+    if chosen not in ("fp32", "fp16", "int8"):
+        raise DataError(f"--precision: expected fp32, fp16 or int8, got '{chosen}'")
+    compute = Compute.model_validate({**base, "backends": ["tensorrt"], "precision": chosen})
+    t, b = tile or tiling.tile, batch or tiling.batch
+    engine = create_engine(onnx, compute, tile=t, batch=b, backend="tensorrt")
     engine.close()
-    typer.echo(f"{onnx}: TensorRT plan ready ({precision}, tile {tile}, batch {batch})")
+    typer.echo(f"{onnx}: TensorRT plan ready ({chosen}, tile {engine.tile}, batch {b}, "
+               f"device {compute.device})")
 
 
 @app.command()

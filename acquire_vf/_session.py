@@ -63,6 +63,7 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
         backend = open_backend(profile, "replay" if replay else acquisition, hooks=hooks,
                                replay=replay, as_fast_as_possible=as_fast_as_possible)
     info = backend.describe()
+    _warm_to_frames(stages, info.shape)
     if replay is not None:
         run_plan = replay_plan(profile, backend)
     else:
@@ -76,6 +77,29 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
                           verifier=make_verifier(profile, stages),
                           pace_to_engines=replay is not None and as_fast_as_possible,
                           focus=make_focus(profile, stages))
+
+
+def _warm_to_frames(stages: list[Stage], shape: tuple[int, int]) -> None:
+    """Each engine once through the tiler at the camera's frame size, now that it is known:
+    the first live frames then find their tile shapes loaded and their CUDA graphs captured."""
+    engines = []
+    for st in stages:
+        engines += list(getattr(st, "engines", {}).values())
+        engines += [getattr(st, "engine", None)]
+    seen: set[int] = set()
+    for e in engines:
+        if e is None or id(e) in seen or not hasattr(e, "tile"):
+            continue
+        seen.add(id(e))
+        try:
+            e.warmup(frame_shape=shape)
+        except Exception as err:  # a backend's own exception type: one line, engine named
+            from acquire_vf.inference import EngineFileError
+
+            msg = " ".join(str(err).split())[:300]
+            raise EngineFileError(f"engine '{e.card.name}' failed its warm-up at the "
+                                  f"camera's {shape[1]} x {shape[0]} frames on {e.backend}: "
+                                  f"{msg}") from err
 
 
 def replay_plan(profile: Profile, backend: Any) -> RunPlan:

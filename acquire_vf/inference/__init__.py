@@ -18,7 +18,8 @@ from acquire_vf.inference._tta import infer_with_uncertainty, spread_frame
 
 __all__ = [
     "INPUT_FLAGS", "BackendUnavailable", "DefocusEstimator", "Engine", "EngineFileError",
-    "InferenceError", "Runner", "TiledEngine", "TorchRunner", "check_inputs", "create_engine",
+    "InferenceError", "OnnxRuntimeRunner", "Runner", "TensorRTRunner", "TiledEngine",
+    "TorchRunner", "check_inputs", "create_engine",
     "create_estimator", "first_runner", "frame_normalise", "infer_with_uncertainty",
     "input_stats", "predict", "run_tiled", "spread_frame"
 ]
@@ -30,4 +31,12 @@ def __getattr__(name: str) -> Any:
         from acquire_vf.inference._torch import TorchRunner
 
         return TorchRunner
+    if name == "OnnxRuntimeRunner":
+        from acquire_vf.inference._onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner
+    if name == "TensorRTRunner":
+        from acquire_vf.inference._tensorrt import TensorRTRunner
+
+        return TensorRTRunner
     raise AttributeError(name)

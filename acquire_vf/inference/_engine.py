@@ -46,9 +46,19 @@ class TiledEngine:
         self._out = card.normalisation[card.output]
         self._max = np.iinfo(np.dtype(card.dtype)).max
 
-    def warmup(self) -> None:
-        x = np.zeros((1, len(self.card.inputs), self.tile, self.tile), np.float32)
-        self.runner.run(x)
+    def warmup(self, frame_shape: tuple[int, int] | None = None) -> None:
+        """Run the shapes the tiler will use, so the first live frames do not pay for plan
+        loading, CUDA graph capture or kernel selection: with ``frame_shape`` (the camera's)
+        one blank frame through the tiler (the tile shrinks to fit the frame, the last batch
+        is smaller), else full batches and single tiles of the configured tile."""
+        c = len(self.card.inputs)
+        if frame_shape is not None:
+            run_tiled(np.zeros((c, *frame_shape), np.float32), self.runner.run,
+                      tile=self.tile, overlap=self.overlap, batch=self.batch,
+                      multiple=self.card.multiple_of)
+            return
+        for n in sorted({self.batch, 1}, reverse=True):
+            self.runner.run(np.zeros((n, c, self.tile, self.tile), np.float32))
 
     def normalise(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         if len(frames) != len(self._in):

@@ -32,6 +32,19 @@ def cpu_threads(compute: Compute) -> int:
 
 def make_runner(backend: str, onnx_path: Path, card: ModelCard, compute: Compute, *,
                 tile: int, batch: int) -> Runner:
+    """The runner of ``backend``; a CUDA failure while making it (no GPU, an old driver, out
+    of memory) is the backend being unavailable here, said in one line, not a traceback."""
+    try:
+        return _make_runner(backend, onnx_path, card, compute, tile=tile, batch=batch)
+    except RuntimeError as e:  # torch and cuda-python raise RuntimeError for CUDA failures
+        if backend == "onnxruntime":
+            raise
+        msg = " ".join(str(e).split())[:240]
+        raise BackendUnavailable(f"{backend} cannot use the GPU here: {msg}") from e
+
+
+def _make_runner(backend: str, onnx_path: Path, card: ModelCard, compute: Compute, *,
+                 tile: int, batch: int) -> Runner:
     if backend == "onnxruntime":
         import onnxruntime as ort
 

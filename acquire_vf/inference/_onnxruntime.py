@@ -34,6 +34,10 @@ class OnnxRuntimeRunner:
         if precision != "fp32" and device == "cpu":
             raise BackendUnavailable(f"ONNX Runtime on CPU runs fp32 only, profile asks "
                                      f"for {precision}")
+        if precision != "fp32":  # the CUDA provider runs the fp32 graph as it is
+            raise BackendUnavailable(f"ONNX Runtime runs the engine's fp32 graph (on CUDA too),"
+                                     f" profile asks for {precision}: use the tensorrt or "
+                                     "torch backend")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:

@@ -3,13 +3,18 @@
 The network is rebuilt from the ONNX file's own weights (the exporter folds BatchNorm into the
 convolutions; any BatchNormalization left in the graph is folded here), so there is one engine
 file per model and ONNX Runtime and PyTorch compute the same function. On CUDA: fp16 autocast,
-channels-last memory, and CUDA graphs (one captured graph per input shape, replayed with static
-buffers), which removes the kernel-launch overhead of a small network.
+channels-last memory, and CUDA graphs (one captured graph per input shape, at most
+:data:`MAX_GRAPHS`, least recently used dropped; warmed up on a side stream before capture and
+replayed with static buffers, as PyTorch's CUDA-graph documentation prescribes), which removes
+the kernel-launch overhead of a small network. Each shape has one pinned host buffer, reused:
+pinning memory per call costs more than the copy. The runner's GPU is made current on the
+calling thread (the pipeline runs on its own thread; torch binds to the current device).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 Convs = list[tuple[str, np.ndarray, np.ndarray]]
+MAX_GRAPHS = 8
 
 
 def read_unet_weights(onnx_path: str | Path) -> tuple[Convs, float, bool]:
@@ -134,7 +140,8 @@ class TorchRunner:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.cuda_graphs = cuda_graphs and self.dev.type == "cuda"
-        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._graphs: OrderedDict[tuple[int, ...], tuple[Any, Any, Any]] = OrderedDict()
+        self._pinned: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
     def _forward(self, x: Any) -> Any:
         with self.torch.autocast(self.dev.type, dtype=self.torch.float16,
@@ -146,20 +153,38 @@ class TorchRunner:
         with torch.inference_mode():
             if self.dev.type != "cuda":
                 return self._forward(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-            t = torch.from_numpy(np.ascontiguousarray(x)).pin_memory().to(
-                self.dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            if not self.cuda_graphs:
-                return self._forward(t).float().cpu().numpy()
-            graph, static_in, static_out = self._graph_for(t)
-            static_in.copy_(t)
-            graph.replay()
-            return static_out.float().cpu().numpy()
+            with torch.cuda.device(self.dev):
+                host = self._host_buffer(tuple(x.shape))
+                host.numpy()[...] = x
+                t = host.to(self.dev, non_blocking=True).contiguous(
+                    memory_format=torch.channels_last)
+                if not self.cuda_graphs:
+                    return self._forward(t).float().cpu().numpy()
+                graph, static_in, static_out = self._graph_for(t)
+                static_in.copy_(t)
+                graph.replay()
+                return static_out.float().cpu().numpy()
+
+    def _host_buffer(self, shape: tuple[int, ...]) -> Any:
+        """The pinned host buffer of ``shape``, made once (the copy waits on the stream
+        before the buffer is written again: ``.cpu()`` above synchronises)."""
+        buf = self._pinned.get(shape)
+        if buf is None:
+            buf = self.torch.empty(shape, dtype=self.torch.float32, pin_memory=True)
+            self._pinned[shape] = buf
+            while len(self._pinned) > MAX_GRAPHS:
+                self._pinned.popitem(last=False)
+        else:
+            self._pinned.move_to_end(shape)
+        return buf
 
     def _graph_for(self, t: Any) -> tuple[Any, Any, Any]:
         """One CUDA graph per shape, captured after warm-up on a side stream."""
         torch = self.torch
         key = tuple(t.shape)
-        if key not in self._graphs:
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+        else:
             static_in = t.clone()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -172,8 +197,11 @@ class TorchRunner:
                 static_out = self._forward(static_in)
             self._graphs[key] = (graph, static_in, static_out)
             log.info("captured a CUDA graph for input %s", key)
+            while len(self._graphs) > MAX_GRAPHS:
+                self._graphs.popitem(last=False)
         return self._graphs[key]
 
     def close(self) -> None:
         self._graphs.clear()
+        self._pinned.clear()
         self.model = None
