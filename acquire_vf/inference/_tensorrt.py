@@ -72,10 +72,11 @@ def _check(result: Any) -> Any:
     return None if not rest else rest[0] if len(rest) == 1 else tuple(rest)
 
 
-def builder_settings(precision: str) -> str:
-    """What the builder is told besides the network (part of the plan key)."""
-    flags = {"fp32": "tf32=off", "fp16": "fp16=on", "int8": "int8=qdq,fp16=on"}[precision]
-    return f"workspace={WORKSPACE >> 20}MiB;{flags}"
+def builder_settings(precision: str, qdq: bool = False) -> str:
+    """What the builder is told besides the network (part of the plan key); a Q/DQ engine
+    gets the INT8 flag whatever the precision asked (its Q/DQ nodes need int8 kernels)."""
+    flags = {"fp32": "tf32=off", "fp16": "fp16=on", "int8": "fp16=on"}[precision]
+    return f"workspace={WORKSPACE >> 20}MiB;{flags}" + (";int8=qdq" if qdq else "")
 
 
 def plan_key(card: ModelCard, onnx_path: Path, precision: str, tile: int, batch: int,
@@ -90,7 +91,7 @@ def plan_key(card: ModelCard, onnx_path: Path, precision: str, tile: int, batch:
         cuda=str(_check(cudart.cudaRuntimeGetVersion())), gpu=name.strip("\x00"),
         compute_capability=f"{prop.major}.{prop.minor}", precision=precision,
         shapes=((1, c, m, m), (batch, c, tile, tile), (batch, c, tile, tile)),
-        builder=builder_settings(precision))
+        builder=builder_settings(precision, qdq=bool(card.quantization)))
     return dataclasses.replace(key, timing_cache=plans.timing_cache_path(key).name)
 
 
@@ -113,7 +114,7 @@ def build_plan(card: ModelCard, onnx_path: Path, key: plans.PlanKey, out: Path) 
         config.clear_flag(trt.BuilderFlag.TF32)  # on by default: "fp32" would run TF32
     else:
         config.set_flag(trt.BuilderFlag.FP16)
-    if key.precision == "int8":
+    if card.quantization:
         # explicit quantisation: the Q/DQ nodes carry the scales; the INT8 flag lets the
         # builder pick int8 kernels for them in a weakly typed network (TensorRT 10 developer
         # guide, "Explicit Quantization")
