@@ -73,10 +73,14 @@ def _check(result: Any) -> Any:
 
 
 def builder_settings(precision: str, qdq: bool = False) -> str:
-    """What the builder is told besides the network (part of the plan key); a Q/DQ engine
-    gets the INT8 flag whatever the precision asked (its Q/DQ nodes need int8 kernels)."""
+    """What the builder is told besides the network (part of the plan key). A Q/DQ engine is
+    built as a strongly typed network with no precision flags: the TensorRT documentation
+    ("Explicit Quantization": "Use explicit quantization with Strong Typing. Precision-control
+    build flags are not required and should not be specified")."""
+    if qdq:
+        return f"workspace={WORKSPACE >> 20}MiB;strongly_typed;int8=qdq"
     flags = {"fp32": "tf32=off", "fp16": "fp16=on", "int8": "fp16=on"}[precision]
-    return f"workspace={WORKSPACE >> 20}MiB;{flags}" + (";int8=qdq" if qdq else "")
+    return f"workspace={WORKSPACE >> 20}MiB;{flags}"
 
 
 def plan_key(card: ModelCard, onnx_path: Path, precision: str, tile: int, batch: int,
@@ -103,22 +107,25 @@ def build_plan(card: ModelCard, onnx_path: Path, key: plans.PlanKey, out: Path) 
                                  "make one with 'acquire-vf quantize' and name it in the profile")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    typed = bool(card.quantization) and hasattr(trt.NetworkDefinitionCreationFlag,
+                                                 "STRONGLY_TYPED")
+    # explicit batch is the only mode in TensorRT 10; Q/DQ engines are strongly typed
+    network = builder.create_network(
+        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if typed else 0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineFileError(f"TensorRT cannot parse '{onnx_path}': {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE)
-    if key.precision == "fp32":
+    if typed:
+        pass  # the network's types decide: no precision flags (see builder_settings)
+    elif card.quantization:  # TensorRT before strong typing: Q/DQ needs the INT8 flag
+        config.set_flag(trt.BuilderFlag.INT8)
+    elif key.precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)  # on by default: "fp32" would run TF32
     else:
         config.set_flag(trt.BuilderFlag.FP16)
-    if card.quantization:
-        # explicit quantisation: the Q/DQ nodes carry the scales; the INT8 flag lets the
-        # builder pick int8 kernels for them in a weakly typed network (TensorRT 10 developer
-        # guide, "Explicit Quantization")
-        config.set_flag(trt.BuilderFlag.INT8)
     profile = builder.create_optimization_profile()
     profile.set_shape(network.get_input(0).name, *key.shapes)
     config.add_optimization_profile(profile)
