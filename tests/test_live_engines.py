@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import tifffile
 from onnx import helper, numpy_helper
@@ -53,13 +54,27 @@ def _bad_engines(tmp_path: Path) -> dict[str, Path]:
     zero = numpy_helper.from_array(np.zeros((1, 2, 1, 1), np.float32), "zero")
     nan_nodes = [helper.make_node("Conv", ["input", "zero"], ["z"]),  # two channels -> 0
                  helper.make_node("Div", ["z", "z"], ["output"])]  # 0 / 0
-    # passes warm-up (one tile) but fails on real frames (batches of several tiles)
-    shape = numpy_helper.from_array(np.array([1, 2, 256, 256], np.int64), "shape")
-    raise_nodes = [helper.make_node("Reshape", ["input", "shape"], ["output"])]
+    # passes every warm-up (blank input: 0 after normalisation) but fails on real frames
+    # (camera values normalise to below -0.5): a Reshape whose target grows by one column
+    # when the input's minimum is below -0.5
+    consts = [numpy_helper.from_array(np.array([0], np.int64), "c0"),
+              numpy_helper.from_array(np.array([1], np.int64), "c1"),
+              numpy_helper.from_array(np.array(-0.5, np.float32), "thr"),
+              numpy_helper.from_array(np.array([0, 0, 0, 1], np.int64), "last")]
+    raise_nodes = [
+        helper.make_node("Slice", ["input", "c0", "c1", "c1"], ["first"]),  # (N, 1, h, w)
+        helper.make_node("ReduceMin", ["input"], ["low"], keepdims=0),
+        helper.make_node("Less", ["low", "thr"], ["dark"]),
+        helper.make_node("Cast", ["dark"], ["grow"], to=onnx.TensorProto.INT64),
+        helper.make_node("Mul", ["grow", "last"], ["extra"]),
+        helper.make_node("Shape", ["first"], ["dims"]),
+        helper.make_node("Add", ["dims", "extra"], ["target"]),
+        helper.make_node("Reshape", ["first", "target"], ["output"]),
+    ]
     return {
         "nan": onnx_engine(tmp_path / "nan.onnx", nan_nodes, 2, extra_inits=[zero],
                            names=("AGP", "RNA")),
-        "raises": onnx_engine(tmp_path / "raises.onnx", raise_nodes, 2, extra_inits=[shape],
+        "raises": onnx_engine(tmp_path / "raises.onnx", raise_nodes, 2, extra_inits=consts,
                               names=("AGP", "RNA")),
     }
 
