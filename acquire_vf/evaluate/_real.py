@@ -66,16 +66,14 @@ def real_refocus(model: Path, image: Path, zs: tuple[float, ...] = (
     from acquire_vf.evaluate._intervals import field_ci
     from acquire_vf.inference import create_engine
     from acquire_vf.metrics import image_metrics, to_unit
-    from acquire_vf.simulate import Camera, Optics, consistency_from_card, convolve
+    from acquire_vf.simulate import Camera, card_optics, consistency_from_card, convolve
 
     card = ModelCard.load(model)
     if card.task != "refocus" or not card.optics:
         raise ValueError(f"'{model}': expected a refocus engine whose card records its optics "
                          "(evaluate --update-card on simulated data writes them)")
     o = card.optics
-    lens = Optics(na=o["na"], immersion_index=o["immersion_index"],
-                  specimen_index=o["specimen_index"], pixel_size_um=o["pixel_size_um"],
-                  depth_um=o["depth_um"], psf_px=int(o.get("psf_px", 65)))
+    lens = card_optics(o)
     cam = Camera(offset_adu=o["offset_adu"], gain_adu_per_e=o["gain_adu_per_e"],
                  read_noise_e=o["read_noise_e"])
     raw = tifffile.imread(image).astype(np.float32)

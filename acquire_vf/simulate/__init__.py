@@ -8,7 +8,11 @@ dataset layouts; and a live specimen that the demo's camera frames show.
 
 from acquire_vf.simulate._camera import Camera
 from acquire_vf.simulate._cells import Cell
-from acquire_vf.simulate._consistency import consistency_from_card, forward_consistency
+from acquire_vf.simulate._consistency import (
+    card_optics,
+    consistency_from_card,
+    forward_consistency,
+)
 from acquire_vf.simulate._datasets import (
     OPTICS_20X,
     OPTICS_60X,
@@ -33,6 +37,6 @@ from acquire_vf.simulate._stains import Truth
 
 __all__ = ["BRIGHTFIELD_UM", "OPTICS_20X", "OPTICS_60X", "SIMULATOR_VERSION", "STAINS", "Camera",
            "Cell", "Field", "FieldStyle", "LiveSpecimen", "Optics", "Realism", "Truth",
-           "brightfield", "consistency_from_card", "convolve", "convolve_many", "fluorescence",
-           "phase_contrast", "render_field", "defocus_planes", "ensure_dataset",
+           "brightfield", "card_optics", "consistency_from_card", "convolve", "convolve_many",
+           "fluorescence", "phase_contrast", "render_field", "defocus_planes", "ensure_dataset",
            "forward_consistency", "simulated_version", "through_focus_bank", "write_dataset"]

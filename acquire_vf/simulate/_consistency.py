@@ -43,15 +43,21 @@ def forward_consistency(camera_frame: np.ndarray, refocused: np.ndarray, optics:
     return float(chi2[best]), float(planes_um[best])
 
 
+def card_optics(optics: Mapping[str, Any]) -> Optics:
+    """The :class:`Optics` a refocus engine's card records (``card.optics``)."""
+    o = dict(optics)
+    return Optics(na=o["na"], immersion_index=o["immersion_index"],
+                  specimen_index=o["specimen_index"], pixel_size_um=o["pixel_size_um"],
+                  depth_um=o["depth_um"], psf_px=int(o.get("psf_px", 65)))
+
+
 def consistency_from_card(optics: Mapping[str, Any], camera_frame: np.ndarray,
                           refocused: np.ndarray, z_range_um: tuple[float, float],
                           ) -> tuple[float, float]:
     """:func:`forward_consistency` with the optics and camera a refocus engine's card records
     (``card.optics``), over its training range in 1 µm planes."""
     o = dict(optics)
-    lens = Optics(na=o["na"], immersion_index=o["immersion_index"],
-                  specimen_index=o["specimen_index"], pixel_size_um=o["pixel_size_um"],
-                  depth_um=o["depth_um"], psf_px=int(o.get("psf_px", 65)))
+    lens = card_optics(o)
     lo, hi = z_range_um
     planes = tuple(float(z) for z in np.arange(np.floor(lo) - 2, np.ceil(hi) + 2.5, 1.0))
     return forward_consistency(camera_frame, refocused, lens, o["wavelength_um"], planes,
