@@ -450,7 +450,7 @@ def recover(
 
 
 # the other commands register themselves on ``app``
-from acquire_vf import _cli_evaluate, _cli_train  # noqa: E402, F401
+from acquire_vf import _cli_calibrate, _cli_evaluate, _cli_train  # noqa: E402, F401
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ on the CLI's app when :mod:`acquire_vf._cli` imports this module)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,8 +25,18 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="",
                                             help="Replace a training run "
                                             "already in the run folder.")] = False,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Train on this folder instead of the recipe's data: a calibration "
+        "(acquire-vf calibrate) or a folder in the recipe's layout.")] = None,
+    init: Annotated[Path | None, typer.Option(
+        "--init", help="Fine-tune: start from this engine (NAME.onnx with its card) or "
+        "checkpoint.")] = None,
+    install: Annotated[Path | None, typer.Option(
+        "--install", help="Then judge the result against the engine this profile uses, on "
+        "positions it never saw, and put it into the profile only if it is better.")] = None,
 ) -> None:
-    """Train one engine from a recipe (several GPUs: torchrun -m acquire_vf.training)."""
+    """Train one engine from a recipe (several GPUs: torchrun -m acquire_vf.training);
+    fine-tune one on calibration data with --data, --init and --install."""
     import json
 
     from acquire_vf.config import load_recipe, recipe_task, resolve_recipe_path
@@ -35,11 +45,23 @@ def train(
     require_torch()
     recipe = resolve_recipe_path(recipe)  # a path, or a shipped recipe's name
     if recipe_task(recipe) == "defocus":
+        if data or init or install:
+            raise DataError("--data, --init and --install: expected a refocus or synthesis "
+                            f"recipe, got the defocus estimator recipe '{recipe}' (estimators "
+                            "train on simulated stacks only, for now)")
         _train_defocus(recipe, out, overwrite)
         return
     from acquire_vf.training import train as run_training
 
     rec, text = load_recipe(recipe)
+    if data is not None:
+        from acquire_vf.calibration import recipe_on
+
+        rec = recipe_on(rec, data)
+    if install is not None and init is None:
+        raise DataError("--install: expected --init too (the engine the profile uses, or the "
+                        "one to start from): an engine is installed only when it beats the one "
+                        "it replaces")
     folder = out or Path("runs") / rec.name
     if rec.name != recipe.stem:
         typer.echo(f"note: the recipe file '{recipe}' names its engine '{rec.name}' (its "
@@ -48,13 +70,68 @@ def train(
         _refuse_replacing(folder, overwrite)
     try:
         summary = run_training(rec, text, folder, max_steps=max_steps, resume=resume,
-                               recipe_path=recipe)
+                               recipe_path=recipe, init=init)
     except (ValueError, FileNotFoundError) as e:
         raise DataError(str(e)) from e
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     typer.echo(f"{folder}: {summary['steps']} steps, best validation MAE "
                f"{summary['best_val_mae']:.4f}, {summary['patches_per_s']:.1f} patches/s; "
                f"checkpoints in {folder / 'checkpoints'}")
+    if init is not None:
+        _judge_fine_tuned(folder, rec, init, install)
+
+
+def _judge_fine_tuned(folder: Path, rec: object, init: Path, install: Path | None) -> None:
+    """Export the fine-tuned engine, compare it on unseen positions with the engine it
+    started from (and the profile's), and install it when it is better."""
+    import json
+
+    from acquire_vf.calibration import compare_engines, engine_in_profile, install_engine
+    from acquire_vf.card import ModelCard
+    from acquire_vf.config import load_profile
+    from acquire_vf.training import export
+
+    data = rec.data.path  # type: ignore[attr-defined]
+    engine = folder / "engine" / f"{rec.name}.onnx"  # type: ignore[attr-defined]
+    engine.parent.mkdir(parents=True, exist_ok=True)
+    export(folder / "checkpoints" / "best.pt", engine)
+    against: dict[str, Path] = {}
+    if init.suffix == ".onnx":
+        against["started from"] = init
+    where = None
+    if install is not None:
+        prof = load_profile(install)
+        kind, channel, current = engine_in_profile(prof, ModelCard.load(engine))
+        where = (kind, channel)
+        against["in the profile"] = current
+    results: dict[str, dict[str, Any]] = {}
+    for label, old in against.items():
+        if old.resolve() in [r["old_path"] for r in results.values()]:
+            continue
+        res = compare_engines(engine, old, data)
+        res["old_path"] = old.resolve()
+        results[label] = res
+        ci = res["psnr_gain_ci95"]
+        typer.echo(f"{engine} vs {label} {old}: on {res['unseen_positions']} unseen position"
+                   f"{'s' if res['unseen_positions'] != 1 else ''} ({res['images']} images) "
+                   f"PSNR {res['new_figures']['psnr']:.2f} vs {res['old_figures']['psnr']:.2f} "
+                   f"dB (gain {res['psnr_gain_db']:+.2f}"
+                   f"{f' [{ci[0]:+.2f}, {ci[1]:+.2f}]' if ci else ''}), SSIM "
+                   f"{res['new_figures']['ssim']:.3f} vs {res['old_figures']['ssim']:.3f}: "
+                   f"{'better' if res['beats'] else 'not better'} ({res['rule']})")
+    (folder / "calibration-eval.json").write_text(json.dumps(
+        {k: {**v, "old_path": str(v["old_path"])} for k, v in results.items()}, indent=2))
+    if install is None or where is None:
+        return
+    verdict = results.get("in the profile") or next(
+        v for v in results.values() if v["old_path"] == against["in the profile"].resolve())
+    if not verdict["beats"]:
+        typer.echo(f"{install}: unchanged; the fine-tuned engine does not beat the one it uses "
+                   f"for {where[1]}")
+        return
+    dest = install_engine(install, engine, *where)
+    typer.echo(f"{install}: {where[1]} now uses {dest} (the previous profile is "
+               f"{install.name}.before-install)")
 
 
 def _refuse_replacing(folder: Path, overwrite: bool) -> None:

@@ -30,7 +30,7 @@ MDA231_CHANNELS = ("PhC", "DAPI", "F-actin", "Vinculin")
 
 _BBBC006_DIR = re.compile(r"^BBBC006_v1_images_z_(?P<z>\d{2})$")
 _BBBC006_FILE = re.compile(
-    r"^mcf-z-stacks-03212011_(?P<well>[a-p]\d{2})_s(?P<site>\d+)_w(?P<w>[1-4])"
+    r"^mcf-z-stacks-03212011_(?P<well>[a-p]\d{2})_s(?P<site>\d+)_w(?P<w>[1-9])"
     r"(?P<uid>[0-9A-Fa-f-]*)\.tif$")
 _BBBC022_FILE = re.compile(
     r"^(?P<prefix>.+)_(?P<well>[A-P]\d{2})_s(?P<site>\d+)_w(?P<w>[1-5])"
@@ -79,8 +79,13 @@ class ImageRef:
 
 
 def scan_bbbc006(root: str | Path) -> list[ImageRef]:
-    """Every plane of every site in a BBBC006 folder (real or simulated)."""
+    """Every plane of every site in a BBBC006 folder (real or simulated).
+
+    A ``channels.json`` in the folder (``{"w": "name"}``, written by ``acquire-vf calibrate``
+    for channels the data set does not have) names the ``w`` numbers; otherwise they are the
+    data set's own (:data:`BBBC006_CHANNELS`)."""
     root = Path(root)
+    names = bbbc006_channels(root)
     refs = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
         m = _BBBC006_DIR.match(d.name)
@@ -89,10 +94,24 @@ def scan_bbbc006(root: str | Path) -> list[ImageRef]:
         z_um = (int(m["z"]) - BBBC006_FOCUS_INDEX) * BBBC006_Z_STEP_UM
         for f in sorted(d.iterdir()):
             fm = _BBBC006_FILE.match(f.name)
-            if fm:
+            if fm and int(fm["w"]) in names:
                 refs.append(ImageRef(f, root.name, fm["well"], int(fm["site"]),
-                                     BBBC006_CHANNELS[int(fm["w"])], z_um))
+                                     names[int(fm["w"])], z_um))
     return refs
+
+
+def bbbc006_channels(root: Path) -> dict[int, str]:
+    """``w`` number -> channel name of a BBBC006-layout folder."""
+    f = root / "channels.json"
+    if not f.is_file():
+        return dict(BBBC006_CHANNELS)
+    import json
+
+    try:
+        return {int(w): str(n) for w, n in json.loads(f.read_text()).items()}
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"'{f}': expected {{\"w number\": \"channel name\"}}, got "
+                         f"unreadable content ({e})") from None
 
 
 def autofocus_pairs(refs: Iterable[ImageRef], channel: str = "DNA",

@@ -130,6 +130,10 @@ def test_the_live_realistic_specimen_bleaches_with_exposure() -> None:
     assert all(a > b for a, b in zip(frames, frames[1:], strict=False))
     bf = [live.render((128, 128), t, "BF", 0.0, 0.0, 0.0, 20.0).mean() for t in range(3)]
     assert bf[-1] == pytest.approx(bf[0], rel=0.01)  # transmitted light does not bleach
+    # stage positions left of and above the slide's origin render too (calibration grids
+    # around the current position reach there)
+    left = live.render((128, 128), 0, "BF", -500.0, -300.0, 0.0, 20.0)
+    assert left.shape == (128, 128) and left.mean() > 0
 
 
 def test_realism_options_need_realistic_and_key_their_own_cache(tmp_path: Path) -> None:
@@ -151,3 +155,46 @@ def test_realism_options_need_realistic_and_key_their_own_cache(tmp_path: Path) 
     res = cli_here("simulate", "bbbc022", "--out", str(tmp_path / "x"), "--randomise")
     assert res.returncode != 0 and "expected --realistic" in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_live_cells_walk_and_divide_the_same_way_in_every_window() -> None:
+    from acquire_vf.simulate._cells import MITOSIS_T, at_time
+    from acquire_vf.simulate._phantom import cells_for_window
+
+    cells = cells_for_window("u2os", 0, (0, 0), (512, 512), 0.65)
+    assert at_time(cells, 40, 0.0, 0.0) == cells  # still cells stay as they are
+    still = {c.seed: (c.x, c.y) for c in cells}
+    later = at_time(cells, 40, 0.5, 0.0)  # walking, no divisions
+    moved = [np.hypot(c.x - still[c.seed][0], c.y - still[c.seed][1]) for c in later]
+    assert len(later) == len(cells)
+    # a 2-D random walk of 40 steps of 0.5 µm per axis: typically sqrt(2 x 40) x 0.5 = 4.5 µm
+    assert 2.5 < float(np.median(moved)) < 7.0
+    assert at_time(cells, 40, 0.5, 0.0) == later  # deterministic
+    grown = at_time(cells, 60, 0.0, 0.02)  # dividing, not walking
+    assert len(cells) * 1.5 < len(grown) < len(cells) * 4
+    assert [c.id for c in grown] == list(range(1, len(grown) + 1))
+    # a daughter has half its mother's area
+    mothers = {c.seed: c for c in cells}
+    daughters = [c for c in grown if c.seed not in mothers]
+    assert daughters and all(c.radius < 0.75 * max(m.radius for m in cells) for c in daughters)
+    # before splitting, a dividing cell rounds up for MITOSIS_T time points
+    seen_mitotic = any(c.mitotic and c.seed in mothers and not mothers[c.seed].mitotic
+                       for t in range(1, 60) for c in at_time(cells, t, 0.0, 0.02))
+    assert seen_mitotic and MITOSIS_T == 3
+
+
+def test_the_live_specimen_shows_cells_where_they_are_at_each_time_point() -> None:
+    from acquire_vf.config import Specimen
+    from acquire_vf.simulate import LiveSpecimen
+
+    spec = Specimen(kind="simulated", motion_um=1.0, divisions=0.01, cells_every=5)
+    live = LiveSpecimen(spec, pixel_size_um=0.65, bit_depth=16, stain_of={"DNA": "DNA"})
+    a, b, c = (live.render((128, 128), t, "DNA", 0.0, 0.0, 0.0, 20.0).astype(float)
+               for t in (0, 4, 20))
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9  # the same cells (noise apart)
+    assert np.corrcoef(a.ravel(), c.ravel())[0, 1] < np.corrcoef(a.ravel(), b.ravel())[0, 1] - 0.1
+    still = LiveSpecimen(Specimen(kind="simulated"), pixel_size_um=0.65, bit_depth=16,
+                         stain_of={"DNA": "DNA"})
+    s0, s20 = (still.render((128, 128), t, "DNA", 0.0, 0.0, 0.0, 20.0).astype(float)
+               for t in (0, 20))
+    assert np.corrcoef(s0.ravel(), s20.ravel())[0, 1] > 0.9

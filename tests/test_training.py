@@ -459,3 +459,24 @@ def test_a_second_train_into_a_run_folder_is_refused_unless_asked(tmp_path: Path
         assert r.returncode == OutputExistsError.exit_code, r.stderr
         assert "already holds a training run" in r.stderr and "--overwrite" in r.stderr
     assert (run / "checkpoints" / "best.pt").read_bytes() == b"an earlier run"
+
+
+def test_fine_tuning_starts_as_the_shipped_engine() -> None:
+    """``--init NAME.onnx``: the generator rebuilt from the engine's folded weights, with frozen
+    BatchNorm, computes what ONNX Runtime computes with the engine, in training mode too."""
+    import onnxruntime as ort
+
+    from acquire_vf.training._init import freeze_batchnorm, onnx_state
+
+    for name, residual, n_in in (("refocus_rna", True, 1), ("cps_dna", False, 2)):
+        engine = ROOT / "engines" / f"{name}.onnx"
+        G = Generator(GeneratorConfig(in_channels=n_in, residual=residual,
+                                      **PRESETS["realtime"]))
+        G.load_state_dict(onnx_state(engine, G))
+        assert freeze_batchnorm(G) == 2 * (G.cfg.depth - 1)
+        G.train()  # frozen BatchNorm stays on its statistics
+        x = np.random.default_rng(0).uniform(-1, 1, (2, n_in, 128, 128)).astype(np.float32)
+        sess = ort.InferenceSession(str(engine), providers=["CPUExecutionProvider"])
+        want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        got = G(torch.from_numpy(x)).detach().numpy()
+        assert np.abs(want - got).max() < 1e-4, name

@@ -36,7 +36,7 @@ import useq
 
 from acquire_vf._frames import Frame
 from acquire_vf.config import Profile
-from acquire_vf.focus import focus_score
+from acquire_vf.focus import focus_score, peak_of
 
 log = logging.getLogger(__name__)
 MAX_RECORDS = 100_000
@@ -345,14 +345,8 @@ class FocusController:
             pos = self._pos[p]
             scan, pos.zscan = pos.zscan, None
         assert scan is not None
-        zs = np.array(sorted(scan["scores"]))
-        s = np.array([scan["scores"][z] for z in zs])
-        best = float(zs[int(np.argmax(s))])
-        k = int(np.argmax(s))
-        if 0 < k < len(zs) - 1:  # a parabola through the peak and its neighbours
-            a, b, _ = np.polyfit(zs[k - 1:k + 2], np.log(s[k - 1:k + 2] + 1e-12), 2)
-            if a < 0:
-                best = float(np.clip(-b / (2 * a), zs[k - 1], zs[k + 1]))
+        zs = sorted(scan["scores"])
+        best = peak_of(zs, [scan["scores"][z] for z in zs])
         row = {"t": scan["t"], "p": p, "planes": len(zs), "best_z_um": round(best, 3),
                "why": scan["why"], "from_z_um": round(scan["from_z"], 3)}
         self._emit({"kind": "zscan", "dz_um": round(best - scan["from_z"], 3), **row})

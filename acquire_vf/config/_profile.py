@@ -246,6 +246,14 @@ class Specimen(_Model):
     specimen (off)."""
     bleach_s: float = Field(60.0, gt=0)
     """With ``realistic``: seconds of exposure of one field that leave 1/e of a stain."""
+    motion_um: float = Field(0.0, ge=0, le=10)
+    """Live cells: each cell's random-walk step per time point and axis (µm); 0: still."""
+    divisions: float = Field(0.0, ge=0, le=0.2)
+    """Live cells: the probability per time point that a cell divides (it rounds up for three
+    time points, then splits into two daughters that walk apart)."""
+    cells_every: int = Field(5, ge=1)
+    """Live cells are shown as they are every this many time points (a new field costs about
+    a second to render at 512 x 512, so not at every frame)."""
 
     def focus_at(self, t: int) -> float:
         """Focus-stage position (µm) at which the specimen is in focus at time point ``t``."""

@@ -10,6 +10,7 @@ any window that contains it: a slide larger than the camera frame has no seams.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -190,3 +191,51 @@ def territories(cells: list[Cell], origin_px: tuple[int, int], shape: tuple[int,
         labels[win] = np.where(inside, cell.id, labels[win])
         boxes[cell.id] = CellBox(win, crop, (size, size), dx, dy, rho)
     return Territories(labels, boxes)
+
+
+MITOSIS_T = 3
+"""Time points a dividing cell spends rounded up (mitotic) before it splits."""
+
+
+def at_time(cells: list[Cell], t: int, motion_um: float, divisions: float) -> list[Cell]:
+    """The cells at time point ``t`` of a live specimen, renumbered 1, 2, ...
+
+    Each cell walks at random (steps of ``motion_um`` per time point and axis, from its own
+    seed, so a cell moves the same way in every window); a cell divides with probability
+    ``divisions`` per time point: it rounds up for :data:`MITOSIS_T` time points, then splits
+    into two daughters of half its area that move apart along its long axis and walk on their
+    own (they may divide in turn, once)."""
+    out: list[Cell] = []
+    for c in cells:
+        out.extend(_lineage(c, 0, t, motion_um, divisions, generation=0))
+    return [dataclasses.replace(c, id=k + 1) for k, c in enumerate(out)]
+
+
+def _lineage(c: Cell, born: int, t: int, motion_um: float, divisions: float,
+             generation: int) -> list[Cell]:
+    r = np.random.default_rng([c.seed, 0x11FE])
+    split = born + int(r.geometric(divisions)) if divisions > 0 and generation < 2 else None
+    until = t if split is None else min(t, split)
+    walk = r.normal(0.0, motion_um, size=(max(until - born, 0), 2)).sum(axis=0) \
+        if motion_um > 0 else np.zeros(2)
+    here = dataclasses.replace(c, x=c.x + float(walk[0]), y=c.y + float(walk[1]))
+    if split is None or t < split - MITOSIS_T:
+        return [here]
+    if t < split:  # rounded up, chromatin condensed
+        return [dataclasses.replace(here, mitotic=True, radius=here.radius * 0.6,
+                                    elongation=1.05, nucleus_a=here.radius * 0.3,
+                                    nucleus_b=here.radius * 0.27, nucleus_dx=0.0,
+                                    nucleus_dy=0.0,
+                                    gains={**here.gains, "DNA": here.gains.get("DNA", 1) * 2})]
+    daughters = []
+    shrink = 1 / np.sqrt(2)
+    for k, sign in ((1, 1.0), (2, -1.0)):
+        gap = 0.5 * here.radius * sign
+        d = dataclasses.replace(
+            here, seed=int(np.random.default_rng([c.seed, k]).integers(2**31)),
+            x=here.x + gap * float(np.cos(here.angle)), y=here.y + gap * float(np.sin(here.angle)),
+            radius=here.radius * shrink, nucleus_a=here.nucleus_a * shrink,
+            nucleus_b=here.nucleus_b * shrink, nucleus_dx=here.nucleus_dx * shrink,
+            nucleus_dy=here.nucleus_dy * shrink)
+        daughters.extend(_lineage(d, split, t, motion_um, divisions, generation + 1))
+    return daughters

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from acquire_vf.simulate._cells import Cell, Kind, sample_cells, territories
+from acquire_vf.simulate._cells import Cell, Kind, at_time, sample_cells, territories
 from acquire_vf.simulate._optics import Optics, convolve_many, z_planes
 from acquire_vf.simulate._realism import SECTION_OFFSETS_UM, FieldStyle
 from acquire_vf.simulate._stains import Truth, render_mda231, render_u2os
@@ -55,6 +55,8 @@ class Field:
     pixel_size_um: float
     origin_px: tuple[int, int]
     cells: list[Cell]
+    t: int = 0
+    """The time point the cells are shown at (a live specimen's cells move and divide)."""
 
 
 def cells_for_window(kind: Kind, seed: int, origin_px: tuple[int, int], shape: tuple[int, int],
@@ -79,15 +81,21 @@ def cells_for_window(kind: Kind, seed: int, origin_px: tuple[int, int], shape: t
 def render_field(kind: Kind, seed: int, shape: tuple[int, int], pixel_size_um: float,
                  origin_px: tuple[int, int] = (0, 0), density: float = 1.0, *,
                  style: FieldStyle | None = None, thick: bool = False,
-                 linked: bool = False) -> Field:
+                 linked: bool = False, t: int = 0, motion_um: float = 0.0,
+                 divisions: float = 0.0) -> Field:
     """Stain maps of the window ``shape`` (rows, cols) whose top-left pixel is ``origin_px``;
-    ``style``, ``thick`` and ``linked`` are simulator version 4's (:mod:`._realism`)."""
+    ``style``, ``thick`` and ``linked`` are simulator version 4's (:mod:`._realism`); with
+    ``motion_um`` or ``divisions`` the cells as they are at time point ``t`` of a live
+    specimen (:func:`~acquire_vf.simulate._cells.at_time`)."""
     style = style or FieldStyle(density=density)
     cells = cells_for_window(kind, seed, origin_px, shape, pixel_size_um, style.density)
+    if t > 0 and (motion_um > 0 or divisions > 0):
+        cells = at_time(cells, t, motion_um, divisions)
     terr = territories(cells, origin_px, shape, pixel_size_um)
     render = render_u2os if kind == "u2os" else render_mda231
     stains, truth = render(cells, terr, pixel_size_um, style=style, thick=thick, linked=linked)
-    return Field(kind, stains, truth, pixel_size_um, origin_px, cells)
+    return Field(kind, stains, truth, pixel_size_um, origin_px, cells,
+                 t if (motion_um > 0 or divisions > 0) else 0)
 
 
 def fluorescence(emitters: np.ndarray, stain: str, optics: Optics,

@@ -10,6 +10,8 @@ with the simulated slide as the devices stand for that frame:
 - the channel's preset picks the stain (``specimen.stains`` in the profile): a fluorescent
   stain, or transmitted light (``PhC`` phase contrast, ``BF`` brightfield);
 - the exposure scales the photons, then the camera model adds shot and read noise;
+- ``specimen.motion_um`` and ``specimen.divisions`` make the cells live: they walk and
+  divide between time points (shown as they are every ``specimen.cells_every``);
 - ``specimen.perturbation`` disturbs the slide from a time point on (to test verification):
   ``dim`` gives a tenth of the light, ``stain_shift`` moves each stain's map by its own offset
   (the stains' relation changes), ``new_sample`` shows MDA-MB-231 cells instead of U2OS
@@ -87,7 +89,7 @@ class LiveSpecimen:
         """Seconds each (field, stain) has been exposed: photobleaching (``realistic``)."""
         self._stain_of = dict(stain_of)
         self._stage = stage or (lambda: (0.0, 0.0, 0.0))
-        self._fields: OrderedDict[tuple[int, int, int, int, str], Field] = OrderedDict()
+        self._fields: OrderedDict[tuple[int, int, int, int, str, int], Field] = OrderedDict()
         self._images: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._max = max_cached
         self._rng = np.random.default_rng([specimen.seed, 0x5EC])
@@ -129,8 +131,10 @@ class LiveSpecimen:
         elif kind == "stain_shift":  # each stain's map moved by its own offset
             k = STAIN_ORDER.index(stain) if stain in STAIN_ORDER else 0
             origin = (origin[0] + 23 * k, origin[1] + 37 * k)
+        live = self.specimen.motion_um > 0 or self.specimen.divisions > 0
+        t_cells = t - t % self.specimen.cells_every if live else 0
         with self._lock:
-            field = self._field(origin, shape, sample)
+            field = self._field(origin, shape, sample, t_cells)
             mean = self._image(field, stain, defocus)
             if kind == "dim":
                 mean = mean * 0.1
@@ -158,24 +162,26 @@ class LiveSpecimen:
         return int(round(y_um / self.pixel_size)), int(round(x_um / self.pixel_size))
 
     def _field(self, origin: tuple[int, int], shape: tuple[int, int],
-               sample: str | None = None) -> Field:
+               sample: str | None = None, t: int = 0) -> Field:
         sample = sample or self.specimen.sample
-        key = (*origin, *shape, sample)
+        key = (*origin, *shape, sample, t)
         field = self._fields.get(key)
         if field is None:
             log.info("simulated specimen: rendering %s field at %s px (%dx%d)", sample,
                      origin, *shape)
             thick = self.realism is not None
             field = render_field(sample, self.specimen.seed, shape,  # type: ignore[arg-type]
-                                 self.pixel_size, origin_px=origin, thick=thick, linked=thick)
+                                 self.pixel_size, origin_px=origin, thick=thick, linked=thick,
+                                 t=t, motion_um=self.specimen.motion_um,
+                                 divisions=self.specimen.divisions)
             self._fields[key] = field
             while len(self._fields) > 8:
                 self._fields.popitem(last=False)
         return field
 
     def _image(self, field: Field, stain: str, defocus: float) -> np.ndarray:
-        key = (field.kind, field.origin_px, field.stains[next(iter(field.stains))].shape, stain,
-               defocus)
+        key = (field.kind, field.origin_px, field.t,
+               field.stains[next(iter(field.stains))].shape, stain, defocus)
         img = self._images.get(key)
         if img is not None:
             self._images.move_to_end(key)
@@ -190,7 +196,8 @@ class LiveSpecimen:
                                field.truth.sections)
         if self.realism is not None:  # background, autofluorescence, vignetting
             wavelength = None if stain in TRANSMITTED else STAINS[stain].wavelength_um
-            rng = np.random.default_rng([self.specimen.seed, *field.origin_px])
+            where = [o % 2**32 for o in field.origin_px]  # left of or above the origin too
+            rng = np.random.default_rng([self.specimen.seed, *where])
             img = light(img, wavelength, field.truth.labels, self.realism, self._style, rng)
         self._images[key] = img
         while len(self._images) > self._max:

@@ -59,11 +59,13 @@ def _device(rank: int) -> torch.device:
 
 def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None = None,
           resume: bool = False, progress: bool = True,
-          recipe_path: Path | None = None) -> dict[str, Any]:
+          recipe_path: Path | None = None, init: Path | None = None) -> dict[str, Any]:
     """Train the recipe's engine; returns a summary (steps, best validation metrics, speed).
 
     ``recipe_path`` (the file as given) goes into the checkpoints, so the card names the
-    recipe that was actually run, absolute and as typed."""
+    recipe that was actually run, absolute and as typed. ``init`` (an engine or a checkpoint)
+    fine-tunes: the generator starts as it (:mod:`acquire_vf.training._init`), with its
+    normalisation, frozen BatchNorm and a tenth of the recipe's learning rate."""
     rank, world = _dist_info()
     device = _device(rank)
     ckpt_dir = out / "checkpoints"
@@ -75,12 +77,12 @@ def train(recipe: Recipe, recipe_text: str, out: Path, *, max_steps: int | None 
     if rank != 0:
         data = load_pairs(recipe)
     torch.manual_seed(recipe.seed + rank)
-    run = _Trainer(recipe, recipe_text, data, out, device, rank, world)
+    run = _Trainer(recipe, recipe_text, data, out, device, rank, world, init=init)
     if recipe_path is not None:
-        run.provenance = {"recipe_path": str(recipe_path),
-                          "recipe_path_absolute": str(Path(recipe_path).resolve()),
-                          "run_folder": str(Path(out).resolve()),
-                          "data_path": str(recipe.data.path) if recipe.data.path else None}
+        run.provenance.update({"recipe_path": str(recipe_path),
+                               "recipe_path_absolute": str(Path(recipe_path).resolve()),
+                               "run_folder": str(Path(out).resolve()),
+                               "data_path": str(recipe.data.path) if recipe.data.path else None})
     total = min(max_steps, recipe.train.steps) if max_steps is not None else recipe.train.steps
     run.start_or_resume(resume)
     return run.loop(total, progress)
@@ -94,8 +96,8 @@ class _Trainer:
     """
 
     def __init__(self, recipe: Recipe, recipe_text: str, data: PairedData, out: Path,
-                 device: torch.device, rank: int, world: int) -> None:
-        self.recipe, self.recipe_text, self.data, self.out = recipe, recipe_text, data, out
+                 device: torch.device, rank: int, world: int, init: Path | None = None) -> None:
+        self.recipe, self.recipe_text, self.out = recipe, recipe_text, out
         self.device, self.rank, self.world = device, rank, world
         self.provenance: dict[str, Any] = {}
         self.rng = np.random.default_rng([recipe.seed, rank])
@@ -103,10 +105,21 @@ class _Trainer:
         preset = PRESETS[recipe.preset]
         self.gcfg = GeneratorConfig(in_channels=len(data.inputs), residual=recipe.residual,
                                     **preset)
-        self.G = Generator(self.gcfg).to(device)
+        self.G = Generator(self.gcfg)
+        lr = t.lr
+        self.init = init
+        if init is not None:
+            from acquire_vf.training._init import load_initial, start_normalisation
+
+            self.provenance["init"] = load_initial(self.G, init, recipe, data.inputs,
+                                                   data.target)
+            data = start_normalisation(data, self.provenance["init"]["normalisation"])
+            lr = t.lr * self.provenance["init"]["lr_factor"]
+        self.data = data
+        self.G = self.G.to(device)
         self.D = Discriminator(len(data.inputs), preset["width"], t.patch).to(device)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=t.betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=t.betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr, betas=t.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr, betas=t.betas)
         self.weights = LossWeights(**recipe.loss.model_dump())
         self.sampler = PatchSampler(data, data.train, t.patch, augment=t.augment,
                                     equalize=t.equalize)
@@ -142,7 +155,9 @@ class _Trainer:
                             self.ckpt_dir)
             if rank == 0:
                 _truncate_csv(self.out / "log.csv", 0)  # a fresh run replaces an earlier log
-            if self.gcfg.residual:
+            if self.init is not None:
+                pass  # the generator starts as the engine it fine-tunes
+            elif self.gcfg.residual:
                 self.G.start_as_identity()
             else:
                 init_output_bias(self.G, self.sampler)

@@ -1,0 +1,163 @@
+"""Calibration on the user's microscope (the demo: its simulated specimen), fine-tuning a shipped
+engine on it, and installing the result only when it beats the profile's engine on positions it
+never saw. Real Micro-Manager demo config, real training, real ONNX Runtime, all through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from acquire_vf.config import PROFILES_DIR, REPO_ROOT
+from tests.conftest import run_cli
+
+SHIPPED_RNA = REPO_ROOT / "engines" / "refocus_rna.onnx"
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cal") / "cal"
+    r = run_cli("calibrate", "--profile", "demo", "--positions", "3", "--z-range", "-4", "4",
+                "--out", str(out), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "3 positions" in r.stdout and "fine-tune:" in r.stdout, r.stdout
+    return out
+
+
+@pytest.mark.slow
+def test_calibration_writes_stacks_and_channels_with_a_manifest(calibration: Path) -> None:
+    from acquire_vf.layouts import BBBC006_FOCUS_INDEX, scan_bbbc006, scan_paired
+
+    m = json.loads((calibration / "calibration.json").read_text())
+    assert m["kind"] == "acquire-vf calibration" and m["frames"] > 0
+    assert m["stacks"]["z_um"] == [-4.0, -2.0, 0.0, 2.0, 4.0]
+    assert set(m["stacks"]["channels"]) == {"AGP", "RNA", "BF"}  # refocused, and the estimator
+    assert set(m["paired"]["channels"]) == {"AGP", "RNA", "BF", "DNA", "ER", "Mito"}
+    assert m["paired"]["channels"]["DNA"]["virtual_in_profile"] is True
+    # the demo specimen's focal plane is at 0 µm at t = 0: the z-scans find it
+    for p in m["positions"]:
+        assert abs(p["focus_z_um"]) <= 0.5, p
+    xs = {(p["x_um"], p["y_um"]) for p in m["positions"]}
+    assert len(xs) == 3  # three places on the slide, a frame apart: no shared cells
+    # the shipped profile is never written: the suggested commands install into a copy
+    assert m["train"][0].startswith("acquire-vf profile copy demo")
+    assert all(str(PROFILES_DIR) not in c.split("--install")[-1] for c in m["train"])
+    refs = scan_bbbc006(calibration / "bbbc006")
+    assert len(refs) == 3 * 3 * 5 and {r.channel for r in refs} == {"AGP", "RNA", "BF"}
+    fields = scan_paired(calibration / "paired", ["AGP", "RNA", "DNA", "ER", "Mito"])
+    assert len(fields) == 3
+    # the in-focus plane is the sharpest of each stack: the layout's z_16 is focus
+    from acquire_vf.focus import focus_score
+
+    site = [r for r in refs if r.well == "a01" and r.channel == "AGP"]
+    best = max(site, key=lambda r: focus_score(tifffile.imread(r.path)))
+    assert best.z_um == 0.0 and f"_z_{BBBC006_FOCUS_INDEX}" in str(best.path.parent)
+    img = tifffile.imread(fields[0]["DNA"].path)
+    assert img.dtype == np.uint16 and img.shape == (512, 512) and img.max() > img.min()
+
+
+@pytest.mark.slow
+def test_calibrate_refuses_bad_requests_with_one_line(tmp_path: Path) -> None:
+    r = run_cli("calibrate", "--profile", "demo", "--positions", "2", "--out",
+                str(tmp_path / "c"), timeout=120)
+    assert r.returncode != 0 and "expected 3 or more" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("calibrate", "--profile", "demo", "--z-range", "2", "6", "--out",
+                str(tmp_path / "c"), timeout=120)
+    assert r.returncode != 0 and "contains focus" in r.stderr, r.stderr
+    assert not (tmp_path / "c" / "calibration.json").exists()
+
+
+def _scratch_engine(calibration: Path, out: Path) -> Path:
+    """A refocus engine barely trained (it starts as the identity): the weak engine a profile
+    might hold."""
+    r = run_cli("train", "refocus_rna", "--data", str(calibration), "--max-steps", "2",
+                "--out", str(out), timeout=300)
+    assert r.returncode == 0, r.stderr
+    engine = out / "scratch_rna.onnx"
+    r = run_cli("export", str(out / "checkpoints" / "best.pt"), "--out", str(engine),
+                timeout=300)
+    assert r.returncode == 0, r.stderr
+    return engine
+
+
+@pytest.mark.slow
+def test_fine_tuned_engine_is_installed_only_where_it_beats_the_profiles(
+        calibration: Path, tmp_path: Path) -> None:
+    weak = _scratch_engine(calibration, tmp_path / "scratch")
+    profile = tmp_path / "rig" / "my-demo.toml"
+    r = run_cli("profile", "copy", "demo", str(profile))
+    assert r.returncode == 0, r.stderr
+    text = profile.read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("RNA = "))
+    text = text.replace(line, f'RNA = "{weak}"  # the weak one')
+    profile.write_text(text)
+    before = profile.read_text()
+
+    r = run_cli("train", "refocus_rna", "--data", str(calibration), "--init", str(SHIPPED_RNA),
+                "--install", str(profile), "--max-steps", "5", "--out",
+                str(tmp_path / "ft"), timeout=400)
+    assert r.returncode == 0, r.stderr
+    judged = json.loads((tmp_path / "ft" / "calibration-eval.json").read_text())
+    started, current = judged["started from"], judged["in the profile"]
+    # fine-tuning starts as the engine (frozen BatchNorm, its normalisation): five small
+    # steps later it is still within a fraction of a dB of it, so not "better"
+    assert abs(started["psnr_gain_db"]) < 0.3 and started["beats"] is False, started
+    assert current["beats"] is True and current["psnr_gain_db"] >= 0.1, current
+    assert current["unseen_positions"] == 1 and current["images"] == 2  # z = +-4 µm
+    new = profile.read_text()
+    changed = [(a, b) for a, b in zip(before.splitlines(), new.splitlines(), strict=True)
+               if a != b]
+    assert len(changed) == 1 and changed[0][1] == 'RNA = "engines/refocus_rna.onnx"  # the weak one'
+    assert (profile.parent / "engines" / "refocus_rna.onnx").is_file()
+    assert (profile.parent / "engines" / "refocus_rna.json").is_file()
+    assert (profile.parent / "my-demo.toml.before-install").read_text() == before
+    from acquire_vf.config import load_profile
+
+    assert load_profile(profile).refocus_engines()["RNA"] == \
+        (profile.parent / "engines" / "refocus_rna.onnx").resolve()
+    card = json.loads((profile.parent / "engines" / "refocus_rna.json").read_text())
+    init = card["training"]["provenance"]["init"]
+    assert init["engine"] == "refocus_rna" and init["frozen_batchnorm"] > 0
+    assert card["training"]["data"]["layout"] == "bbbc006"
+
+    # the other way round: the weak engine never replaces a better one
+    from acquire_vf.calibration import compare_engines
+
+    res = compare_engines(weak, SHIPPED_RNA, calibration / "bbbc006")
+    assert res["beats"] is False and res["psnr_gain_db"] < 0
+
+
+@pytest.mark.slow
+def test_install_never_writes_a_shipped_profile(calibration: Path, tmp_path: Path) -> None:
+    shipped = PROFILES_DIR / "demo.toml"
+    before = shipped.read_bytes()
+    from acquire_vf._errors import ProfileError
+    from acquire_vf.calibration import install_engine
+
+    copy = tmp_path / "e" / "refocus_rna.onnx"
+    copy.parent.mkdir()
+    shutil.copy2(SHIPPED_RNA, copy)
+    shutil.copy2(SHIPPED_RNA.with_suffix(".json"), copy.with_suffix(".json"))
+    with pytest.raises(ProfileError, match="shipped profile"):
+        install_engine(shipped, copy, "refocus", "RNA")
+    assert shipped.read_bytes() == before
+
+
+def test_profile_line_rewrite_keeps_everything_else(tmp_path: Path) -> None:
+    from acquire_vf._errors import ProfileError
+    from acquire_vf.calibration._install import _point
+
+    text = (PROFILES_DIR / "demo.toml").read_text()
+    out = _point(text, "virtual", "ER", "engines/cps_er-2.onnx", tmp_path)
+    diff = [(a, b) for a, b in zip(text.splitlines(), out.splitlines(), strict=True) if a != b]
+    assert diff == [('engine = "../engines/cps_er.onnx"', 'engine = "engines/cps_er-2.onnx"')]
+    out = _point(text, "refocus", "AGP", "engines/x.onnx", tmp_path)
+    diff = [(a, b) for a, b in zip(text.splitlines(), out.splitlines(), strict=True) if a != b]
+    assert diff == [('AGP = "../engines/refocus_agp.onnx"', 'AGP = "engines/x.onnx"')]
+    with pytest.raises(ProfileError, match="expected one line naming BF's engine"):
+        _point(text, "refocus", "BF", "engines/x.onnx", tmp_path)
