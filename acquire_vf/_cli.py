@@ -31,6 +31,8 @@ BackendOpt = Annotated[str | None, typer.Option(
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default: the "
                                              "profile's storage folder, time-stamped).")]
 HeadlessOpt = Annotated[bool, typer.Option("--headless", metavar="", help="No live window.")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="ome-tiff or ome-zarr (default: the profile's [storage] format).")]
 PlanOpt = Annotated[Path | None, typer.Option(
     "--plan", help="A useq-schema MDASequence (.json or .yaml, as pymmcore-plus and "
     "napari-micromanager save it) instead of the profile's [acquisition].")]
@@ -122,11 +124,16 @@ ShotOpt = Annotated[Path | None, typer.Option("--screenshot", help="Save the liv
 def _session(profile_name: str, out: Path | None, *, headless: bool, display: bool,
              on_close: OnClose, close_when_done: bool, backend: str | None,
              time_points: int | None = None, screenshot: Path | None = None,
-             **run_args: object) -> None:
+             fmt: str | None = None, **run_args: object) -> None:
     from acquire_vf._session import default_out_dir, run_session
     from acquire_vf.config import load_profile
 
     prof = load_profile(profile_name)
+    if fmt is not None:
+        if fmt not in ("ome-tiff", "ome-zarr"):
+            raise DataError(f"--format: expected ome-tiff or ome-zarr, got '{fmt}'")
+        prof = prof.model_copy(update={"storage": prof.storage.model_copy(
+            update={"format": fmt})})
     out = out or default_out_dir(prof)
     typer.echo(f"saving to {out.resolve()}")
     if screenshot is not None:
@@ -171,11 +178,12 @@ def demo(
     screenshot: ShotOpt = None,
     plan: PlanOpt = None,
     acquisition: AcqOpt = None,
+    fmt: FormatOpt = None,
 ) -> None:
     """The main job on Micro-Manager's demo configuration (no hardware needed)."""
     _session("demo", out, headless=headless, display=display, on_close=on_close,
              close_when_done=close_when_done, backend=backend, time_points=time_points,
-             screenshot=screenshot, plan=plan, acquisition=acquisition)
+             screenshot=screenshot, plan=plan, acquisition=acquisition, fmt=fmt)
 
 
 @app.command()
@@ -192,11 +200,12 @@ def live(
                                                     help="Number of time points.")] = None,
     plan: PlanOpt = None,
     acquisition: AcqOpt = None,
+    fmt: FormatOpt = None,
 ) -> None:
     """Acquire on the microscope that PROFILE describes."""
     _session(profile, out, headless=headless, display=display, on_close=on_close,
              close_when_done=close_when_done, backend=backend, screenshot=screenshot,
-             time_points=time_points, plan=plan, acquisition=acquisition)
+             time_points=time_points, plan=plan, acquisition=acquisition, fmt=fmt)
 
 
 @app.command()
@@ -211,6 +220,7 @@ def replay(
     backend: BackendOpt = None,
     display: DisplayOpt = False,
     screenshot: ShotOpt = None,
+    fmt: FormatOpt = None,
 ) -> None:
     """Play a saved acquisition's physical frames through PROFILE's pipeline."""
     from acquire_vf.storage import check_output
@@ -222,7 +232,7 @@ def replay(
         check_output(out, inputs=[dataset])
     _session(profile, out, headless=headless, display=display, on_close=OnClose.ask,
              close_when_done=False, backend=backend, screenshot=screenshot, replay=dataset,
-             as_fast_as_possible=fast)
+             as_fast_as_possible=fast, fmt=fmt)
 
 
 @profile_app.command("validate")
@@ -435,9 +445,11 @@ def view(
 
 @app.command()
 def recover(
-    dataset: Annotated[Path, typer.Argument(help="Run folder or .ome.tif file.")],
+    dataset: Annotated[Path, typer.Argument(help="Run folder, .ome.tif file or .ome.zarr "
+                                            "store.")],
 ) -> None:
-    """Restore the OME-XML of a run that was killed; keeps exactly the journaled frames."""
+    """Restore a killed run's OME-XML (OME-TIFF) or metadata (OME-Zarr); keeps exactly the
+    journaled frames and verifies them."""
     from acquire_vf.storage import open_dataset
 
     files = open_dataset(dataset)

@@ -50,11 +50,11 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
     ``backend`` is used as given, else ``acquisition`` (``pycromanager``, ``memory``,
     ``replay``) or the profile's connection picks one. The plan is the profile's
     ``[acquisition]`` (``time_points`` overrides its count), a useq file (``plan``), or the
-    replayed dataset's own frames. The sink is an OME-TIFF in ``out_dir``.
+    replayed dataset's own frames. The sink is an OME-TIFF or OME-Zarr store in ``out_dir``.
     """
     stages = [FocusScoreStage()] if stages is None else stages
     prepare_output(out_dir)
-    sink_path = out_dir / f"{profile.storage.name}.ome.tif"
+    sink_path = out_dir / f"{profile.storage.name}{profile.storage.suffix}"
     if sink_path.exists():  # before any hardware moves
         from acquire_vf._errors import StorageError
 
@@ -72,7 +72,14 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
             seq = seq.model_copy(update={"time_plan": seq.time_plan.model_copy(
                 update={"loops": time_points})})
         run_plan = build_plan(seq, profile, base_z_um=info.z_um, base_xy_um=info.xy_um)
-    sink: FrameSink = OmeTiffWriter(sink_path, dataset_layout(profile, run_plan, stages, info))
+    layout = dataset_layout(profile, run_plan, stages, info)
+    sink: FrameSink
+    if profile.storage.format == "ome-zarr":
+        from acquire_vf.storage import OmeZarrWriter
+
+        sink = OmeZarrWriter(sink_path, layout)
+    else:
+        sink = OmeTiffWriter(sink_path, layout)
     return AcquisitionRun(profile, backend, sink, run_plan, stages=stages,
                           verifier=make_verifier(profile, stages),
                           pace_to_engines=replay is not None and as_fast_as_possible,

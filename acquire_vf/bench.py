@@ -12,6 +12,7 @@ JSON keys (numbers; ``null`` where a backend is absent): ``ort_over_torch_speedu
 ``handoff_ms_per_2048_frame_set`` (the engine host's hand-off, hosted minus in-process),
 ``int8_over_fp32_speedup`` (``acquire-vf quantize``), ``uncertainty_cost_ratio`` (a
 virtual frame with its test-time-augmentation uncertainty, 2/4/8 passes, over one pass),
+``write_mb_per_s`` (OME-TIFF and OME-Zarr at 2048 x 2048) and ``zarr_over_tiff_write_ratio``,
 ``gpu_2048_ms``, ``device``, and ``detail`` with every underlying time.
 """
 
@@ -135,6 +136,12 @@ def run(json_path: Path | None = None, *, quick: bool = False,
     progress(f"engine host hand-off: {detail['engine_host']}")
     result["handoff_ms_per_2048_frame_set"] = \
         detail["engine_host"]["handoff_ms_per_2048_frame_set"]
+    from acquire_vf._bench_storage import write_throughput
+
+    detail["storage"] = write_throughput(work, 8 if quick else 24)
+    progress(f"storage write at 2048 x 2048: {detail['storage']}")
+    result["write_mb_per_s"] = detail["storage"]["mb_per_s"]
+    result["zarr_over_tiff_write_ratio"] = detail["storage"]["zarr_over_tiff_write_ratio"]
     result["gpu_2048_ms"] = gpu_2048_ms(work)
     result["device"] = device_description()
     result["detail"] = detail

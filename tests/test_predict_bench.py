@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 
 BENCH_KEYS = {"ort_over_torch_speedup", "ort_fraction_of_matmul", "tiling_overhead_ratio",
               "pipeline_overhead_ratio", "latency_over_model_ratio", "acquisition_rate_ratio",
-              "gpu_2048_ms", "device"}
+              "zarr_over_tiff_write_ratio", "gpu_2048_ms", "device"}
 
 
 def test_predict_keeps_shape_and_dtype(engines, tmp_path: Path) -> None:
@@ -71,6 +71,8 @@ def test_bench_writes_every_ratio(tmp_path: Path) -> None:
         assert isinstance(result[key], float) and result[key] > 0 or key.startswith("pipeline")
     assert result["gpu_2048_ms"] is None or result["gpu_2048_ms"] > 0
     assert "CPU cores" in result["device"]
+    assert set(result["write_mb_per_s"]) == {"ome-tiff", "ome-zarr"}
+    assert all(v > 0 for v in result["write_mb_per_s"].values())
     live = result["detail"]["live"]  # the camera flat out, not the shipped demo's 1 s interval
     assert live["raw_fps_without"] > 10 and live["virtual_frames"] > 0
     # and again with an engine many times slower than the camera (the paper preset): the

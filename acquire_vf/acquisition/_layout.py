@@ -25,7 +25,7 @@ def dataset_layout(profile: Profile, plan: RunPlan, stages: Sequence[Stage],
     channels += tuple(ChannelInfo(n) for n in sorted(plan.optional))
     channels += tuple(c for s in stages for c in s.outputs)
     extra = {"specimen": profile.specimen.model_dump(mode="json"),
-             "acquisition_backend": info.name}
+             "acquisition_backend": info.name, "interval_s": profile.acquisition.interval_s}
     if plan.sequence is not None:
         extra["plan"] = plan.sequence.model_dump(mode="json", exclude_defaults=True)
     return DatasetLayout(

@@ -367,7 +367,14 @@ class Storage(_Model):
     folder: Path = Path("acquisitions")
     """Default output folder when ``--out`` is not given (a time-stamped subfolder is made)."""
     name: str = Field("acquisition", pattern=r"^[A-Za-z0-9_.-]+$")
-    """File stem: ``NAME.ome.tif``."""
+    """File stem: ``NAME.ome.tif`` (or ``NAME.ome.zarr``)."""
+    format: Literal["ome-tiff", "ome-zarr"] = "ome-tiff"
+    """``ome-tiff``: one BigTIFF with OME-XML; ``ome-zarr``: an OME-Zarr store (NGFF 0.5,
+    Zarr v3), a chunk per frame (docs/storage.md). Both journaled and crash-safe."""
+
+    @property
+    def suffix(self) -> str:
+        return ".ome.zarr" if self.format == "ome-zarr" else ".ome.tif"
 
 
 class Display(_Model):

@@ -1,4 +1,5 @@
-"""Crash-safe OME-TIFF storage: append-only pages, a journal, repair, and verified readback."""
+"""Crash-safe storage, OME-TIFF or OME-Zarr: append-only frames, a journal, repair, and
+verified readback."""
 
 from acquire_vf.storage._folder import check_output, prepare_output
 from acquire_vf.storage._layout import DatasetLayout
@@ -11,11 +12,13 @@ from acquire_vf.storage._ometiff import (
     read_journal,
     repair,
 )
-from acquire_vf.storage._reader import DatasetFile, MissingPlane, open_dataset
+from acquire_vf.storage._omezarr import OmeZarrWriter, repair_zarr
+from acquire_vf.storage._reader import DatasetFile, MissingPlane, ZarrDatasetFile, open_dataset
 from acquire_vf.storage._sink import BackgroundWriter, BacklogFull, FrameSink
 
 __all__ = [
     "IDENTITY_TAG", "BacklogFull", "BackgroundWriter", "DatasetFile", "DatasetLayout", "FrameSink",
-    "MissingPlane", "OmeTiffWriter", "check_output", "frame_crc", "journal_path",
-    "missing_summary", "open_dataset", "prepare_output", "read_journal", "repair",
+    "MissingPlane", "OmeTiffWriter", "OmeZarrWriter", "ZarrDatasetFile", "check_output",
+    "frame_crc", "journal_path", "missing_summary", "open_dataset", "prepare_output",
+    "read_journal", "repair", "repair_zarr",
 ]

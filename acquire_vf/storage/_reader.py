@@ -1,4 +1,5 @@
-"""Read a saved dataset back, repairing it first if its writer was killed, and verify it."""
+"""Read a saved dataset back (OME-TIFF or OME-Zarr), repairing it first if its writer was
+killed, and verify it."""
 
 from __future__ import annotations
 
@@ -92,6 +93,46 @@ class DatasetFile:
         return problems
 
 
+class ZarrDatasetFile(DatasetFile):
+    """One OME-Zarr store of a dataset (:mod:`._omezarr`) with its journal records.
+
+    A chunk carries no identity of its own: :meth:`identity` is the journal's, and
+    :meth:`verify` checks each frame's pixels against the journal's CRC."""
+
+    def _array(self, p: int) -> Any:
+        from acquire_vf.storage._omezarr import _zarr, image_paths
+
+        cache = self.__dict__.setdefault("_arrays", {})
+        if p not in cache:
+            root = _zarr().open_group(store=str(self.path), mode="r", zarr_format=3)
+            sub = image_paths(self.layout)[p]
+            cache[p] = (root if sub == "" else root[sub])["0"]
+        return cache[p]
+
+    def read(self, rec: dict[str, Any]) -> np.ndarray:
+        return np.asarray(self._array(int(rec.get("p", 0)))[int(rec["t"]), int(rec["c"]),
+                                                             int(rec["z"])])
+
+    def iter_frames(self) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+        for rec in self.records:
+            yield rec, self.read(rec)
+
+    def identity(self, rec: dict[str, Any]) -> dict[str, Any]:
+        return {k: rec.get(k) for k in _IDENTITY_KEYS}
+
+    def verify(self) -> list[str]:
+        problems = []
+        for rec in self.records:
+            arr = self._array(int(rec.get("p", 0)))
+            if int(rec["t"]) >= arr.shape[0]:
+                problems.append(f"frame {rec['ifd']}: t={rec['t']} beyond the array's "
+                                f"{arr.shape[0]} time points")
+            elif frame_crc(self.read(rec)) != rec["crc32"]:
+                problems.append(f"frame {rec['ifd']} (t={rec['t']}, {rec['channel']}): pixels "
+                                "differ from journal CRC")
+        return problems
+
+
 def _page_identity(tf: tifffile.TiffFile, ifd: int) -> dict[str, Any]:
     tf.pages.useframes = False
     page = tf.pages[ifd]
@@ -106,25 +147,36 @@ def open_dataset(path: str | os.PathLike[str], *,
     A run that stopped before its first frame leaves only a journal; it contributes no file.
     """
     p = Path(path)
-    if p.is_dir():
-        names = {f.name for f in p.glob("*.ome.tif")}
-        names |= {j.name.removesuffix(".journal") for j in p.glob("*.ome.tif.journal")}
+    if p.is_dir() and not p.name.endswith(".ome.zarr"):
+        names = {f.name for ext in SUFFIXES for f in p.glob(f"*{ext}")}
+        names |= {j.name.removesuffix(".journal") for ext in SUFFIXES
+                  for j in p.glob(f"*{ext}.journal")}
         files = [p / n for n in sorted(names)]
     else:
         files = [p]
     if not files or not all(f.exists() or journal_path(f).exists() for f in files):
-        raise StorageError(f"no acquire-vf OME-TIFF found at '{p}' (expected NAME.ome.tif "
-                           "with NAME.ome.tif.journal beside it)")
+        raise StorageError(f"no acquire-vf dataset found at '{p}' (expected NAME.ome.tif or "
+                           "NAME.ome.zarr with NAME.ome.tif.journal or NAME.ome.zarr.journal "
+                           "beside it)")
     out = []
     for f in files:
         if not journal_path(f).exists():
             raise StorageError(f"'{f}' has no journal beside it; expected '{journal_path(f).name}'")
+        zarr_store = f.name.endswith(".ome.zarr")
         layout, records, closed = read_journal(f)
         if not closed:
             if not repair_if_needed:
                 raise StorageError(f"'{f}' was not closed; run 'acquire-vf recover {p}'")
-            repair(f)
+            if zarr_store:
+                from acquire_vf.storage._omezarr import repair_zarr
+
+                repair_zarr(f)
+            else:
+                repair(f)
             layout, records, closed = read_journal(f)
         if records:
-            out.append(DatasetFile(f, layout, records))
+            out.append((ZarrDatasetFile if zarr_store else DatasetFile)(f, layout, records))
     return out
+
+
+SUFFIXES = (".ome.tif", ".ome.zarr")
