@@ -141,7 +141,7 @@ def test_open_without_journal_is_one_clear_line(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "x.ome.tif", np.zeros((4, 4), np.uint16))
     with pytest.raises(StorageError, match="has no journal beside it"):
         open_dataset(tmp_path)
-    with pytest.raises(StorageError, match="no acquire-vf OME-TIFF found"):
+    with pytest.raises(StorageError, match="no acquire-vf dataset found"):
         open_dataset(tmp_path / "empty")
 
 
