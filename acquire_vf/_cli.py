@@ -340,14 +340,17 @@ def simulate(
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="One TIFF per input channel in the "
                                                  "card's order, or one (C, Y, X) TIFF.")],
-    model: Annotated[Path, typer.Option("--model", help="Engine (NAME.onnx with NAME.json).")],
+    model: Annotated[Path, typer.Option("--model", help="Engine (NAME.onnx with NAME.json, "
+                                        "or a bioimage.io package exported by acquire-vf).")],
     out: Annotated[Path, typer.Option("--out", help="Output TIFF.")],
     backend: BackendOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Run an engine on saved images (any size; keeps the input's shape and dtype)."""
+    from acquire_vf.config._load import engine_path
     from acquire_vf.storage import check_output
 
+    model = engine_path(model)
     check_output(out, inputs=[*inputs, model, model.with_suffix(".json")], overwrite=overwrite)
     from acquire_vf.config import Compute
     from acquire_vf.inference import predict as run_predict

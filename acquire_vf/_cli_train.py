@@ -169,21 +169,39 @@ def _train_defocus(recipe: Path, out: Path | None, overwrite: bool = False) -> N
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by train.")],
     out: Annotated[Path, typer.Option("--out", help="engines/NAME.onnx (the card is "
-                                      "written beside it as NAME.json).")],
+                                      "written beside it as NAME.json); with --bioimageio a "
+                                      "package folder.")],
+    bioimageio: Annotated[bool, typer.Option("--bioimageio", metavar="", help="Write a "
+                                             "bioimage.io model package instead.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """ONNX + model card, checked against PyTorch with ONNX Runtime."""
+    """ONNX + model card, checked against PyTorch with ONNX Runtime (or a bioimage.io
+    package of it)."""
     from acquire_vf.storage import check_output
     from acquire_vf.training import require_torch
 
-    if out.suffix != ".onnx":
+    if out.suffix != ".onnx" and not bioimageio:
         raise DataError(f"--out: expected a path ending in .onnx, got '{out}'")
     check_output(out, inputs=[checkpoint], overwrite=overwrite)
-    check_output(out.with_suffix(".json"), overwrite=overwrite, what="the card")
+    if not bioimageio:
+        check_output(out.with_suffix(".json"), overwrite=overwrite, what="the card")
     require_torch()
     from acquire_vf.training import ExportError, export, export_defocus, load_checkpoint
 
-    kind = load_checkpoint(checkpoint).get("kind")  # weights and plain data only
+    state = load_checkpoint(checkpoint)  # weights and plain data only
+    kind = state.get("kind")
+    if bioimageio:
+        import tempfile
+
+        name = str((state.get("recipe") or {}).get("name") or checkpoint.stem)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx = Path(tmp) / f"{name}.onnx"
+            try:
+                export(checkpoint, onnx)
+            except ExportError as e:
+                raise DataError(str(e)) from e
+            _package(onnx, out, overwrite)
+        return
     try:
         card = export_defocus(checkpoint, out) if kind == "defocus" else \
             export(checkpoint, out)[0]
@@ -192,6 +210,30 @@ def export_cmd(
     typer.echo(f"{out}: {card.task} engine, inputs {list(card.inputs)} -> {card.output}, "
                f"{card.parameters:,} parameters, {card.gflop_per_256} GFLOP per 256x256; "
                f"card {out.with_suffix('.json')}")
+
+
+@app.command("export-bioimageio")
+def export_bioimageio_cmd(
+    model: Annotated[Path, typer.Argument(help="An engine (NAME.onnx with NAME.json).")],
+    out: Annotated[Path, typer.Option("--out", help="Package folder (rdf.yaml, weights, test "
+                                      "tensors, cover, README, the card).")],
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """A bioimage.io model package of an engine, validated by bioimageio.spec (for
+    deepImageJ, ilastik, QuPath, BioEngine; acquire-vf takes it as an engine too)."""
+    from acquire_vf.storage import check_output
+
+    check_output(out, inputs=[model], overwrite=overwrite)
+    _package(model, out, overwrite)
+
+
+def _package(onnx: Path, out: Path, overwrite: bool) -> None:
+    from acquire_vf.interop import export_bioimageio
+
+    rdf = export_bioimageio(onnx, out, overwrite=overwrite)
+    typer.echo(f"{rdf}: bioimage.io model package of {onnx.stem} (bioimageio.spec validation: "
+               f"valid format); acquire-vf takes {out} as an engine (predict --model, "
+               "profiles)")
 
 
 @app.command()
