@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +144,12 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
                 on_close: str = "ask", close_when_done: bool = False,
                 screenshot: Path | None = None, acquisition: str | None = None,
                 plan: Path | None = None, replay: Path | None = None,
-                as_fast_as_possible: bool = False) -> dict[str, Any]:
+                as_fast_as_possible: bool = False,
+                on_run: Callable[[AcquisitionRun], None] | None = None) -> dict[str, Any]:
     """Acquire as ``profile`` says into ``out_dir``; return the session report.
+
+    ``on_run`` is called with the run once it is built and before its first event: the place
+    to connect to ``run.signals`` (frames, virtual frames, fidelity, focus, state, errors).
 
     Ctrl-C cancels within the current event (frames so far are saved, the report is
     written); a second Ctrl-C stops without waiting for the engines. A fatal error is raised
@@ -182,6 +186,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
         raise
     if host is not None:
         run.attach_engine_host(host)
+    if on_run is not None:
+        on_run(run)
     restore = _cancel_on_sigint(run)
     try:
         with _third_party_stderr_to_log(enabled=quiet_libraries):

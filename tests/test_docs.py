@@ -27,6 +27,20 @@ def test_readme_engine_table_is_generated_from_the_cards() -> None:
         "acquire_vf.card.engine_table(Path('engines')))")
 
 
+def test_readme_command_table_is_generated_from_the_cli() -> None:
+    from acquire_vf._cli_docs import command_table, commands
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- commands:[^>]*-->\n(.*?)\n<!-- /commands -->", readme, re.S)
+    assert m, "README lost its command table markers"
+    assert m.group(1) == command_table(), (
+        "README's command table is stale: paste acquire_vf._cli_docs.command_table()")
+    names = {n for n, _ in commands()}
+    assert {"demo", "calibrate", "export-bioimageio", "profile validate"} <= names
+    assert "`acquire-vf calibrate --profile PROFILE --out OUT [--positions POSITIONS]" in \
+        m.group(1)
+
+
 def test_every_error_has_its_own_exit_code() -> None:
     codes = [cls.exit_code for cls in ERRORS]
     assert len(codes) == len(set(codes)), codes

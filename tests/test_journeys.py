@@ -131,3 +131,22 @@ def test_a_users_own_profile_is_found_by_name(scratch: Path,
     copy_profile(resolve_profile_path("demo"), scratch / "profiles" / "my-scope.toml")
     assert resolve_profile_path("my-scope") == scratch / "profiles" / "my-scope.toml"
     assert load_profile("my-scope").name == "demo"
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs_as_a_library(scratch: Path) -> None:
+    """The README's ``<!-- python: library -->`` block, run as a script from a folder outside
+    the checkout: a demo run through ``acquire_vf.acquire`` with frame callbacks."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- python: library -->\n```python\n(.*?)\n```", readme, re.S)
+    assert m, "README lost its Python example"
+    (scratch / "example.py").write_text(m.group(1))
+    res = subprocess.run([sys.executable, "example.py"], cwd=scratch, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    last = res.stdout.strip().splitlines()[-1]
+    session = json.loads((scratch / "run-from-python" / "session.json").read_text())
+    physical = session["frames_acquired"]
+    assert last == (f"{{'physical': {physical}, 'virtual': {session['virtual_frames']}}} "
+                    f"{physical} {session['virtual_frames']} []"), last
+    assert physical >= 3 * 3 and session["virtual_frames"] > 0

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import useq
 
-from acquire_vf._errors import AcquireVFError, ProfileError
+from acquire_vf._errors import AcquisitionError, ProfileError
 from acquire_vf.focus import focus_score, peak_of
 from acquire_vf.layouts import (
     BBBC006_CHANNELS,
@@ -53,10 +53,8 @@ MARGIN_UM = 20.0
 """Gap between neighbouring positions' frames."""
 
 
-class CalibrationError(AcquireVFError):
-    """Calibration could not be planned or acquired."""
-
-    exit_code = 4
+class CalibrationError(AcquisitionError):
+    """Calibration could not be planned or acquired (an acquisition error: exit code 4)."""
 
 
 @dataclass(frozen=True)
