@@ -70,3 +70,59 @@ def test_the_viewer_says_a_plane_was_not_made_instead_of_showing_a_stale_one(
     assert panel.image.image is None
     assert panel.flags.toPlainText().startswith("no frame: not refocused")
     assert viewer.view.panel("AGP").flags.toPlainText() == ""
+
+
+def test_a_journaled_reason_is_kept_through_a_repair(tmp_path: Path) -> None:
+    """The run journals why a virtual frame was not made (``skip``); readers report that reason,
+    and a repair after a kill keeps it."""
+    path = tmp_path / "run.ome.tif"
+    w = OmeTiffWriter(path, LAYOUT)
+    w.append(_frame(0, "AGP"))
+    w.skip(FrameId(0, 0, 0, "DNA"), "virtual", "skipped: the writer fell behind")
+    w.append(_frame(1, "AGP"))
+    w._journal.close()  # killed: never closed, no OME-XML
+    w._tw.close()
+    (ds,) = open_dataset(tmp_path)  # repairs first
+    why = {(m["t"], m["channel"]): m["why"] for m in ds.missing()}
+    assert why[(0, "DNA")] == "skipped: the writer fell behind"
+    assert why[(1, "DNA")].startswith("not made")
+    with tifffile.TiffFile(ds.path) as tf:
+        assert "the writer fell behind" in tf.ome_metadata
+
+
+def test_the_pipeline_says_why_it_skipped_a_frame_set() -> None:
+    """A frame set replaced in the latest-frame slot, and one a failing stage could not make,
+    are reported with their reasons (the runner journals them)."""
+    import threading
+
+    from acquire_vf.pipeline import FrameSet, Pipeline
+
+    gate = threading.Event()
+
+    class Slow:
+        name = "slow"
+        outputs = (ChannelInfo("DNA", role="virtual"),)
+
+        def process(self, fs: FrameSet) -> dict[str, Frame]:
+            gate.wait(10)
+            if fs.t == 2:
+                raise RuntimeError("boom")
+            return {}
+
+        def close(self) -> None:
+            pass
+
+    said: list[tuple[int, str, str]] = []
+    pipe = Pipeline([Slow()], slot_size=1,
+                    on_skip=lambda fid, why: said.append((fid.t, fid.c, why)))
+    sets = [FrameSet(t, 0, 0, {"AGP": _frame(t, "AGP")}) for t in range(3)]
+    pipe.submit(sets[0])  # taken by the worker, which waits at the gate
+    while pipe.depth:
+        pass
+    pipe.submit(sets[1])
+    pipe.submit(sets[2])  # replaces t=1 in the slot
+    gate.set()
+    pipe.close()
+    assert said[0][:2] == (1, "DNA") and "latest-frame slot" in said[0][2]
+    assert said[1] == (2, "DNA", "engine failed: RuntimeError")
+    assert pipe.virtual_skipped == 2

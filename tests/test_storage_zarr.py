@@ -64,8 +64,8 @@ def test_round_trip_positions_and_virtual_channels_marked(tmp_path: Path) -> Non
     for f, (rec, px) in zip(frames, ds.iter_frames(), strict=True):
         assert (rec["t"], rec["p"], rec["channel"]) == (f.id.t, f.id.p, f.id.c)
         np.testing.assert_array_equal(px, f.pixels)
-    with pytest.raises(MissingPlane, match="DNA at t=1, p=1, z=0: not made"):
-        ds.plane(1, "DNA", p=1)  # not a dark image
+    with pytest.raises(MissingPlane, match="DNA at t=1, p=1, z=0: engine busy"):
+        ds.plane(1, "DNA", p=1)  # not a dark image: the reason the run journaled
     root = zarr.open_group(str(path), mode="r")
     assert root.attrs["ome"] == {"version": "0.5", "bioformats2raw.layout": 3}
     for p in (0, 1):
@@ -83,7 +83,7 @@ def test_round_trip_positions_and_virtual_channels_marked(tmp_path: Path) -> Non
         assert [a["name"] for a in ms["axes"]] == ["t", "c", "z", "y", "x"]
         assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][-1] == 0.65
         assert img["0"].shape == (3, 4, 1, 48, 64) and img["0"].chunks == (1, 1, 1, 48, 64)
-        assert meta["missing_planes"]["summary"]["DNA"]["missing"] == 1
+        assert meta["missing_planes"]["summary"]["DNA"]["by_reason"] == {"engine busy": 1}
     # ome-zarr-py reads each position as an image with the channel names
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader

@@ -125,7 +125,8 @@ class AcquisitionRun:
         stages = [s for s in stages if s not in focus_stages]
         self.pipeline = Pipeline(stages, slot_size=profile.queues.pipeline,
                                  on_virtual=self._on_virtual, on_error=self._record_error,
-                                 on_stage_failure=self._stage_failed, latency=self.latency)
+                                 on_stage_failure=self._stage_failed, latency=self.latency,
+                                 on_skip=lambda fid, why: self.writer.skip(fid, "virtual", why))
         self.focus_pipeline = Pipeline(focus_stages, slot_size=1, on_error=self._record_error,
                                        latency=self.latency) if focus_stages else None
         self.writer = BackgroundWriter(

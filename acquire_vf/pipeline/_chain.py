@@ -18,11 +18,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf._frames import ChannelInfo, Frame, FrameId
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.pipeline._protocol import FrameSet, Stage, check_stage
 
 log = logging.getLogger(__name__)
+DROPPED = "skipped: the engines were busy with a later frame set (latest-frame slot)"
+STOPPED = "skipped: the run stopped before the engines reached it"
 
 
 class Pipeline:
@@ -32,7 +34,8 @@ class Pipeline:
                  on_virtual: Callable[[Frame], None] | None = None,
                  on_error: Callable[[str], None] | None = None,
                  on_stage_failure: Callable[[Stage, BaseException], None] | None = None,
-                 latency: LatencyRecorder | None = None) -> None:
+                 latency: LatencyRecorder | None = None,
+                 on_skip: Callable[[FrameId, str], None] | None = None) -> None:
         self.stages = [check_stage(s) for s in stages]
         self._slot: deque[FrameSet] = deque()
         self._slot_size = slot_size
@@ -41,6 +44,7 @@ class Pipeline:
         self._on_virtual = on_virtual
         self._on_error = on_error
         self._on_stage_failure = on_stage_failure
+        self._on_skip = on_skip
         self.latency = latency or LatencyRecorder()
         self.sets_processed = 0
         self.sets_dropped = 0
@@ -70,7 +74,7 @@ class Pipeline:
                 if drop is not None:
                     self._slot.remove(drop)
                     self.sets_dropped += 1
-                    self.virtual_skipped += len(self.outputs)
+                    self._skipped(drop, self.outputs, DROPPED)
             self._slot.append(fs)
             self.max_depth = max(self.max_depth, len(self._slot))
             self._cv.notify()
@@ -109,7 +113,7 @@ class Pipeline:
             except Exception as e:
                 self._record_error(f"stage '{stage.name}' failed at t={fs.t} p={fs.p} z={fs.z}: "
                                    f"{type(e).__name__}: {e}")
-                self.virtual_skipped += len(stage.outputs)
+                self._skipped(fs, stage.outputs, f"engine failed: {type(e).__name__}")
                 if self._on_stage_failure is not None:
                     self._on_stage_failure(stage, e)
                 continue
@@ -128,7 +132,8 @@ class Pipeline:
                 if not np.isfinite(frame.pixels).all():
                     self._record_error(f"stage '{stage.name}': NaN or inf in '{name}' at "
                                        f"t={fs.t} p={fs.p} z={fs.z}; virtual frame skipped")
-                    self.virtual_skipped += 1
+                    self._skipped(fs, [c for c in stage.outputs if c.name == name],
+                                  "NaN or inf in the engine's output")
                     continue
                 self.virtual_made += 1
                 if frame.received:
@@ -141,6 +146,13 @@ class Pipeline:
                 self.refocus_applied += 1
             else:
                 self._record_error(f"stage '{stage.name}' produced undeclared channel '{name}'")
+
+    def _skipped(self, fs: FrameSet, outputs: Sequence[ChannelInfo], why: str) -> None:
+        """Count virtual frames not made, and say why (the sink journals it)."""
+        self.virtual_skipped += len(outputs)
+        if self._on_skip is not None:
+            for c in outputs:
+                self._on_skip(FrameId(fs.t, fs.p, fs.z, c.name), why)
 
     def _record_error(self, msg: str) -> None:
         log.warning(msg)
@@ -155,7 +167,8 @@ class Pipeline:
         """Stop the worker: finish waiting frame sets first if ``drain``, else skip them."""
         with self._cv:
             if not drain:
-                self.virtual_skipped += len(self._slot) * len(self.outputs)
+                for fs in self._slot:
+                    self._skipped(fs, self.outputs, STOPPED)
                 self.sets_dropped += len(self._slot)
                 self._slot.clear()
             self._stop = True

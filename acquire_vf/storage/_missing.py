@@ -4,6 +4,10 @@ A virtual channel's plane is missing where the same time point, position and z h
 frames but no frame of that virtual channel: a refocused channel where the frame was not
 refocused (in focus, or outside the engine's range), a synthesised channel where its frame set
 was skipped (dropped, an engine fault) or where the channel was exposed physically instead.
+Where the run knew why (a frame set replaced in the engines' latest-frame slot, an engine
+that failed on it, a NaN in its output, the writer falling behind, a run stopped before the
+engines reached it) it journaled the reason (``skip`` lines) and that reason is reported;
+otherwise the reason is inferred as above.
 OME-TIFF readers that assemble arrays (tifffile, napari) fill such planes with zeros; the
 OME-XML lists them (MapAnnotation ``acquire-vf/missing-planes``), ``session.json`` counts them
 (``missing_virtual_planes``) and :meth:`DatasetFile.plane` and ``acquire-vf view`` show them
@@ -24,8 +28,12 @@ NOT_MADE = "not made (its frame set was skipped, or the engine failed)"
 
 
 def missing_planes(layout: DatasetLayout, records: Iterable[dict[str, Any]],
+                   skips: dict[tuple[int, int, int, str], str] | None = None,
                    ) -> list[dict[str, Any]]:
-    """Every missing virtual plane: ``{"t", "p", "z", "channel", "why"}``, in plane order."""
+    """Every missing virtual plane: ``{"t", "p", "z", "channel", "why"}``, in plane order;
+    ``skips`` (the journal's, :func:`~acquire_vf.storage._ometiff.journal_skips`) give the
+    reason where the run recorded one."""
+    skips = skips or {}
     have: dict[tuple[int, int, int], set[tuple[str, str]]] = {}
     for r in records:
         have.setdefault((int(r["t"]), int(r["p"]), int(r["z"])), set()).add(
@@ -40,7 +48,8 @@ def missing_planes(layout: DatasetLayout, records: Iterable[dict[str, Any]],
             if (name, "virtual") in got:
                 continue
             why = EXPOSED if (name, "physical") in got else \
-                NOT_REFOCUSED if name.endswith("-refocused") else NOT_MADE
+                skips.get((*plane, name)) or \
+                (NOT_REFOCUSED if name.endswith("-refocused") else NOT_MADE)
             out.append({"t": plane[0], "p": plane[1], "z": plane[2], "channel": name,
                         "why": why})
     return out

@@ -177,6 +177,23 @@ def read_journal(path: Path) -> tuple[DatasetLayout, list[dict[str, Any]], bool]
     return DatasetLayout.from_json(recs[0]), frames, closed
 
 
+def journal_skips(path: Path) -> dict[tuple[int, int, int, str], str]:
+    """Why each journaled skip's virtual frame was not made: ``(t, p, z, channel) -> why``."""
+    out: dict[tuple[int, int, int, str], str] = {}
+    try:
+        lines = journal_path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if r.get("kind") == "skip":
+            out[(int(r["t"]), int(r["p"]), int(r["z"]), str(r["channel"]))] = str(r["why"])
+    return out
+
+
 def _write_ome(path: Path, layout: DatasetLayout, records: list[dict[str, Any]],
                qc: dict[str, dict[str, int]] | None = None,
                annotations: dict[str, list[dict[str, Any]]] | None = None) -> None:
@@ -189,7 +206,7 @@ def _write_ome(path: Path, layout: DatasetLayout, records: list[dict[str, Any]],
                     counts[flag] = counts.get(flag, 0) + 1
     from acquire_vf.storage._missing import MISSING_NS, missing_planes, missing_summary
 
-    missing = missing_planes(layout, records)
+    missing = missing_planes(layout, records, journal_skips(path))
     if missing:  # virtual planes never made: listed, so no reader takes them for dark images
         planes: dict[str, list[str]] = {}
         for m in missing:
@@ -236,7 +253,9 @@ def repair(path: str | os.PathLike[str]) -> int:
 def _rewrite_journal(path: Path, layout: DatasetLayout, records: list[dict[str, Any]]) -> None:
     jp = journal_path(path)
     tmp = jp.with_name(jp.name + ".tmp")
-    lines = [layout.to_json(), *records,
+    skips = [{"kind": "skip", "t": k[0], "p": k[1], "z": k[2], "c": k[3], "channel": k[3],
+              "role": "virtual", "why": why} for k, why in journal_skips(path).items()]
+    lines = [layout.to_json(), *records, *skips,
              {"kind": "closed", "frames": len(records), "recovered": True}]
     tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in lines),
                    encoding="utf-8")

@@ -35,7 +35,8 @@ import numpy as np
 from acquire_vf._errors import StorageError
 from acquire_vf._frames import ChannelInfo, Frame, FrameId
 from acquire_vf.storage._layout import DatasetLayout
-from acquire_vf.storage._ometiff import _plain, frame_crc, journal_path, read_journal
+from acquire_vf.storage._ometiff import (_plain, frame_crc, journal_path, journal_skips,
+                                         read_journal)
 
 log = logging.getLogger(__name__)
 NGFF_VERSION = "0.5"
@@ -235,7 +236,7 @@ def finish_store(path: Path, layout: DatasetLayout, records: list[dict[str, Any]
             for flag, on in (r.get("qc") or {}).items():
                 if on is True:
                     counts[flag] = counts.get(flag, 0) + 1
-    missing = missing_planes(layout, records)
+    missing = missing_planes(layout, records, journal_skips(path))
     root = zarr.open_group(store=str(path), mode="r+", zarr_format=3)
     for k, sub in enumerate(image_paths(layout)):
         group = root if sub == "" else root[sub]

@@ -56,8 +56,9 @@ class DatasetFile:
     def missing(self) -> list[dict[str, Any]]:
         """Virtual planes the run never made, with the reason (:mod:`._missing`)."""
         from acquire_vf.storage._missing import missing_planes
+        from acquire_vf.storage._ometiff import journal_skips
 
-        return missing_planes(self.layout, self.records)
+        return missing_planes(self.layout, self.records, journal_skips(self.path))
 
     def plane(self, t: int, channel: str, z: int = 0, p: int = 0,
               role: str | None = None) -> np.ndarray:

@@ -94,6 +94,9 @@ class BackgroundWriter:
         with self._cv:
             if self.error is not None or len(self._virtual) >= self._virtual_limit:
                 self.virtual_dropped += 1
+                if self.error is None and len(self._skips) < 10_000:
+                    self._skips.append((frame.id, "virtual", "skipped: the writer fell behind"))
+                    self._cv.notify()
                 return False
             self._virtual.append(frame)
             self.max_virtual_depth = max(self.max_virtual_depth, len(self._virtual))
