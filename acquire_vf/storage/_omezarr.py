@@ -35,8 +35,7 @@ import numpy as np
 from acquire_vf._errors import StorageError
 from acquire_vf._frames import ChannelInfo, Frame, FrameId
 from acquire_vf.storage._layout import DatasetLayout
-from acquire_vf.storage._ometiff import (_plain, frame_crc, journal_path, journal_skips,
-                                         read_journal)
+from acquire_vf.storage._ometiff import _plain, frame_crc, journal_path, journal_skips, read_journal
 
 log = logging.getLogger(__name__)
 NGFF_VERSION = "0.5"
