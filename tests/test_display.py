@@ -57,12 +57,14 @@ def test_virtual_panels_carry_the_badge() -> None:
     assert "border" in virtual.widget.styleSheet() and physical.widget.styleSheet() == ""
 
 
-def _gradient_dataset(folder: Path) -> Path:
-    from acquire_vf.storage import DatasetLayout, OmeTiffWriter
+def _gradient_dataset(folder: Path, fmt: str = "ome-tiff") -> Path:
+    from acquire_vf.storage import DatasetLayout, OmeTiffWriter, OmeZarrWriter
 
     right, down = gradients(256)
-    w = OmeTiffWriter(folder / "acquisition.ome.tif",
-                      DatasetLayout(channels=(ChannelInfo("AGP"), DNA), shape=(256, 256)))
+    cls, suffix = (OmeZarrWriter, ".ome.zarr") if fmt == "ome-zarr" else (OmeTiffWriter,
+                                                                           ".ome.tif")
+    w = cls(folder / f"acquisition{suffix}",
+            DatasetLayout(channels=(ChannelInfo("AGP"), DNA), shape=(256, 256)))
     for t in range(3):
         w.append(Frame(FrameId(t, 0, 0, "AGP"), right, t, 0.0))
         w.append(Frame(FrameId(t, 0, 0, "DNA"), down, t, 0.0, role="virtual"))
@@ -71,8 +73,9 @@ def _gradient_dataset(folder: Path) -> Path:
 
 
 @needs_gui
-def test_view_screenshot_renders_a_dataset(tmp_path: Path) -> None:
-    _gradient_dataset(tmp_path / "run")
+@pytest.mark.parametrize("fmt", ["ome-tiff", "ome-zarr"])
+def test_view_screenshot_renders_a_dataset(tmp_path: Path, fmt: str) -> None:
+    _gradient_dataset(tmp_path / "run", fmt)
     png = tmp_path / "shot.png"
     r = run_cli("view", str(tmp_path / "run"), "--screenshot", str(png), timeout=120)
     assert r.returncode == 0, r.stderr
