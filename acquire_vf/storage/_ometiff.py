@@ -16,17 +16,25 @@ import json
 import logging
 import os
 import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tifffile
 
 from acquire_vf._errors import StorageError
-from acquire_vf._frames import Frame, FrameId
+from acquire_vf._frames import Frame
+from acquire_vf.storage._journal import (
+    JournaledWriter,
+    frame_crc,
+    journal_path,
+    plain,
+    qc_counts,
+)
 from acquire_vf.storage._layout import DatasetLayout
 from acquire_vf.storage._omexml import build_ome_xml
+
+__all__ = ["IDENTITY_TAG", "OmeTiffWriter", "frame_crc", "journal_path", "read_journal",
+           "repair"]
 
 log = logging.getLogger(__name__)
 
@@ -35,126 +43,43 @@ IDENTITY_TAG = 65421
 _PLACEHOLDER = "acquire-vf: OME-XML is written when the file is closed or repaired" + " " * 64
 
 
-def journal_path(path: Path) -> Path:
-    return path.with_name(path.name + ".journal")
-
-
-def frame_crc(pixels: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(pixels).data) & 0xFFFFFFFF
-
-
-class OmeTiffWriter:
+class OmeTiffWriter(JournaledWriter):
     """Writes frames of one :class:`DatasetLayout` to ``path``; one writer thread only."""
 
-    def __init__(self, path: str | os.PathLike[str], layout: DatasetLayout) -> None:
-        self.path = Path(path)
-        self.layout = layout
-        self.frames_written = 0
-        self.frames_skipped = 0
-        self._qc_counts: dict[str, dict[str, int]] = {}
-        if self.path.exists():
-            raise StorageError(f"refusing to overwrite existing file '{self.path}'")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._journal = open(journal_path(self.path), "x", encoding="utf-8")  # noqa: SIM115
-            self._tw = tifffile.TiffWriter(self.path, bigtiff=True, ome=False)
-            self._write_journal(layout.to_json())
-        except OSError as e:
-            raise StorageError(f"cannot create '{self.path}': {e.strerror or e}") from e
-        self._closed = False
-        self._annotations: dict[str, list[dict[str, Any]]] = {}
+    def _open(self) -> None:
+        self._tw = tifffile.TiffWriter(self.path, bigtiff=True, ome=False)
 
     def append(self, frame: Frame) -> int:
         """Append ``frame`` as the next page; return its page index (IFD).
 
         Survives a crash once this returns: the page is flushed before its journal line."""
-        if self._closed:
-            raise StorageError(f"'{self.path}' is closed")
-        self.layout.check_frame(frame.pixels, f"frame {frame.id}")
-        c = self.layout.channel_index(frame.id.c, frame.role)
-        pixels = np.ascontiguousarray(frame.pixels)
-        ifd = self.frames_written
-        rec: dict[str, Any] = {
-            "kind": "frame", "ifd": ifd, **frame.id.as_dict(), "c": c, "channel": frame.id.c,
-            "role": frame.role, "seq": frame.seq, "crc32": frame_crc(pixels),
-            "elapsed_ms": round(frame.elapsed_ms, 3), "exposure_ms": frame.exposure_ms,
-            "x_um": frame.x_um, "y_um": frame.y_um, "z_um": frame.z_um,
-        }
-        if frame.qc:
-            rec["qc"] = frame.qc
-            counts = self._qc_counts.setdefault(frame.id.c, {})
-            for flag, on in frame.qc.items():
-                if on is True:
-                    counts[flag] = counts.get(flag, 0) + 1
+        c, pixels = self._check(frame)
+        rec = self._record(frame, c, pixels)
         identity = json.dumps({k: v for k, v in rec.items() if k not in ("kind", "ifd")},
-                              default=_plain)
+                              default=plain)
         try:
             self._tw.write(
-                pixels, description=_PLACEHOLDER if ifd == 0 else None, metadata=None,
+                pixels, description=_PLACEHOLDER if rec["ifd"] == 0 else None, metadata=None,
                 contiguous=False, software="acquire-vf",
                 extratags=[(IDENTITY_TAG, "s", 0, identity, True)],
             )
             fh = self._tw.filehandle
             fh.flush()
             rec["end"] = os.fstat(fh.fileno()).st_size
-            self._write_journal(rec)
+            self._journal_frame(rec)
         except OSError as e:
-            reason = e.strerror or (
-                f"the disk is full or a file-size limit was reached ({e})" if "written" in str(e)
-                else str(e))
-            raise StorageError(
-                f"writing frame {frame.id.as_dict()} to '{self.path}' failed: "
-                f"{reason}; {self.frames_written} earlier frames are intact"
-            ) from e
-        self.frames_written += 1
-        return ifd
+            raise self._write_failed(frame, e) from e
+        return int(rec["ifd"])
 
-    def skip(self, fid: FrameId, role: str, why: str) -> None:
-        """Record that a frame of the plan will not come (a virtual frame not made), so a
-        reader can tell a missing plane from a dark one. Journaled only: no page is written."""
-        if self._closed:
-            raise StorageError(f"'{self.path}' is closed")
-        self._write_journal({"kind": "skip", **fid.as_dict(), "channel": fid.c, "role": role,
-                             "why": why})
-        self.frames_skipped += 1
+    def _seal(self) -> None:
+        self._tw.close()
 
-    def annotate(self, namespace: str, records: list[dict[str, Any]]) -> None:
-        """Records to write as OME MapAnnotations (one per record) when the file closes."""
-        self._annotations[namespace] = list(records)
-
-    def close(self) -> None:
-        """Write the OME-XML and mark the journal closed. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._tw.close()
-            records = read_journal(self.path)[1]
-            for ns, recs in self._annotations.items():
-                self._write_journal({"kind": "annotations", "namespace": ns, "records": recs})
-            if records:
-                _write_ome(self.path, self.layout, records, self._qc_counts, self._annotations)
-            else:
-                self.path.unlink()  # a header-only file is not a valid TIFF; the journal says why
-            self._write_journal({"kind": "closed", "frames": len(records)})
-        except OSError as e:
-            raise StorageError(
-                f"finishing '{self.path}' failed: {e.strerror or e}; the frames are intact, "
-                f"run 'acquire-vf recover {self.path.parent}' to restore its OME-XML"
-            ) from e
-        finally:
-            self._journal.close()
-
-    def _write_journal(self, rec: dict[str, Any]) -> None:
-        self._journal.write(json.dumps(rec, separators=(",", ":"), default=_plain) + "\n")
-        self._journal.flush()
-
-
-def _plain(v: Any) -> Any:
-    """numpy scalars (from a stage's QC flags) as plain JSON values."""
-    if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+    def _finish(self, records: list[dict[str, Any]], qc: dict[str, dict[str, int]],
+                annotations: dict[str, list[dict[str, Any]]]) -> None:
+        if records:
+            _write_ome(self.path, self.layout, records, qc, annotations)
+        else:
+            self.path.unlink()  # a header-only file is not a valid TIFF; the journal says why
 
 
 def read_journal(path: Path) -> tuple[DatasetLayout, list[dict[str, Any]], bool]:
@@ -198,12 +123,7 @@ def _write_ome(path: Path, layout: DatasetLayout, records: list[dict[str, Any]],
                qc: dict[str, dict[str, int]] | None = None,
                annotations: dict[str, list[dict[str, Any]]] | None = None) -> None:
     if qc is None:
-        qc = {}
-        for r in records:
-            counts = qc.setdefault(r["channel"], {})
-            for flag, on in (r.get("qc") or {}).items():
-                if on is True:
-                    counts[flag] = counts.get(flag, 0) + 1
+        qc = qc_counts(records)
     from acquire_vf.storage._missing import MISSING_NS, missing_planes, missing_summary
 
     missing = missing_planes(layout, records, journal_skips(path))

@@ -23,19 +23,17 @@ engine, sha256 and inputs of virtual channels.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from acquire_vf._errors import StorageError
-from acquire_vf._frames import ChannelInfo, Frame, FrameId
+from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf.storage._journal import JournaledWriter, qc_counts
 from acquire_vf.storage._layout import DatasetLayout
-from acquire_vf.storage._ometiff import _plain, frame_crc, journal_path, journal_skips, read_journal
+from acquire_vf.storage._ometiff import journal_skips, read_journal
 
 log = logging.getLogger(__name__)
 NGFF_VERSION = "0.5"
@@ -102,95 +100,34 @@ def image_paths(layout: DatasetLayout) -> list[str]:
     return [""] if n <= 1 else [str(p) for p in range(n)]
 
 
-class OmeZarrWriter:
+class OmeZarrWriter(JournaledWriter):
     """Writes frames of one :class:`DatasetLayout` into the store ``path``; one writer thread."""
 
-    def __init__(self, path: str | os.PathLike[str], layout: DatasetLayout) -> None:
-        zarr = _zarr()
-        self.path = Path(path)
-        self.layout = layout
-        self.frames_written = 0
-        self.frames_skipped = 0
-        self._qc_counts: dict[str, dict[str, int]] = {}
-        self._annotations: dict[str, list[dict[str, Any]]] = {}
-        if self.path.exists():
-            raise StorageError(f"refusing to overwrite existing store '{self.path}'")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._journal = open(journal_path(self.path), "x", encoding="utf-8")  # noqa: SIM115
-            self._write_journal(layout.to_json())
-            self._arrays = create_store(zarr, self.path, layout)
-        except OSError as e:
-            raise StorageError(f"cannot create '{self.path}': {e.strerror or e}") from e
-        self._closed = False
+    kind = "store"
+
+    def _open(self) -> None:
+        self._arrays = create_store(_zarr(), self.path, self.layout)
 
     def append(self, frame: Frame) -> int:
         """Write ``frame`` as its chunk; return its sequence number in the store.
 
         Survives a crash once this returns: the chunk is in place before its journal line."""
-        if self._closed:
-            raise StorageError(f"'{self.path}' is closed")
-        self.layout.check_frame(frame.pixels, f"frame {frame.id}")
-        c = self.layout.channel_index(frame.id.c, frame.role)
+        c, pixels = self._check(frame)
         fid = frame.id
         arr = self._arrays[fid.p]
-        pixels = np.ascontiguousarray(frame.pixels)
-        rec: dict[str, Any] = {
-            "kind": "frame", "ifd": self.frames_written, **fid.as_dict(), "c": c,
-            "channel": fid.c, "role": frame.role, "seq": frame.seq, "crc32": frame_crc(pixels),
-            "elapsed_ms": round(frame.elapsed_ms, 3), "exposure_ms": frame.exposure_ms,
-            "x_um": frame.x_um, "y_um": frame.y_um, "z_um": frame.z_um}
-        if frame.qc:
-            rec["qc"] = frame.qc
-            counts = self._qc_counts.setdefault(fid.c, {})
-            for flag, on in frame.qc.items():
-                if on is True:
-                    counts[flag] = counts.get(flag, 0) + 1
+        rec = self._record(frame, c, pixels)
         try:
             if fid.t >= arr.shape[0]:
                 arr.resize((fid.t + 1, *arr.shape[1:]))
             arr[fid.t, c, fid.z] = pixels
-            self._write_journal(rec)
+            self._journal_frame(rec)
         except OSError as e:
-            raise StorageError(
-                f"writing frame {fid.as_dict()} to '{self.path}' failed: "
-                f"{e.strerror or e}; {self.frames_written} earlier frames are intact") from e
-        self.frames_written += 1
+            raise self._write_failed(frame, e) from e
         return int(rec["ifd"])
 
-    def skip(self, fid: FrameId, role: str, why: str) -> None:
-        """Record that a planned frame will not come (journaled; no chunk is written)."""
-        if self._closed:
-            raise StorageError(f"'{self.path}' is closed")
-        self._write_journal({"kind": "skip", **fid.as_dict(), "channel": fid.c, "role": role,
-                             "why": why})
-        self.frames_skipped += 1
-
-    def annotate(self, namespace: str, records: list[dict[str, Any]]) -> None:
-        """Records to write into the images' metadata when the store closes."""
-        self._annotations[namespace] = list(records)
-
-    def close(self) -> None:
-        """Write the final metadata and mark the journal closed. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            records = read_journal(self.path)[1]
-            for ns, recs in self._annotations.items():
-                self._write_journal({"kind": "annotations", "namespace": ns, "records": recs})
-            finish_store(self.path, self.layout, records, self._qc_counts, self._annotations)
-            self._write_journal({"kind": "closed", "frames": len(records)})
-        except OSError as e:
-            raise StorageError(
-                f"finishing '{self.path}' failed: {e.strerror or e}; the frames are intact, "
-                f"run 'acquire-vf recover {self.path.parent}' to restore its metadata") from e
-        finally:
-            self._journal.close()
-
-    def _write_journal(self, rec: dict[str, Any]) -> None:
-        self._journal.write(json.dumps(rec, separators=(",", ":"), default=_plain) + "\n")
-        self._journal.flush()
+    def _finish(self, records: list[dict[str, Any]], qc: dict[str, dict[str, int]],
+                annotations: dict[str, list[dict[str, Any]]]) -> None:
+        finish_store(self.path, self.layout, records, qc, annotations)
 
 
 def create_store(zarr: Any, path: Path, layout: DatasetLayout) -> list[Any]:
@@ -229,12 +166,7 @@ def finish_store(path: Path, layout: DatasetLayout, records: list[dict[str, Any]
 
     zarr = _zarr()
     if qc is None:
-        qc = {}
-        for r in records:
-            counts = qc.setdefault(r["channel"], {})
-            for flag, on in (r.get("qc") or {}).items():
-                if on is True:
-                    counts[flag] = counts.get(flag, 0) + 1
+        qc = qc_counts(records)
     missing = missing_planes(layout, records, journal_skips(path))
     root = zarr.open_group(store=str(path), mode="r+", zarr_format=3)
     for k, sub in enumerate(image_paths(layout)):
