@@ -18,6 +18,8 @@ def metadata_number(v: Any, kind: type[float] | type[int] = float) -> Any:
 
 VIRTUAL_PREFIX = "virtual:"
 """Prefix of a virtual channel's name in files and on screen, so it is never taken for data."""
+QC_NOT_FLAGS = frozenset({"finite"})
+"""QC values that are true when all is well: not flags raised (every other true value is)."""
 
 
 @dataclass(frozen=True, order=True)

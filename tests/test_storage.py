@@ -253,3 +253,12 @@ def test_numpy_qc_values_are_written(tmp_path: Path) -> None:
     w.close()
     (ds,) = open_dataset(tmp_path)
     assert ds.records[0]["qc"] == {"saturated": True, "focus_score": 0.5}
+
+
+def test_qc_counts_count_flags_raised_not_good_news() -> None:
+    """``finite`` is true when all is well: the files' QC counts do not report it as a flag."""
+    from acquire_vf.storage._journal import qc_counts
+
+    recs = [{"channel": "DNA", "qc": {"finite": True, "input_dim": True, "nan_or_inf": False}},
+            {"channel": "DNA", "qc": {"finite": True, "input_dim": False}}]
+    assert qc_counts(recs) == {"DNA": {"input_dim": 1}}

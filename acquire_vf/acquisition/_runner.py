@@ -23,7 +23,7 @@ from typing import Any
 import useq
 
 from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
-from acquire_vf._frames import Frame
+from acquire_vf._frames import QC_NOT_FLAGS, Frame
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._dose import DoseLedger
 from acquire_vf.acquisition._focus import FocusController
@@ -39,8 +39,6 @@ from acquire_vf.pipeline import Pipeline, Stage
 from acquire_vf.storage import BackgroundWriter, BacklogFull, FrameSink
 
 log = logging.getLogger(__name__)
-QC_NOT_FLAGS = frozenset({"finite"})
-"""True QC values that are good news, not flags."""
 
 
 def _plane_tp(e: useq.MDAEvent) -> tuple[int, int]:

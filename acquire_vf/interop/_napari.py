@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from acquire_vf._frames import QC_NOT_FLAGS
 from acquire_vf.storage._omezarr import PHYSICAL_COLOURS, channel_type
 
 LayerData = tuple[Any, dict[str, Any], str]
 _COLOURMAP = {"virtual": "red", "uncertainty": "gray"}
-QC_GOOD = frozenset({"finite"})
-"""QC keys that are true when all is well (the others are flags raised)."""
 _PHYSICAL = ("green", "magenta", "cyan", "yellow", "bop orange", "bop blue", "gray")
 assert len(_PHYSICAL) == len(PHYSICAL_COLOURS)
 
@@ -123,7 +122,7 @@ def _qc_points(label: str, index: dict[tuple[int, int], dict[str, Any]], name: s
     rows, flags = [], []
     for (t, z), r in sorted(index.items()):
         raised = sorted(f for f, on in (r.get("qc") or {}).items()
-                        if on is True and f not in QC_GOOD)
+                        if on is True and f not in QC_NOT_FLAGS)
         if raised:
             rows.append([t, z, 8.0, 8.0])
             flags.append(", ".join(raised))
