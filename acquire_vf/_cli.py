@@ -347,7 +347,7 @@ def predict(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Run an engine on saved images (any size; keeps the input's shape and dtype)."""
-    from acquire_vf.config._load import engine_path
+    from acquire_vf.card import engine_path
     from acquire_vf.storage import check_output
 
     model = engine_path(model)

@@ -215,3 +215,25 @@ def engine_table(folder: Path) -> str:
         rows.append(f"| `{c.name}` | {c.task} | {' + '.join(c.inputs)} -> {c.output} | {val} | "
                     f"{fin} | {base} | [report](docs/models/{c.name}/report.html) |")
     return "\n".join(rows)
+
+
+def engine_path(p: Path) -> Path:
+    """An engine file: ``NAME.onnx`` as named, or the ONNX inside a bioimage.io package that
+    acquire-vf exported (the package folder, or its ``rdf.yaml``; the acquire-vf card beside
+    the weights)."""
+    p = Path(p)
+    if not (p.is_dir() or p.name == "rdf.yaml"):
+        return p
+    import yaml
+
+    rdf = p / "rdf.yaml" if p.is_dir() else p
+    try:
+        data = yaml.safe_load(rdf.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise CardError(f"'{p}': expected a bioimage.io package (a folder with rdf.yaml), "
+                        f"could not read it ({' '.join(str(e).split())[:160]})") from None
+    onnx = ((data or {}).get("weights") or {}).get("onnx", {}).get("source")
+    if not onnx or not (rdf.parent / onnx).with_suffix(".json").is_file():
+        raise CardError(f"'{p}': expected a bioimage.io package exported by acquire-vf (ONNX "
+                        "weights with the acquire-vf card beside them), got one without")
+    return rdf.parent / onnx

@@ -35,8 +35,7 @@ def compare_engines(new: Path, old: Path, data: Path) -> dict[str, Any]:
     """``new`` against ``old`` on the positions ``new`` never saw in ``data``."""
     from acquire_vf.card import ModelCard
     from acquire_vf.config import Compute
-    from acquire_vf.evaluate._intervals import field_ci
-    from acquire_vf.evaluate._run import _recipe_for
+    from acquire_vf.evaluate import field_ci, recipe_for
     from acquire_vf.inference import create_engine
     from acquire_vf.metrics import image_metrics, to_unit
     from acquire_vf.pairs import read_pairs
@@ -48,7 +47,7 @@ def compare_engines(new: Path, old: Path, data: Path) -> dict[str, Any]:
                         f"task, inputs and output, got {cards[0].task} {list(cards[0].inputs)}"
                         f" -> {cards[0].output} and {cards[1].task} {list(cards[1].inputs)} "
                         f"-> {cards[1].output}")
-    rec = _recipe_for(cards[0], data)
+    rec = recipe_for(cards[0], data)
     pairs = read_pairs(rec.data, data, seed=rec.seed).test
     if not pairs:
         raise DataError(f"'{data}' has no positions the new engine did not train on")

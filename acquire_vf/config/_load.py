@@ -68,20 +68,12 @@ def profile_from_dict(data: Mapping[str, Any], source: str = "<profile>",
     return _resolve_paths(prof, base_dir) if base_dir is not None else prof
 
 
-def engine_path(p: Path) -> Path:
-    """An engine file: ``NAME.onnx`` as named, or the ONNX inside a bioimage.io package that
-    acquire-vf exported (the package folder, or its ``rdf.yaml``)."""
-    if p.is_dir() or p.name == "rdf.yaml":
-        from acquire_vf.interop._bioimageio import engine_from_package
-
-        return engine_from_package(p)
-    return p
-
-
 def _resolve_paths(prof: Profile, base: Path) -> Profile:
     def fix(p: Path | None) -> Path | None:
         if p is None:
             return None
+        from acquire_vf.card import engine_path  # a bioimage.io package names its ONNX
+
         return engine_path(p if p.is_absolute() else (base / p).resolve())
 
     virtual = tuple(v.model_copy(update={"engine": fix(v.engine)}) for v in prof.virtual_channels)

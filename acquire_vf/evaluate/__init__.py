@@ -2,15 +2,18 @@
 
 from typing import Any
 
+from acquire_vf.evaluate._intervals import field_ci
 from acquire_vf.metrics import image_metrics, mae, psnr, ssim, to_unit
 
-__all__ = ["image_metrics", "mae", "psnr", "ssim", "to_unit"]
+__all__ = ["field_ci", "image_metrics", "mae", "psnr", "ssim", "to_unit"]
 
 
 def __getattr__(name: str) -> Any:
     """The evaluation run loads its report machinery (matplotlib) on first use."""
     import importlib
 
+    if name == "recipe_for":  # the recipe an engine's card describes, on other data
+        return importlib.import_module("acquire_vf.evaluate._run")._recipe_for
     if name in ("evaluate", "linear_fit_text", "update_card"):
         return getattr(importlib.import_module("acquire_vf.evaluate._run"), name)
     if name in ("final_test_used", "record_final_test", "set_spec", "simulate_set"):

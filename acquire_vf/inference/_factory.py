@@ -78,7 +78,7 @@ def create_engine(onnx_path: str | Path, compute: Compute, *, tile: int | None =
                   backend: str | None = None, host: Any = None) -> TiledEngine:
     """The engine for ``onnx_path`` on the first backend that may and can run it; with
     ``host`` (an :class:`~acquire_vf.engine_host.EngineHost`) the network runs there."""
-    from acquire_vf.config._load import engine_path
+    from acquire_vf.card import engine_path
 
     path = engine_path(Path(onnx_path))  # a bioimage.io package exported by acquire-vf too
     card = ModelCard.load(path)

@@ -45,7 +45,7 @@ def _norm_gain_offset(card: Any, names: list[str]) -> tuple[list[float], list[fl
 def test_input(card: Any, size: int = TEST_SIZE) -> np.ndarray:
     """One field of the engine's kind of data, simulated (``(1, C, size, size)`` float32, camera
     values): a defocused plane for a refocus engine, its input channels for a synthesis one."""
-    from acquire_vf.evaluate._run import _recipe_for
+    from acquire_vf.evaluate import recipe_for
     from acquire_vf.pairs import read_pairs
     from acquire_vf.simulate import write_dataset
 
@@ -55,7 +55,7 @@ def test_input(card: Any, size: int = TEST_SIZE) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         write_dataset(kind, root, fields=1, seed=4242, size=(size, size))  # type: ignore[arg-type]
-        pairs = read_pairs(_recipe_for(card, root).data, root, seed=0, require_splits=False)
+        pairs = read_pairs(recipe_for(card, root).data, root, seed=0, require_splits=False)
         every = pairs.train + pairs.val + pairs.test
         if not every:
             raise DataError(f"could not simulate a test input for '{card.name}'")
@@ -234,20 +234,3 @@ def _description(v: Any, card: Any, work: Path, onnx_name: str) -> Any:
 def _ids(names: Any) -> list[str]:
     """Channel names as bioimage.io identifiers (letters, digits, underscores)."""
     return ["".join(ch if ch.isalnum() else "_" for ch in n) for n in names]
-
-
-def engine_from_package(path: Path) -> Path:
-    """The ONNX engine (with its acquire-vf card) inside a package folder or its ``rdf.yaml``."""
-    import yaml
-
-    rdf = path / RDF if path.is_dir() else path
-    try:
-        data = yaml.safe_load(rdf.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise DataError(f"'{path}': expected a bioimage.io package (a folder with rdf.yaml), "
-                        f"could not read it ({e})") from None
-    onnx = (data.get("weights") or {}).get("onnx", {}).get("source")
-    if not onnx or not (rdf.parent / onnx).with_suffix(".json").is_file():
-        raise DataError(f"'{path}': expected a bioimage.io package exported by acquire-vf (ONNX "
-                        "weights with the acquire-vf card beside them), got one without")
-    return rdf.parent / onnx

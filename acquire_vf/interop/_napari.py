@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from acquire_vf._frames import QC_NOT_FLAGS
-from acquire_vf.storage._omezarr import PHYSICAL_COLOURS, channel_type
+from acquire_vf.storage import PHYSICAL_COLOURS, channel_type
 
 LayerData = tuple[Any, dict[str, Any], str]
 _COLOURMAP = {"virtual": "red", "uncertainty": "gray"}

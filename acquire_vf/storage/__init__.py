@@ -12,13 +12,14 @@ from acquire_vf.storage._ometiff import (
     read_journal,
     repair,
 )
-from acquire_vf.storage._omezarr import OmeZarrWriter, repair_zarr
+from acquire_vf.storage._omezarr import PHYSICAL_COLOURS, OmeZarrWriter, channel_type, repair_zarr
 from acquire_vf.storage._reader import DatasetFile, MissingPlane, ZarrDatasetFile, open_dataset
 from acquire_vf.storage._sink import BackgroundWriter, BacklogFull, FrameSink
 
 __all__ = [
-    "IDENTITY_TAG", "BacklogFull", "BackgroundWriter", "DatasetFile", "DatasetLayout", "FrameSink",
+    "IDENTITY_TAG", "PHYSICAL_COLOURS", "BacklogFull", "BackgroundWriter", "DatasetFile",
+    "DatasetLayout", "FrameSink",
     "MissingPlane", "OmeTiffWriter", "OmeZarrWriter", "ZarrDatasetFile", "check_output",
     "frame_crc", "journal_path", "missing_summary", "open_dataset", "prepare_output",
-    "read_journal", "repair", "repair_zarr",
+    "channel_type", "read_journal", "repair", "repair_zarr",
 ]
