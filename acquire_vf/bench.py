@@ -112,7 +112,7 @@ def run(json_path: Path | None = None, *, quick: bool = False,
     progress(f"uncertainty passes: {detail['uncertainty']}")
     result["uncertainty_cost_ratio"] = {k: v for k, v in detail["uncertainty"].items()
                                         if k.startswith("passes_")}
-    tp, pairs = (40, 1) if quick else (150, 3)
+    tp, pairs = (25, 1) if quick else (150, 3)
     live = live_ratios(work / "realtime.onnx", progress, time_points=tp, pairs=pairs)
     detail["live"] = live
     # the same with an engine 10-20x slower than the camera (the paper preset), the case the

@@ -124,7 +124,11 @@ def engines(tmp_path_factory):
 
     if importlib.util.find_spec("torch") is None:  # found, never imported: this process may
         pytest.skip("training needs PyTorch (the train extra)")  # run Micro-Manager
-    root = tmp_path_factory.mktemp("engines")
+    shared = os.environ.get(SHARED_ENGINES_ENV)  # one build for this pytest and its children
+    root = Path(shared) if shared else tmp_path_factory.mktemp("engines")
+    names = ("dna", "refocus")
+    if (root / "built").is_file():  # a process of this session built them: the same files
+        return {n: root / "engines" / f"{n}.onnx" for n in names}
     cache = root / "data"
     specs = {
         "dna": ("synthesis", "bbbc022", '["AGP", "RNA"]', "DNA", "false"),
@@ -140,12 +144,15 @@ def engines(tmp_path_factory):
             f'cache = "{cache}"\n[data.simulated]\nfields = 3\nseed = 5\n'
             f"size = [128, 128]\n[train]\nsteps = 3\nbatch = 2\npatch = 64\n"
             f"val_patches = 2\n")
-        r = run_cli("train", str(recipe), "--out", str(root / name), timeout=600)
+        r = run_cli("train", str(recipe), "--out", str(root / name), "--overwrite",
+                    timeout=600)  # --overwrite: a build another process left half done
         assert r.returncode == 0, r.stderr[-2000:]
         out[name] = root / "engines" / f"{name}.onnx"
         r = run_cli("export", str(root / name / "checkpoints" / "last.pt"), "--out",
-                    str(out[name]), timeout=600)
+                    str(out[name]), "--overwrite", timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
+    assert set(out) == set(names)
+    (root / "built").write_text("dna refocus\n")
     return out
 
 
@@ -186,6 +193,17 @@ def onnx_engine(path: Path, graph_nodes, inputs: int = 1, *, multiple_of: int = 
 # outcome the child recorded for it (JUnit XML), so a plain ``pytest`` is safe and complete.
 
 CHILD_ENV = "ACQUIRE_VF_TEST_CHILD"
+SHARED_ENGINES_ENV = "ACQUIRE_VF_TEST_ENGINES"
+"""The folder where the ``engines`` fixture builds its engines once per pytest session: the
+main process and its child processes (which inherit this variable) use the same files."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get(CHILD_ENV) and not os.environ.get(SHARED_ENGINES_ENV):
+        import tempfile
+
+        os.environ[SHARED_ENGINES_ENV] = tempfile.mkdtemp(prefix="acquire-vf-test-engines-")
+        config.stash[_SHARED] = os.environ[SHARED_ENGINES_ENV]
 _child_results: dict[str, dict[str, tuple[str, str]]] = {}
 
 
@@ -305,10 +323,17 @@ def _close_qt_windows():
 
 
 _EXIT = pytest.StashKey[int]()
+_SHARED = pytest.StashKey[str]()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[_EXIT] = int(exitstatus)
+    shared = session.config.stash.get(_SHARED, None)
+    if shared:  # the main process made the shared engines' folder: it removes it
+        import shutil
+
+        shutil.rmtree(shared, ignore_errors=True)
+        os.environ.pop(SHARED_ENGINES_ENV, None)
 
 
 @pytest.hookimpl(trylast=True)
