@@ -46,7 +46,7 @@ def _is_dataset(p: Path) -> bool:
     journal = p.with_name(p.name + ".journal")
     if p.name.endswith((".ome.tif", ".ome.zarr")):
         return journal.is_file()
-    return p.is_dir() and any(p.glob("*.ome.tif.journal")) or any(p.glob("*.ome.zarr.journal"))
+    return p.is_dir() and any(any(p.glob(f"*{ext}.journal")) for ext in (".ome.tif", ".ome.zarr"))
 
 
 def read(path: str | list[str]) -> list[LayerData]:
