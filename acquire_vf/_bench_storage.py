@@ -15,16 +15,14 @@ def write_throughput(work: Path, frames: int, rounds: int = 3) -> dict[str, Any]
     writer, journal and close included; the formats alternate round by round, so both see the
     same disk state, and the median round counts."""
     from acquire_vf._frames import ChannelInfo, Frame, FrameId
-    from acquire_vf.storage import DatasetLayout, OmeTiffWriter, OmeZarrWriter
+    from acquire_vf.storage import WRITERS, DatasetLayout
 
     layout = DatasetLayout(channels=(ChannelInfo("A"), ChannelInfo("B")), shape=(2048, 2048))
     rng = np.random.default_rng(0)
     pixels = [rng.integers(0, 4096, (2048, 2048), dtype=np.uint16) for _ in range(4)]
-    writers: dict[str, tuple[Any, str]] = {"ome-tiff": (OmeTiffWriter, ".ome.tif"),
-                                           "ome-zarr": (OmeZarrWriter, ".ome.zarr")}
-    times: dict[str, list[float]] = {k: [] for k in writers}
+    times: dict[str, list[float]] = {k: [] for k in WRITERS}
     for r in range(rounds):
-        for fmt, (cls, suffix) in writers.items():
+        for fmt, (cls, suffix) in WRITERS.items():
             path = work / f"write-{r}{suffix}"
             t0 = time.perf_counter()
             w = cls(path, layout)

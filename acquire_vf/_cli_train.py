@@ -105,27 +105,23 @@ def _judge_fine_tuned(folder: Path, rec: object, init: Path, install: Path | Non
         where = (kind, channel)
         against["in the profile"] = current
     results: dict[str, dict[str, Any]] = {}
+    done: dict[Path, dict[str, Any]] = {}  # one comparison per engine file, whatever its label
     for label, old in against.items():
-        if old.resolve() in [r["old_path"] for r in results.values()]:
-            continue
-        res = compare_engines(engine, old, data)
-        res["old_path"] = old.resolve()
-        results[label] = res
-        ci = res["psnr_gain_ci95"]
-        typer.echo(f"{engine} vs {label} {old}: on {res['unseen_positions']} unseen position"
-                   f"{'s' if res['unseen_positions'] != 1 else ''} ({res['images']} images) "
-                   f"PSNR {res['new_figures']['psnr']:.2f} vs {res['old_figures']['psnr']:.2f} "
-                   f"dB (gain {res['psnr_gain_db']:+.2f}"
-                   f"{f' [{ci[0]:+.2f}, {ci[1]:+.2f}]' if ci else ''}), SSIM "
-                   f"{res['new_figures']['ssim']:.3f} vs {res['old_figures']['ssim']:.3f}: "
-                   f"{'better' if res['beats'] else 'not better'} ({res['rule']})")
-    (folder / "calibration-eval.json").write_text(json.dumps(
-        {k: {**v, "old_path": str(v["old_path"])} for k, v in results.items()}, indent=2))
+        if old.resolve() not in done:
+            done[old.resolve()] = res = compare_engines(engine, old, data)
+            ci = res["psnr_gain_ci95"]
+            n = res["unseen_positions"]
+            typer.echo(f"{engine} vs {label} {old}: on {n} unseen position{'s' * (n != 1)} "
+                       f"({res['images']} images) PSNR {res['new_figures']['psnr']:.2f} vs "
+                       f"{res['old_figures']['psnr']:.2f} dB (gain {res['psnr_gain_db']:+.2f}"
+                       f"{f' [{ci[0]:+.2f}, {ci[1]:+.2f}]' if ci else ''}), SSIM "
+                       f"{res['new_figures']['ssim']:.3f} vs {res['old_figures']['ssim']:.3f}:"
+                       f" {'better' if res['beats'] else 'not better'} ({res['rule']})")
+        results[label] = done[old.resolve()]
+    (folder / "calibration-eval.json").write_text(json.dumps(results, indent=2))
     if install is None or where is None:
         return
-    verdict = results.get("in the profile") or next(
-        v for v in results.values() if v["old_path"] == against["in the profile"].resolve())
-    if not verdict["beats"]:
+    if not results["in the profile"]["beats"]:
         typer.echo(f"{install}: unchanged; the fine-tuned engine does not beat the one it uses "
                    f"for {where[1]}")
         return

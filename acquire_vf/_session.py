@@ -31,7 +31,7 @@ from acquire_vf.acquisition import (
 from acquire_vf.backends import AcquisitionBackend, open_backend
 from acquire_vf.config import Profile
 from acquire_vf.pipeline import FocusScoreStage, Stage
-from acquire_vf.storage import FrameSink, OmeTiffWriter, prepare_output
+from acquire_vf.storage import WRITERS, FrameSink, prepare_output
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,7 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
                 update={"loops": time_points})})
         run_plan = build_plan(seq, profile, base_z_um=info.z_um, base_xy_um=info.xy_um)
     layout = dataset_layout(profile, run_plan, stages, info)
-    sink: FrameSink
-    if profile.storage.format == "ome-zarr":
-        from acquire_vf.storage import OmeZarrWriter
-
-        sink = OmeZarrWriter(sink_path, layout)
-    else:
-        sink = OmeTiffWriter(sink_path, layout)
+    sink: FrameSink = WRITERS[profile.storage.format][0](sink_path, layout)
     return AcquisitionRun(profile, backend, sink, run_plan, stages=stages,
                           verifier=make_verifier(profile, stages),
                           pace_to_engines=replay is not None and as_fast_as_possible,

@@ -58,11 +58,10 @@ def test_virtual_panels_carry_the_badge() -> None:
 
 
 def _gradient_dataset(folder: Path, fmt: str = "ome-tiff") -> Path:
-    from acquire_vf.storage import DatasetLayout, OmeTiffWriter, OmeZarrWriter
+    from acquire_vf.storage import WRITERS, DatasetLayout
 
     right, down = gradients(256)
-    cls, suffix = (OmeZarrWriter, ".ome.zarr") if fmt == "ome-zarr" else (OmeTiffWriter,
-                                                                           ".ome.tif")
+    cls, suffix = WRITERS[fmt]
     w = cls(folder / f"acquisition{suffix}",
             DatasetLayout(channels=(ChannelInfo("AGP"), DNA), shape=(256, 256)))
     for t in range(3):

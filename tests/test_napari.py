@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from acquire_vf._frames import ChannelInfo, Frame, FrameId
-from acquire_vf.storage import DatasetLayout, OmeTiffWriter, OmeZarrWriter
+from acquire_vf.storage import WRITERS, DatasetLayout
 
 # napari's own dependency chain warns at import (pydantic, npe2): not ours to fix
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -25,8 +25,7 @@ LAYOUT = DatasetLayout(
 
 
 def _dataset(folder: Path, fmt: str) -> list[Frame]:
-    cls, suffix = (OmeZarrWriter, ".ome.zarr") if fmt == "ome-zarr" else (OmeTiffWriter,
-                                                                           ".ome.tif")
+    cls, suffix = WRITERS[fmt]
     w = cls(folder / f"acquisition{suffix}", LAYOUT)
     frames = []
     for t in range(3):

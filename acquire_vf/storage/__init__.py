@@ -16,8 +16,12 @@ from acquire_vf.storage._omezarr import PHYSICAL_COLOURS, OmeZarrWriter, channel
 from acquire_vf.storage._reader import DatasetFile, MissingPlane, ZarrDatasetFile, open_dataset
 from acquire_vf.storage._sink import BackgroundWriter, BacklogFull, FrameSink
 
+WRITERS: dict[str, tuple[type, str]] = {"ome-tiff": (OmeTiffWriter, ".ome.tif"),
+                                        "ome-zarr": (OmeZarrWriter, ".ome.zarr")}
+"""``[storage] format`` -> (its writer, its file or store suffix)."""
+
 __all__ = [
-    "IDENTITY_TAG", "PHYSICAL_COLOURS", "BacklogFull", "BackgroundWriter", "DatasetFile",
+    "IDENTITY_TAG", "PHYSICAL_COLOURS", "WRITERS", "BacklogFull", "BackgroundWriter", "DatasetFile",
     "DatasetLayout", "FrameSink",
     "MissingPlane", "OmeTiffWriter", "OmeZarrWriter", "ZarrDatasetFile", "check_output",
     "frame_crc", "journal_path", "missing_summary", "open_dataset", "prepare_output",
