@@ -35,10 +35,11 @@ class Normalisation(BaseModel):
     high: float
     percentiles: tuple[float, float] = (0.1, 99.9)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Raw → [-1, 1] (float32; in-place arithmetic: this runs on every live frame)."""
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Raw → [-1, 1] (float32; in-place arithmetic: this runs on every live frame), into
+        ``out`` when given (a frame slot in the engine host's shared memory)."""
         scale = np.float32(2.0 / max(self.high - self.low, 1e-6))
-        out = np.subtract(x, np.float32(self.low), dtype=np.float32)
+        out = np.subtract(x, np.float32(self.low), dtype=np.float32, out=out)
         out *= scale
         out -= np.float32(1.0)
         return out

@@ -124,8 +124,16 @@ def engines(tmp_path_factory):
 
     if importlib.util.find_spec("torch") is None:  # found, never imported: this process may
         pytest.skip("training needs PyTorch (the train extra)")  # run Micro-Manager
+    import fcntl
+
     shared = os.environ.get(SHARED_ENGINES_ENV)  # one build for this pytest and its children
     root = Path(shared) if shared else tmp_path_factory.mktemp("engines")
+    with open(root / "lock", "w") as lock:  # the children run beside this process: one builds,
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait for it and use its files
+        return _build_engines(root)
+
+
+def _build_engines(root: Path) -> dict[str, Path]:
     names = ("dna", "refocus")
     if (root / "built").is_file():  # a process of this session built them: the same files
         return {n: root / "engines" / f"{n}.onnx" for n in names}
@@ -189,8 +197,16 @@ def onnx_engine(path: Path, graph_nodes, inputs: int = 1, *, multiple_of: int = 
 #   selection also runs ``torch`` tests: torch imported beside an in-process Micro-Manager has
 #   crashed (SIGSEGV in torch's import of sympy), so they go to a child that never imports
 #   torch. Alone (``pytest tests/test_acquisition.py``) they run in-process.
-# Each group's child runs once, when its first test is reached; every test then reports the
-# outcome the child recorded for it (JUnit XML), so a plain ``pytest`` is safe and complete.
+# Each group's child starts when collection ends and runs beside this process, which runs its
+# own tests first: the tests that compute for minutes and time nothing (type checking, the
+# wheel, training, exports: ``FIRST``) lead, while the children run, so paced runs and the
+# tests that bound a stop time come after. The delegated tests are reported last, each with
+# the outcome its child recorded for it (JUnit XML), so a plain ``pytest`` is safe and
+# complete.
+
+FIRST = ("tests/test_quality.py", "tests/test_packaging.py", "tests/test_training.py",
+         "tests/test_defocus_training.py", "tests/test_bioimageio.py")
+"""Modules that run first, beside the child processes: long, CPU-bound, and timing nothing."""
 
 CHILD_ENV = "ACQUIRE_VF_TEST_CHILD"
 SHARED_ENGINES_ENV = "ACQUIRE_VF_TEST_ENGINES"
@@ -204,7 +220,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
         os.environ[SHARED_ENGINES_ENV] = tempfile.mkdtemp(prefix="acquire-vf-test-engines-")
         config.stash[_SHARED] = os.environ[SHARED_ENGINES_ENV]
-_child_results: dict[str, dict[str, tuple[str, str]]] = {}
 
 
 def _group(item: pytest.Item, torch_selected: bool) -> str | None:
@@ -225,7 +240,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Group what runs in child processes, from the final selection (after -m and -k)."""
+    """Group what runs in child processes, from the final selection (after -m and -k); start
+    the children; order this process's tests (:data:`FIRST` first, the children's last)."""
     config, items = session.config, session.items
     torch_selected = any(i.get_closest_marker("torch") for i in items)
     groups: dict[str, list[str]] = {}
@@ -236,40 +252,80 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             item.stash[_GROUP] = group
             item.add_marker(pytest.mark.timeout(3600))  # the child has its own limits
     config.stash[_GROUPS] = groups
+    if config.option.collectonly or not groups:
+        return
+    items.sort(key=lambda i: (_GROUP in i.stash, not i.nodeid.startswith(FIRST)))
+    for group, nodeids in groups.items():
+        _children[group] = _Child(group, nodeids)
 
 
 _GROUP = pytest.StashKey[str]()
 _GROUPS = pytest.StashKey[dict]()
 
 
-def _run_child(config: pytest.Config, group: str, nodeids: list[str]) -> dict[str, tuple]:
-    import tempfile
-    import xml.etree.ElementTree as ET
+class _Child:
+    """A child pytest process running one group's tests, started at once, read when done."""
 
-    env = {**os.environ, CHILD_ENV: group, "QT_QPA_PLATFORM": "offscreen",
-           "QT_LOGGING_RULES": "qt.qpa.*=false", "PYTHONFAULTHANDLER": "1"}
-    with tempfile.TemporaryDirectory() as tmp:
-        xml = Path(tmp) / "results.xml"
-        r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                            "-rs", f"--junitxml={xml}", *nodeids], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=3000)
-        if not xml.is_file():
-            raise RuntimeError(f"the {group} child process wrote no results (exit "
-                               f"{r.returncode}):\n{(r.stdout + r.stderr)[-4000:]}")
-        results = {}
-        for case in ET.parse(xml).getroot().iter("testcase"):
-            module = case.get("classname", "").replace(".", "/")
-            nodeid = f"{module}.py::{case.get('name')}"
-            outcome, text = "passed", ""
-            for kind in ("failure", "error", "skipped"):
-                el = case.find(kind)
-                if el is not None:
-                    outcome = kind
-                    text = (el.get("message") or "") + "\n" + (el.text or "")
-                    break
-            if outcome == "passed" or nodeid not in results:
-                results[nodeid] = (outcome, text)
-    return results
+    TIMEOUT_S = 3000
+
+    def __init__(self, group: str, nodeids: list[str]) -> None:
+        import tempfile
+
+        self.group = group
+        self._dir = tempfile.TemporaryDirectory(prefix=f"acquire-vf-test-{group}-")
+        self._xml = Path(self._dir.name) / "results.xml"
+        self._log = open(Path(self._dir.name) / "output.txt", "w+")  # noqa: SIM115 - closed in
+        env = {**os.environ, CHILD_ENV: group, "QT_QPA_PLATFORM": "offscreen",  # results()
+               "QT_LOGGING_RULES": "qt.qpa.*=false", "PYTHONFAULTHANDLER": "1"}
+        self._t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
+             f"--junitxml={self._xml}", *nodeids], cwd=ROOT, env=env,
+            stdout=self._log, stderr=subprocess.STDOUT, text=True)
+        self._results: dict[str, tuple[str, str]] | None = None
+
+    def results(self) -> dict[str, tuple[str, str]]:
+        """Wait for the child; each test's (outcome, text) from its JUnit XML."""
+        if self._results is not None:
+            return self._results
+        import xml.etree.ElementTree as ET
+
+        try:
+            self.proc.wait(timeout=max(1.0, self.TIMEOUT_S - (time.monotonic() - self._t0)))
+        except subprocess.TimeoutExpired:
+            self.stop()
+        self._log.seek(0)
+        output = self._log.read()
+        self._log.close()
+        try:
+            if not self._xml.is_file():
+                raise RuntimeError(f"the {self.group} child process wrote no results (exit "
+                                   f"{self.proc.returncode}):\n{output[-4000:]}")
+            results: dict[str, tuple[str, str]] = {}
+            for case in ET.parse(self._xml).getroot().iter("testcase"):
+                module = case.get("classname", "").replace(".", "/")
+                nodeid = f"{module}.py::{case.get('name')}"
+                outcome, text = "passed", ""
+                for kind in ("failure", "error", "skipped"):
+                    el = case.find(kind)
+                    if el is not None:
+                        outcome = kind
+                        text = (el.get("message") or "") + "\n" + (el.text or "")
+                        break
+                if outcome == "passed" or nodeid not in results:
+                    results[nodeid] = (outcome, text)
+        finally:
+            self._dir.cleanup()
+        self._results = results
+        return results
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_children: dict[str, _Child] = {}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -284,9 +340,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     t0 = time.time()
-    if group not in _child_results:
-        _child_results[group] = _run_child(item.config, group, item.config.stash[_GROUPS][group])
-    outcome, text = _child_results[group].get(item.nodeid, ("error", "no result from child"))
+    outcome, text = _children[group].results().get(item.nodeid,
+                                                   ("error", "no result from child"))
     took = time.time() - t0
 
     def report(when: str, result: str, longrepr: object = None) -> None:
@@ -328,6 +383,8 @@ _SHARED = pytest.StashKey[str]()
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[_EXIT] = int(exitstatus)
+    for child in _children.values():  # stopped early (-x, Ctrl-C): no child outlives us
+        child.stop()
     shared = session.config.stash.get(_SHARED, None)
     if shared:  # the main process made the shared engines' folder: it removes it
         import shutil

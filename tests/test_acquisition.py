@@ -90,7 +90,12 @@ def test_slow_stage_loses_no_raw_frame_and_keeps_the_rate(microscope, tmp_path: 
     slow = _run(microscope, tmp_path / "slow", time_points=n_t, stages=[stage])
 
     assert plain.frames_acquired == slow.frames_acquired == 2 * n_t
-    assert slow.raw_fps >= 0.9 * plain.raw_fps, (slow.raw_fps, plain.raw_fps)
+    # the camera never waits on the stage: were each set to wait, the rate would fall tenfold.
+    # The bound leaves room for a busy machine; the rate itself is bench's to measure
+    # (acquisition_rate_ratio), not a timed assertion's
+    print(f"\n  raw rate with a stage 10x slower than the camera: "
+          f"{slow.raw_fps / plain.raw_fps:.2f} of the rate without")
+    assert slow.raw_fps >= plain.raw_fps / 3, (slow.raw_fps, plain.raw_fps)
 
     rep = session_report(slow)
     assert rep["virtual_skipped"] > 0

@@ -2,15 +2,17 @@
 
 Faults, and what the session sees:
 
-- **crash** (the host exits: SIGKILL, a segfault in a native library, the kernel's
-  out-of-memory killer): the call in flight, and every call until the host is back, raises
-  :class:`EngineHostFault`; the pipeline records the virtual frame as skipped with the reason,
-  and ``on_fault`` tells the run (channels with ``on_failure = "expose"`` are exposed at once);
+- **crash** (the host exits: SIGKILL, a segfault in a native library, the kernel's out-of-memory
+  killer; or it runs out of memory itself, says so and exits): the call in flight, and every
+  call until the host is back, raises :class:`EngineHostFault`; the pipeline records the virtual
+  frame as skipped with the reason, and ``on_fault`` tells the run (channels with ``on_failure =
+  "expose"`` are exposed at once);
 - **hang** (no answer to a call or a heartbeat within ``deadline_s``): the host is killed, then
   as a crash;
-- **restart**: after a backoff (0.5 s, doubling, at most 8 s) a new host starts, every engine is
-  loaded and warmed up again, ``on_recovered`` tells the run, and virtual frames resume; at most
-  ``restarts`` times per session, after which the engines stay off.
+- **restart**: a new host starts at once (after a failed restart: 0.5 s, doubling, at most 8 s
+  later), every engine is loaded and warmed up again, ``on_recovered`` tells the run, and
+  virtual frames resume; at most ``restarts`` times per session, after which the engines stay
+  off.
 
 ``counts`` (``restarts``, ``crashes``, ``hangs``) and ``events`` go into ``session.json``.
 """
@@ -52,7 +54,7 @@ class EngineHost:
     def __init__(self, *, deadline_s: float = 10.0, restarts: int = 5,
                  on_fault: Callable[[str], None] | None = None,
                  on_recovered: Callable[[], None] | None = None,
-                 avoid_cores: tuple[int, ...] = (), nice: int = 5) -> None:
+                 avoid_cores: tuple[int, ...] = (), nice: int = 19) -> None:
         self.deadline_s, self.max_restarts = deadline_s, restarts
         self.on_fault, self.on_recovered = on_fault, on_recovered
         self.counts = {"restarts": 0, "crashes": 0, "hangs": 0}
@@ -81,6 +83,8 @@ class EngineHost:
         env = dict(os.environ, **{KEY_ENV: self._key.hex()})
         self.proc = subprocess.Popen([sys.executable, "-m", "acquire_vf.engine_host",
                                       self._address], env=env, stdin=subprocess.DEVNULL)
+        threading.Thread(target=self._watch, args=(self.proc, self.generation), daemon=True,
+                         name="acquire-vf engine host watch").start()
         end = time.monotonic() + LOAD_S
         while True:
             if self.proc.poll() is not None:
@@ -125,8 +129,13 @@ class EngineHost:
             conn.send(msg)
             ready = conn.poll(timeout)
             if ready:
-                return conn.recv()
-            kind, detail = "hang", f"no answer to {msg.get('op')} within {timeout:.1f} s"
+                reply = conn.recv()
+                if not reply.get("oom"):
+                    return reply
+                kind, detail = "crash", f"out of memory on {msg.get('op')}: {reply['error']}"
+            else:
+                kind = "hang"
+                detail = f"no answer to {msg.get('op')} within {timeout:.1f} s"
         except (EOFError, OSError) as e:
             kind, detail = "crash", f"{type(e).__name__} on {msg.get('op')}"
         if self.state == "up":
@@ -162,7 +171,7 @@ class EngineHost:
                          name="acquire-vf engine host restart").start()
 
     def _restart(self) -> None:
-        delay = 0.5
+        delay = 0.0  # at once; while restarts fail, after 0.5 s, doubling, at most 8 s
         while not self._closed.is_set():
             with self._lock:
                 if self.counts["restarts"] >= self.max_restarts:
@@ -173,7 +182,7 @@ class EngineHost:
                     return
             if self._closed.wait(delay):
                 return
-            delay = min(delay * 2, 8.0)
+            delay = min(max(delay * 2, 0.5), 8.0)
             with self._lock:
                 self.counts["restarts"] += 1
                 self.generation += 1
@@ -195,6 +204,12 @@ class EngineHost:
             if self.on_recovered is not None:
                 self.on_recovered()
             return
+
+    def _watch(self, proc: subprocess.Popen[bytes], generation: int) -> None:
+        """A host that exits is a crash the moment it exits, between calls too."""
+        code = proc.wait()
+        if not self._closed.is_set():
+            self.fault("crash", f"the process exited ({code})", generation)
 
     def _heartbeat(self) -> None:
         while not self._closed.wait(HEARTBEAT_S):
@@ -242,10 +257,19 @@ class EngineHost:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+RING_SLOTS = 2
+"""Frame-set slots per engine: a virtual frame returned as a view of one slot stays valid
+while the next frame set is written into the other."""
+
+
 class HostedRunner:
-    """A :class:`~acquire_vf.inference.Runner` whose network runs in the engine host: the
-    batch is written into this engine's shared-memory block, the host runs it and writes the
-    output after it, the answer says its shape."""
+    """A :class:`~acquire_vf.inference.Runner` whose network runs in the engine host.
+
+    Whole frame sets cross in one call (:meth:`frame_slot`, :meth:`run_frame`): the engine
+    normalises the frames straight into a slot of this engine's shared-memory ring, the host
+    tiles, runs and stitches there, and the virtual frame comes back as a view of the slot: no
+    pixel is copied or pickled on the way. Single batches (:meth:`run`: warm-up, the focus
+    estimator's crops) cross through a second block the same way."""
 
     def __init__(self, host: EngineHost, spec: dict[str, Any]) -> None:
         self.host, self.spec = host, spec
@@ -253,9 +277,17 @@ class HostedRunner:
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._shm: Any = None
+        self._ring: Any = None
+        self._slot_bytes = 0
+        self._next = 0
         self._gen = -1
         self._warm: tuple[int, ...] | None = None
+        self._warm_frame: dict[str, Any] | None = None
         self._lent: np.ndarray | None = None
+        self._slot: tuple[dict[str, Any], np.ndarray] | None = None
+        self.host_ms = 0.0
+        """The host's own time for the last frame set (tiling, network, stitching): the call
+        took this plus the hand-off."""
 
     def attach(self) -> None:
         """Connect to the current host, map the block, load (and warm up) the engine."""
@@ -268,6 +300,8 @@ class HostedRunner:
                 self._shm = create(2 * b * 4 * t * t * 4)
             h = self.host
             h.call(self._conn, {"op": "map", "name": self._shm.name}, LOAD_S)
+            if self._ring is not None:
+                h.call(self._conn, {"op": "map", "name": self._ring.name, "ring": True}, LOAD_S)
             reply = h.call(self._conn, {"op": "load", **self.spec}, LOAD_S)
             if not reply.get("ok"):
                 from acquire_vf.inference import BackendUnavailable
@@ -279,6 +313,8 @@ class HostedRunner:
             self._gen = h.generation
             if self._warm is not None:
                 self._run(np.zeros(self._warm, np.float32), LOAD_S)
+            if self._warm_frame is not None:
+                self._call_frame(self._warm_frame, LOAD_S)
 
     def input_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         """A batch of ``shape`` in this engine's shared memory, to cut tiles straight into
@@ -293,6 +329,62 @@ class HostedRunner:
                 self._grow(need)
             self._lent = view(self._shm, tuple(shape))
             return self._lent
+
+    def frame_slot(self, shape: tuple[int, int, int], *, tile: int, overlap: int, batch: int,
+                   multiple: int) -> np.ndarray:
+        """The next ring slot's (C, H, W) float32 input, to write a normalised frame set into;
+        :meth:`run_frame` on it runs the engine on the whole set in the host. One thread per
+        engine (the pipeline's)."""
+        from acquire_vf.inference import stitched_shape
+
+        c, h, w = (int(n) for n in shape)
+        out_h, out_w = stitched_shape((h, w), tile, overlap, multiple)
+        out_at = aligned(c * h * w * 4)
+        need = out_at + aligned(out_h * out_w * 4)
+        with self._lock:
+            self.host.check(self._gen)
+            if need > self._slot_bytes:
+                self._grow_ring(need)
+            k = self._next
+            self._next = (k + 1) % RING_SLOTS
+            msg: dict[str, Any] = {
+                "op": "frame", "at": k * self._slot_bytes, "shape": (c, h, w),
+                "out_at": k * self._slot_bytes + out_at, "out_size": out_h * out_w,
+                   "tile": tile, "overlap": overlap, "batch": batch, "multiple": multiple}
+            x = view(self._ring, (c, h, w), msg["at"])
+            self._slot = (msg, x)
+            return x
+
+    def run_frame(self, x: np.ndarray) -> np.ndarray:
+        """The engine on the frame set in ``x`` (from :meth:`frame_slot`), tiled and stitched
+        in the host: the (H, W) normalised output, a view of the slot valid until the ring
+        comes round to it again."""
+        with self._lock:
+            self.host.check(self._gen)
+            if self._slot is None or self._slot[1] is not x:
+                raise RuntimeError("run_frame takes the array frame_slot lent")
+            msg, _ = self._slot
+            self._slot = None
+            y = self._call_frame(msg, self.host.deadline_s)
+            self._warm_frame = msg
+            return y
+
+    def _call_frame(self, msg: dict[str, Any], timeout: float) -> np.ndarray:
+        assert self._conn is not None
+        reply = self.host.call(self._conn, msg, timeout)
+        if not reply.get("ok"):
+            raise RuntimeError(f"engine host: {reply.get('error')}")
+        self.host_ms = float(reply["host_ms"])
+        rows, cols = reply["stitched"]
+        h, w = msg["shape"][1:]
+        return view(self._ring, (rows, cols), msg["out_at"])[:h, :w]
+
+    def _grow_ring(self, slot_bytes: int) -> None:
+        old, self._ring = self._ring, create(RING_SLOTS * slot_bytes)
+        self._slot_bytes, self._next = slot_bytes, 0
+        assert self._conn is not None
+        self.host.call(self._conn, {"op": "map", "name": self._ring.name, "ring": True}, LOAD_S)
+        release(old, unlink=True)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -338,7 +430,8 @@ class HostedRunner:
                 self._conn.close()
                 self._conn = None
             release(self._shm, unlink=True)
-            self._shm = None
+            release(self._ring, unlink=True)
+            self._shm = self._ring = None
 
     def close(self) -> None:
         """Engines close at the end of the run; the host releases everything then."""

@@ -56,6 +56,7 @@ class _Engine:
     def __init__(self) -> None:
         self.runner: Any = None
         self.shm: Any = None
+        self.ring: Any = None
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg.get("op")
@@ -64,13 +65,16 @@ class _Engine:
         if op == "place":
             return {"ok": True, **place(msg.get("avoid", ()), msg.get("nice", 0))}
         if op == "map":
-            release(self.shm, unlink=False)
-            self.shm = attach(msg["name"])
+            which = "ring" if msg.get("ring") else "shm"
+            release(getattr(self, which), unlink=False)
+            setattr(self, which, attach(msg["name"]))
             return {"ok": True}
         if op == "load":
             return self._load(msg)
         if op == "run":
             return self._run(tuple(msg["shape"]), int(msg["out_offset"]))
+        if op == "frame":
+            return self._frame(msg)
         return {"ok": False, "error": f"unknown operation {op!r}"}
 
     def _load(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -95,10 +99,30 @@ class _Engine:
         view(self.shm, y.shape, out_offset)[...] = y
         return {"ok": True, "shape": y.shape}
 
+    def _frame(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A whole frame set: tiled, run and stitched here, from the ring slot and into it."""
+        from acquire_vf.inference import run_tiled
+
+        if self.runner is None or self.ring is None:
+            return {"ok": False, "error": "no engine or frame ring"}
+        t0 = time.perf_counter()
+        x = view(self.ring, tuple(msg["shape"]), int(msg["at"]))
+        into = view(self.ring, (int(msg["out_size"]),), int(msg["out_at"]))
+        y = run_tiled(x, self.runner.run, tile=int(msg["tile"]), overlap=int(msg["overlap"]),
+                      batch=int(msg["batch"]), multiple=int(msg["multiple"]), into=into)
+        if np.shares_memory(y, into):  # stitched in place: (H, W) padded, cropped by the client
+            stitched = (into.size // (y.strides[0] // 4), y.strides[0] // 4)
+        else:  # one tile for the whole frame: the network's output, written into the slot
+            stitched = y.shape
+            into[:y.size].reshape(y.shape)[...] = y
+        return {"ok": True, "stitched": stitched,
+                "host_ms": (time.perf_counter() - t0) * 1e3}
+
     def close(self) -> None:
         if self.runner is not None:
             self.runner.close()
         release(self.shm, unlink=False)
+        release(self.ring, unlink=False)
 
 
 def _serve(conn: Connection) -> None:
@@ -113,31 +137,62 @@ def _serve(conn: Connection) -> None:
                 return
             try:
                 reply = engine.handle(msg)
-            except MemoryError:
-                reply = {"ok": False, "error": "out of memory in the engine host"}
             except Exception as e:  # noqa: BLE001 - the engine's own error, sent back as text
-                reply = {"ok": False, "error": f"{type(e).__name__}: {' '.join(str(e).split())}"}
+                text = f"{type(e).__name__}: {' '.join(str(e).split())}"
+                reply = {"ok": False, "error": text, "oom": out_of_memory(e)}
             try:
                 conn.send(reply)
             except OSError:  # the session went away mid-call
                 return
+            if reply.get("oom"):  # memory may be fragmented or leaked: a fresh process is the
+                logging.getLogger(__name__).warning("out of memory: %s", reply["error"])
+                os._exit(OOM_EXIT)  # cure; the session restarts it
     finally:
         engine.close()
 
 
+OOM_EXIT = 75
+"""The host's exit code after it ran out of memory (it says so first)."""
+_OOM_WORDS = ("out of memory", "failed to allocate", "bad_alloc", "cannot allocate memory")
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """``e`` is an allocation failure: Python's MemoryError, or the text a native library
+    (ONNX Runtime's allocator, CUDA, TensorRT) gives it."""
+    return isinstance(e, MemoryError) or any(w in str(e).lower() for w in _OOM_WORDS)
+
+
 def place(avoid: Any, nice: int) -> dict[str, Any]:
     """Run on the cores the acquisition does not (``avoid``), where the machine has others,
-    and ``nice`` steps below it; returns where it runs."""
+    and ``nice`` steps below it; returns where it runs.
+
+    On Linux both are a thread's, not the process's: every thread the host has is placed
+    (the threads it starts later, the engines' among them, inherit it from the thread that
+    starts them, which is placed too)."""
     out: dict[str, Any] = {}
+    threads = _threads()
     if hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
         free = [c for c in cores if c not in set(avoid)]
         if free and len(free) < len(cores):
-            os.sched_setaffinity(0, free)
+            for tid in threads:
+                os.sched_setaffinity(tid, free)
         out["cores"] = sorted(os.sched_getaffinity(0))
     if nice:
         try:
-            out["nice"] = os.nice(int(nice))
+            level = os.getpriority(os.PRIO_PROCESS, 0) + int(nice)
+            for tid in threads:
+                os.setpriority(os.PRIO_PROCESS, tid, level)
+            out["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
         except OSError:
             out["nice"] = None
+    out["threads_placed"] = len(threads)
     return out
+
+
+def _threads() -> list[int]:
+    """This process's thread ids (Linux), or just this thread's (0) elsewhere."""
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]

@@ -43,10 +43,9 @@ def create(size: int) -> shared_memory.SharedMemory:
 def release(shm: shared_memory.SharedMemory | None, unlink: bool) -> None:
     if shm is None:
         return
-    try:
+    # a view still alive somewhere keeps the mapping (BufferError), but the name goes now:
+    with contextlib.suppress(BufferError):  # the memory is freed when the last view is
         shm.close()
-    except BufferError:  # a view is still alive somewhere: the mapping goes with the process
-        return
     if unlink:
         with contextlib.suppress(FileNotFoundError):
             shm.unlink()

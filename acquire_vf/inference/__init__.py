@@ -13,7 +13,7 @@ from acquire_vf.inference._errors import BackendUnavailable, EngineFileError
 from acquire_vf.inference._factory import create_engine, first_runner
 from acquire_vf.inference._predict import predict
 from acquire_vf.inference._protocol import Engine, Runner
-from acquire_vf.inference._tiling import run_tiled
+from acquire_vf.inference._tiling import run_tiled, stitched_shape
 from acquire_vf.inference._tta import infer_with_uncertainty, spread_frame
 
 __all__ = [
@@ -21,7 +21,7 @@ __all__ = [
     "InferenceError", "OnnxRuntimeRunner", "Runner", "TensorRTRunner", "TiledEngine",
     "TorchRunner", "check_inputs", "create_engine",
     "create_estimator", "first_runner", "frame_normalise", "infer_with_uncertainty",
-    "input_stats", "predict", "run_tiled", "spread_frame"
+    "input_stats", "predict", "run_tiled", "spread_frame", "stitched_shape"
 ]
 
 

@@ -66,11 +66,15 @@ def fit_tile(length: int, tile: int, overlap: int, multiple: int) -> int:
 
 
 def run_tiled(x: np.ndarray, run: Callable[[np.ndarray], np.ndarray], *, tile: int,
-              overlap: int, batch: int, multiple: int) -> np.ndarray:
+              overlap: int, batch: int, multiple: int, into: np.ndarray | None = None
+              ) -> np.ndarray:
     """Apply ``run`` (N, C, t, t) -> (N, 1, t, t) to a (C, H, W) image by blended tiles.
 
     Returns (H, W) float32. ``tile`` must be a multiple of ``multiple``; it is shrunk to fit
-    the frame evenly (:func:`fit_tile`), square, so batches keep one shape.
+    the frame evenly (:func:`fit_tile`), square, so batches keep one shape. ``into``, a flat
+    float32 buffer of at least H x W elements (:func:`stitched_shape`), receives the
+    stitching (the result is then a view of it): the engine host stitches into its shared
+    memory.
     """
     if tile % multiple:
         raise ValueError(f"tile {tile} must be a multiple of {multiple}")
@@ -84,7 +88,11 @@ def run_tiled(x: np.ndarray, run: Callable[[np.ndarray], np.ndarray], *, tile: i
     H, W = x.shape[-2:]
     if tile >= H and tile >= W:
         return run(x[None])[0, 0, :h, :w]
-    out = np.zeros((H, W), np.float32)
+    if into is not None and into.size >= H * W:
+        out = into[:H * W].reshape(H, W)
+        out.fill(0.0)
+    else:
+        out = np.zeros((H, W), np.float32)
     boxes, weights = (_blend_weights if H * W <= CACHE_PIXELS else
                       _blend_weights.__wrapped__)(H, W, tile, overlap)
     # a runner in another process lends its shared memory: tiles are cut straight into it
@@ -101,6 +109,15 @@ def run_tiled(x: np.ndarray, run: Callable[[np.ndarray], np.ndarray], *, tile: i
         for k, t in zip(chunk, y[:, 0], strict=True):
             out[boxes[k]] += t * weights[k]
     return out[:h, :w]
+
+
+def stitched_shape(shape: tuple[int, ...], tile: int, overlap: int, multiple: int
+                   ) -> tuple[int, int]:
+    """The (H, W) :func:`run_tiled` stitches a frame of ``shape`` (.., h, w) into: padded to
+    the tile where smaller, and to ``multiple``."""
+    h, w = shape[-2:]
+    tile = max(fit_tile(h, tile, overlap, multiple), fit_tile(w, tile, overlap, multiple))
+    return (-(-max(h, tile) // multiple) * multiple, -(-max(w, tile) // multiple) * multiple)
 
 
 CACHE_PIXELS = 4096 * 4096
