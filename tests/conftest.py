@@ -297,11 +297,19 @@ class _Child:
         self._log.seek(0)
         output = self._log.read()
         self._log.close()
+        results: dict[str, tuple[str, str]] = {}
         try:
-            if not self._xml.is_file():
-                raise RuntimeError(f"the {self.group} child process wrote no results (exit "
-                                   f"{self.proc.returncode}):\n{output[-4000:]}")
-            results: dict[str, tuple[str, str]] = {}
+            if not self._xml.is_file():  # it died: each of its tests fails with where it died
+                import tempfile
+
+                kept = Path(tempfile.gettempdir()) / f"acquire-vf-test-{self.group}-died.log"
+                kept.write_text(output)
+                fatal = output.find("Fatal Python error")
+                where = output[fatal:fatal + 6000] if fatal >= 0 else output[-6000:]
+                self._results = {"*": ("error", f"the {self.group} child process died (exit "
+                                                f"{self.proc.returncode}) and wrote no results "
+                                                f"(its whole output: {kept}):\n{where}")}
+                return self._results
             for case in ET.parse(self._xml).getroot().iter("testcase"):
                 module = case.get("classname", "").replace(".", "/")
                 nodeid = f"{module}.py::{case.get('name')}"
@@ -340,8 +348,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     t0 = time.time()
-    outcome, text = _children[group].results().get(item.nodeid,
-                                                   ("error", "no result from child"))
+    results = _children[group].results()
+    outcome, text = results.get(item.nodeid, results.get("*", ("error", "no result from child")))
     took = time.time() - t0
 
     def report(when: str, result: str, longrepr: object = None) -> None:
