@@ -89,7 +89,7 @@ class PycroManagerBackend:
         self._start = (info.z_um, info.xy_um)
         self._gate = gate
         stop_camera_sequence(self.core)  # never resize the buffer under a streaming camera
-        self.core.set_circular_buffer_memory_footprint(self._buffer_mb)
+        set_buffer_footprint(self.core, self._buffer_mb)
         args: dict[str, Any] = {}
         if self.microscope.mode == "attach":
             args["port"] = int(self.microscope.source.rsplit(":", 1)[1])
@@ -216,6 +216,20 @@ def stop_camera_sequence(core: Any) -> None:
             log.warning("stopped a camera sequence that was still running")
     except Exception as e:  # a camera without sequencing, or a bridge error
         log.debug("stop sequence: %s", e)
+
+
+def set_buffer_footprint(core: Any, mb: int) -> None:
+    """Size Micro-Manager's circular buffer, only when it is not that size already: a resize
+    frees the buffer, and a camera thread still delivering the last frames of a stopped
+    sequence then writes into freed memory (MMCore aborted so once, between two runs on a
+    busy machine). Before a resize the camera is waited for."""
+    if int(core.get_circular_buffer_memory_footprint()) == int(mb):
+        return
+    try:
+        core.wait_for_device(core.get_camera_device())
+    except Exception as e:  # no camera, or one that cannot say: resize as before
+        log.debug("wait for camera: %s", e)
+    core.set_circular_buffer_memory_footprint(mb)
 
 
 def micro_manager_error(e: BaseException) -> AcquisitionError:
