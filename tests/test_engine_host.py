@@ -81,6 +81,25 @@ def test_the_host_runs_the_engine_as_this_process_would_and_survives_a_kill() ->
     assert not [n for n in ours if (Path("/dev/shm") / n).exists()]  # nothing left behind
 
 
+def test_a_virtual_frame_being_read_outlives_the_host_closing() -> None:
+    """The pipeline may still read a virtual frame (a view of the ring) while the run ends and
+    closes the host: the memory must stay mapped until the view goes (it was unmapped at
+    once, a segfault seen once in a full test run)."""
+    host = EngineHost(deadline_s=5.0, restarts=0)
+    try:
+        hosted = create_engine(ENGINE, Compute(), tile=128, overlap=16, host=host)
+        want, _ = hosted.infer(FRAMES)
+        x = hosted.normalise(FRAMES, hosted.runner.frame_slot)
+        y = hosted.runner.run_frame(x)  # a view of the ring, as infer reads it
+        expected = y.copy()
+        ring = hosted.runner._ring.name.lstrip("/")
+    finally:
+        host.close()
+    hosted.close()
+    assert not (Path("/dev/shm") / ring).exists()  # the name is gone at once
+    assert np.array_equal(y, expected) and np.isfinite(x).all()  # the memory is not
+
+
 def test_every_thread_of_the_host_runs_where_and_as_low_as_placed() -> None:
     """Nice levels and core sets are per thread on Linux: the engine's threads, started after
     the placement, must carry it too (they once ran at the session's priority)."""

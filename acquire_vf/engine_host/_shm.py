@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -18,8 +19,10 @@ def aligned(n: int) -> int:
 
 def view(shm: shared_memory.SharedMemory, shape: tuple[int, ...], offset: int = 0
          ) -> np.ndarray:
-    """A float32 array of ``shape`` over ``shm`` at ``offset`` (no copy)."""
-    return np.ndarray(shape, np.float32, buffer=shm.buf, offset=offset)
+    """A float32 array of ``shape`` over ``shm`` at ``offset`` (no copy). Its base is the
+    mapping itself, so the mapping lives as long as any view of it (:func:`release`)."""
+    return np.ndarray(shape, np.float32, buffer=shm._mmap,  # type: ignore[attr-defined]
+                      offset=offset)
 
 
 def attach(name: str) -> shared_memory.SharedMemory:
@@ -41,11 +44,27 @@ def create(size: int) -> shared_memory.SharedMemory:
 
 
 def release(shm: shared_memory.SharedMemory | None, unlink: bool) -> None:
+    """Let go of a block: its name goes now (``unlink``, the creator's), its memory when the
+    last view of it does.
+
+    ``SharedMemory.close`` would unmap the memory at once, and numpy views do not stop it:
+    a virtual frame still being read (QC, the return to camera units) on the pipeline thread
+    while the run ends would then read unmapped memory (a segfault, seen once in a full test
+    run). So the mapping is handed to the views instead: each view's base is the ``mmap``
+    object, which unmaps itself when the last reference goes."""
     if shm is None:
         return
-    # a view still alive somewhere keeps the mapping (BufferError), but the name goes now:
-    with contextlib.suppress(BufferError):  # the memory is freed when the last view is
-        shm.close()
     if unlink:
         with contextlib.suppress(FileNotFoundError):
             shm.unlink()
+    buf = getattr(shm, "_buf", None)
+    if buf is not None:
+        with contextlib.suppress(BufferError):
+            buf.release()
+    shm._buf = None  # type: ignore[attr-defined]
+    shm._mmap = None  # type: ignore[attr-defined]  # the views keep the mapping
+    fd = getattr(shm, "_fd", -1)
+    if fd >= 0:  # POSIX: the descriptor is not needed once mapped
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        shm._fd = -1  # type: ignore[attr-defined]
