@@ -110,13 +110,10 @@ class _Engine:
         into = view(self.ring, (int(msg["out_size"]),), int(msg["out_at"]))
         y = run_tiled(x, self.runner.run, tile=int(msg["tile"]), overlap=int(msg["overlap"]),
                       batch=int(msg["batch"]), multiple=int(msg["multiple"]), into=into)
-        if np.shares_memory(y, into):  # stitched in place: (H, W) padded, cropped by the client
-            stitched = (into.size // (y.strides[0] // 4), y.strides[0] // 4)
-        else:  # one tile for the whole frame: the network's output, written into the slot
-            stitched = y.shape
+        in_place = np.may_share_memory(y, into)  # stitched there: padded, the client crops
+        if not in_place:  # one tile for the whole frame: the network's output, written there
             into[:y.size].reshape(y.shape)[...] = y
-        return {"ok": True, "stitched": stitched,
-                "host_ms": (time.perf_counter() - t0) * 1e3}
+        return {"ok": True, "in_place": in_place, "host_ms": (time.perf_counter() - t0) * 1e3}
 
     def close(self) -> None:
         if self.runner is not None:
