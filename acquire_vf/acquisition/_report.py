@@ -83,8 +83,9 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
     }
 
 
-LATENCY_ORDER = ("handoff", "focus_score", "defocus", "refocus", "synthesis", "pipeline",
-                 "virtual_end_to_end")
+LATENCY_ORDER = ("handoff", "focus_pipeline_wait", "focus_score", "defocus", "focus_pipeline",
+                 "pipeline_wait", "refocus", "synthesis", "pipeline", "virtual_end_to_end",
+                 "virtual_beyond_engine")
 """The order a frame set meets them in (the session table lists latencies so)."""
 
 

@@ -122,11 +122,13 @@ class AcquisitionRun:
         focus_stages = [s for s in stages if getattr(s, "name", "") == "defocus"]
         stages = [s for s in stages if s not in focus_stages]
         self.pipeline = Pipeline(stages, slot_size=profile.queues.pipeline,
+                                 hold_for_newer=profile.queues.hold_for_newer,
                                  on_virtual=self._on_virtual, on_error=self._record_error,
                                  on_stage_failure=self._stage_failed, latency=self.latency,
                                  on_skip=lambda fid, why: self.writer.skip(fid, "virtual", why))
         self.focus_pipeline = Pipeline(focus_stages, slot_size=1, on_error=self._record_error,
-                                       latency=self.latency) if focus_stages else None
+                                       latency=self.latency, name="focus_pipeline"
+                                       ) if focus_stages else None
         self.writer = BackgroundWriter(
             sink, raw_limit_bytes=profile.queues.raw_write_mb * 2**20,
             virtual_limit=profile.queues.virtual_write, on_error=self._writer_failed)

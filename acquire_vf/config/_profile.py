@@ -355,6 +355,11 @@ class Queues(_Model):
 
     pipeline: int = Field(1, ge=1)
     """Frame sets waiting for the engines; 1 is a latest-frame slot (lowest latency)."""
+    hold_for_newer: bool = True
+    """With the one-set slot: when the engines come free and the waiting set has waited more
+    than half the interval sets arrive at, hold for the next set and run that (virtual frames
+    about the model's own time old, not up to a whole interval more; when the engines are
+    slower than the camera, a few percent fewer of them). ``false`` runs the waiting set."""
     virtual_write: int = Field(64, ge=1)
     """Virtual frames waiting to be written; beyond this they are skipped and recorded."""
     raw_write_mb: int = Field(1024, ge=16)

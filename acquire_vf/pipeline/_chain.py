@@ -3,6 +3,15 @@
 ``submit`` never blocks: when the slot is full the oldest waiting frame set is dropped (its
 virtual frames are counted as skipped) and the new one takes its place, so the engines always
 work on the newest data and a slow engine costs virtual frames, never raw ones.
+
+Freshness: with an engine slower than the camera, the set in a one-set slot has waited, when
+the engines come free, anything from nothing to a whole arrival interval (half of one on
+average), and a virtual frame is that much older than the model's own time. When the set has
+waited more than half the interval at which sets arrive, and the next is due within that
+interval, the worker holds for the next (a quarter of an interval past its due time at most)
+and takes it instead. The wait drops to about an eighth of an interval on average, for as much
+engine time idle (docs/inference.md, "Latency"). ``hold_for_newer=False`` (the profile's
+``queues.hold_for_newer``) turns it off; a queue longer than one never holds.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from acquire_vf.pipeline._protocol import FrameSet, Stage, check_stage
 log = logging.getLogger(__name__)
 DROPPED = "skipped: the engines were busy with a later frame set (latest-frame slot)"
 STOPPED = "skipped: the run stopped before the engines reached it"
+RHYTHM = 8
+"""Arrival intervals the freshness hold estimates the set interval from."""
 
 
 class Pipeline:
@@ -35,10 +46,15 @@ class Pipeline:
                  on_error: Callable[[str], None] | None = None,
                  on_stage_failure: Callable[[Stage, BaseException], None] | None = None,
                  latency: LatencyRecorder | None = None,
-                 on_skip: Callable[[FrameId, str], None] | None = None) -> None:
+                 on_skip: Callable[[FrameId, str], None] | None = None,
+                 name: str = "pipeline", hold_for_newer: bool = True) -> None:
+        self.name = name
+        """Its latency rows: ``NAME`` (all stages of a set), ``NAME_wait`` (time in the slot)."""
         self.stages = [check_stage(s) for s in stages]
         self._slot: deque[FrameSet] = deque()
         self._slot_size = slot_size
+        self._hold = hold_for_newer and slot_size == 1
+        self._arrivals: deque[float] = deque(maxlen=RHYTHM + 1)
         self._cv = threading.Condition()
         self._stop = False
         self._on_virtual = on_virtual
@@ -75,6 +91,8 @@ class Pipeline:
                     self._slot.remove(drop)
                     self.sets_dropped += 1
                     self._skipped(drop, self.outputs, DROPPED)
+            fs.submitted = time.perf_counter()
+            self._arrivals.append(fs.submitted)
             self._slot.append(fs)
             self.max_depth = max(self.max_depth, len(self._slot))
             self._cv.notify()
@@ -89,18 +107,37 @@ class Pipeline:
         _lower_priority()
         while True:
             with self._cv:
-                while not self._slot and not self._stop:
-                    self._cv.wait()
-                if not self._slot:
+                fs = self._take()
+                if fs is None:
                     return
-                fs = self._slot.popleft()
                 self._busy = True
+            self.latency.add(f"{self.name}_wait", (time.perf_counter() - fs.submitted) * 1e3)
             try:
                 self._process(fs)
             finally:
                 with self._cv:
                     self._busy = False
                     self._cv.notify_all()
+
+    def _take(self) -> FrameSet | None:
+        """The next set to run (``None`` once stopped and empty); called holding ``_cv``."""
+        while True:
+            while not self._slot and not self._stop:
+                self._cv.wait()
+            if not self._slot:
+                return None
+            hold = self._hold_for_fresher()
+            if hold <= 0:
+                return self._slot.popleft()
+            self._cv.wait(hold)  # a newer set takes the slot's place, or the hold runs out
+
+    def _hold_for_fresher(self) -> float:
+        """Seconds to wait for a fresher set than the one waiting; 0 for a queue, a sentinel
+        or a stopping run."""
+        fs = self._slot[0]
+        if not self._hold or len(self._slot) != 1 or fs.keep or self._stop:
+            return 0.0
+        return fresher_hold(time.perf_counter() - fs.submitted, self._arrivals)
 
     def _process(self, fs: FrameSet) -> None:
         if not fs.raw:
@@ -118,14 +155,18 @@ class Pipeline:
                     self._on_stage_failure(stage, e)
                 continue
             finally:
-                self.latency.add(stage.name, (time.perf_counter() - t0) * 1e3)
-            self._accept(stage, fs, produced)
-        self.latency.add("pipeline", (time.perf_counter() - t_start) * 1e3)
+                stage_ms = (time.perf_counter() - t0) * 1e3
+                self.latency.add(stage.name, stage_ms)
+            self._accept(stage, fs, produced, stage_ms)
+        self.latency.add(self.name, (time.perf_counter() - t_start) * 1e3)
         self.sets_processed += 1
 
-    def _accept(self, stage: Stage, fs: FrameSet, produced: dict[str, Frame]) -> None:
+    def _accept(self, stage: Stage, fs: FrameSet, produced: dict[str, Frame],
+                stage_ms: float) -> None:
         """Declared outputs are saved; a physical channel's name replaces that channel for the
-        stages after this one (a refocused frame); anything else is an error."""
+        stages after this one (a refocused frame); anything else is an error. A virtual
+        frame's latency is recorded whole and beyond its own stage's time (the slot's wait,
+        earlier stages, the hand-off)."""
         virtual_names = {c.name for c in stage.outputs}
         for name, frame in produced.items():
             if name in virtual_names:
@@ -137,8 +178,9 @@ class Pipeline:
                     continue
                 self.virtual_made += 1
                 if frame.received:
-                    self.latency.add("virtual_end_to_end",
-                                     (time.perf_counter() - frame.received) * 1e3)
+                    e2e = (time.perf_counter() - frame.received) * 1e3
+                    self.latency.add("virtual_end_to_end", e2e)
+                    self.latency.add("virtual_beyond_engine", e2e - stage_ms)
                 if self._on_virtual is not None:
                     self._on_virtual(frame)
             elif name in fs.frames:
@@ -179,6 +221,20 @@ class Pipeline:
                 s.close()
             except Exception as e:
                 self._record_error(f"closing stage '{s.name}': {e}")
+
+
+def fresher_hold(age: float, arrivals: Sequence[float]) -> float:
+    """Seconds to hold a set that has waited ``age`` s for the next, given the last arrival
+    times (module docstring): 0 when it waited at most half the interval sets arrive at, or a
+    whole one (the next is overdue: a time point ended), or there is no rhythm yet (under five
+    arrivals). The interval is a low quantile of the gaps, which time-point gaps lengthen."""
+    if len(arrivals) < 5:
+        return 0.0
+    gaps = np.sort(np.diff(np.asarray(arrivals)))
+    interval = float(gaps[len(gaps) // 4])
+    if age <= interval / 2 or age >= interval:
+        return 0.0
+    return 1.25 * interval - age
 
 
 def _lower_priority(niceness: int = 19) -> None:

@@ -26,6 +26,8 @@ class FrameSet:
     """The frames as acquired, kept when a stage replaces one in ``frames``."""
     keep: bool = False
     """Never dropped from the latest-frame slot (a sentinel pair needs its virtual frames)."""
+    submitted: float = 0.0
+    """When it reached the pipeline (``time.perf_counter``); set by ``Pipeline.submit``."""
 
 
 @runtime_checkable
