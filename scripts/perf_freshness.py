@@ -7,6 +7,7 @@ speed drifts), 150 time points each.
 Prints per run: the median time a set waited in the slot, ``latency_over_model_ratio`` (as
 bench: 1 + the median latency beyond the engine's time over the engine's median), the ratio of
 the medians of latency and engine time (bench's figure before 2026-12-02), the virtual frames made,
+the raw rate over that of a run without the engine just before (``acquisition_rate_ratio``),
 and the engine's time per set over the frame-set interval; then the medians of each.
 """
 
@@ -49,7 +50,9 @@ def main() -> None:
         "compute": prof.compute.model_copy(update={"host": args.host}),
         "virtual_channels": (_virtual(target),)})
     rows: dict[str, list[dict[str, float]]] = {"hold": [], "no hold": []}
+    bare = prof.model_copy(update={"virtual_channels": ()})
     for i in range(args.runs):
+        plain = run_session(bare, work / f"plain{i}", time_points=args.time_points, quiet=True)
         for mode in ("hold", "no hold"):
             queues = prof.queues.model_copy(update={"hold_for_newer": mode == "hold"})
             r = run_session(prof.model_copy(update={"queues": queues}),
@@ -63,6 +66,7 @@ def main() -> None:
                    "latency_p50_over_model_p50":
                        round(lat["virtual_end_to_end"]["p50"] / model, 3),
                    "virtual_frames": r["virtual_frames"],
+                   "acquisition_rate_ratio": round(r["raw_fps"] / plain["raw_fps"], 3),
                    "model_over_frame_set_interval": round(model * r["raw_fps"] / 2e3, 2)}
             rows[mode].append(row)
             print(mode, row, flush=True)
