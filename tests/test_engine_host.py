@@ -161,13 +161,45 @@ def test_a_hung_host_is_killed_at_the_deadline_and_restarts_are_bounded() -> Non
             hosted.infer(FRAMES)
         assert time.monotonic() - t0 < 5.0
         _wait(lambda: host.state == "up")
-        assert host.counts == {"restarts": 1, "crashes": 0, "hangs": 1}
+        assert host.counts == {"restarts": 1, "crashes": 0, "hangs": 1, "starved": 0}
         os.kill(host.pid, signal.SIGKILL)
         _wait(lambda: host.state == "failed")  # its one restart is spent
         with pytest.raises(EngineHostFault, match="restarts used"):
             hosted.infer(FRAMES)
         assert any("restarts used" in e for e in host.report()["events"])
     finally:
+        host.close()
+
+
+def test_a_host_starved_of_cpu_is_waited_for_not_killed() -> None:
+    """Busy loops at the session's priority on every core leave the host (nice 19) almost no
+    CPU, so a call runs far past a 1 s deadline: it is answered, counted as starved, and the
+    host is not killed. (Before, this was a hang, a restart, and another starved host.)"""
+    import subprocess
+
+    host = EngineHost(deadline_s=1.0, restarts=1)
+    hogs: list[subprocess.Popen[bytes]] = []
+    try:
+        hosted = create_engine(ENGINE, Compute(), tile=128, overlap=16, host=host)
+        want, _ = hosted.infer(FRAMES)  # the shape is known now: the hang deadline applies
+        pid = host.pid
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(os.cpu_count() or 1)]
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        got, _ = hosted.infer(FRAMES)
+        took = time.monotonic() - t0
+        for h in hogs:
+            h.kill()
+        print(f"the starved call took {took:.1f} s; {host.report()['events']}")
+        assert took > host.deadline_s, "the hogs did not starve the host: nothing was tested"
+        assert np.array_equal(got, want)
+        assert host.pid == pid and host.counts["hangs"] == 0 and host.counts["starved"] >= 1
+        assert "starved of CPU" in host.report()["events"][0]
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
         host.close()
 
 

@@ -8,13 +8,16 @@ Faults, and what the session sees:
   frame as skipped with the reason, and ``on_fault`` tells the run (channels with ``on_failure =
   "expose"`` are exposed at once);
 - **hang** (no answer to a call or a heartbeat within ``deadline_s``): the host is killed, then
-  as a crash;
+  as a crash. A host *starved* of CPU is not hung: past the deadline, while its threads spend
+  most of their time waiting for a core (other work at a higher priority than its nice 19;
+  Linux schedstat), the call waits on, up to ``STARVED_X`` deadlines, counted as ``starved``;
 - **restart**: a new host starts at once (after a failed restart: 0.5 s, doubling, at most 8 s
   later), every engine is loaded and warmed up again, ``on_recovered`` tells the run, and
   virtual frames resume; at most ``restarts`` times per session, after which the engines stay
   off.
 
-``counts`` (``restarts``, ``crashes``, ``hangs``) and ``events`` go into ``session.json``.
+``counts`` (``restarts``, ``crashes``, ``hangs``, ``starved``) and ``events`` go into
+``session.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ log = logging.getLogger(__name__)
 LOAD_S = 120.0
 """Deadline for starting the host and loading an engine (TensorRT may build a plan)."""
 HEARTBEAT_S = 0.5
+STARVED_X = 10
+"""A call the host is too starved of CPU to answer waits at most this many deadlines."""
+PROBE_S = 0.25
+"""Past the deadline, starvation is judged over windows this long."""
 
 
 class EngineHostFault(RuntimeError):
@@ -57,7 +64,7 @@ class EngineHost:
                  avoid_cores: tuple[int, ...] = (), nice: int = 19) -> None:
         self.deadline_s, self.max_restarts = deadline_s, restarts
         self.on_fault, self.on_recovered = on_fault, on_recovered
-        self.counts = {"restarts": 0, "crashes": 0, "hangs": 0}
+        self.counts = {"restarts": 0, "crashes": 0, "hangs": 0, "starved": 0}
         self.events: list[str] = []
         self.placement: dict[str, Any] = {}
         self._avoid, self._nice = tuple(avoid_cores), nice
@@ -127,7 +134,7 @@ class EngineHost:
         generation = self.generation
         try:
             conn.send(msg)
-            ready = conn.poll(timeout)
+            ready = conn.poll(timeout) or self._starved_past(conn, timeout, msg.get("op"))
             if ready:
                 reply = conn.recv()
                 if not reply.get("oom"):
@@ -142,6 +149,31 @@ class EngineHost:
             self.fault(kind, detail, generation)
             raise EngineHostFault(self.reason)
         raise EngineHostFault(f"engine host {self.state}: {detail}")
+
+    def _starved_past(self, conn: Connection, timeout: float, op: Any) -> bool:
+        """Past the deadline: wait on while a thread of the host has, since the deadline,
+        waited for a core longer than it ran (and a tenth of the time at least), checked every
+        ``PROBE_S``, for up to ``STARVED_X`` deadlines in all; True if the answer came. A host
+        that is stopped, deadlocked, or spinning with a core to itself waits for no core: a
+        hang, one probe later."""
+        pid, waited, starved = self.pid, 0.0, False
+        since = thread_times(pid) if pid is not None else {}
+        while pid is not None and waited < (STARVED_X - 1) * timeout:
+            if conn.poll(PROBE_S):
+                break
+            waited += PROBE_S
+            if not starving(since, thread_times(pid), waited):
+                return False
+            starved = True
+        else:
+            return False
+        if starved:
+            self.counts["starved"] += 1
+            if self.counts["starved"] == 1:
+                self._event(f"engine host starved of CPU: {op} answered {waited:.1f} s past "
+                            f"its {timeout:.1f} s deadline, its threads waiting for a core "
+                            "(other work at a higher priority); not a hang")
+        return True
 
     def check(self, generation: int) -> None:
         """Raise :class:`EngineHostFault` unless the host of ``generation`` is up."""
@@ -444,3 +476,33 @@ class HostedRunner:
 
     def close(self) -> None:
         """Engines close at the end of the run; the host releases everything then."""
+
+
+def thread_times(pid: int) -> dict[str, tuple[int, int]]:
+    """Per thread of ``pid``: nanoseconds on a core, and runnable but waiting for one, over its
+    life (Linux ``/proc/PID/task/TID/schedstat``); empty where that is not available."""
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                ran, waited = f.read().split()[:2]
+            out[tid] = (int(ran), int(waited))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def starving(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
+             window_s: float) -> bool:
+    """Whether a thread, between two :func:`thread_times`, waited for a core longer than it
+    ran, and a tenth of the window at least."""
+    for tid, (ran0, waited0) in before.items():
+        if tid in after:
+            ran1, waited1 = after[tid]
+            if waited1 - waited0 >= max(ran1 - ran0, window_s * 0.1e9):
+                return True
+    return False
