@@ -197,7 +197,7 @@ def onnx_engine(path: Path, graph_nodes, inputs: int = 1, *, multiple_of: int = 
 #   selection also runs ``torch`` tests: torch imported beside an in-process Micro-Manager has
 #   crashed (SIGSEGV in torch's import of sympy), so they go to a child that never imports
 #   torch. Alone (``pytest tests/test_acquisition.py``) they run in-process.
-# The Qt child starts when collection ends and runs beside this process (``BESIDE``), which
+# The children start when collection ends and run beside this process (``BESIDE``), which
 # runs its own tests first: the tests that compute for minutes and time nothing (type
 # checking, the wheel, training, exports: ``FIRST``) lead, while the child runs, so paced runs
 # and the tests that bound a stop time come after. The delegated tests are reported last,

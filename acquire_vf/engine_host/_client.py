@@ -8,8 +8,8 @@ Faults, and what the session sees:
   frame as skipped with the reason, and ``on_fault`` tells the run (channels with ``on_failure =
   "expose"`` are exposed at once);
 - **hang** (no answer to a call or a heartbeat within ``deadline_s``): the host is killed, then
-  as a crash. A host *starved* of CPU is not hung: past the deadline, while its threads spend
-  most of their time waiting for a core (other work at a higher priority than its nice 19;
+  as a crash. A host *starved* of CPU is not hung: past the deadline, while a thread of it has
+  waited for a core longer than it ran (other work at a higher priority than its nice 19;
   Linux schedstat), the call waits on, up to ``STARVED_X`` deadlines, counted as ``starved``;
 - **restart**: a new host starts at once (after a failed restart: 0.5 s, doubling, at most 8 s
   later), every engine is loaded and warmed up again, ``on_recovered`` tells the run, and
