@@ -219,25 +219,9 @@ def live_ratios(engine: Path, progress: Callable[[str], None], time_points: int,
     without, and a virtual frame's end-to-end latency over the model's own time; the median
     of ``pairs`` runs without and with, back to back (this machine's speed drifts). The
     engine runs in the engine host (``host = "process"``) or in the session's process."""
-    import shutil
-
     from acquire_vf._session import run_session
-    from acquire_vf.config import load_profile
 
-    prof = load_profile("demo").bare(exposure_ms=10)  # the shipped demo waits 1 s per point
-    prof = prof.model_copy(update={"compute": prof.compute.model_copy(update={"host": host})})
-    card_dir = Path(tempfile.mkdtemp())
-    # the demo's channels are AGP and RNA: a copy of the engine whose card names them
-    from acquire_vf.card import ModelCard
-
-    card = ModelCard.load(engine)
-    target = card_dir / "bench_dna.onnx"
-    shutil.copy(engine, target)
-    norm = card.normalisation["in0"]
-    card.model_copy(update={"name": "bench_dna", "inputs": ("AGP", "RNA"),
-                            "normalisation": {"AGP": norm, "RNA": norm, "out": norm}}
-                    ).save(target)
-    with_engine = prof.model_copy(update={"virtual_channels": (_virtual(target),)})
+    prof, with_engine = live_profiles(engine, host)
     out = Path(tempfile.mkdtemp())
     runs = []
     for i in range(pairs):
@@ -269,6 +253,27 @@ def live_ratios(engine: Path, progress: Callable[[str], None], time_points: int,
     res["pairs"] = runs
     progress(f"live: {res}")
     return res
+
+
+def live_profiles(engine: Path, host: str = "process") -> tuple[Any, Any]:
+    """The demo profile, camera flat out, without and with ``engine`` synthesising DNA from
+    AGP and RNA (run in the engine host, or the session's process: ``host = "thread"``)."""
+    import shutil
+
+    from acquire_vf.card import ModelCard
+    from acquire_vf.config import load_profile
+
+    prof = load_profile("demo").bare(exposure_ms=10)  # the shipped demo waits 1 s per point
+    prof = prof.model_copy(update={"compute": prof.compute.model_copy(update={"host": host})})
+    # the demo's channels are AGP and RNA: a copy of the engine whose card names them
+    card = ModelCard.load(engine)
+    target = Path(tempfile.mkdtemp()) / "bench_dna.onnx"
+    shutil.copy(engine, target)
+    norm = card.normalisation["in0"]
+    card.model_copy(update={"name": "bench_dna", "inputs": ("AGP", "RNA"),
+                            "normalisation": {"AGP": norm, "RNA": norm, "out": norm}}
+                    ).save(target)
+    return prof, prof.model_copy(update={"virtual_channels": (_virtual(target),)})
 
 
 def _virtual(engine: Path) -> Any:

@@ -14,7 +14,6 @@ and the engine's time per set over the frame-set interval; then the medians of e
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,27 +29,14 @@ def main() -> None:
     args = ap.parse_args()
 
     from acquire_vf._session import run_session
-    from acquire_vf.bench import _virtual
-    from acquire_vf.card import ModelCard
-    from acquire_vf.config import load_profile
+    from acquire_vf.bench import live_profiles
     from acquire_vf.training import export_untrained
 
     work = Path(tempfile.mkdtemp(prefix="acquire-vf-fresh-"))
     engine = work / f"{args.preset}.onnx"
     export_untrained(args.preset, 2, engine)
-    card = ModelCard.load(engine)
-    target = work / "bench_dna.onnx"  # the demo's channels are AGP and RNA
-    shutil.copy(engine, target)
-    norm = card.normalisation["in0"]
-    card.model_copy(update={"name": "bench_dna", "inputs": ("AGP", "RNA"),
-                            "normalisation": {"AGP": norm, "RNA": norm, "out": norm}}
-                    ).save(target)
-    prof = load_profile("demo").bare(exposure_ms=10)
-    prof = prof.model_copy(update={
-        "compute": prof.compute.model_copy(update={"host": args.host}),
-        "virtual_channels": (_virtual(target),)})
+    bare, prof = live_profiles(engine, args.host)
     rows: dict[str, list[dict[str, float]]] = {"hold": [], "no hold": []}
-    bare = prof.model_copy(update={"virtual_channels": ()})
     for i in range(args.runs):
         plain = run_session(bare, work / f"plain{i}", time_points=args.time_points, quiet=True)
         for mode in ("hold", "no hold"):
