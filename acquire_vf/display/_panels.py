@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from acquire_vf._errors import MissingExtraError
+from acquire_vf._errors import DisplayUnavailable, MissingExtraError
 from acquire_vf._frames import ChannelInfo
 
 VIRTUAL_COLOR = "#ff8c00"
@@ -28,7 +28,55 @@ def qt() -> tuple[Any, Any]:
     except ImportError:
         raise MissingExtraError("pyqtgraph", "gui") from None
     _quiet_offscreen(QtCore)
+    check_binding(QtCore)
     return pg, QtWidgets
+
+
+def bool_refcount_leak(QtCore: Any, emits: int = 64) -> int:
+    """How many references to ``True`` the Qt binding drops over ``emits`` signal emits that
+    carry it (0 for a sound binding).
+
+    PySide6 6.12.0 releases a ``True`` passed through a signal once too often. On Python 3.12
+    and later ``True`` is immortal and nothing happens; on 3.11 its count falls with every
+    emit (pyqtgraph emits bools on every range change, three per ``autoRange``) until Python
+    aborts the whole process with ``bool_dealloc``: the live window's crash, measured by
+    ``docs/live.md``'s loop.
+    """
+
+    class Probe(QtCore.QObject):  # type: ignore[name-defined,misc]
+        sig = QtCore.Signal(object)
+
+    probe = Probe()
+    probe.sig.connect(lambda _v: None)
+    before = sys.getrefcount(True)
+    for _ in range(emits):
+        probe.sig.emit(True)
+    leaked = before - sys.getrefcount(True)
+    if leaked > 0:  # give back what was taken, so the probe itself leaves True as it found it
+        import ctypes
+
+        for _ in range(leaked):
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(True))
+    return max(0, leaked)
+
+
+def check_binding(QtCore: Any) -> None:
+    """Refuse, in one line and before anything is exposed, a Qt binding that would abort the
+    run (see :func:`bool_refcount_leak`); checked once per process."""
+    if getattr(check_binding, "done", False):
+        return
+    leaked = bool_refcount_leak(QtCore, emits=64)
+    if leaked >= 32:
+        import pyqtgraph.Qt as pgqt
+
+        binding = f"{pgqt.QT_LIB} {getattr(pgqt, 'PySideVersion', None) or QtCore.qVersion()}"
+        raise DisplayUnavailable(
+            f"the Qt binding {binding} drops a reference to True on every signal that carries "
+            f"it ({leaked} of 64 here): on Python {sys.version_info.major}."
+            f"{sys.version_info.minor} the live window would abort the run within minutes; "
+            "expected a binding without this defect: pip install 'PySide6-Essentials<6.12' "
+            "(what acquire-vf[gui] installs on Python < 3.12), or run with --headless")
+    check_binding.done = True  # type: ignore[attr-defined]
 
 
 _QUIET = ("propagateSizeHints",)
