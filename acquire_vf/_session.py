@@ -248,7 +248,8 @@ def _run_with_window(run: AcquisitionRun, profile: Profile, stages: list[Stage],
     thread = threading.Thread(target=work, name="acquire-vf run", daemon=True)
     window = LiveWindow(channels, run=run, start=thread.start, on_close=on_close,
                         backend=backend, title=f"acquire-vf: {profile.name}",
-                        refresh_hz=profile.display.refresh_hz)
+                        refresh_hz=profile.display.refresh_hz,
+                        composite_off=transmitted_channels(profile))
     window.connect(run.signals)
     from pyqtgraph.Qt import QtCore
 
@@ -280,6 +281,17 @@ def _run_with_window(run: AcquisitionRun, profile: Profile, stages: list[Stage],
     thread.join()  # closed with "continue": the run goes on headless until it ends
     if errors:
         raise errors[0]
+
+
+TRANSMITTED = ("bf", "brightfield", "dic", "phase", "phc", "transmitted")
+"""Channel or preset names of transmitted light (no stain: left out of the composite)."""
+
+
+def transmitted_channels(profile: Profile) -> frozenset[str]:
+    """Physical channels of transmitted light, by their name or Micro-Manager preset."""
+    return frozenset(c.name for c in profile.channels
+                     if any(str(v).lower().startswith(TRANSMITTED)
+                            for v in (c.name, getattr(c, "preset", ""))))
 
 
 class _LogWriter(io.TextIOBase):

@@ -24,6 +24,8 @@ def trend(grey: np.ndarray, axis: int) -> float:
     """Correlation of brightness with position along ``axis`` (1: left to right)."""
     h, w = grey.shape
     core = grey[h // 5: -h // 10, w // 10: -w // 10]
+    # the frame with its aspect kept leaves black bars beside or above it: not the frame
+    core = core[:, core.max(axis=0) > 5][core.max(axis=1) > 5]
     profile = core.mean(axis=1 - axis)
     if profile.std() < 1e-9:
         return 0.0

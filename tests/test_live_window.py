@@ -89,15 +89,19 @@ def test_qc_flags_error_map_and_manual_levels() -> None:
     win.process_events(0.2)
     flags = win.panels[("DNA", "virtual")].flags.toPlainText()
     assert "nan" in flags and "saturated" not in flags, flags
-    # a physical frame of the virtual channel (e.g. a fallback exposure): the error map
+    # a physical frame of the virtual channel (e.g. a fallback exposure): the error map, in
+    # the virtual panel's error view
     truth = down.copy()
     truth[:100] += 500
     win.offer(frame("DNA", 0, truth, "physical"))
     win.process_events(0.2)
-    err = win.panels[("DNA error", "error")]
-    e = err.image.image
-    assert e[:100].mean() > 0.05 and e[100:].mean() < 1e-6, (e[:100].mean(), e[100:].mean())
-    assert "error" in err.title
+    t, e = win.error_maps["DNA"]
+    assert t == 0 and e[:100].mean() > 0.05 and e[100:].mean() < 1e-6, \
+        (e[:100].mean(), e[100:].mean())
+    win.virtual_view.setCurrentText("error")
+    win.process_events(0.1)
+    assert np.array_equal(win.panels[("DNA", "virtual")].image.image, e)
+    win.virtual_view.setCurrentText("prediction")
     # manual levels: choose the channel, drag the histogram's levels
     win.select_levels("AGP")
     win.offer(frame("AGP", 1, right))
@@ -286,3 +290,149 @@ def test_demo_without_display_runs_headless_with_a_note(tmp_path: Path) -> None:
                 env=env)
     assert r.returncode == DisplayUnavailable.exit_code
     assert "--display: no display found" in r.stderr
+
+
+def _corner_frame(h: int = 240, w: int = 320) -> np.ndarray:
+    """Dark, with a bright square at each corner (a tenth of the frame's height)."""
+    img = np.full((h, w), 100, np.uint16)
+    s = h // 10
+    for ys in (slice(0, s), slice(h - s, h)):
+        for xs in (slice(0, s), slice(w - s, w)):
+            img[ys, xs] = 4000
+    return img
+
+
+def _corners_on_screen(grey: np.ndarray) -> list[tuple[float, float]]:
+    """Centres of the white blobs of a rendered panel, as fractions of its size (not the
+    titles' grey text, nor a virtual panel's orange border)."""
+    from scipy import ndimage
+
+    white = grey > 200
+    labels, n = ndimage.label(white)
+    h, w = grey.shape
+    sizes = ndimage.sum(white, labels, range(1, n + 1))
+    big = [i + 1 for i, size in enumerate(sizes) if size > 0.002 * h * w]
+    centres = ndimage.center_of_mass(white, labels, big)
+    return [(y / h, x / w) for y, x in centres]
+
+
+@needs_gui
+@pytest.mark.qt
+def test_every_panel_shows_its_whole_frame_from_the_first_frame() -> None:
+    """The demo's channels (3 measured, 2 refocused, 3 synthesised with their uncertainty),
+    frames arriving over several redraws and the sentinels' measured panels added mid-run:
+    the four corners of the frame are on screen in every panel, in its quadrants, and the
+    frame fills the panel's width or height (aspect kept, not shrunk to a dot)."""
+    from acquire_vf.display import LiveWindow
+
+    virtual = [ChannelInfo(n, role="virtual") for n in
+               ("AGP-refocused", "RNA-refocused", "DNA", "uncertainty:DNA", "ER", "Mito")]
+    win = LiveWindow([ChannelInfo("AGP"), ChannelInfo("RNA"), ChannelInfo("BF"), *virtual],
+                     on_close="stop", refresh_hz=50)
+    win.window.show()
+    win.process_events(0.1)
+    img = _corner_frame()
+    for t in range(3):
+        for c in ("AGP", "RNA", "BF"):
+            win.offer(frame(c, t, img))
+            win.process_events(0.03)
+        for c in ("AGP-refocused", "DNA", "ER", "Mito"):
+            win.offer(frame(c, t, img, "virtual"))
+        if t == 1:  # sentinels: measured frames of virtual channels, new panels mid-run
+            for c in ("DNA", "ER", "Mito"):
+                win.offer(frame(c, t, img))
+        win.process_events(0.1)
+    win.process_events(0.3)
+    shown = [k for k in win.panels if k[0] != "RNA-refocused"]
+    assert len(shown) == 10, shown
+    for key in shown:
+        centres = _corners_on_screen(grab(win.panels[key].widget))
+        quads = {(y > 0.5, x > 0.5) for y, x in centres}
+        assert len(centres) == 4 and len(quads) == 4, (key, centres)
+        ys, xs = [c[0] for c in centres], [c[1] for c in centres]
+        assert max(xs) - min(xs) > 0.5 or max(ys) - min(ys) > 0.5, (key, centres)
+
+
+@needs_gui
+@pytest.mark.qt
+def test_virtual_panels_show_prediction_uncertainty_or_error_on_demand() -> None:
+    """Uncertainty and error maps are views of the virtual panel, not panels of their own;
+    the composite starts from the stains (not brightfield, not refocused copies)."""
+    from acquire_vf.display import LiveWindow
+
+    win = LiveWindow([ChannelInfo("AGP"), ChannelInfo("BF"), DNA,
+                      ChannelInfo("AGP-refocused", role="virtual"),
+                      ChannelInfo("uncertainty:DNA", role="virtual")],
+                     on_close="stop", refresh_hz=50, composite_off=frozenset({"BF"}))
+    win.window.show()
+    assert ("uncertainty:DNA", "virtual") not in win.panels
+    assert {k: c.isChecked() for k, c in win.enabled.items()} == {
+        ("AGP", "physical"): True, ("BF", "physical"): False, ("DNA", "virtual"): True,
+        ("AGP-refocused", "virtual"): False}
+    right, down = gradients()
+    spread = np.zeros_like(down)
+    spread[:50] = 3000
+    win.offer(frame("DNA", 0, down, "virtual"))
+    win.offer(frame("uncertainty:DNA", 0, spread, "virtual"))
+    win.process_events(0.2)
+    panel = win.panels[("DNA", "virtual")]
+    assert np.array_equal(panel.image.image, down)
+    win.virtual_view.setCurrentText("uncertainty")
+    win.process_events(0.1)
+    assert np.array_equal(panel.image.image, spread)
+    win.virtual_view.setCurrentText("error")
+    win.process_events(0.1)
+    assert panel.image.image is None and "not measured yet" in panel.flags.toPlainText()
+    truth = down.copy()
+    truth[:100] += 500
+    win.offer(frame("DNA", 0, truth, "physical"))  # a sentinel exposure of the same time point
+    win.process_events(0.2)
+    assert ("DNA", "physical") in win.panels and not win.enabled[("DNA", "physical")].isChecked()
+    e = panel.image.image
+    assert e[:100].mean() > 0.05 and e[100:].mean() < 1e-6, (e[:100].mean(), e[100:].mean())
+    assert "mean |error|" in panel.flags.toPlainText()
+    win.virtual_view.setCurrentText("prediction")
+    win.process_events(0.1)
+    assert np.array_equal(panel.image.image, down)
+
+
+@needs_gui
+@pytest.mark.qt
+@pytest.mark.slow
+def test_twenty_runs_with_sentinels_and_error_maps_end_cleanly(tmp_path: Path) -> None:
+    """The live window's crash (``bool_dealloc``, 4 of 12 demo runs) came from the Qt binding
+    dropping a reference to True on every signal that carries one: 20 runs with engines,
+    sentinels, uncertainty and the error view, each must end with its files whole and the
+    count of True where it began (an aborted process fails the child pytest)."""
+    import sys
+
+    import pyqtgraph as pg
+    from pyqtgraph.Qt import QtCore
+
+    from acquire_vf._session import run_session
+    from tests.conftest import verified_profile
+
+    pg.mkQApp()
+    prof = verified_profile(acquisition={"time_points": 6})
+    before = sys.getrefcount(True)
+
+    def error_view() -> None:  # the error maps drawn as soon as the window is up
+        live = getattr(main_window(), "live", None)
+        if live is None:
+            QtCore.QTimer.singleShot(20, error_view)
+        else:
+            live.virtual_view.setCurrentText("error")
+
+    for k in range(20):
+        out = tmp_path / f"run{k}"
+        QtCore.QTimer.singleShot(20, error_view)
+        report = run_session(prof, out, quiet=True, display=True, on_close="stop",
+                             screenshot=tmp_path / f"run{k}.png")
+        assert report["state"] == "finished", (k, report["state"], report["errors"])
+        assert report["verification"] and (out / f"run{k}.png").exists() is False
+        assert (tmp_path / f"run{k}.png").stat().st_size > 0
+        (ds,) = open_dataset(out)
+        assert ds.verify() == [] and len(ds.records) >= report["frames_acquired"]
+    lost = before - sys.getrefcount(True)
+    print(f"references to True lost over 20 runs: {lost}")
+    assert lost < 50, f"the Qt binding dropped {lost} references to True in 20 runs"

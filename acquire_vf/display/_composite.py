@@ -16,8 +16,8 @@ PALETTE = ("#00ff00", "#ff00ff", "#00ffff", "#ffff00", "#ff4040", "#4080ff", "#f
 class Composite:
     """The composite view (a plot in the grid) and its layer list (a box beside it)."""
 
-    def __init__(self, pg: Any, QtWidgets: Any, panels: dict[tuple[str, str], ChannelPanel]
-                 ) -> None:
+    def __init__(self, pg: Any, QtWidgets: Any, panels: dict[tuple[str, str], ChannelPanel],
+                 off: frozenset[str] = frozenset()) -> None:
         self._pg, self._QtWidgets, self.panels = pg, QtWidgets, panels
         self.view, self.image = image_plot(pg, title="composite")
         self.layers = QtWidgets.QGridLayout()
@@ -25,24 +25,31 @@ class Composite:
         self.box.setLayout(self.layers)
         self.colors: dict[tuple[str, str], Any] = {}
         self.enabled: dict[tuple[str, str], Any] = {}
-        self._ranged = False
+        self.off = off
+        """Measured channels that start switched off (brightfield: no stain to colour)."""
+        self.fit: Any = None
+        """Shows the whole frame (the window's :class:`~._layout.PanelGrid`)."""
+
+    def starts_on(self, info: ChannelInfo) -> bool:
+        """The composite starts from the stains: measured fluorescence and synthesised
+        channels; not brightfield, not refocused copies of a measured stain, and not the
+        sentinel exposures of a channel that is shown virtual."""
+        if info.role == "virtual":
+            return not info.name.endswith("-refocused")
+        return info.name not in self.off and (info.name, "virtual") not in self.enabled
 
     def add_layer(self, info: ChannelInfo) -> None:
-        """A colour and an on/off switch for the channel; on by default for the measured
-        channels and up to two synthesised ones."""
+        """A colour and an on/off switch for the channel (see :meth:`starts_on`)."""
         key = (info.name, info.role)
         k = len(self.colors)
         button = self._pg.ColorButton(color=PALETTE[k % len(PALETTE)])
         check = self._QtWidgets.QCheckBox(
             f"{'virtual ' if info.role == 'virtual' else ''}{info.name}")
-        synthesised = sum(1 for (n, r), c in self.enabled.items()
-                          if r == "virtual" and not n.endswith("-refocused"))
-        check.setChecked(info.role == "physical" or (
-            not info.name.endswith("-refocused") and synthesised < 2))
+        check.setChecked(self.starts_on(info))
         if info.role == "virtual":
             check.setStyleSheet(f"color: {VIRTUAL_COLOR}")
-        self.layers.addWidget(check, k, 0)
-        self.layers.addWidget(button, k, 1)
+        self.layers.addWidget(check, k // 2, 2 * (k % 2))
+        self.layers.addWidget(button, k // 2, 2 * (k % 2) + 1)
         self.colors[key], self.enabled[key] = button, check
         check.toggled.connect(lambda _on: self.update())
         button.sigColorChanged.connect(lambda _b: self.update())
@@ -70,6 +77,5 @@ class Composite:
         if rgb is not None:
             self.image.setImage(np.clip(rgb, 0, 1), levels=(0, 1), autoLevels=False)
             self.image.setRect(0, 0, full[1], full[0])
-            if not self._ranged:
-                self.view.getViewBox().autoRange(padding=0)
-                self._ranged = True
+            if self.fit is not None:
+                self.fit(full)

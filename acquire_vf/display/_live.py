@@ -28,12 +28,34 @@ from acquire_vf.display._controls import RunControls, ask_on_close
 from acquire_vf.display._fidelity import FidelityTrace
 from acquire_vf.display._focus_trace import FocusTrace
 from acquire_vf.display._history import TimeBrowser
+from acquire_vf.display._layout import PanelGrid
 from acquire_vf.display._levels import LevelsControl
 from acquire_vf.display._panels import ChannelPanel, qt, robust_levels
 
 OnClose = Literal["ask", "stop", "continue"]
+VIEWS = ("prediction", "uncertainty", "error")
+"""What a virtual panel can show: the virtual frame, its uncertainty, its error against the
+measured frame of the same time point."""
 QC_FLAGS = ("nan", "input_out_of_range", "saturated", "error", "input_dim",
             "input_focus_outside", "input_histogram_far", "uncertainty_high")
+
+
+def is_uncertainty(name: str) -> bool:
+    """An uncertainty channel (``uncertainty:NAME``): a view of NAME's panel, not a panel."""
+    return name.startswith("uncertainty:")
+
+
+def _redraw(pending: dict[tuple[str, str], Frame]) -> set[tuple[str, str]]:
+    """The panels that new frames change: their own; a virtual channel's for its uncertainty
+    and for a measured frame of it (the error view)."""
+    keys = set()
+    for name, role in pending:
+        if is_uncertainty(name):
+            keys.add((name.split(":", 1)[1], "virtual"))
+        else:
+            keys.add((name, role))
+            keys.add((name, "virtual"))
+    return keys
 
 
 def _flags(frame: Frame) -> str:
@@ -52,7 +74,7 @@ class LiveWindow:
     def __init__(self, channels: list[ChannelInfo], *, run: Any = None,
                  start: Any = None, on_close: OnClose = "ask", backend: str | None = None,
                  history: int = 500, title: str = "acquire-vf live",
-                 refresh_hz: float = 5.0) -> None:
+                 refresh_hz: float = 5.0, composite_off: frozenset[str] = frozenset()) -> None:
         pg, QtWidgets = qt()
         from pyqtgraph.Qt import QtCore
 
@@ -76,6 +98,10 @@ class LiveWindow:
         self.time_slider, self.live_box = self.times.slider, self.times.live_box
         self.start_button, self.pause_button, self.stop_button = self.controls.buttons
         self._last: dict[tuple[str, str], Frame] = {}
+        self.uncertainty: dict[str, Frame] = {}
+        """The latest uncertainty frame per virtual channel (shown in its panel on demand)."""
+        self.error_maps: dict[str, tuple[int, np.ndarray]] = {}
+        """Per virtual channel with a measured frame at the same time point: (t, |error|)."""
 
         class Window(QtWidgets.QMainWindow):  # type: ignore[name-defined]
             def closeEvent(inner, event: Any) -> None:  # noqa: N805
@@ -91,23 +117,25 @@ class LiveWindow:
         outer = QtWidgets.QHBoxLayout(central)
         left = QtWidgets.QVBoxLayout()
         outer.addLayout(left, stretch=4)
-        self.grid = QtWidgets.QGridLayout()
-        left.addLayout(self.grid)
         self.panels: dict[tuple[str, str], ChannelPanel] = {}
-        self._cols = min(3, max(1, len(channels) + 1))
-        self.composite_view = Composite(pg, QtWidgets, self.panels)
+        self.composite_view = Composite(pg, QtWidgets, self.panels, off=composite_off)
         self.composite_image = self.composite_view.image
         self.enabled, self.colors = self.composite_view.enabled, self.composite_view.colors
-        self.grid.addWidget(self.composite_view.view, 0, 0)
-        self._first: Any = self.composite_view.view
+        shown = [c for c in channels if not is_uncertainty(c.name)]
+        self.grid = PanelGrid(QtWidgets, QtCore, self.composite_view.view, len(shown))
+        self.composite_view.fit = self.grid.fit
+        left.addWidget(self.grid.widget, stretch=1)
         self._build_side(pg, QtWidgets, outer)
-        for info in channels:
+        for info in shown:
             self._add_panel(info)
         left.addLayout(self.times.row)
         self.window.setCentralWidget(central)
         self._build_status(QtWidgets, QtCore, refresh_hz)
-        rows = (len(channels) + 1 + self._cols - 1) // self._cols
-        self.window.resize(380 * self._cols + 260, 340 * rows + 90)
+        screen = self.app.primaryScreen()
+        avail = screen.availableGeometry() if screen is not None else None
+        big = avail is not None and avail.width() >= 1024  # offscreen's screen is 800 x 600
+        self.window.resize(*self.grid.window_size(
+            (avail.width(), avail.height()) if big and avail is not None else None))
 
     # ----- construction --------------------------------------------------------------
     def _build_side(self, pg: Any, QtWidgets: Any, outer: Any) -> None:
@@ -141,28 +169,39 @@ class LiveWindow:
         self.histogram_timer.start(1000)
 
     def _build_overlays(self, QtWidgets: Any, side: Any) -> None:
-        box = QtWidgets.QGroupBox("overlays")
+        box = QtWidgets.QGroupBox("virtual panels")
         lay = QtWidgets.QVBoxLayout(box)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(QtWidgets.QLabel("show"))
+        self.virtual_view = QtWidgets.QComboBox()
+        self.virtual_view.addItems(list(VIEWS))
+        self.virtual_view.setToolTip(
+            "prediction: the virtual frame; uncertainty: its spread over perturbed passes; "
+            "error: |virtual - measured| where the channel was also exposed (sentinels)")
+        self.virtual_view.currentTextChanged.connect(lambda _v: self._show_latest())
+        row.addWidget(self.virtual_view, 1)
+        lay.addLayout(row)
         self.show_qc = QtWidgets.QCheckBox("QC flags on virtual frames")
         self.show_qc.setChecked(True)
-        self.show_error = QtWidgets.QCheckBox("error map (virtual vs physical)")
-        self.show_error.setChecked(True)
         lay.addWidget(self.show_qc)
-        lay.addWidget(self.show_error)
         side.addWidget(box)
+
+    @property
+    def view_mode(self) -> str:
+        """What virtual panels show: one of :data:`VIEWS`."""
+        return str(self.virtual_view.currentText())
 
     def _add_panel(self, info: ChannelInfo) -> ChannelPanel:
         key = (info.name, info.role)
         panel = ChannelPanel(info)
-        n = len(self.panels) + 1  # slot 0 is the composite
-        self.grid.addWidget(panel.widget, n // self._cols, n % self._cols)
-        panel.widget.setXLink(self._first)
-        panel.widget.setYLink(self._first)
+        self.grid.add(panel)
         self.panels[key] = panel
         self.times.add(key)
-        if info.role != "error":
-            self.composite_view.add_layer(info)
-            self.levels.add(key, f"{info.name} ({info.role})")
+        self.composite_view.add_layer(info)
+        self.levels.add(key, f"{info.name} ({info.role})")
+        if info.role == "virtual":  # says why it is empty rather than staying black
+            panel.show_missing("none yet; frames in focus are not refocused"
+                               if info.name.endswith("-refocused") else "none yet")
         return panel
 
     # ----- feeding (any thread) ------------------------------------------------------
@@ -196,46 +235,72 @@ class LiveWindow:
             return
         self._rendered_at = time.perf_counter()
         for key, frame in pending.items():
+            if is_uncertainty(key[0]):
+                self.uncertainty[key[0].split(":", 1)[1]] = frame
+                continue
             if key not in self.panels:
                 self._add_panel(ChannelInfo(key[0], role=cast(Any, key[1])))
-            flags = _flags(frame) if frame.role == "virtual" and self.show_qc.isChecked() else ""
+            flags = self._qc_text(frame)
             self.times.record(key, frame.id.t, frame.pixels, flags)
             self._last[key] = frame
-            if self.times.live:
-                self.panels[key].show(frame.pixels, flags)
-                self.frames_shown += 1
-                self.levels.follow(key)
+        self._update_error_maps(pending)
         self.times.advance(max(f.id.t for f in pending.values()))
         if self.times.live:
-            self._update_error_maps(pending)
+            for key in _redraw(pending):
+                if key in self.panels and self._show_key(key):
+                    self.frames_shown += 1
+                    self.levels.follow(key)
             if self._rendered_at - self._composite_at >= 0.5:
                 self._composite_at = self._rendered_at
                 self._update_composite()
 
+    def _qc_text(self, frame: Frame) -> str:
+        return _flags(frame) if frame.role == "virtual" and self.show_qc.isChecked() else ""
+
+    def _show_key(self, key: tuple[str, str]) -> bool:
+        """Draw the panel of ``key`` as the view mode says; False if it has nothing yet."""
+        panel, frame = self.panels[key], self._last.get(key)
+        name, role = key
+        mode = self.view_mode if role == "virtual" else "prediction"
+        if mode == "uncertainty":
+            u = self.uncertainty.get(name)
+            if u is None:
+                panel.show_missing("no uncertainty for this channel (verification off)")
+                return False
+            panel.show(u.pixels, f"uncertainty, t {u.id.t}")
+        elif mode == "error":
+            hit = self.error_maps.get(name)
+            if hit is None:
+                panel.show_missing("not measured yet (error maps need a sentinel exposure)")
+                return False
+            panel.show(hit[1], f"t {hit[0]}: mean |error| {float(hit[1].mean()):.3f} "
+                       "of the measured range", levels=(0.0, 0.5))
+        elif frame is None:
+            return False
+        else:
+            panel.show(frame.pixels, self._qc_text(frame))
+        return True
+
     def _update_error_maps(self, pending: dict[tuple[str, str], Frame]) -> None:
-        """|virtual - physical| where a channel has both frames at the same time point."""
-        if not self.show_error.isChecked():
-            return
+        """|virtual - measured| (over the measured frame's display range) where a channel has
+        both frames at the same time point; shown in the virtual panel on demand."""
         for (name, role), frame in pending.items():
+            if role not in ("virtual", "physical") or is_uncertainty(name):
+                continue
             other = self._last.get((name, "virtual" if role == "physical" else "physical"))
-            if other is None or other.id.t != frame.id.t or role == "error":
+            if other is None or other.id.t != frame.id.t:
                 continue
             v, p = (frame, other) if role == "virtual" else (other, frame)
             lo, hi = robust_levels(p.pixels)
             err = np.abs(v.pixels.astype(np.float32) - p.pixels.astype(np.float32)) / (hi - lo)
-            key = (f"{name} error", "error")
-            if key not in self.panels:
-                self._add_panel(ChannelInfo(key[0], role=cast(Any, "error")))
-                self.panels[key].levels = (0.0, 0.5)
-            self.panels[key].show(err, f"mean |error| {float(err.mean()):.3f}")
+            self.error_maps[name] = (frame.id.t, err)
 
     def _update_composite(self) -> None:
         self.composite_view.update()
 
     def _show_latest(self) -> None:
-        for key, frame in self._last.items():
-            flags = _flags(frame) if frame.role == "virtual" and self.show_qc.isChecked() else ""
-            self.panels[key].show(frame.pixels, flags)
+        for key in self.panels:
+            self._show_key(key)
         self.times.to_latest()
         self._update_composite()
 

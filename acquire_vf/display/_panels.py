@@ -128,6 +128,9 @@ class ChannelPanel:
         self.shown_levels: tuple[float, float] = (0.0, 1.0)
         self._levels_at = -1e9
         self.frames_shown = 0
+        self.fit: Any = None
+        """Called with each frame's shape: shows the whole frame (the linked views' owner
+        sets it; see ``_layout.PanelGrid.fit``). Without it, the panel ranges itself."""
         self.flags = pg.TextItem("", color="#ff3030", anchor=(0, 0))
         self.flags.setZValue(10)
         self.widget.addItem(self.flags)
@@ -155,18 +158,25 @@ class ChannelPanel:
         self.flags.setColor("#c0c0c0")
         self.flags.setText(f"no frame: {why}")
 
-    def show(self, pixels: np.ndarray, flags: str = "") -> None:
-        """Show a frame; ``flags`` (QC problems) are written over its top-left corner."""
+    def show(self, pixels: np.ndarray, flags: str = "",
+             levels: tuple[float, float] | None = None) -> None:
+        """Show a frame; ``flags`` (QC problems) are written over its top-left corner;
+        ``levels`` fixes the contrast for this frame alone (an error map's 0-0.5)."""
         now = time.perf_counter()
-        if self.levels is not None:
+        if levels is not None:
+            self.shown_levels, self._levels_at = levels, -1e9  # the next frame re-measures
+        elif self.levels is not None:
             self.shown_levels = self.levels
         elif self.frames_shown == 0 or now - self._levels_at >= self.auto_interval_s:
             self.shown_levels, self._levels_at = robust_levels(pixels), now
         self.image.setImage(pixels, levels=self.shown_levels, autoLevels=False)
         self.flags.setColor("#ff3030")
         self.flags.setText(flags)
-        if self.frames_shown == 0:
-            self.widget.getViewBox().autoRange(padding=0)
+        if self.fit is not None:
+            self.fit(pixels.shape)
+        elif self.frames_shown == 0:
+            self.widget.getViewBox().setRange(
+                xRange=(0, pixels.shape[1]), yRange=(0, pixels.shape[0]), padding=0)
         self.frames_shown += 1
 
 
@@ -195,7 +205,9 @@ class ViewerWindow:
             else:
                 panel.widget.setXLink(first)
                 panel.widget.setYLink(first)
+            panel.fit = self._fit
             self.panels[(info.name, info.role)] = panel
+        self._first, self._shape = first, None
         self.sliders: dict[str, Any] = {}
         for axis in ("time", "position", "z"):
             row = QtWidgets.QHBoxLayout()
@@ -209,6 +221,13 @@ class ViewerWindow:
         self.window.setCentralWidget(central)
         self.status = self.window.statusBar()
         self.window.resize(420 * cols, 380 * ((len(channels) + cols - 1) // cols) + 120)
+
+    def _fit(self, shape: tuple[int, ...]) -> None:
+        """The whole frame in every (linked) panel, set on the first when the shape changes."""
+        if self._first is not None and tuple(shape[:2]) != self._shape:
+            self._shape = tuple(shape[:2])
+            self._first.getViewBox().setRange(xRange=(0, shape[1]), yRange=(0, shape[0]),
+                                              padding=0)
 
     def panel(self, name: str, role: str = "physical") -> ChannelPanel:
         return self.panels[(name, role)]
