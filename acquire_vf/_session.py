@@ -189,7 +189,7 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
                 _run_with_window(run, profile, stages, backend_desc, on_close,
                                  close_when_done, screenshot)
             else:
-                run.run()
+                _run_headless(run, progress=not quiet)
     finally:
         restore()
         if host is not None:
@@ -207,6 +207,22 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     if run.fatal_error is not None:
         raise run.fatal_error
     return report
+
+
+def _run_headless(run: AcquisitionRun, *, progress: bool) -> None:
+    """Run without a window; with ``progress``, say how it is going on stderr (a redrawn line
+    on a terminal, a line a minute elsewhere; :mod:`acquire_vf.acquisition._progress`)."""
+    if not progress:
+        run.run()
+        return
+    from acquire_vf.acquisition import RunProgress
+
+    reporter = RunProgress(run)
+    reporter.start()
+    try:
+        run.run()
+    finally:
+        reporter.stop()
 
 
 def engine_host(profile: Profile) -> Any:

@@ -286,6 +286,8 @@ def test_demo_without_display_runs_headless_with_a_note(tmp_path: Path) -> None:
     r = run_cli("demo", "--time-points", "2", "--out", str(tmp_path / "run"), env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "running headless (no display found)" in r.stderr
+    # not a terminal: no redrawn progress line, the last line of it once at the end
+    assert "\r" not in r.stderr and "time point 2 of 2" in r.stderr
     r = run_cli("demo", "--display", "--time-points", "2", "--out", str(tmp_path / "r2"),
                 env=env)
     assert r.returncode == DisplayUnavailable.exit_code

@@ -12,6 +12,7 @@ from acquire_vf.acquisition._plan import (
     profile_sequence,
 )
 from acquire_vf.acquisition._policy import policy_report
+from acquire_vf.acquisition._progress import RunProgress
 from acquire_vf.acquisition._report import (
     full_protocol_exposures,
     light_dose,
@@ -25,7 +26,8 @@ from acquire_vf.acquisition._state import RunState, RunStatus
 from acquire_vf.acquisition._verify import CheckedChannel, Verifier, make_verifier
 
 __all__ = [
-    "AcquisitionRun", "CheckedChannel", "FocusController", "RunPlan", "RunSignals", "RunState",
+    "AcquisitionRun", "CheckedChannel", "FocusController", "RunPlan", "RunProgress", "RunSignals",
+    "RunState",
     "RunStatus", "Verifier", "build_plan", "dataset_layout", "frame_id",
     "full_protocol_exposures", "light_dose", "load_plan", "make_focus", "make_verifier",
     "match_channels", "policy_report", "print_session", "profile_sequence", "session_report",

@@ -105,30 +105,63 @@ def write_session(report: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
+PURPOSES = ("plan", "sentinel", "fallback", "zscan")
+"""Why a camera exposure was taken: the plan's channels, a sentinel check of a virtual
+channel, a virtual channel exposed physically instead, a z-scan plane for focus."""
+
+
+def exposures_by_purpose(report: dict[str, Any]) -> dict[str, int]:
+    """Exposures per :data:`PURPOSES` (only those that happened), adding up to the total."""
+    reasons = dict((report.get("light_dose") or {}).get("exposures_by_reason") or {})
+    out = {k: int(reasons.pop(k, 0)) for k in PURPOSES}
+    for k, n in reasons.items():  # any other reason the ledger knows, as it names it
+        out[k] = out.get(k, 0) + int(n)
+    return {k: n for k, n in out.items() if n}
+
+
+def _not_made_row(name: str, m: dict[str, Any], planes: int) -> tuple[str, str]:
+    """``AGP-refocused not refocused | 6 of 6 planes: in focus ...`` rather than a failure."""
+    parts = []
+    for reason, n in m["by_reason"].items():
+        if reason.startswith("not refocused"):
+            why = reason[reason.find("(") + 1: reason.rfind(")")] if "(" in reason else reason
+            parts.append(f"{n} of {planes} planes: {why}; the camera frame is kept")
+        else:
+            parts.append(f"{n}: {reason}")
+    refocus = all(r.startswith("not refocused") for r in m["by_reason"])
+    return f"{name} {'not refocused' if refocus else 'not made'}", "; ".join(parts)
+
+
 def print_session(report: dict[str, Any], console: Console | None = None) -> None:
+    """The run in a table a microscopist reads at the end: what was taken and why, what was
+    saved, what was not made and why; only rows for what happened, units on every figure.
+    A replay speaks of replayed frames and of the exposures a live run would have taken."""
     console = console or Console()
+    replay = report.get("acquisition_backend") == "replay"
     t = Table(title=f"session: {report['profile']['name']} ({report['state']})", show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
+    by = exposures_by_purpose(report)
+    planned = by.get("plan", report["frames_acquired"])
+    frames = "frames replayed" if replay else "planned frames acquired"
+    t.add_row(frames, f"{planned} of {report['frames_expected']}")
+    t.add_row("raw frame rate", f"{report['raw_fps']:.1f} frames/s")
+    taken = "exposures a live run would have taken" if replay else "exposures taken"
+    t.add_row(taken, f"{report['exposures_taken']} = " + " + ".join(
+        f"{n} {k.replace('zscan', 'z-scan')}" for k, n in by.items()))
     saved = report["exposures_full_protocol"] - report["exposures_taken"]
-    reasons = (report.get("light_dose") or {}).get("exposures_by_reason") or {}
-    extra = report["frames_acquired"] - reasons.get("plan", report["frames_acquired"])
-    planned = report["frames_acquired"] - extra
-    t.add_row("frames acquired", f"{planned} / {report['frames_expected']}"
-              + (f" (+{extra} sentinel or fallback)" if extra else ""))
-    t.add_row("raw frame rate", f"{report['raw_fps']:.1f} fps")
-    t.add_row("exposures taken", str(report["exposures_taken"]))
-    t.add_row("full protocol would take", f"{report['exposures_full_protocol']} "
-                                          f"({saved} saved)")
+    t.add_row("exposures of the full protocol", f"{report['exposures_full_protocol']} "
+                                                f"({saved} not taken)")
     dose = report.get("light_dose") or {}
     if dose:
-        t.add_row("light dose taken / comparator",
-                  f"{dose['taken']['dose']:.0f} / {dose['comparator']['dose']:.0f} "
-                  f"({100 * dose['saved_fraction']:.0f}% saved net)")
+        t.add_row("light dose" + (" it would have taken" if replay else "")
+                  + ", against the full protocol",
+                  f"{dose['taken']['dose']:.0f} / {dose['comparator']['dose']:.0f} ms at full "
+                  f"power ({100 * dose['saved_fraction']:.0f}% less light)")
     for name, v in (report.get("verification") or {}).items():
-        t.add_row(f"verified {name}", f"{v['state']}, {v['sentinels']} sentinel(s), "
-                                      f"{v['outside_band']} outside band, "
-                                      f"{len(v['switches'])} switch(es)")
+        t.add_row(f"{name} virtual, checked", f"{v['state']}: {v['sentinels']} sentinel(s), "
+                                              f"{v['outside_band']} outside the band, "
+                                              f"{len(v['switches'])} switch(es) to physical")
     t.add_row("virtual frames made / skipped",
               f"{report['virtual_frames']} / {report['virtual_skipped']}")
     for name, q in (report.get("qc") or {}).items():
@@ -136,19 +169,27 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
             flags = ", ".join(f"{f} {n}" for f, n in sorted(q["by_flag"].items()))
             t.add_row(f"[yellow]QC flags {name}[/yellow]",
                       f"{q['flagged']} of {q['frames']} frames: {flags}")
+    planes = report["frames_expected"] // max(1, len([c for c in report["channels"]
+                                                      if c.get("role") == "physical"
+                                                      and "fallback_for" not in c]))
     for name, m in (report.get("missing_virtual_planes") or {}).items():
-        why = "; ".join(f"{n} {r.split(' (')[0]}" for r, n in m["by_reason"].items())
-        t.add_row(f"planes not made {name}", f"{m['missing']} ({why})")
-    t.add_row("refocus applied", str(report["refocus_applied"]))
+        t.add_row(*_not_made_row(name, m, planes))
+    if report["refocus_applied"]:
+        t.add_row("frames refocused", str(report["refocus_applied"]))
+    focus = report.get("focus") or {}
+    if focus.get("zscans") or focus.get("corrections"):
+        t.add_row("focus", f"{len(focus.get('corrections', []))} correction(s), "
+                           f"{len(focus.get('zscans', []))} z-scan(s)")
     for stage, lat in sorted(report["latency_ms"].items(), key=_latency_order):
         t.add_row(f"latency {stage} (p50 / p95)", f"{lat['p50']:.2f} / {lat['p95']:.2f} ms")
     if report.get("backend"):
-        t.add_row("backend", report["backend"])
+        t.add_row("engines run on", report["backend"])
     policy = report.get("policy")
     if policy:
         for name, v in policy["channels"].items():
-            t.add_row(f"policy: {name}", f"{v['bad_let_through']} bad of "
-                                         f"{v['virtual_relied_on']} virtual frames relied on")
+            if v["virtual_relied_on"]:
+                t.add_row(f"{name}: virtual frames relied on that were bad",
+                          f"{v['bad_let_through']} of {v['virtual_relied_on']}")
     t.add_row("errors", str(len(report["errors"])))
     console.print(t)
     for e in report["errors"][:5]:

@@ -385,8 +385,12 @@ def status_text(run: Any, display_skipped: int, backend: str | None) -> str:
     dose = light_dose(run)
     saved = (f"exposures saved {dose['comparator']['exposures'] - dose['taken']['exposures']}"
              f" ({100 * dose['saved_fraction']:.0f}% of the light)")
+    by = dict(dose.get("exposures_by_reason") or {})
+    planned = by.pop("plan", st.frames_acquired)
+    more = ", ".join(f"+{n} {k.replace('zscan', 'z-scan')}" for k, n in by.items() if n)
     writer = run.writer
-    return (f"{st.state.value}  |  {st.frames_acquired}/{st.frames_expected} frames, "
+    return (f"{st.state.value}  |  {planned}/{st.frames_expected} planned frames"
+            f"{f' ({more})' if more else ''}, "
             f"{st.fps:.1f} fps  |  latency p50: {stages}  |  queues: pipeline "
             f"{st.pipeline_depth}, raw {st.raw_backlog_mb:.1f} MB, virtual "
             f"{writer.virtual_depth if writer else 0}  |  skipped: display {display_skipped}, "
