@@ -110,6 +110,13 @@ def test_demo_runs_a_useq_plan_file_and_replay_plays_it_back(tmp_path: Path) -> 
     r = run_cli("demo", "--headless", "--plan", str(plan), "--out", str(out))
     assert r.returncode == 0, r.stderr
     session = json.loads((out / "session.json").read_text())
+    # the table's exposures add up by purpose, units on the figures
+    by = session["light_dose"]["exposures_by_reason"]
+    assert sum(by.values()) == session["exposures_taken"]
+    table = " ".join(r.stdout.split())
+    assert f"exposures taken │ {session['exposures_taken']} = {by['plan']} plan" in table, table
+    assert "frames/s" in table and "ms at full power" in table
+    assert "planes not made" not in table and "policy:" not in table
     assert session["light_dose"]["exposures_by_reason"]["plan"] == 3 * 2 * 3
     assert session["errors"] == []
     assert session["virtual_frames"] > 0
@@ -122,6 +129,9 @@ def test_demo_runs_a_useq_plan_file_and_replay_plays_it_back(tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
     replayed = json.loads((again / "session.json").read_text())
     assert replayed["acquisition_backend"] == "replay"
+    table = " ".join(r.stdout.split())
+    assert "frames replayed" in table and "exposures a live run would have taken" in table
+    assert "light dose it would have taken" in table and "exposures taken │" not in table
     assert replayed["light_dose"]["exposures_by_reason"]["plan"] == 18
     assert replayed["errors"] == []
     assert replayed["virtual_frames"] > 0

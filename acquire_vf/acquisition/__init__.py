@@ -1,6 +1,7 @@
 """The run loop: a useq plan executed by an acquisition backend, frames to a sink and the
 engines, never waiting on either."""
 
+from acquire_vf.acquisition._dose import by_purpose
 from acquire_vf.acquisition._focus import FocusController, make_focus
 from acquire_vf.acquisition._layout import dataset_layout
 from acquire_vf.acquisition._plan import (
@@ -28,7 +29,7 @@ from acquire_vf.acquisition._verify import CheckedChannel, Verifier, make_verifi
 __all__ = [
     "AcquisitionRun", "CheckedChannel", "FocusController", "RunPlan", "RunProgress", "RunSignals",
     "RunState",
-    "RunStatus", "Verifier", "build_plan", "dataset_layout", "frame_id",
+    "RunStatus", "Verifier", "build_plan", "by_purpose", "dataset_layout", "frame_id",
     "full_protocol_exposures", "light_dose", "load_plan", "make_focus", "make_verifier",
     "match_channels", "policy_report", "print_session", "profile_sequence", "session_report",
     "write_session"

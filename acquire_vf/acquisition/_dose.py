@@ -27,6 +27,20 @@ COSTS = {"sentinel": "sentinels", "suspect": "physical_fallback",
          "zscan": "zscans"}
 
 
+PURPOSES = {"plan": "plan", "sentinel": "sentinel", "suspect": "re-check of a suspect channel",
+            "physical": "fallback (channel not trusted)",
+            "engine_failure": "fallback (engine failed)", "zscan": "z-scan"}
+"""Why an exposure was taken (the ledger's reasons), in words a user reads; in this order."""
+
+
+def by_purpose(reasons: dict[str, int]) -> dict[str, int]:
+    """Exposure counts by :data:`PURPOSES` in words, only those that happened; they add up to
+    the exposures taken (an unknown reason keeps its own name)."""
+    out = {PURPOSES[k]: int(reasons[k]) for k in PURPOSES if reasons.get(k)}
+    out.update({k: int(n) for k, n in reasons.items() if k not in PURPOSES and n})
+    return out
+
+
 class DoseLedger:
     """Fed by the run as frames arrive (any thread); :meth:`report` at the end."""
 

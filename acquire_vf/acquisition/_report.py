@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from acquire_vf.acquisition._dose import by_purpose
 from acquire_vf.acquisition._runner import AcquisitionRun
 
 
@@ -105,18 +106,9 @@ def write_session(report: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
-PURPOSES = ("plan", "sentinel", "fallback", "zscan")
-"""Why a camera exposure was taken: the plan's channels, a sentinel check of a virtual
-channel, a virtual channel exposed physically instead, a z-scan plane for focus."""
-
-
 def exposures_by_purpose(report: dict[str, Any]) -> dict[str, int]:
-    """Exposures per :data:`PURPOSES` (only those that happened), adding up to the total."""
-    reasons = dict((report.get("light_dose") or {}).get("exposures_by_reason") or {})
-    out = {k: int(reasons.pop(k, 0)) for k in PURPOSES}
-    for k, n in reasons.items():  # any other reason the ledger knows, as it names it
-        out[k] = out.get(k, 0) + int(n)
-    return {k: n for k, n in out.items() if n}
+    """Exposures by purpose in words (:data:`~._dose.PURPOSES`), adding up to the total."""
+    return by_purpose((report.get("light_dose") or {}).get("exposures_by_reason") or {})
 
 
 def _not_made_row(name: str, m: dict[str, Any], planes: int) -> tuple[str, str]:
@@ -148,7 +140,7 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
     t.add_row("raw frame rate", f"{report['raw_fps']:.1f} frames/s")
     taken = "exposures a live run would have taken" if replay else "exposures taken"
     t.add_row(taken, f"{report['exposures_taken']} = " + " + ".join(
-        f"{n} {k.replace('zscan', 'z-scan')}" for k, n in by.items()))
+        f"{n} {k}" for k, n in by.items()))
     saved = report["exposures_full_protocol"] - report["exposures_taken"]
     t.add_row("exposures of the full protocol", f"{report['exposures_full_protocol']} "
                                                 f"({saved} not taken)")

@@ -377,7 +377,7 @@ class LiveWindow:
 
 def status_text(run: Any, display_skipped: int, backend: str | None) -> str:
     """The status bar: state, fps, per-stage latency, queues, skipped, exposures saved."""
-    from acquire_vf.acquisition import light_dose
+    from acquire_vf.acquisition import by_purpose, light_dose
 
     st = run.status()
     lat = run.latency.summary()
@@ -385,9 +385,9 @@ def status_text(run: Any, display_skipped: int, backend: str | None) -> str:
     dose = light_dose(run)
     saved = (f"exposures saved {dose['comparator']['exposures'] - dose['taken']['exposures']}"
              f" ({100 * dose['saved_fraction']:.0f}% of the light)")
-    by = dict(dose.get("exposures_by_reason") or {})
+    by = by_purpose(dose.get("exposures_by_reason") or {})
     planned = by.pop("plan", st.frames_acquired)
-    more = ", ".join(f"+{n} {k.replace('zscan', 'z-scan')}" for k, n in by.items() if n)
+    more = ", ".join(f"+{n} {k}" for k, n in by.items())
     writer = run.writer
     return (f"{st.state.value}  |  {planned}/{st.frames_expected} planned frames"
             f"{f' ({more})' if more else ''}, "

@@ -40,7 +40,7 @@ def bool_refcount_leak(QtCore: Any, emits: int = 64) -> int:
     and later ``True`` is immortal and nothing happens; on 3.11 its count falls with every
     emit (pyqtgraph emits bools on every range change, three per ``autoRange``) until Python
     aborts the whole process with ``bool_dealloc``: the live window's crash, measured by
-    ``docs/live.md``'s loop.
+    the loop in ``docs/viewer.md``.
     """
 
     class Probe(QtCore.QObject):  # type: ignore[name-defined,misc]
@@ -154,9 +154,11 @@ class ChannelPanel:
 
     def show_missing(self, why: str) -> None:
         """No frame here: the panel is emptied and says why (never a stale or black image)."""
+        import textwrap
+
         self.image.clear()
         self.flags.setColor("#c0c0c0")
-        self.flags.setText(f"no frame: {why}")
+        self.flags.setText(textwrap.fill(f"no frame: {why}", 36))
 
     def show(self, pixels: np.ndarray, flags: str = "",
              levels: tuple[float, float] | None = None) -> None:
