@@ -20,8 +20,10 @@ from acquire_vf import __version__
 from acquire_vf._errors import AcquireVFError, DataError, DisplayUnavailable
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=None,  # help texts name TOML sections: [storage] is text
                   help="Real-time virtual refocusing and virtual fluorescence for Micro-Manager.")
-profile_app = typer.Typer(no_args_is_help=True, help="Check hardware profiles.")
+profile_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="Check hardware profiles.")
 app.add_typer(profile_app, name="profile")
 
 _state = {"debug": False}
@@ -238,20 +240,26 @@ def replay(
 @profile_app.command("validate")
 def profile_validate(
     profile: Annotated[str, typer.Argument(help="Hardware profile (.toml or shipped name).")],
+    here: Annotated[bool, typer.Option("--here", help="Also check that this machine can run "
+                                       "the engines as [compute] asks (GPU, TensorRT, "
+                                       "precision).")] = False,
 ) -> None:
     """Check a profile without touching hardware: keys, types, channels, engine files and
-    cards, engine inputs, whether the compute settings can run the engines here, and a
-    headless connection's Micro-Manager folder."""
+    cards, engine inputs, and a headless connection's Micro-Manager folder; with --here, also
+    whether this machine can run the engines as the profile's compute settings ask."""
     from acquire_vf.config import load_profile, resolve_profile_path
 
     path = resolve_profile_path(profile)
     prof = load_profile(path)
     from acquire_vf._validate import validate
 
-    validate(prof, str(path))
+    validate(prof, str(path), here=here)
+    engines = bool(prof.virtual_channels or prof.refocus_engines() or prof.estimator_engines())
+    machine = ("; this machine can run its engines" if here else
+               "; not checked against this machine (--here does)") if engines else ""
     typer.echo(f"{path}: ok ({prof.connection.kind} connection, {len(prof.channels)} physical "
                f"and {len(prof.virtual_channels)} virtual channel(s), "
-               f"autofocus {prof.autofocus.policy})")
+               f"autofocus {prof.autofocus.policy}){machine}")
 
 
 @profile_app.command("copy")
@@ -358,8 +366,10 @@ def predict(
     info = run_predict(model, inputs, out, Compute(backends=("onnxruntime", "torch"),
                                                    allow_fallback=True), backend=backend)
     flags = [k for k in ("input_out_of_range", "saturated") if info.get(k)]
-    typer.echo(f"{out}: {info['shape'][1]} x {info['shape'][0]} {info['dtype']}, "
-               f"{info['backend']}; QC: {', '.join(flags) or 'ok'}")
+    h, w = info["shape"][-2:]
+    typer.echo(f"{out}: {h} x {w} pixels (height x width), {info['dtype']}, "
+               f"{info['backend']}; QC: {', '.join(flags) or 'ok'} (details in "
+               f"{out.name}.json beside it)")
 
 
 @app.command("build-engine")

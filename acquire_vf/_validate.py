@@ -5,22 +5,27 @@ microscope, so that ``live`` does not refuse it a second later.
   one the profile uses it for (synthesis, refocus, defocus);
 - a virtual channel's engine takes the input channels the profile gives it, and they are
   physical channels;
-- the compute settings can run every engine here (the backend opens the file: an ``fp16``
-  profile on a machine whose only backend is ONNX Runtime on the CPU is refused, as ``live``
-  would refuse it);
+- with ``here``: the compute settings can run every engine on this machine (the backend opens
+  the file: an ``fp16`` profile on a machine whose only backend is ONNX Runtime on the CPU is
+  refused, as ``live`` would refuse it). Without it the profile is judged, not the machine: a
+  GPU rig's profile validates on a laptop;
 - a headless connection's Micro-Manager folder and configuration file exist.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from acquire_vf._errors import AcquireVFError, ProfileError
 from acquire_vf.config import HeadlessConnection, Profile
 
 
-def problems(prof: Profile) -> list[str]:
-    """Every problem found, one line each (empty: the profile can run here)."""
+def problems(prof: Profile, *, here: bool = False) -> list[str]:
+    """Every problem found, one line each (empty: the profile is sound, and with ``here`` this
+    machine can run it)."""
     from acquire_vf.card import ModelCard
     from acquire_vf.inference import first_runner
 
@@ -60,19 +65,31 @@ def problems(prof: Profile) -> list[str]:
             out.append(f"{what}: engine '{card.name}' expects input channels "
                        f"{list(card.inputs)}, the profile gives {list(inputs)} (physical "
                        f"channels: {sorted(physical)})")
-        if path in runnable:
+        if not here or path in runnable:
             continue
         try:
-            first_runner(Path(path), card, prof.compute, backend=None, tile=prof.tiling.tile,
-                         batch=prof.tiling.batch).close()
+            with _quiet_fallbacks():  # which backends were passed over: said only on failure
+                first_runner(Path(path), card, prof.compute, backend=None,
+                             tile=prof.tiling.tile, batch=prof.tiling.batch).close()
             runnable.add(path)
         except AcquireVFError as e:
             out.append(f"{what}: [compute] cannot run it here: {e}")
     return out
 
 
-def validate(prof: Profile, source: str) -> None:
+@contextlib.contextmanager
+def _quiet_fallbacks() -> Iterator[None]:
+    logger = logging.getLogger("acquire_vf.inference")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def validate(prof: Profile, source: str, *, here: bool = False) -> None:
     """Raise :class:`ProfileError` with every problem, one per line."""
-    found = problems(prof)
+    found = problems(prof, here=here)
     if found:
         raise ProfileError(f"{source}: {len(found)} problem(s):\n  " + "\n  ".join(found))

@@ -91,7 +91,7 @@ def test_a_rig_profile_from_the_template_and_each_mistake_validate_names(scratch
             'config_file = "MMConfig_rig.cfg"')
         assert text != base, what
         (scratch / "bad.toml").write_text(text)
-        bad = run("acquire-vf profile validate bad.toml", scratch, timeout=120)
+        bad = run("acquire-vf profile validate --here bad.toml", scratch, timeout=120)
         assert bad.returncode != 0, f"validate passed {what}"
         assert words in bad.stderr and "Traceback" not in bad.stderr, (what, bad.stderr)
         said[what] = bad.stderr

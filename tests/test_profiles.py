@@ -125,7 +125,7 @@ def test_validate_catches_what_live_would_refuse(tmp_path: Path) -> None:
                             "config_file = 'x.cfg'\n"
                             f"[[virtual_channels]]\nname = 'DNA'\nengine = '{dna}'\n"
                             "inputs = ['RNA', 'AGP']\n[compute]\nprecision = 'fp16'\n")
-    r = cli_here("profile", "validate", str(path))
+    r = cli_here("profile", "validate", str(path), "--here")
     assert r.returncode == 2, r.stdout
     assert "3 problem(s)" in r.stderr, r.stderr
     assert "connection.mm_dir" in r.stderr and "/no/such/mm" in r.stderr
@@ -153,3 +153,21 @@ def test_expose_fallback_needs_preset() -> None:
     with pytest.raises(ProfileError, match="on_failure = 'expose' needs 'preset'"):
         make_profile(virtual_channels=[{"name": "DNA", "engine": "x.onnx", "inputs": ["AGP"],
                                         "on_failure": "expose"}])
+
+
+def test_validate_judges_the_profile_and_with_here_the_machine(tmp_path: Path) -> None:
+    """A GPU rig's profile (fp16, TensorRT first) validates on a machine without that GPU:
+    the profile is sound; ``--here`` asks whether this machine can run it. An ok result prints
+    no warning about backends passed over (it printed 'TensorRT is not installed')."""
+    from tests.conftest import ROOT
+
+    dna = (ROOT / "engines" / "cps_dna.onnx").as_posix()
+    path = _write(tmp_path, f"[[virtual_channels]]\nname = 'DNA'\nengine = '{dna}'\n"
+                            "inputs = ['AGP', 'RNA']\n[compute]\nprecision = 'fp16'\n"
+                            "backends = ['tensorrt', 'onnxruntime']\n")
+    r = cli_here("profile", "validate", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout and "not checked against this machine (--here does)" in r.stdout
+    ok = cli_here("profile", "validate", "demo", "--here")
+    assert ok.returncode == 0 and "this machine can run its engines" in ok.stdout
+    assert ok.stderr.strip() == "", ok.stderr

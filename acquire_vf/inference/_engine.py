@@ -105,8 +105,7 @@ class TiledEngine:
             raise InferenceError(f"engine '{self.card.name}' ({self.backend}) produced NaN or "
                                  "inf; the virtual frame is skipped")
         out = self._out.inverse(y)
-        dtype = frames[0].dtype if np.issubdtype(frames[0].dtype, np.integer) \
-            else np.dtype(self.card.dtype)
+        dtype = frames[0].dtype  # camera units in the input's own type: float stays float
         if np.issubdtype(dtype, np.integer):
             top = np.iinfo(dtype).max
             np.rint(out, out=out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,9 @@ def read_inputs(paths: Sequence[Path], channels: Sequence[str]) -> list[np.ndarr
         level = tiff_log.level
         tiff_log.setLevel(logging.ERROR)  # its warnings would split the one-line error
         try:
-            img = tifffile.imread(p)
+            with tifffile.TiffFile(p) as tf:
+                axes = tf.series[0].axes if tf.series else ""
+                img = tf.asarray()
         except FileNotFoundError:
             raise InputImageError(f"input image not found: '{p}'") from None
         except Exception as e:
@@ -32,6 +35,10 @@ def read_inputs(paths: Sequence[Path], channels: Sequence[str]) -> list[np.ndarr
             tiff_log.setLevel(level)
         if img.size == 0:
             raise InputImageError(f"'{p}' is not a readable TIFF: it holds no image data")
+        if "S" in axes:  # samples per pixel: an RGB(A) picture, not microscope channels
+            raise InputImageError(f"'{p}': expected grey images (one channel per TIFF, or a "
+                                  f"(C, Y, X) stack), got an RGB image of shape {img.shape} "
+                                  f"(axes {axes}); save each channel as its own grey TIFF")
         images.extend([img] if img.ndim == 2 else list(img) if img.ndim == 3 else [])
         if img.ndim not in (2, 3):
             raise InputImageError(f"'{p}': expected a 2-D image or a (C, Y, X) stack, got "
@@ -60,4 +67,18 @@ def predict(model: Path, inputs: Sequence[Path], out: Path, compute: Compute,
     tifffile.imwrite(out, pred, photometric="minisblack", metadata={
         "acquire-vf": "VIRTUAL (predicted)", "engine": engine.card.name,
         "sha256": engine.card.onnx_sha256, "backend": engine.backend})
-    return {"shape": pred.shape, "dtype": str(pred.dtype), "backend": engine.backend, **qc}
+    info = {"output": out.name, "inputs": [str(p) for p in inputs],
+            "shape": list(pred.shape), "dtype": str(pred.dtype),
+            "engine": engine.card.name, "sha256": engine.card.onnx_sha256,
+            "backend": engine.backend, "qc": _plain(qc)}
+    sidecar(out).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return {**info, **qc}
+
+
+def sidecar(out: Path) -> Path:
+    """The JSON beside ``predict``'s output: what made it, and its QC."""
+    return out.with_name(out.name + ".json")
+
+
+def _plain(qc: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in qc.items()}

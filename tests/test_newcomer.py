@@ -1,0 +1,94 @@
+"""A newcomer's second day, each step tried as a new user would (issue: the live window a
+microscopist can leave open, item 6): every one of these failed on the code before it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+
+def _commands():  # noqa: ANN202
+    import typer.main
+
+    from acquire_vf._cli import app
+
+    root = typer.main.get_command(app)
+
+    def walk(cmd, path):  # noqa: ANN001, ANN202
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    return list(walk(root, []))
+
+
+def test_every_help_text_reaches_the_screen_whole() -> None:
+    """``[acquisition]``, ``[storage]``: TOML section names in help texts are text, not rich
+    markup (they vanished: 'instead of the profile's .')."""
+    from typer.testing import CliRunner
+
+    from acquire_vf._cli import app
+
+    runner = CliRunner()
+    checked = 0
+    for path, cmd in _commands():
+        helps = [p.help for p in getattr(cmd, "params", []) if getattr(p, "help", None)]
+        bracketed = [h for h in helps if "[" in h]
+        if not bracketed:
+            continue
+        shown = " ".join(runner.invoke(app, [*path, "--help"], terminal_width=100).output.split())
+        for h in bracketed:
+            assert " ".join(h.split()) in shown, (path, h)
+            checked += 1
+    assert checked >= 2
+
+
+def test_the_repository_root_holds_only_the_project() -> None:
+    """A journey run in the checkout left ``my-demo.toml`` (an invalid profile) tracked at the
+    root: journeys run in scratch folders, and the root's files are the project's."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    root_files = sorted({f.split("/", 1)[0] for f in tracked if "/" not in f})
+    assert root_files == [".gitignore", "README.md", "constraints.txt", "pyproject.toml",
+                          "run.py"], root_files
+
+
+@pytest.mark.slow
+def test_predict_keeps_a_float_input_float_names_its_shape_and_refuses_rgb(tmp_path: Path
+                                                                           ) -> None:
+    """A float32 frame came back uint16 though the help says the dtype is kept; the shape
+    was printed width x height beside a (height, width) array; an RGB TIFF was taken for 256
+    channels ('got 256 image(s)')."""
+    import json
+
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    frame = rng.uniform(300, 900, (96, 160)).astype(np.float32)
+    src = tmp_path / "agp.tif"
+    tifffile.imwrite(src, frame)
+    out = tmp_path / "refocused.tif"
+    r = run_cli("predict", "--model", str(ROOT / "engines" / "refocus.onnx"), "--out", str(out),
+                str(src))
+    assert r.returncode == 0, r.stderr
+    pred = tifffile.imread(out)
+    assert pred.dtype == np.float32 and pred.shape == (96, 160)
+    assert "96 x 160 pixels (height x width), float32" in r.stdout, r.stdout
+    side = json.loads((tmp_path / "refocused.tif.json").read_text())
+    assert side["shape"] == [96, 160] and side["dtype"] == "float32"
+    assert "input_out_of_range" in side["qc"] and side["engine"] == "refocus"
+
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, rng.integers(0, 255, (256, 256, 3), dtype=np.uint8),
+                     photometric="rgb")
+    r = run_cli("predict", "--model", str(ROOT / "engines" / "refocus.onnx"), "--out",
+                str(tmp_path / "x.tif"), str(rgb))
+    assert r.returncode == 11, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "expected grey images" in line and "RGB image of shape (256, 256, 3)" in line, line
+    assert not (tmp_path / "x.tif").exists()
