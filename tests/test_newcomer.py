@@ -3,6 +3,7 @@ microscopist can leave open, item 6): every one of these failed on the code befo
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -92,3 +93,29 @@ def test_predict_keeps_a_float_input_float_names_its_shape_and_refuses_rgb(tmp_p
     line = r.stderr.strip().splitlines()[-1]
     assert "expected grey images" in line and "RGB image of shape (256, 256, 3)" in line, line
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_profile_copy_says_nothing_that_is_no_longer_true(tmp_path: Path) -> None:
+    """The copy kept the template's ``name``, a comment telling to validate the template's
+    file, ``../engines/`` in a comment, and "relative to this file" beside a path rewritten
+    absolute."""
+    from acquire_vf.config import copy_profile, load_profile, resolve_profile_path
+
+    dest = tmp_path / "far" / "away" / "my-rig.toml"
+    copy_profile(resolve_profile_path("workstation-rtx"), dest)
+    text = dest.read_text()
+    assert 'name = "my-rig"' in text and 'name = "workstation-rtx"' not in text
+    assert "workstation-rtx.toml" not in text and dest.as_posix() in text
+    assert "../engines/" not in text and (ROOT / "engines").as_posix() + "/" in text
+    assert load_profile(dest).name == "my-rig"
+    src = tmp_path / "src" / "p.toml"
+    src.parent.mkdir()
+    rel = Path(os.path.relpath(ROOT / "engines" / "cps_dna.onnx", src.parent)).as_posix()
+    src.write_text(resolve_profile_path("demo").read_text().replace(
+        'engine = "../engines/cps_dna.onnx"', f'engine = "{rel}"  # relative to this file'))
+    assert load_profile(src).virtual_channels[0].engine.is_file()
+    far = tmp_path / "x" / "y" / "q.toml"
+    changed = copy_profile(src, far)
+    line = next(ln for ln in far.read_text().splitlines() if "cps_dna.onnx" in ln)
+    assert (rel, (ROOT / "engines" / "cps_dna.onnx").as_posix()) in changed
+    assert "relative to this file" not in line, line

@@ -4,6 +4,11 @@ Engine paths in a profile are relative to the profile's own folder, so a copied 
 paths were left as they were points at engines that are not there. The copy keeps the file's
 text (comments included) and rewrites each relative ``.onnx`` path so it names the same file
 from the new folder (absolute where that is two or more folders up, or on another drive).
+
+What would now lie is corrected too: the copy's ``name`` is its file's stem (a template's name
+is not the rig's); comments that name the source file name the copy; a folder path in a comment
+(``../engines/``) is rewritten as engine paths are; and a trailing "relative to this file" beside
+a path that became absolute is dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from pathlib import Path
 
 from acquire_vf._errors import ProfileError, StorageError
 
-_ENGINE = re.compile(r'(=\s*")([^"\n]+\.onnx)(")')
+_ENGINE = re.compile(r'(=\s*")([^"\n]+\.onnx)(")([^\n]*)')
+_NAME = re.compile(r'^name\s*=\s*"[^"\n]*"', re.M)
+_FOLDER = re.compile(r'(?<![\w/.])((?:\.\./)+[\w.-]+/)')
 
 
 def copy_profile(source: Path, dest: Path, *, overwrite: bool = False) -> list[tuple[str, str]]:
@@ -27,10 +34,7 @@ def copy_profile(source: Path, dest: Path, *, overwrite: bool = False) -> list[t
     changed: list[tuple[str, str]] = []
     here, there = source.resolve().parent, dest.resolve().parent
 
-    def rewrite(m: re.Match[str]) -> str:
-        old = m.group(2)
-        if Path(old).is_absolute():
-            return m.group(0)
+    def moved(old: str) -> str:
         target = (here / old).resolve()
         try:
             new = Path(os.path.relpath(target, there)).as_posix()
@@ -38,11 +42,26 @@ def copy_profile(source: Path, dest: Path, *, overwrite: bool = False) -> list[t
             new = target.as_posix()
         if new.startswith("../../"):  # far away: an absolute path reads better
             new = target.as_posix()
+        return new + ("/" if old.endswith("/") else "")
+
+    def rewrite(m: re.Match[str]) -> str:
+        old, rest = m.group(2), m.group(4)
+        if Path(old).is_absolute():
+            return m.group(0)
+        new = moved(old)
         if new != old:
             changed.append((old, new))
-        return f"{m.group(1)}{new}{m.group(3)}"
+        if Path(new).is_absolute() and "relative to this file" in rest:
+            rest = re.sub(r"\s*#\s*relative to this file\s*$", "", rest)
+        return f"{m.group(1)}{new}{m.group(3)}{rest}"
 
-    out = _ENGINE.sub(rewrite, text)
+    lines = []
+    for line in _ENGINE.sub(rewrite, text).splitlines(keepends=True):
+        if line.lstrip().startswith("#"):
+            line = re.sub(rf"\S*{re.escape(source.name)}", dest.as_posix(), line)
+            line = _FOLDER.sub(lambda m: moved(m.group(1)), line)
+        lines.append(line)
+    out = _NAME.sub(f'name = "{dest.stem}"', "".join(lines), count=1)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(out, encoding="utf-8")
     return changed
