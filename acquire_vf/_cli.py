@@ -461,17 +461,20 @@ def recover(
     dataset: Annotated[Path, typer.Argument(help="Run folder, .ome.tif file or .ome.zarr "
                                             "store.")],
 ) -> None:
-    """Restore a killed run's OME-XML (OME-TIFF) or metadata (OME-Zarr); keeps exactly the
-    journaled frames and verifies them."""
-    from acquire_vf.storage import open_dataset
+    """Restore a killed run's OME-XML (OME-TIFF) or metadata (OME-Zarr): keeps exactly the
+    journaled frames and verifies them, says what it kept and cut, and writes the session.json
+    a killed run could not."""
+    from acquire_vf._recover import recover as run_recover
 
-    files = open_dataset(dataset)
-    for f in files:
-        problems = f.verify()
-        status = "ok" if not problems else f"{len(problems)} problem(s): {problems[0]}"
-        typer.echo(f"{f.path}: {len(f.records)} frames, {status}")
-        if problems:
-            raise typer.Exit(1)
+    report, session = run_recover(dataset)
+    for r in report:
+        typer.echo(r.line())
+    if session is not None:
+        typer.echo(f"{session}: written from the journal (the run ended without one): "
+                   "channels, frames, planes not made; latencies and the light dose are not "
+                   "known")
+    if any(r.problems for r in report):
+        raise typer.Exit(1)
 
 
 # the other commands register themselves on ``app``

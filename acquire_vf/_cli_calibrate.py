@@ -17,7 +17,7 @@ def calibrate(
                                          "path).")],
     out: Annotated[Path, typer.Option("--out", help="Calibration folder (bbbc006/, paired/, "
                                       "calibration.json).")],
-    positions: Annotated[int, typer.Option("--positions", min=1, help="Positions to image "
+    positions: Annotated[int, typer.Option("--positions", min=3, help="Positions to image "
                                            "(3 or more: training, validation, unseen "
                                            "test).")] = 12,
     z_range: Annotated[tuple[float, float], typer.Option(

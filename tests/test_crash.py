@@ -57,7 +57,13 @@ def test_kill_9_at_a_random_frame_recovers_exactly_the_journal(tmp_path: Path, s
 
     r = run_cli("recover", str(out), timeout=120)
     assert r.returncode == 0, r.stderr
-    assert f"{journaled} frames, ok" in r.stdout
+    said = " ".join(r.stdout.split())
+    assert f"kept {journaled} frames ({journaled} physical, 0 virtual), each verified" in said
+    assert ("cut" in said or "removed" in said or "nothing after" in said), said
+    assert "session.json: written from the journal" in said, said
+    session = json.loads((out / "session.json").read_text())
+    assert session["state"] == "recovered" and session["frames_acquired"] == journaled
+    assert [c["name"] for c in session["channels"]] == ["AGP", "RNA"]
     (ds,) = open_dataset(out)
     assert len(ds.records) == journaled
     assert ds.verify() == []  # identity tags (TIFF) and CRC of every frame match the journal

@@ -119,3 +119,19 @@ def test_profile_copy_says_nothing_that_is_no_longer_true(tmp_path: Path) -> Non
     line = next(ln for ln in far.read_text().splitlines() if "cps_dna.onnx" in ln)
     assert (rel, (ROOT / "engines" / "cps_dna.onnx").as_posix()) in changed
     assert "relative to this file" not in line, line
+
+
+def test_calibrate_refuses_too_few_positions_before_it_starts(tmp_path: Path) -> None:
+    """``--positions 2`` (help said x>=1) ran a 0% progress bar, then exited 4, a hardware
+    error's code."""
+    from typer.testing import CliRunner
+
+    from acquire_vf._cli import app
+
+    r = CliRunner().invoke(app, ["calibrate", "--profile", "demo", "--positions", "2",
+                                 "--out", str(tmp_path / "cal")])
+    assert r.exit_code == 2, r.output
+    assert "greater than or equal to 3" in r.output and "calibrating" not in r.output
+    assert not (tmp_path / "cal").exists()
+    shown = CliRunner().invoke(app, ["calibrate", "--help"], terminal_width=100).output
+    assert "x>=3" in shown
