@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from acquire_vf._cli import OverwriteOpt, app
-from acquire_vf._errors import DataError, OutputExistsError
+from acquire_vf._errors import DataError, EngineFileError, OutputExistsError
 
 
 @app.command()
@@ -62,17 +62,31 @@ def train(
         raise DataError("--install: expected --init too (the engine the profile uses, or the "
                         "one to start from): an engine is installed only when it beats the one "
                         "it replaces")
+    if init is not None:  # before any folder is made: a shipped engine by name, or one line
+        from acquire_vf.card import engine_path
+
+        init = engine_path(init)
+        if not init.exists():
+            raise EngineFileError(f"--init: engine or checkpoint not found: '{init}' (a shipped "
+                                  "engine can be named alone, e.g. --init refocus_rna)")
     folder = out or Path("runs") / rec.name
     if rec.name != recipe.stem:
         typer.echo(f"note: the recipe file '{recipe}' names its engine '{rec.name}' (its "
                    f"`name`): the run goes to '{folder}'", err=True)
     if not resume:
         _refuse_replacing(folder, overwrite)
+    made = next((d for d in reversed([folder, *folder.parents]) if not d.exists()), None)
     try:
         summary = run_training(rec, text, folder, max_steps=max_steps, resume=resume,
                                recipe_path=recipe, init=init)
-    except (ValueError, FileNotFoundError) as e:
-        raise DataError(str(e)) from e
+    except BaseException as e:
+        if made is not None and made.is_dir() and not any(made.rglob("*.pt")):
+            import shutil
+
+            shutil.rmtree(made)  # a failed start leaves nothing to block the retry
+        if isinstance(e, ValueError | FileNotFoundError):
+            raise DataError(str(e)) from e
+        raise
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     typer.echo(f"{folder}: {summary['steps']} steps, best validation MAE "
                f"{summary['best_val_mae']:.4f}, {summary['patches_per_s']:.1f} patches/s; "

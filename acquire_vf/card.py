@@ -218,11 +218,25 @@ def engine_table(folder: Path) -> str:
     return "\n".join(rows)
 
 
-def engine_path(p: Path) -> Path:
-    """An engine file: ``NAME.onnx`` as named, or the ONNX inside a bioimage.io package that
-    acquire-vf exported (the package folder, or its ``rdf.yaml``; the acquire-vf card beside
-    the weights)."""
+def shipped_engine(p: str | Path) -> Path:
+    """``p`` as given where it exists; else, for a bare name (``refocus_rna``) or a path into an
+    ``engines/`` folder that is not here (``engines/refocus_rna.onnx``, as the docs write it
+    from the checkout), the shipped engine of that name, checkout or wheel alike (as recipes
+    and profiles resolve by name)."""
     p = Path(p)
+    if p.exists() or p.parent not in (Path("."), Path("engines")):
+        return p
+    from acquire_vf._paths import shipped
+
+    found = shipped("engines") / (p.name if p.suffix == ".onnx" else f"{p.name}.onnx")
+    return found if found.is_file() else p
+
+
+def engine_path(p: Path) -> Path:
+    """An engine file: ``NAME.onnx`` as named (a shipped engine by its name, see
+    :func:`shipped_engine`), or the ONNX inside a bioimage.io package that acquire-vf exported
+    (the package folder, or its ``rdf.yaml``; the acquire-vf card beside the weights)."""
+    p = shipped_engine(p)
     if not (p.is_dir() or p.name == "rdf.yaml"):
         return p
     import yaml

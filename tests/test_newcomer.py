@@ -3,6 +3,7 @@ microscopist can leave open, item 6): every one of these failed on the code befo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -135,3 +136,37 @@ def test_calibrate_refuses_too_few_positions_before_it_starts(tmp_path: Path) ->
     assert not (tmp_path / "cal").exists()
     shown = CliRunner().invoke(app, ["calibrate", "--help"], terminal_width=100).output
     assert "x>=3" in shown
+
+
+def test_shipped_engines_resolve_by_name_outside_the_checkout(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """``--init engines/refocus_rna.onnx`` as docs/calibration.md writes it failed outside the
+    checkout ('engine file not found'); a bare name works as for recipes and profiles."""
+    from acquire_vf.card import engine_path
+
+    monkeypatch.chdir(tmp_path)
+    want = (ROOT / "engines" / "refocus_rna.onnx").resolve()
+    assert engine_path(Path("engines/refocus_rna.onnx")).resolve() == want
+    assert engine_path(Path("refocus_rna")).resolve() == want
+    assert engine_path(Path("refocus_rna.onnx")).resolve() == want
+    (tmp_path / "engines").mkdir()  # a user's own engines folder wins over the shipped one
+    (tmp_path / "engines" / "refocus_rna.onnx").write_bytes(b"mine")
+    assert engine_path(Path("engines/refocus_rna.onnx")) == Path("engines/refocus_rna.onnx")
+
+
+@pytest.mark.slow
+def test_a_failed_training_start_leaves_no_run_folder(tmp_path: Path) -> None:
+    """It left an empty ``runs/refocus_rna/checkpoints`` that then blocked the retry."""
+    if importlib.util.find_spec("torch") is None:  # not imported here: Micro-Manager runs here
+        pytest.skip("training needs the train extra (torch)")
+    (tmp_path / "cal").mkdir()  # a calibration folder with nothing in it
+    r = run_cli("train", "refocus_rna", "--data", "cal", "--init", "engines/refocus_rna.onnx",
+                "--max-steps", "1", cwd=tmp_path)
+    assert r.returncode == 10, r.stderr
+    assert "no training pairs found" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "runs").exists()
+    r = run_cli("train", "refocus_rna", "--init", "engines/nope.onnx", "--max-steps", "1",
+                cwd=tmp_path)
+    assert r.returncode == 7 and "--init: engine or checkpoint not found" in r.stderr
+    assert not (tmp_path / "runs").exists()
