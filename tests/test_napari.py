@@ -20,7 +20,8 @@ LAYOUT = DatasetLayout(
     channels=(ChannelInfo("AGP"), ChannelInfo("RNA"),
               ChannelInfo("DNA", role="virtual", engine="cps_dna", sha256="ab" * 32,
                           inputs=("AGP", "RNA")),
-              ChannelInfo("uncertainty:DNA", role="virtual", engine="cps_dna")),
+              ChannelInfo("uncertainty:DNA", role="virtual", engine="cps_dna"),
+              ChannelInfo("AGP-refocused", role="virtual", engine="refocus_agp")),
     shape=(32, 40), pixel_size_um=0.65)
 
 
@@ -39,6 +40,9 @@ def _dataset(folder: Path, fmt: str) -> list[Frame]:
                                     seq=t, elapsed_ms=0.0, role="virtual", qc=qc))
     for f in frames:
         w.append(f)
+    for t in range(3):  # never refocused: in focus
+        w.skip(FrameId(t, 0, 0, "AGP-refocused"), "virtual",
+               "not refocused (the frame was in focus, or outside the engine's range)")
     w.close()
     return frames
 
@@ -46,15 +50,25 @@ def _dataset(folder: Path, fmt: str) -> list[Frame]:
 @pytest.mark.parametrize("fmt", ["ome-tiff", "ome-zarr"])
 def test_napari_opens_a_dataset_with_virtual_channels_apart(tmp_path: Path, fmt: str) -> None:
     pytest.importorskip("napari", reason="napari is not installed (the napari extra)")
+    import npe2
     from napari.components import ViewerModel
-    from napari.plugins import _initialize_plugins
 
     _dataset(tmp_path, fmt)
-    _initialize_plugins()
+    npe2.PluginManager.instance().discover()  # public: what docs/viewer.md tells scripts
     viewer = ViewerModel()
     viewer.open(str(tmp_path), plugin="acquire-vf")
     layers = {layer.name: layer for layer in viewer.layers}
-    assert list(layers) == ["AGP", "RNA", "virtual:DNA", "qc:DNA", "virtual:uncertainty:DNA"]
+    assert list(layers) == ["AGP", "RNA", "virtual:DNA", "qc:DNA", "virtual:uncertainty:DNA",
+                            "virtual:AGP-refocused (no frames)"]
+    # a channel with no frame at all is there, hidden, saying why (it was dropped)
+    empty = layers["virtual:AGP-refocused (no frames)"]
+    assert not empty.visible and empty.data.shape == (3, 1, 32, 40)
+    assert empty.metadata["acquire-vf"]["no_frames"].startswith("3 plane(s): not refocused")
+    # and without the plugin registry, for scripts: the same layers
+    from acquire_vf.interop import add_to_viewer
+
+    other = ViewerModel()
+    assert [la.name for la in add_to_viewer(other, tmp_path)] == list(layers)
     agp, dna, unc = layers["AGP"], layers["virtual:DNA"], layers["virtual:uncertainty:DNA"]
     assert agp.data.shape == (3, 1, 32, 40)  # t, z, y, x
     assert np.asarray(agp.data[2, 0]).max() == 203

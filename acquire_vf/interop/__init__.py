@@ -1,5 +1,5 @@
-"""acquire-vf in the ecosystem's tools: the napari reader (``napari.yaml``, npe2) and
-bioimage.io model packages (:func:`export_bioimageio`)."""
+"""acquire-vf in the ecosystem's tools: the napari reader (``napari.yaml``, npe2, and
+:func:`add_to_viewer` for scripts) and bioimage.io model packages (:func:`export_bioimageio`)."""
 
 from typing import Any
 
@@ -11,4 +11,11 @@ def export_bioimageio(*args: Any, **kwargs: Any) -> Any:
     return run(*args, **kwargs)
 
 
-__all__ = ["export_bioimageio"]
+def add_to_viewer(viewer: Any, path: Any) -> list[Any]:
+    """See :func:`acquire_vf.interop._napari.add_to_viewer`."""
+    from acquire_vf.interop._napari import add_to_viewer as run
+
+    return run(viewer, path)
+
+
+__all__ = ["add_to_viewer", "export_bioimageio"]

@@ -85,16 +85,19 @@ def _layers(ds: Any) -> list[LayerData]:
             index = {(int(r["t"]), int(r["z"])): r for r in ds.records
                      if r["channel"] == c.name and r.get("role", "physical") == c.role
                      and int(r.get("p", 0)) == p}
-            if not index:
-                continue
             planes = [[da.from_delayed(delayed(ds.read)(index[(t, z)]), lay.shape, lay.dtype)
                        if (t, z) in index else blank for z in range(n_z)] for t in range(n_t)]
             name = c.stored_name + (f" @{_position_name(lay, p)}" if len(positions) > 1 else "")
+            gone = [m for m in missing if m["channel"] == c.name and int(m["p"]) == p]
             meta = {"acquire-vf": {**c.as_dict(), "channel_type": kind, "position": p,
-                                   "missing_planes": [m for m in missing
-                                                      if m["channel"] == c.name and
-                                                      int(m["p"]) == p],
-                                   "dataset": str(ds.path)}}
+                                   "missing_planes": gone, "dataset": str(ds.path)}}
+            if not index:  # no frame at all (e.g. never refocused: in focus): said, not dropped
+                meta["acquire-vf"]["no_frames"] = _reasons(gone) or "no frame was saved"
+                out.append((da.stack([da.stack(row) for row in planes]),
+                            {"name": f"{name} (no frames)", "colormap": colour,
+                             "blending": "additive", "visible": False, "scale": scale,
+                             "metadata": meta, "contrast_limits": [0.0, 1.0]}, "image"))
+                continue
             out.append((da.stack([da.stack(row) for row in planes]),
                         {"name": name, "colormap": colour, "blending": "additive",
                          "visible": kind != "uncertainty", "scale": scale, "metadata": meta,
@@ -102,6 +105,23 @@ def _layers(ds: Any) -> list[LayerData]:
             if kind == "virtual":
                 out.append(_qc_points(c.stored_name, index, name, scale))
     return out
+
+
+def _reasons(missing: list[dict[str, Any]]) -> str:
+    """``6 planes: not refocused (...)``: the missing planes counted by reason."""
+    counts: dict[str, int] = {}
+    for m in missing:
+        counts[m["why"]] = counts.get(m["why"], 0) + 1
+    return "; ".join(f"{n} plane(s): {why}" for why, n in counts.items())
+
+
+def add_to_viewer(viewer: Any, path: str | Path) -> list[Any]:
+    """Add an acquire-vf dataset's layers to a napari viewer (``napari.Viewer`` or a headless
+    ``ViewerModel``) without the plugin registry: for scripts and notebooks, where napari has
+    not discovered plugins (``napari PATH`` and File > Open do that themselves)."""
+    from napari.layers import Layer
+
+    return [viewer.add_layer(Layer.create(data, meta, kind)) for data, meta, kind in read(path)]
 
 
 def _position_name(layout: Any, p: int) -> str:
