@@ -69,9 +69,11 @@ def _before(files: list[Path]) -> dict[Path, tuple[bool, int]]:
     return out
 
 
-def recover(path: Path) -> tuple[list[FileRecovery], Path | None]:
+def recover(path: Path, *, by: str = "acquire-vf recover", extra: dict[str, Any] | None = None
+            ) -> tuple[list[FileRecovery], Path | None]:
     """Repair every file of the run at ``path``; the report per file, and the ``session.json``
-    written (``None`` where the run wrote its own, or ``path`` is not a run folder)."""
+    written (``None`` where the run wrote its own, or ``path`` is not a run folder). ``by``
+    and ``extra`` go into that ``session.json``'s ``recovered``."""
     run_dir = path if path.is_dir() and not path.name.endswith(".ome.zarr") else None
     candidates = ([run_dir / j.name.removesuffix(".journal")
                    for j in sorted(run_dir.glob("*.journal"))] if run_dir else [path])
@@ -87,11 +89,12 @@ def recover(path: Path) -> tuple[list[FileRecovery], Path | None]:
                                 virtual, cut, f.verify()))
     session = None
     if run_dir is not None and not (run_dir / "session.json").exists() and files:
-        session = _write_session(run_dir, files, out)
+        session = _write_session(run_dir, files, out, by, extra or {})
     return out, session
 
 
-def _write_session(run_dir: Path, files: list[Any], report: list[FileRecovery]) -> Path:
+def _write_session(run_dir: Path, files: list[Any], report: list[FileRecovery], by: str,
+                   extra: dict[str, Any]) -> Path:
     from acquire_vf.acquisition import write_session
 
     layout = files[0].layout
@@ -108,9 +111,9 @@ def _write_session(run_dir: Path, files: list[Any], report: list[FileRecovery]) 
         "refocus_applied": None,
         "latency_ms": {},
         "errors": ["the run ended without writing session.json (killed or crashed); this one "
-                   "was rebuilt from the journal by acquire-vf recover"],
+                   f"was rebuilt from the journal by {by}"],
         "state": "recovered",
-        "recovered": {"files": [{"file": r.path.name, "frames": r.frames,
+        "recovered": {"by": by, **extra, "files": [{"file": r.path.name, "frames": r.frames,
                                  "left_open": r.was_open, "cut": r.cut_bytes} for r in report],
                       "not_known": ["latency_ms", "light_dose", "verification", "focus",
                                     "exposures_full_protocol", "refocus_applied"]},

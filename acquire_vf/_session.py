@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from acquire_vf._errors import AcquireVFError, DataError, ProfileError
+from acquire_vf._guard import Guard
 from acquire_vf.acquisition import (
     AcquisitionRun,
     RunPlan,
@@ -163,50 +164,54 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     out = out_dir or default_out_dir(profile)
     created = not out.exists()
     prepare_output(out)
-    backend_desc = None
-    host = None
+    guard = Guard(out)  # cleans up if this process dies without ending (an abort, kill -9)
     try:
-        host = engine_host(profile) if stages is None else None
-        if stages is None:
-            stages, backend_desc = build_stages(profile, backend, host=host)
-        run = make_run(profile, out, stages=stages, acquisition=acquisition,
-                       time_points=time_points, plan=plan, replay=replay,
-                       as_fast_as_possible=as_fast_as_possible)
-    except BaseException:
+        backend_desc = None
+        host = None
+        try:
+            host = engine_host(profile) if stages is None else None
+            if stages is None:
+                stages, backend_desc = build_stages(profile, backend, host=host)
+            run = make_run(profile, out, stages=stages, acquisition=acquisition,
+                           time_points=time_points, plan=plan, replay=replay,
+                           as_fast_as_possible=as_fast_as_possible)
+        except BaseException:
+            if host is not None:
+                host.close()
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # refused before anything was written: leave no empty run folder
+            raise
         if host is not None:
-            host.close()
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # refused before anything was written: leave no empty run folder
-        raise
-    if host is not None:
-        run.attach_engine_host(host)
-    if on_run is not None:
-        on_run(run)
-    restore = _cancel_on_sigint(run)
-    try:
-        with _third_party_stderr_to_log(enabled=quiet_libraries):
-            if display:
-                _run_with_window(run, profile, stages, backend_desc, on_close,
-                                 close_when_done, screenshot)
-            else:
-                _run_headless(run, progress=not quiet)
+            run.attach_engine_host(host)
+        if on_run is not None:
+            on_run(run)
+        restore = _cancel_on_sigint(run)
+        try:
+            with _third_party_stderr_to_log(enabled=quiet_libraries):
+                if display:
+                    _run_with_window(run, profile, stages, backend_desc, on_close,
+                                     close_when_done, screenshot)
+                else:
+                    _run_headless(run, progress=not quiet)
+        finally:
+            restore()
+            if host is not None:
+                host.close()
+            report = session_report(run, profile_source=profile_source, backend=backend_desc)
+            if replay is not None and run.verifier is not None and run.data_path is not None \
+                    and run.data_path.exists() and run.fatal_error is None:
+                report["policy"] = policy_report(replay, out, run.verifier, report["light_dose"])
+            if out.is_dir():
+                report["missing_virtual_planes"] = _missing(out)
+                write_session(report, out)
+        if not quiet:
+            print_session(report)
+            log.info("saved to %s", out)
+        if run.fatal_error is not None:
+            raise run.fatal_error
+        return report
     finally:
-        restore()
-        if host is not None:
-            host.close()
-        report = session_report(run, profile_source=profile_source, backend=backend_desc)
-        if replay is not None and run.verifier is not None and run.data_path is not None \
-                and run.data_path.exists() and run.fatal_error is None:
-            report["policy"] = policy_report(replay, out, run.verifier, report["light_dose"])
-        if out.is_dir():
-            report["missing_virtual_planes"] = _missing(out)
-            write_session(report, out)
-    if not quiet:
-        print_session(report)
-        log.info("saved to %s", out)
-    if run.fatal_error is not None:
-        raise run.fatal_error
-    return report
+        guard.done()
 
 
 def _run_headless(run: AcquisitionRun, *, progress: bool) -> None:
@@ -237,8 +242,11 @@ def engine_host(profile: Profile) -> Any:
         return None
     import os
 
-    from acquire_vf.engine_host import EngineHost
+    from acquire_vf.engine_host import EngineHost, sweep_orphans
 
+    gone = sweep_orphans()  # blocks of sessions killed where no guard could remove them
+    if gone:
+        log.info("removed %d shared-memory block(s) of sessions that are gone", gone)
     c = profile.compute
     return EngineHost(deadline_s=c.host_deadline_s, restarts=c.host_restarts,
                       avoid_cores=(0,) if (os.cpu_count() or 1) >= 4 else (), nice=19)

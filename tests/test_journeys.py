@@ -130,7 +130,7 @@ def test_a_users_own_profile_is_found_by_name(scratch: Path,
     monkeypatch.setenv("ACQUIRE_VF_PROFILES", str(scratch / "profiles"))
     copy_profile(resolve_profile_path("demo"), scratch / "profiles" / "my-scope.toml")
     assert resolve_profile_path("my-scope") == scratch / "profiles" / "my-scope.toml"
-    assert load_profile("my-scope").name == "demo"
+    assert load_profile("my-scope").name == "my-scope"  # the copy's own name, not the template's
 
 
 @pytest.mark.slow

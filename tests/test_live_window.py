@@ -438,3 +438,52 @@ def test_twenty_runs_with_sentinels_and_error_maps_end_cleanly(tmp_path: Path) -
     lost = before - sys.getrefcount(True)
     print(f"references to True lost over 20 runs: {lost}")
     assert lost < 50, f"the Qt binding dropped {lost} references to True in 20 runs"
+
+
+@needs_gui
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGABRT", "SIGKILL"])
+def test_a_window_that_dies_still_leaves_its_files_whole(tmp_path: Path, sig: str) -> None:
+    """The live window's process killed mid-run (SIGABRT is what Python's fatal errors raise,
+    as the Qt binding's bool_dealloc did; SIGKILL is kill -9), once the engine host holds its
+    shared memory: the session's guard leaves the OME-XML, a session.json marked recovered,
+    and no shared-memory block of that session."""
+    import signal
+    import subprocess
+    import sys
+
+    import tifffile
+
+    from acquire_vf.engine_host import session_blocks
+    from tests.conftest import ROOT
+
+    out = tmp_path / "run"
+    journal = out / "acquisition.ome.tif.journal"
+    proc = subprocess.Popen([sys.executable, "-m", "acquire_vf", "demo", "--display",
+                             "--time-points", "400", "--out", str(out)], cwd=ROOT,
+                            env={**os.environ, **OFFSCREEN}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal.is_file() and len(journal.read_text().splitlines()) > 12
+                   and session_blocks(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 60
+    while not (out / "session.json").is_file():
+        assert time.monotonic() < deadline, "the guard wrote no session.json"
+        time.sleep(0.1)
+    session = json.loads((out / "session.json").read_text())
+    assert session["state"] == "recovered" and session["frames_acquired"] > 0
+    assert session["recovered"]["by"] == "the session's guard"
+    with tifffile.TiffFile(out / "acquisition.ome.tif") as tf:
+        assert tf.ome_metadata is not None and "virtual:DNA" in tf.ome_metadata
+    (ds,) = open_dataset(out)
+    assert ds.verify() == []
+    assert session_blocks(proc.pid) == []

@@ -34,7 +34,8 @@ LAYERS: list[set[str]] = [
     {"acquisition"},
     {"display", "training", "evaluate", "quantize"},
     {"calibration", "interop"},
-    {"_session", "_api", "bench", "_bench_host", "_bench_storage", "_validate", "_recover"},
+    {"_session", "_api", "bench", "_bench_host", "_bench_storage", "_validate", "_recover",
+     "_guard"},
     {"_cli", "_cli_train", "_cli_evaluate", "_cli_calibrate", "_cli_docs", "__main__"},
 ]
 """DESIGN.md's order: each unit imports only from tiers below it. Top-level modules of one

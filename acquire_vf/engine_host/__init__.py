@@ -11,5 +11,7 @@ in the host. docs/engine-host.md says what is promised.
 """
 
 from acquire_vf.engine_host._client import EngineHost, EngineHostFault, HostedRunner
+from acquire_vf.engine_host._shm import remove_blocks, session_blocks, sweep_orphans
 
-__all__ = ["EngineHost", "EngineHostFault", "HostedRunner"]
+__all__ = ["EngineHost", "EngineHostFault", "HostedRunner", "remove_blocks", "session_blocks",
+           "sweep_orphans"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 
@@ -39,8 +41,59 @@ def attach(name: str) -> shared_memory.SharedMemory:
     return shm
 
 
+PREFIX = "acqvf_"
+"""Blocks are named ``acqvf_<session pid>_<random>``: whose they are is in the name, so a
+session's guard can remove them when the session dies, and a later session can remove those
+of a session that is gone (:func:`sweep_orphans`)."""
+SHM_DIR = Path("/dev/shm")
+
+
 def create(size: int) -> shared_memory.SharedMemory:
-    return shared_memory.SharedMemory(create=True, size=max(aligned(size), ALIGN))
+    name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
+    return shared_memory.SharedMemory(name=name, create=True, size=max(aligned(size), ALIGN))
+
+
+def session_blocks(pid: int) -> list[Path]:
+    """The blocks session ``pid`` created that still have a name (Linux ``/dev/shm``)."""
+    return sorted(SHM_DIR.glob(f"{PREFIX}{pid}_*")) if SHM_DIR.is_dir() else []
+
+
+def remove_blocks(pid: int) -> int:
+    """Unlink every block of session ``pid`` (its guard's job once it died); how many."""
+    n = 0
+    for f in session_blocks(pid):
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+            n += 1
+    return n
+
+
+def sweep_orphans() -> int:
+    """Unlink the blocks of sessions whose process is gone (killed with no guard left to do
+    it); how many. Blocks of a live session are never touched."""
+    if not SHM_DIR.is_dir():
+        return 0
+    gone = 0
+    for f in SHM_DIR.glob(f"{PREFIX}*_*"):
+        try:
+            pid = int(f.name[len(PREFIX):].split("_", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                gone += 1
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to judge
+        return True
+    return True
 
 
 def release(shm: shared_memory.SharedMemory | None, unlink: bool) -> None:
