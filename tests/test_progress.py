@@ -73,3 +73,15 @@ def test_a_headless_demo_in_a_terminal_redraws_its_progress_line(tmp_path: Path)
                  "DNA trusted", "focus"):
         assert part in last, last
     assert "z-scan at time point 0" in text
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_zscan_exposures_and_the_zscans_listed_agree(tmp_path: Path, n: int) -> None:
+    """session.json counted 11 z-scan exposures while ``focus.zscans`` was empty (a run that
+    ended inside its z-scan): every z-scan whose exposures were taken is listed, finished or
+    not, and their planes add up to the exposures."""
+    prof = demo_variant({"acquisition": {"time_points": n}})
+    rep = run_session(prof, tmp_path / "run", quiet=True)
+    taken = rep["light_dose"]["exposures_by_reason"].get("zscan", 0)
+    listed = rep["focus"]["zscans"]
+    assert taken > 0 and sum(z["planes"] for z in listed) == taken, (taken, listed)

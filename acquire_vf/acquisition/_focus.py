@@ -382,7 +382,13 @@ class FocusController:
                     "zscan_channel": self.zscan_channel,
                     "estimates": list(self.record.estimates),
                     "corrections": list(self.record.corrections),
-                    "zscans": list(self.record.zscans)}
+                    "zscans": list(self.record.zscans) + [
+                        # a z-scan the run ended inside: its exposures were taken (the light
+                        # dose counts them), so it is listed, unfinished, with what it scored
+                        {"t": pos.zscan["t"], "p": p, "planes": len(pos.zscan["planes"]),
+                         "scored": len(pos.zscan["scores"]), "why": pos.zscan["why"],
+                         "finished": False}
+                        for p, pos in sorted(self._pos.items()) if pos.zscan is not None]}
 
 
 def make_focus(profile: Profile, stages: Any) -> FocusController | None:
