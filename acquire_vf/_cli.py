@@ -362,13 +362,17 @@ def predict(
     check_output(out, inputs=[*inputs, model, model.with_suffix(".json")], overwrite=overwrite)
     from acquire_vf.config import Compute
     from acquire_vf.inference import predict as run_predict
+    from acquire_vf.pipeline import gate_for
 
     info = run_predict(model, inputs, out, Compute(backends=("onnxruntime", "torch"),
-                                                   allow_fallback=True), backend=backend)
+                                                   allow_fallback=True), backend=backend,
+                       gate_for=gate_for)
     flags = [k for k in ("input_out_of_range", "saturated") if info.get(k)]
     h, w = info["shape"][-2:]
+    choice = info.get("refocus_choice")
+    gated = f"; refocus gate: {choice} ({info['refocus_reason']})" if choice else ""
     typer.echo(f"{out}: {h} x {w} pixels (height x width), {info['dtype']}, "
-               f"{info['backend']}; QC: {', '.join(flags) or 'ok'} (details in "
+               f"{info['backend']}; QC: {', '.join(flags) or 'ok'}{gated} (details in "
                f"{out.name}.json beside it)")
 
 

@@ -24,6 +24,17 @@ def light_dose(run: AcquisitionRun) -> dict[str, Any]:
     return run.ledger.report(checked)
 
 
+def refocus_gate(run: AcquisitionRun) -> dict[str, Any]:
+    """Per refocused channel: how often the gate kept the learned frame, the deconvolved one
+    or the camera's, and why (:mod:`acquire_vf.pipeline._gate`)."""
+    out: dict[str, Any] = {}
+    for stage in run.pipeline.stages:
+        report = getattr(stage, "gate_report", None)
+        if report is not None:
+            out.update(report())
+    return out
+
+
 def full_protocol_exposures(run: AcquisitionRun) -> int:
     """Exposures the comparator protocol would have taken for the planes acquired."""
     return int(light_dose(run)["comparator"]["exposures"])
@@ -52,6 +63,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "virtual_frames": p.virtual_made if p else 0,
         "virtual_skipped": skipped,
         "refocus_applied": p.refocus_applied if p else 0,
+        "refocus_gate": refocus_gate(run),
         "latency_ms": {k: {"p50": v["p50"], "p95": v["p95"]}
                        for k, v in run.latency.summary().items()},
         "errors": list(run.errors),
@@ -168,6 +180,11 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
         t.add_row(*_not_made_row(name, m, planes))
     if report["refocus_applied"]:
         t.add_row("frames refocused", str(report["refocus_applied"]))
+    for name, g in (report.get("refocus_gate") or {}).items():
+        if g["choices"]:
+            t.add_row(f"{name}: refocus gate", ", ".join(
+                f"{n} {k if k != 'camera' else 'camera frame kept'}"
+                for k, n in sorted(g["choices"].items())))
     focus = report.get("focus") or {}
     if focus.get("zscans") or focus.get("corrections"):
         t.add_row("focus", f"{len(focus.get('corrections', []))} correction(s), "

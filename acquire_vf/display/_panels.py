@@ -43,7 +43,7 @@ def bool_refcount_leak(QtCore: Any, emits: int = 64) -> int:
     the loop in ``docs/viewer.md``.
     """
 
-    class Probe(QtCore.QObject):  # type: ignore[name-defined,misc]
+    class Probe(QtCore.QObject):
         sig = QtCore.Signal(object)
 
     probe = Probe()
@@ -209,7 +209,8 @@ class ViewerWindow:
                 panel.widget.setYLink(first)
             panel.fit = self._fit
             self.panels[(info.name, info.role)] = panel
-        self._first, self._shape = first, None
+        self._first = first
+        self._shape: tuple[int, ...] | None = None
         self.sliders: dict[str, Any] = {}
         for axis in ("time", "position", "z"):
             row = QtWidgets.QHBoxLayout()

@@ -87,6 +87,9 @@ def real_refocus(model: Path, image: Path, zs: tuple[float, ...] = (
     band = acceptance_band(card).get("consistency_chi2_max")
     lo, hi = (card.training.get("data") or {}).get("z_range_um", (-12.0, 8.0))
     engine = create_engine(model, Compute(backends=("onnxruntime",)))
+    from acquire_vf.pipeline import gate_for
+
+    gate = gate_for(card, (lo, hi))
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     h, w = raw.shape
@@ -94,6 +97,8 @@ def real_refocus(model: Path, image: Path, zs: tuple[float, ...] = (
         seen = cam.expose(convolve(emitters, lens.psf(o["wavelength_um"], z)), exposure, rng)
         pred, qc = engine.infer([seen])
         chi2, _ = consistency_from_card(o, seen, pred, (lo, hi))
+        gated = {"gate": gate.choose(seen, pred), "gate_seeded": gate.choose(seen, pred, z)} \
+            if gate is not None else {}
         for qy in range(2):  # quadrants: the fields of the intervals
             for qx in range(2):
                 sl = (slice(qy * h // 2, (qy + 1) * h // 2), slice(qx * w // 2, (qx + 1) * w // 2))
@@ -101,7 +106,10 @@ def real_refocus(model: Path, image: Path, zs: tuple[float, ...] = (
                 rows.append({"z_um": z, "field": 2 * qy + qx, "chi2": chi2,
                              "input": image_metrics(to_unit(seen[sl], norm.low, norm.high), t),
                              "prediction": image_metrics(to_unit(pred[sl], norm.low,
-                                                                 norm.high), t)})
+                                                                 norm.high), t),
+                             **{k: image_metrics(to_unit(d.frame[sl], norm.low, norm.high), t)
+                                for k, d in gated.items()},
+                             "choices": {k: d.choice for k, d in gated.items()}})
     engine.close()
     per_z = []
     for z in zs:
@@ -115,7 +123,14 @@ def real_refocus(model: Path, image: Path, zs: tuple[float, ...] = (
             "gain_db": round(float(np.mean(gain)), 2),
             "gain_ci95": field_ci(gain, [r["field"] for r in sub]),
             "chi2": round(sub[0]["chi2"], 2),
-            "flagged": bool(band is not None and sub[0]["chi2"] > band)})
+            "flagged": bool(band is not None and sub[0]["chi2"] > band),
+            **{f"{k}_gain_db": round(float(np.mean([r[k]["psnr"] - r["input"]["psnr"]
+                                                    for r in sub])), 2)
+               for k in ("gate", "gate_seeded") if k in sub[0]},
+            **{f"{k}_ci95": field_ci([r[k]["psnr"] - r["input"]["psnr"] for r in sub],
+                                     [r["field"] for r in sub])
+               for k in ("gate", "gate_seeded") if k in sub[0]},
+            "choices": sub[0].get("choices", {})})
     worse = [p for p in per_z if p["gain_db"] < 0]
     return {"engine": card.name, "sha256": card.onnx_sha256, "image": SOURCE,
             "consistency_chi2_max": band, "per_z": per_z,

@@ -7,6 +7,7 @@ profile chooses.
 from typing import Any
 
 from acquire_vf.inference._checks import INPUT_FLAGS, check_inputs, input_stats
+from acquire_vf.inference._deconvolution import DeconvolutionRefocus, DeconvolutionResult
 from acquire_vf.inference._defocus import DefocusEstimator, create_estimator, frame_normalise
 from acquire_vf.inference._engine import InferenceError, TiledEngine
 from acquire_vf.inference._errors import BackendUnavailable, EngineFileError
@@ -17,7 +18,8 @@ from acquire_vf.inference._tiling import run_tiled, stitched_shape
 from acquire_vf.inference._tta import infer_with_uncertainty, spread_frame
 
 __all__ = [
-    "INPUT_FLAGS", "BackendUnavailable", "DefocusEstimator", "Engine", "EngineFileError",
+    "INPUT_FLAGS", "BackendUnavailable", "DeconvolutionRefocus", "DeconvolutionResult",
+    "DefocusEstimator", "Engine", "EngineFileError",
     "InferenceError", "OnnxRuntimeRunner", "Runner", "TensorRTRunner", "TiledEngine",
     "TorchRunner", "check_inputs", "create_engine",
     "create_estimator", "first_runner", "frame_normalise", "infer_with_uncertainty",

@@ -56,13 +56,24 @@ def read_inputs(paths: Sequence[Path], channels: Sequence[str]) -> list[np.ndarr
 
 
 def predict(model: Path, inputs: Sequence[Path], out: Path, compute: Compute,
-            backend: str | None = None) -> dict[str, Any]:
+            backend: str | None = None, gate_for: Any = None) -> dict[str, Any]:
+    """The engine on saved images; with ``gate_for`` (``pipeline.gate_for``, passed in by the
+    caller: the gate lives above this layer) a refocus engine's output goes through the refocus
+    gate, as live, and the sidecar records the choice."""
     engine = create_engine(model, compute, backend=backend)
     try:
         images = read_inputs(inputs, engine.card.inputs)
         pred, qc = engine.infer(images)
     finally:
         engine.close()
+    gate = None
+    if gate_for is not None and engine.card.task == "refocus":
+        z = (engine.card.training.get("data") or {}).get("z_range_um", (-12.0, 8.0))
+        gate = gate_for(engine.card, (float(z[0]), float(z[1])))
+    if gate is not None:  # as live: learned if consistent, else deconvolved, else the camera's
+        decision = gate.choose(images[0], pred)
+        pred = decision.frame.astype(pred.dtype, copy=False)
+        qc.update(decision.qc())
     out.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(out, pred, photometric="minisblack", metadata={
         "acquire-vf": "VIRTUAL (predicted)", "engine": engine.card.name,

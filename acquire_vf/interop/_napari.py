@@ -121,7 +121,8 @@ def add_to_viewer(viewer: Any, path: str | Path) -> list[Any]:
     not discovered plugins (``napari PATH`` and File > Open do that themselves)."""
     from napari.layers import Layer
 
-    return [viewer.add_layer(Layer.create(data, meta, kind)) for data, meta, kind in read(path)]
+    return [viewer.add_layer(Layer.create(data, meta, kind))
+            for data, meta, kind in read(str(path))]
 
 
 def _position_name(layout: Any, p: int) -> str:

@@ -9,11 +9,12 @@ from acquire_vf.pipeline._engine_stages import (
     SynthesisStage,
     refocus_range,
 )
+from acquire_vf.pipeline._gate import GateDecision, RefocusGate, gate_for
 from acquire_vf.pipeline._protocol import FrameSet, Stage, check_stage
 from acquire_vf.pipeline._stages import FocusScoreStage
 
 __all__ = [
-    "UNCERTAINTY", "FocusEstimateStage", "FocusScoreStage", "FrameSet", "Pipeline",
-    "RefocusStage", "Stage", "SynthesisStage", "check_stage", "focus_score", "refocus_range",
-    "virtual_frame"
+    "UNCERTAINTY", "FocusEstimateStage", "FocusScoreStage", "FrameSet", "GateDecision",
+    "Pipeline", "RefocusGate", "RefocusStage", "Stage", "SynthesisStage", "check_stage",
+    "focus_score", "gate_for", "refocus_range", "virtual_frame"
 ]

@@ -158,6 +158,9 @@ class Pipeline:
                 stage_ms = (time.perf_counter() - t0) * 1e3
                 self.latency.add(stage.name, stage_ms)
             self._accept(stage, fs, produced, stage_ms)
+            for name, why in fs.scores.pop("not_made", {}).items():  # by choice, not a fault
+                if self._on_skip is not None:
+                    self._on_skip(FrameId(fs.t, fs.p, fs.z, name), why)
         self.latency.add(self.name, (time.perf_counter() - t_start) * 1e3)
         self.sets_processed += 1
 

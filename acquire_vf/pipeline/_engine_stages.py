@@ -112,7 +112,7 @@ class RefocusStage:
 
     def __init__(self, engines: dict[str, TiledEngine], *, policy: str = "always",
                  threshold: float = 0.6, confident_sigma: float = 1.5,
-                 lookup: Any = None) -> None:
+                 lookup: Any = None, gate: bool = True) -> None:
         self.engines = engines
         self.channels = tuple(engines)
         self.policy = policy
@@ -122,6 +122,17 @@ class RefocusStage:
         """``(t, p) -> (signed defocus, sigma) | None``: the focus controller's estimate of a
         frame set (closed loop; the estimator runs on its own thread)."""
         self.best: dict[str, float] = {}
+        self.gates: dict[str, Any] = {}
+        """Per channel, the refocus gate (learned, deconvolution or the camera's frame) where
+        the engine's card records its optics and band (:mod:`acquire_vf.pipeline._gate`)."""
+        if gate:
+            from acquire_vf.pipeline._gate import gate_for
+
+            for ch, engine in engines.items():
+                lo, _, _, hi = refocus_range(engine)
+                found = gate_for(engine.card, (lo, hi))
+                if found is not None:
+                    self.gates[ch] = found
         self.applied = 0
         self.checked: set[tuple[int, int]] = set()
         """(t, p) whose focus this stage judged: a z-scan the run did not need."""
@@ -148,13 +159,30 @@ class RefocusStage:
             if estimate is not None:
                 qc["defocus_um"], qc["defocus_sigma_um"] = round(estimate[0], 3), round(
                     estimate[1], 3)
-            trusted = _consistent(engine, src.pixels, pixels, qc)
+            gate = self.gates.get(ch)
+            if gate is None:  # a card without optics or band: the learned frame, checked if
+                trusted = _consistent(engine, src.pixels, pixels, qc)  # it can be
+            else:
+                decision = gate.choose(src.pixels, pixels,
+                                       estimate[0] if estimate is not None else None)
+                qc.update(decision.qc())
+                qc["consistency_chi2"] = qc.get("consistency_chi2_learned")
+                qc["inconsistent_with_input"] = decision.choice != "learned"
+                if decision.choice == "camera":  # not refocused: said, the camera's frame kept
+                    fs.scores.setdefault("not_made", {})[f"{ch}-refocused"] = \
+                        f"not refocused: {decision.reason}"
+                    continue
+                pixels, trusted = decision.frame, True
             saved = virtual_frame(src, f"{ch}-refocused", pixels, qc)
             out[f"{ch}-refocused"] = saved
             if trusted:  # else later stages keep the camera's frame
                 out[ch] = replace(saved, id=src.id)  # what later stages see as this channel
             self.applied += 1
         return out
+
+    def gate_report(self) -> dict[str, Any]:
+        """``session.json``'s ``refocus_gate``: per refocused channel, the choices and why."""
+        return {f"{ch}-refocused": g.report() for ch, g in self.gates.items()}
 
     def _estimate(self, fs: FrameSet, ch: str) -> tuple[float, float] | None:
         """This channel's signed defocus estimate, else another channel's (one focal plane),

@@ -6,10 +6,18 @@ channel (psfmodels); brightfield through defocus; an sCMOS-like camera; writers 
 dataset layouts; and a live specimen that the demo's camera frames show.
 """
 
+from acquire_vf.optics import (
+    BRIGHTFIELD_UM,
+    Optics,
+    brightfield,
+    card_optics,
+    convolve,
+    convolve_many,
+    phase_contrast,
+)
 from acquire_vf.simulate._camera import Camera
 from acquire_vf.simulate._cells import Cell
 from acquire_vf.simulate._consistency import (
-    card_optics,
     consistency_from_card,
     forward_consistency,
 )
@@ -20,14 +28,6 @@ from acquire_vf.simulate._datasets import (
     ensure_dataset,
     simulated_version,
     write_dataset,
-)
-from acquire_vf.simulate._optics import (
-    BRIGHTFIELD_UM,
-    Optics,
-    brightfield,
-    convolve,
-    convolve_many,
-    phase_contrast,
 )
 from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
 from acquire_vf.simulate._realism import FieldStyle, Realism

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from acquire_vf.simulate._optics import Optics, convolve_many
+from acquire_vf.optics import Optics, card_optics, convolve_many
 
 
 def forward_consistency(camera_frame: np.ndarray, refocused: np.ndarray, optics: Optics,
@@ -41,14 +41,6 @@ def forward_consistency(camera_frame: np.ndarray, refocused: np.ndarray, optics:
     chi2 = ((models - seen[None]) ** 2 / var[None]).mean(axis=(1, 2))
     best = int(np.argmin(chi2))
     return float(chi2[best]), float(planes_um[best])
-
-
-def card_optics(optics: Mapping[str, Any]) -> Optics:
-    """The :class:`Optics` a refocus engine's card records (``card.optics``)."""
-    o = dict(optics)
-    return Optics(na=o["na"], immersion_index=o["immersion_index"],
-                  specimen_index=o["specimen_index"], pixel_size_um=o["pixel_size_um"],
-                  depth_um=o["depth_um"], psf_px=int(o.get("psf_px", 65)))
 
 
 def consistency_from_card(optics: Mapping[str, Any], camera_frame: np.ndarray,

@@ -23,8 +23,8 @@ import numpy as np
 import tifffile
 
 from acquire_vf import layouts
+from acquire_vf.optics import Optics, convolve, phase_contrast
 from acquire_vf.simulate._camera import Camera
-from acquire_vf.simulate._optics import Optics, convolve, phase_contrast
 from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
 from acquire_vf.simulate._realism import FieldStyle, Realism, draw_style, light
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from acquire_vf.optics import Optics, convolve_many, z_planes
 from acquire_vf.simulate._cells import Cell, Kind, at_time, sample_cells, territories
-from acquire_vf.simulate._optics import Optics, convolve_many, z_planes
 from acquire_vf.simulate._realism import SECTION_OFFSETS_UM, FieldStyle
 from acquire_vf.simulate._stains import Truth, render_mda231, render_u2os
 

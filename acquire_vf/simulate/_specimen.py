@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from acquire_vf._frames import metadata_number
+from acquire_vf.optics import Optics, brightfield, convolve, phase_contrast
 from acquire_vf.simulate._camera import Camera
-from acquire_vf.simulate._optics import Optics, brightfield, convolve, phase_contrast
 from acquire_vf.simulate._phantom import STAINS, Field, fluorescence, render_field
 from acquire_vf.simulate._realism import FieldStyle, Realism, light
 

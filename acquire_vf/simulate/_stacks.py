@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from acquire_vf.simulate._optics import Optics, brightfield
+from acquire_vf.optics import Optics, brightfield
 from acquire_vf.simulate._phantom import fluorescence, render_field
 
 

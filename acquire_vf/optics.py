@@ -29,8 +29,9 @@ halo round cells: ``I = I0 (1 - k (phi - h * G_sigma(phi)))`` with the halo widt
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import fft as sfft
@@ -184,3 +185,11 @@ def phase_contrast(opd_um: np.ndarray, *, wavelength_um: float = 0.55, pixel_siz
     low = ndimage.gaussian_filter(phi, halo_um / pixel_size_um, mode="reflect")
     img = background * (1.0 - contrast * (phi - halo * low))
     return np.clip(img, 0.0, None).astype(np.float32)
+
+
+def card_optics(optics: Mapping[str, Any]) -> Optics:
+    """The :class:`Optics` a refocus engine's card records (``card.optics``)."""
+    o = dict(optics)
+    return Optics(na=o["na"], immersion_index=o["immersion_index"],
+                  specimen_index=o["specimen_index"], pixel_size_um=o["pixel_size_um"],
+                  depth_um=o["depth_um"], psf_px=int(o.get("psf_px", 65)))
