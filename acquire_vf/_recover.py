@@ -11,6 +11,10 @@ states) are absent rather than guessed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +79,25 @@ def recover(path: Path, *, by: str = "acquire-vf recover", extra: dict[str, Any]
     written (``None`` where the run wrote its own, or ``path`` is not a run folder). ``by``
     and ``extra`` go into that ``session.json``'s ``recovered``."""
     run_dir = path if path.is_dir() and not path.name.endswith(".ome.zarr") else None
+    with _locked(run_dir or path.parent):  # one repair at a time (a guard and a user's recover)
+        return _recover(path, run_dir, by, extra)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the run folder for the repair: a session's guard and a user's
+    ``acquire-vf recover`` started at the same moment must not cut the same file twice; the
+    second finds it whole."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _recover(path: Path, run_dir: Path | None, by: str, extra: dict[str, Any] | None
+             ) -> tuple[list[FileRecovery], Path | None]:
     candidates = ([run_dir / j.name.removesuffix(".journal")
                    for j in sorted(run_dir.glob("*.journal"))] if run_dir else [path])
     before = _before(candidates)

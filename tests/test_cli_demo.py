@@ -26,7 +26,7 @@ def test_demo_runs_the_shipped_engines_live(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = run_cli("demo", "--headless", "--time-points", "6", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "frames acquired" in r.stdout and "18 / 18" in r.stdout
+    assert "planned frames acquired" in r.stdout and "18 of 18" in r.stdout
 
     session = json.loads((out / "session.json").read_text())
     assert set(session) >= SESSION_KEYS
