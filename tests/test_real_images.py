@@ -50,13 +50,44 @@ def test_a_flagged_refocused_frame_is_saved_marked_and_later_stages_keep_the_cam
     raw = tifffile.imread(nuclei).astype(np.float32)
     frame = (100 + raw / raw.max() * 3000).astype(np.uint16)  # an in-focus real frame
     engine = create_engine(ROOT / "engines" / "refocus.onnx", Compute(backends=("onnxruntime",)))
-    stage = RefocusStage({"DNA": engine}, policy="always")
     src = Frame(FrameId(0, 0, 0, "DNA"), frame, seq=0, elapsed_ms=0.0)
+    # through the gate: the learned frame is refused, the frame is in focus, the camera's is
+    # kept and the plane journaled as not refocused with the reason
+    gated = RefocusStage({"DNA": engine}, policy="always")
+    fs = FrameSet(0, 0, 0, {"DNA": src})
+    out = gated.process(fs)
+    assert "DNA-refocused" not in out and "DNA" not in out
+    why = fs.scores["not_made"]["DNA-refocused"]
+    assert why.startswith("not refocused: learned frame inconsistent") and "in focus" in why
+    assert gated.gate_report()["DNA-refocused"]["choices"] == {"camera": 1}
+    # without a gate (a card with no optics): saved, flagged, and not used by later stages
+    stage = RefocusStage({"DNA": engine}, policy="always", gate=False)
     out = stage.process(FrameSet(0, 0, 0, {"DNA": src}))
     stage.close()
     qc = out["DNA-refocused"].qc
     assert qc["inconsistent_with_input"] and qc["consistency_chi2"] > 10
     assert "DNA" not in out  # the synthesis stages go on with the camera's frame
+
+
+def test_every_real_set_is_fetched_checked_and_a_changed_file_refetched(tmp_path: Path) -> None:
+    """From the registry, sha256-checked, cached; a cached file that changed is fetched again;
+    the fetch is skipped (said) where the registry cannot be reached."""
+    import subprocess
+
+    from acquire_vf.evaluate._real_sets import SETS, fetch_set
+
+    try:
+        files = fetch_set("bead", tmp_path)
+    except (subprocess.SubprocessError, OSError) as e:
+        pytest.skip(f"the package registry cannot be reached: {e}")
+    (name, sha), = SETS["bead"].members
+    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == sha
+    files[0].write_bytes(b"not the bead")
+    again = fetch_set("bead", tmp_path)
+    assert hashlib.sha256(again[0].read_bytes()).hexdigest() == sha
+    assert "Apache-2.0" in (tmp_path / "bead" / "SOURCE.txt").read_text()
+    assert {s.name for s in SETS.values()} == {"examplefly", "ecoli", "bead", "bbbc007"}
+    assert len(SETS["bbbc007"].members) == 14 and len(SETS["examplefly"].members) == 9
 
 
 def test_a_refocused_frame_of_the_engines_own_kind_passes_the_check(tmp_path: Path) -> None:
