@@ -199,18 +199,24 @@ def test_a_host_starved_of_cpu_is_waited_for_not_killed() -> None:
                                  stdout=subprocess.PIPE) for _ in range(os.cpu_count() or 1)]
         for h in hogs:
             assert h.stdout is not None and h.stdout.readline().strip() == b"up"
-        starved = []
-        for _ in range(2):
+        for attempt in range(3):  # a busy machine starves unevenly: arrange it again
+            host.deadline_s = 600.0
+            starved = []
+            for _ in range(2):
+                t0 = time.monotonic()
+                hosted.infer(FRAMES)
+                starved.append(time.monotonic() - t0)
+            assert host.counts["starved"] == 0  # nothing past the deadline so far
+            assert min(starved) > 3 * free, \
+                f"the hogs did not starve the host: {starved} s against {free:.3f} s without"
+            host.deadline_s = max(starved) / 4
             t0 = time.monotonic()
-            hosted.infer(FRAMES)
-            starved.append(time.monotonic() - t0)
-        assert host.counts["starved"] == 0  # nothing past the deadline so far
-        assert min(starved) > 3 * free, \
-            f"the hogs did not starve the host: {starved} s against {free:.3f} s without them"
-        host.deadline_s = max(starved) / 4
-        t0 = time.monotonic()
-        got, _ = hosted.infer(FRAMES)
-        took = time.monotonic() - t0
+            got, _ = hosted.infer(FRAMES)
+            took = time.monotonic() - t0
+            print(f"attempt {attempt}: starved {starved}, deadline {host.deadline_s:.2f} s, "
+                  f"the call {took:.2f} s")
+            if took > host.deadline_s:
+                break
         for h in hogs:
             h.kill()
         print(f"a call {free:.2f} s; starved {starved[0]:.2f}, {starved[1]:.2f} s; deadline "
