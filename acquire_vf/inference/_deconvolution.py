@@ -26,7 +26,7 @@ Whether the result is used is not this module's decision: the refocus gate
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,9 +184,3 @@ def _as_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
         top = np.iinfo(dtype).max
         return np.clip(np.rint(x), 0, top).astype(dtype)
     return x.astype(dtype)
-
-
-def optics_planes(optics: Mapping[str, Any], z_range_um: Sequence[float]) -> tuple[float, ...]:
-    """The 1 µm planes of a z range (for callers that search like the refocus does)."""
-    lo, hi = z_range_um
-    return tuple(float(z) for z in np.arange(np.floor(lo), np.ceil(hi) + 0.5, 1.0))
