@@ -487,3 +487,29 @@ def test_a_window_that_dies_still_leaves_its_files_whole(tmp_path: Path, sig: st
     (ds,) = open_dataset(out)
     assert ds.verify() == []
     assert session_blocks(proc.pid) == []
+
+
+@needs_gui
+@pytest.mark.qt
+def test_twelve_channels_fit_a_full_hd_screen_without_scrolling() -> None:
+    """6 measured and 6 virtual channels (each with uncertainty) on a 1920 x 1080 screen: the
+    window fits it, every panel keeps at least its minimum size, nothing scrolls."""
+    from acquire_vf.display import LiveWindow
+    from acquire_vf.display._layout import MIN_PANEL_PX
+
+    names = ("AGP", "RNA", "BF", "DNA2", "Actin", "Tub")
+    virtual = [ChannelInfo(n, role="virtual") for n in ("DNA", "ER", "Mito", "AGP-refocused",
+                                                         "RNA-refocused", "Golgi")]
+    win = LiveWindow([ChannelInfo(n) for n in names] + virtual
+                     + [ChannelInfo(f"uncertainty:{v.name}", role="virtual") for v in virtual],
+                     on_close="stop", refresh_hz=50)
+    assert len(win.panels) == 12
+    w, h = win.grid.window_size((1920, 1080))
+    assert w <= 1920 and h <= 1080
+    win.window.resize(w, h)
+    win.window.show()
+    win.process_events(0.3)
+    for key, panel in win.panels.items():
+        size = panel.widget.size()
+        assert size.width() >= MIN_PANEL_PX[0] and size.height() >= MIN_PANEL_PX[1], (key, size)
+    assert not win.grid.widget.verticalScrollBar().isVisible()
