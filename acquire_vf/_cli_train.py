@@ -123,21 +123,29 @@ def _judge_fine_tuned(folder: Path, rec: object, init: Path, install: Path | Non
     for label, old in against.items():
         if old.resolve() not in done:
             done[old.resolve()] = res = compare_engines(engine, old, data)
-            ci = res["psnr_gain_ci95"]
             n = res["unseen_positions"]
-            typer.echo(f"{engine} vs {label} {old}: on {n} unseen position{'s' * (n != 1)} "
-                       f"({res['images']} images) PSNR {res['new_figures']['psnr']:.2f} vs "
-                       f"{res['old_figures']['psnr']:.2f} dB (gain {res['psnr_gain_db']:+.2f}"
-                       f"{f' [{ci[0]:+.2f}, {ci[1]:+.2f}]' if ci else ''}), SSIM "
-                       f"{res['new_figures']['ssim']:.3f} vs {res['old_figures']['ssim']:.3f}:"
-                       f" {'better' if res['beats'] else 'not better'} ({res['rule']})")
+            typer.echo(f"{engine}: on {n} unseen position{'s' * (n != 1)} ({res['images']} "
+                       f"images), PSNR {res['new_figures']['psnr']:.2f} dB, SSIM "
+                       f"{res['new_figures']['ssim']:.3f}")
+            for who, a in res["against"].items():
+                figs = res["old_figures" if who == "old" else "baseline_figures"]
+                name = f"{label} {old}" if who == "old" else who
+                ci = a["psnr_gain_ci95"]
+                typer.echo(f"  vs {name}: PSNR {figs['psnr']:.2f} dB (gain "
+                           f"{a['psnr_gain_db']:+.2f}"
+                           f"{f' [{ci[0]:+.2f}, {ci[1]:+.2f}]' if ci else ', no interval'}), "
+                           f"SSIM {figs['ssim']:.3f}: "
+                           f"{'beaten' if a['beats'] else 'not beaten: ' + a['why']}")
+            typer.echo(f"  {'better than all' if res['beats'] else 'not better: '}"
+                       f"{'; '.join(res['why_not'])} ({res['rule']})")
         results[label] = done[old.resolve()]
     (folder / "calibration-eval.json").write_text(json.dumps(results, indent=2))
     if install is None or where is None:
         return
     if not results["in the profile"]["beats"]:
         typer.echo(f"{install}: unchanged; the fine-tuned engine does not beat the one it uses "
-                   f"for {where[1]}")
+                   f"for {where[1]} and {results['in the profile']['baseline']} on the unseen "
+                   "positions")
         return
     dest = install_engine(install, engine, *where)
     typer.echo(f"{install}: {where[1]} now uses {dest} (the previous profile is "

@@ -184,19 +184,19 @@ def _baselines(card: ModelCard, data: Any, root: Path,
     named = str(card.training.get("data_root") or "")
     trained_on = data_root(named)  # the cache's, the checkout's, or absolute
     if named and trained_on.is_dir() and trained_on.resolve() == root.resolve():
-        return {"linear": _linear_regression(data)}, {  # the same split training used
+        return {"linear": linear_regression(data)}, {  # the same split training used
             "fitted_on": f"the training split of {root}", "engine_training_fields": True}
     if named and trained_on.is_dir():
         from acquire_vf.pairs import read_pairs  # fit where the engine learned
 
         rec = _recipe_for(card, trained_on)
         data = read_pairs(rec.data, trained_on, seed=rec.seed, require_splits=False)
-        return {"linear": _linear_regression(data)}, {"fitted_on": named,
+        return {"linear": linear_regression(data)}, {"fitted_on": named,
                                                       "engine_training_fields": True}
     fit = {"fitted_on": f"the training split of {root}", "engine_training_fields": False,
            "why": f"the engine's training data ({named}) was not found" if named
            else "the card names no training data"}
-    return {"linear": _linear_regression(data)}, fit
+    return {"linear": linear_regression(data)}, fit
 
 
 def linear_fit_text(fit: dict[str, Any]) -> str:
@@ -205,7 +205,7 @@ def linear_fit_text(fit: dict[str, Any]) -> str:
             + (f" ({fit['why']})" if "why" in fit else ""))
 
 
-def _linear_regression(data: Any) -> Callable[[Any], np.ndarray]:
+def linear_regression(data: Any) -> Callable[[Any], np.ndarray]:
     """Per-pixel least squares, target ~ inputs + 1, fitted on the training fields."""
     rng = np.random.default_rng(0)
     xs, ys = [], []
