@@ -150,8 +150,8 @@ def _session(profile_name: str, out: Path | None, *, headless: bool, display: bo
                     screenshot=screenshot, **run_args)  # type: ignore[arg-type]
         typer.echo(f"saved to {out.resolve()}" if out.is_dir() else
                    f"nothing saved ({out} was not created)")
-        if report.get("state") == "cancelled":
-            code = 130  # the shell's convention for a run stopped by Ctrl-C
+        if report.get("state") == "cancelled":  # the shell's convention: 128 + the signal
+            code = 128 + getattr(signal, report.get("stopped_by") or "SIGINT", signal.SIGINT)
             # a Ctrl-C pressed again while the interpreter exits would print a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     except AcquireVFError as e:

@@ -107,5 +107,9 @@ def exit_code_table() -> str:
     for cls in sorted(ERRORS, key=lambda c: c.exit_code):
         doc = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "`")
         rows.append(f"| {cls.exit_code} | `{cls.__name__}` | {doc} |")
+    rows.append("| 129 | | stopped by SIGHUP, a closed terminal (as Ctrl-C: cancelled, everything "
+                "acquired saved) |")
     rows.append("| 130 | | interrupted by Ctrl-C (a run is cancelled, everything acquired saved) |")
+    rows.append("| 143 | | stopped by SIGTERM: kill, systemd, a job scheduler, docker stop (as "
+                "Ctrl-C) |")
     return "\n".join(rows)

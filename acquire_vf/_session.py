@@ -185,7 +185,7 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
             run.attach_engine_host(host)
         if on_run is not None:
             on_run(run)
-        restore = _cancel_on_sigint(run)
+        restore, stopped_by = _cancel_on_signals(run)
         try:
             with _third_party_stderr_to_log(enabled=quiet_libraries):
                 if display:
@@ -198,6 +198,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
             if host is not None:
                 host.close()
             report = session_report(run, profile_source=profile_source, backend=backend_desc)
+            if stopped_by:
+                report["stopped_by"] = stopped_by[0]
             if replay is not None and run.verifier is not None and run.data_path is not None \
                     and run.data_path.exists() and run.fatal_error is None:
                 report["policy"] = policy_report(replay, out, run.verifier, report["light_dose"])
@@ -409,28 +411,47 @@ def build_stages(profile: Profile, backend: str | None = None, host: Any = None
     return stages, ", ".join(backends)
 
 
-def _cancel_on_sigint(run: AcquisitionRun) -> Any:
-    """Ctrl-C cancels within the current event; a second one stops at once (raw frames are
-    still all written and the files readable; frame sets waiting for engines are skipped)."""
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+"""Signals that stop a run in order: Ctrl-C, and what ``kill``, systemd, job schedulers and
+``docker stop`` send (SIGTERM), or a closed terminal (SIGHUP)."""
+
+
+def _cancel_on_signals(run: AcquisitionRun) -> tuple[Any, list[str]]:
+    """Ctrl-C, SIGTERM or SIGHUP cancels within the current event (the run ends
+    ``cancelled``, everything acquired saved, ``session.json`` and the OME-XML written); a
+    second one stops at once (raw frames still all written and the files readable; frame sets
+    waiting for engines are skipped). Returns how to restore the handlers, and the name of the
+    signal that stopped the run (empty if none)."""
     if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.getsignal(signal.SIGINT)
-    presses = [0]
+        return (lambda: None), []
+    names = [n for n in STOP_SIGNALS if hasattr(signal, n)]
+    previous = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    got: list[str] = []
 
     def handler(signum: int, frame: Any) -> None:
-        presses[0] += 1
-        if presses[0] == 1:
-            log.warning("Ctrl-C: cancelling within the current event (press again to stop "
-                        "without waiting for the engines)")
+        name = signal.Signals(signum).name
+        what = "Ctrl-C" if name == "SIGINT" else name
+        got.append(name)
+        if len(got) == 1:
+            log.warning("%s: cancelling within the current event, everything acquired is "
+                        "saved (again: stop without waiting for the engines)", what)
             run.cancel()
         else:
-            log.warning("Ctrl-C again: stopping now, without waiting for the engines (a "
-                        "third Ctrl-C interrupts at once)")
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            log.warning("%s again: stopping now, without waiting for the engines (a third "
+                        "interrupts at once)", what)
+            for n in names:
+                signal.signal(getattr(signal, n), signal.default_int_handler
+                              if n == "SIGINT" else signal.SIG_DFL)
             run.force_stop()
 
-    signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+    for n in names:
+        signal.signal(getattr(signal, n), handler)
+
+    def restore() -> None:
+        for n in names:
+            signal.signal(getattr(signal, n), previous[n])
+
+    return restore, got
 
 
 __all__ = ["AcquireVFError", "default_out_dir", "make_run", "replay_plan", "run_session"]

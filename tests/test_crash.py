@@ -161,3 +161,44 @@ def test_ctrl_c_stops_a_one_second_interval_run_at_once(tmp_path: Path, presses:
     assert session["state"] == "cancelled"
     (ds,) = open_dataset(out, repair_if_needed=False)  # closed cleanly: no recovery needed
     assert ds.verify() == [] and len(ds.records) >= session["frames_acquired"]
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(tmp_path: Path, plain_demo: Path,
+                                                     sig: str, code: int) -> None:
+    """What ``kill``, systemd, job schedulers and ``docker stop`` send (SIGTERM), or a closed
+    terminal (SIGHUP): the run ends cancelled with its files whole and its session.json, and
+    the shell's exit code for the signal (it ended in 0.06 s with exit 143, no session.json
+    and no OME-XML)."""
+    from acquire_vf.engine_host import session_blocks
+
+    out = tmp_path / "run"
+    journal = out / "acquisition.ome.tif.journal"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acquire_vf", "live", "--profile", str(plain_demo), "--headless",
+         "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal.exists() and _complete_frame_lines(journal) >= 20):
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "acquisition did not start"
+            time.sleep(0.01)
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(timeout=60) == code
+        err = proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+    assert f"{sig}: cancelling within the current event" in err, err[-2000:]
+    session = json.loads((out / "session.json").read_text())
+    assert session["state"] == "cancelled" and session["stopped_by"] == sig
+    (ds,) = open_dataset(out, repair_if_needed=False)  # closed by the run itself, not repaired
+    assert ds.verify() == [] and len(ds.records) == session["frames_acquired"] >= 20
+    import tifffile
+
+    with tifffile.TiffFile(ds.path) as tf:
+        assert tf.ome_metadata is not None
+    assert session_blocks(proc.pid) == []
