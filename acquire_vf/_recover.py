@@ -104,9 +104,9 @@ def _recover(path: Path, run_dir: Path | None, by: str, extra: dict[str, Any] | 
     files = open_dataset(path)
     out = []
     for f in files:
-        was_open, size = before.get(f.path, (False, 0))
-        cut = size if not f.path.name.endswith(".ome.zarr") else \
-            max(0, size - _chunk_files(f.path)) if was_open else 0
+        was_open, cut = before.get(f.path, (False, 0))  # TIFF: the bytes past the journal
+        if was_open and f.path.name.endswith(".ome.zarr"):  # Zarr: chunk files before - after
+            cut = max(0, cut - _chunk_files(f.path))
         virtual = sum(1 for r in f.records if r.get("role") == "virtual")
         out.append(FileRecovery(f.path, was_open, len(f.records), len(f.records) - virtual,
                                 virtual, cut, f.verify()))

