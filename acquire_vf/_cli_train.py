@@ -106,6 +106,10 @@ def _judge_fine_tuned(folder: Path, rec: object, init: Path, install: Path | Non
     from acquire_vf.training import export
 
     data = rec.data.path  # type: ignore[attr-defined]
+    if data is None and install is None:  # simulated: evaluate --held-out judges it
+        typer.echo("fine-tuned on simulated data: judge it with `acquire-vf evaluate --held-out "
+                   "--recipe RECIPE` against the engine it started from")
+        return
     engine = folder / "engine" / f"{rec.name}.onnx"  # type: ignore[attr-defined]
     engine.parent.mkdir(parents=True, exist_ok=True)
     export(folder / "checkpoints" / "best.pt", engine)

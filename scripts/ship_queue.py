@@ -1,0 +1,222 @@
+"""The background engine runner: train a queue of recipes one at a time at ``nice 19``, and
+resume where it stopped after a kill or a reboot.
+
+    .venv/bin/python scripts/ship_queue.py                   # the v4 queue (training/v4/)
+    .venv/bin/python scripts/ship_queue.py --status          # where it stands
+    nohup .venv/bin/python scripts/ship_queue.py >> runs/v4/queue.log 2>&1 &
+
+Each engine of the queue goes through the same phases, through the CLI in subprocesses (what
+a user's commands do): its dataset simulated (timed alone), ``train`` (``--init`` the engine it
+replaces when one ships under that name, copied aside once so a resume starts from the same
+weights; ``--resume`` from ``checkpoints/last.pt`` after any stop), ``export`` of the best
+checkpoint, ``evaluate --held-out`` (validation) of the new engine and, on the same fields, of
+the engine it replaces. It ships (``engines/NAME.onnx`` + card, report in ``docs/models/``)
+only when training ran its whole schedule and the new engine's held-out PSNR is at least the
+old one's; otherwise it is held in ``runs/`` with the reason. Nothing half-trained is shipped.
+
+The state file (``RUNS/state.json``) says which engine is in which phase, at which step, and
+how long each phase took: what ``docs/performance.md`` quotes as steps per second end to end.
+A lock file keeps a second runner from starting beside the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "acquire_vf"]
+ORDER = ("refocus", "refocus_rna", "refocus_agp", "cps_dna", "cps_er", "cps_mito",
+         "mda_phc_dapi", "mda_phc_vinculin", "mda_factin_vinculin")
+"""Queue order: the refocus engines first (the real-image work starts from them); an engine
+whose targets compare with another's (``engine:NAME``) after that one."""
+PHASES = ("data", "train", "export", "evaluate", "check")
+
+
+class Queue:
+    """Paths and state of one queue."""
+
+    def __init__(self, recipes: Path, runs: Path, engines: Path, docs: Path) -> None:
+        self.recipes, self.runs, self.engines, self.docs = recipes, runs, engines, docs
+        self.state_path = runs / "state.json"
+        self.state: dict[str, Any] = (json.loads(self.state_path.read_text())
+                                      if self.state_path.is_file() else {"engines": {}})
+
+    def names(self, wanted: list[str]) -> list[str]:
+        have = {p.stem for p in self.recipes.glob("*.toml")}
+        order = [n for n in ORDER if n in have] + sorted(have - set(ORDER))
+        return [n for n in order if not wanted or n in wanted]
+
+    def entry(self, name: str) -> dict[str, Any]:
+        return self.state["engines"].setdefault(name, {"phase": "data", "seconds": {}})
+
+    def save(self) -> None:
+        self.state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        os.replace(tmp, self.state_path)
+
+
+def _run(args: list[str]) -> None:
+    print("$ acquire-vf " + " ".join(str(a) for a in args), flush=True)
+    subprocess.run([*CLI, *map(str, args)], cwd=ROOT, check=True)
+
+
+def _rel(p: Path) -> str:
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def last_step(run: Path) -> int:
+    """The last logged step of a run (0 before the first)."""
+    log = run / "log.csv"
+    if not log.is_file():
+        return 0
+    rows = list(csv.DictReader(log.open()))
+    return int(rows[-1]["step"]) if rows else 0
+
+
+def _held_out_psnr(report: Path) -> float:
+    return float(json.loads((report / "metrics.json").read_text())["prediction"]["psnr"])
+
+
+def advance(q: Queue, name: str) -> str:
+    """Run ``name``'s next phase; its new phase."""
+    recipe_path = q.recipes / f"{name}.toml"
+    recipe = tomllib.loads(recipe_path.read_text())
+    run = q.runs / name
+    e = q.entry(name)
+    phase, t0 = e["phase"], time.perf_counter()
+    onnx = run / "engine" / f"{name}.onnx"
+    if phase == "data":
+        run.mkdir(parents=True, exist_ok=True)
+        old = q.engines / f"{name}.onnx"
+        if old.is_file() and "init" not in e:  # copied aside once: a resume starts from it
+            (run / "init").mkdir(exist_ok=True)
+            for suffix in (".onnx", ".json"):
+                shutil.copy2(old.with_suffix(suffix), run / "init" / f"{name}{suffix}")
+            e["init"] = _rel(run / "init" / f"{name}.onnx")
+        _simulate_data(recipe_path)
+        e["phase"] = "train"
+    elif phase == "train":
+        resume = (run / "train" / "checkpoints" / "last.pt").is_file()
+        _run(["train", _rel(recipe_path), "--out", _rel(run / "train"),
+              *(["--init", e["init"]] if "init" in e else []),
+              "--resume" if resume else "--overwrite"])
+        e["steps"] = last_step(run / "train")
+        e["phase"] = "export"
+    elif phase == "export":
+        _run(["export", _rel(run / "train" / "checkpoints" / "best.pt"), "--out", _rel(onnx),
+              "--overwrite"])
+        e["phase"] = "evaluate"
+    elif phase == "evaluate":
+        _run(["evaluate", "--model", _rel(onnx), "--held-out", "--recipe", _rel(recipe_path),
+              "--out", _rel(run / "report"), "--update-card", "--overwrite"])
+        if "init" in e:  # the engine it replaces, on the same held-out fields
+            held = json.loads((run / "report" / "metrics.json").read_text())
+            _run(["evaluate", "--model", e["init"], "--data", held["data"], "--split",
+                  held["split"], "--out", _rel(run / "report-init"), "--overwrite"])
+        e["phase"] = "check"
+    elif phase == "check":
+        e.update(_check(q, name, recipe, run, e))
+    e["seconds"][phase] = round(e["seconds"].get(phase, 0) + time.perf_counter() - t0, 1)
+    q.save()
+    return str(e["phase"])
+
+
+def _simulate_data(recipe_path: Path) -> None:
+    """The recipe's dataset, written once into its cache (timed as its own phase)."""
+    code = ("import sys; from acquire_vf.config import load_recipe; "
+            "from acquire_vf.training import data_root; "
+            "print(data_root(load_recipe(sys.argv[1])[0]))")
+    subprocess.run([sys.executable, "-c", code, str(recipe_path)], cwd=ROOT, check=True)
+
+
+def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
+           e: dict[str, Any]) -> dict[str, Any]:
+    """Ship the engine when it ran its whole schedule and is no worse than the old one."""
+    want = int(recipe["train"]["steps"])
+    new = _held_out_psnr(run / "report")
+    old = _held_out_psnr(run / "report-init") if "init" in e else None
+    why = ("" if e.get("steps", 0) >= want else f"trained {e.get('steps')} of {want} steps")
+    if not why and old is not None and new < old:
+        why = f"held-out PSNR {new:.2f} dB below the engine it replaces ({old:.2f} dB)"
+    verdict = {"held_out_psnr": round(new, 2),
+               "replaced_held_out_psnr": None if old is None else round(old, 2)}
+    if why:
+        print(f"{name}: held, not shipped: {why}", flush=True)
+        return {**verdict, "phase": "held", "reason": why}
+    for suffix in (".onnx", ".json"):
+        tmp = q.engines / f".{name}{suffix}.tmp"
+        shutil.copy2(run / "engine" / f"{name}{suffix}", tmp)
+        os.replace(tmp, q.engines / f"{name}{suffix}")
+    shutil.copytree(run / "report", q.docs / name, dirs_exist_ok=True)
+    print(f"{name}: shipped (held-out PSNR {new:.2f} dB"
+          + ("" if old is None else f", the engine it replaces {old:.2f} dB") + ")", flush=True)
+    return {**verdict, "phase": "shipped"}
+
+
+@contextlib.contextmanager
+def _lock(runs: Path):  # type: ignore[no-untyped-def]
+    lock = runs / "queue.lock"
+    if lock.is_file():
+        pid = int(lock.read_text() or 0)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if pid:
+                os.kill(pid, 0)
+                raise SystemExit(f"a queue runner is already running (pid {pid}): "
+                                 f"'{lock}' (remove it if that process is not this runner)")
+    lock.write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def status(q: Queue, names: list[str]) -> None:
+    for n in names:
+        e = q.state["engines"].get(n, {"phase": "queued"})
+        step = last_step(q.runs / n / "train")
+        secs = e.get("seconds", {})
+        rate = (f", {e['steps'] / secs['train']:.2f} steps/s" if e.get("steps") and
+                secs.get("train") else "")
+        print(f"{n:22} {e['phase']:9} step {step}{rate}"
+              + (f"  ({e['reason']})" if e.get("reason") else ""))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help="recipe names (default: every recipe of --recipes)")
+    ap.add_argument("--recipes", type=Path, default=ROOT / "training" / "v4")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "v4")
+    ap.add_argument("--engines", type=Path, default=ROOT / "engines")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "models")
+    ap.add_argument("--status", action="store_true", help="print where the queue stands")
+    ap.add_argument("--nice", type=int, default=19)
+    a = ap.parse_args()
+    a.runs.mkdir(parents=True, exist_ok=True)
+    q = Queue(a.recipes.resolve(), a.runs.resolve(), a.engines.resolve(), a.docs.resolve())
+    names = q.names(a.names)
+    if a.status:
+        status(q, names)
+        return
+    os.nice(a.nice)  # the children inherit it
+    with _lock(q.runs):
+        for name in names:
+            while (phase := q.entry(name)["phase"]) in PHASES:
+                print(f"== {name}: {phase}", flush=True)
+                advance(q, name)
+    status(q, names)
+
+
+if __name__ == "__main__":
+    main()
