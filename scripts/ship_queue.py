@@ -81,7 +81,8 @@ def last_step(run: Path) -> int:
     log = run / "log.csv"
     if not log.is_file():
         return 0
-    rows = list(csv.DictReader(log.open()))
+    with log.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
     return int(rows[-1]["step"]) if rows else 0
 
 

@@ -1,0 +1,104 @@
+"""The background engine runner (scripts/ship_queue.py): killed mid-training, started again, it
+resumes from its last checkpoint and state file, finishes the schedule and then judges the
+engine against the one it replaces. A tiny recipe on simulator v4, real training in child
+processes."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from acquire_vf.config import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "scripts" / "ship_queue.py"
+STEPS = 30
+
+pytestmark = pytest.mark.slow
+
+
+def _tiny_recipe(folder: Path) -> None:
+    text = (REPO_ROOT / "training" / "v4" / "cps_mito.toml").read_text()
+    for pattern, value in ((r"^fields = \d+", "fields = 3"), (r"^size = .*", "size = [128, 128]"),
+                           (r"^steps = \d+", f"steps = {STEPS}"), (r"^patch = \d+", "patch = 64"),
+                           (r"^batch = \d+", "batch = 2"), (r"^val_every = \d+", "val_every = 5"),
+                           (r"^checkpoint_every = \d+", "checkpoint_every = 2"),
+                           (r"^val_patches = \d+", "val_patches = 2"),
+                           (r"^tile = \d+", "tile = 128")):
+        text = re.sub(pattern, value, text, flags=re.M)
+    folder.mkdir()
+    (folder / "cps_mito.toml").write_text(text)
+
+
+def _runner(tmp: Path, *extra: str) -> subprocess.Popen[str]:
+    args = ["--recipes", tmp / "recipes", "--runs", tmp / "runs", "--engines", tmp / "engines",
+            "--docs", tmp / "docs", "--nice", "0", *extra]
+    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def test_the_runner_resumes_after_a_kill_and_ships_only_a_finished_engine(tmp_path: Path) -> None:
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("training needs PyTorch (the train extra)")
+    _tiny_recipe(tmp_path / "recipes")
+    (tmp_path / "engines").mkdir()
+    for suffix in (".onnx", ".json"):  # the engine it replaces
+        shutil.copy2(REPO_ROOT / "engines" / f"cps_mito{suffix}", tmp_path / "engines")
+    old = (tmp_path / "engines" / "cps_mito.onnx").read_bytes()
+    run = tmp_path / "runs" / "cps_mito" / "train"
+    first = _runner(tmp_path)
+    try:  # kill the runner and its training child once a few checkpoints are written
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and _logged_step(run) < 4:
+            assert first.poll() is None, first.stdout.read() if first.stdout else ""
+            time.sleep(0.2)
+        second = _runner(tmp_path)  # a second runner beside the first is refused
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode != 0 and "already running" in out, out
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.communicate()
+    killed_at = _logged_step(run)
+    assert 4 <= killed_at < STEPS, killed_at
+    state = json.loads((tmp_path / "runs" / "state.json").read_text())
+    assert state["engines"]["cps_mito"]["phase"] == "train"
+    assert (tmp_path / "engines" / "cps_mito.onnx").read_bytes() == old  # nothing shipped yet
+
+    again = _runner(tmp_path)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    assert "--resume" in out, out
+    with (run / "log.csv").open(newline="") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh)]
+    assert steps[-1] == STEPS and steps == sorted(set(steps))  # resumed rows replace the killed
+    e = json.loads((tmp_path / "runs" / "state.json").read_text())["engines"]["cps_mito"]
+    assert e["steps"] == STEPS and set(e["seconds"]) >= {"data", "train", "export", "evaluate"}
+    assert e["phase"] in ("shipped", "held"), e
+    shipped = (tmp_path / "engines" / "cps_mito.onnx").read_bytes() != old
+    assert shipped == (e["phase"] == "shipped")  # held: the old engine stays
+    if e["phase"] == "held":
+        assert e["held_out_psnr"] < e["replaced_held_out_psnr"] and "below" in e["reason"]
+    else:
+        card = json.loads((tmp_path / "engines" / "cps_mito.json").read_text())
+        assert card["training"]["data"]["simulated"]["realistic"] is True
+        assert (tmp_path / "docs" / "cps_mito" / "metrics.json").is_file()
+
+
+def _logged_step(run: Path) -> int:
+    log = run / "log.csv"
+    if not log.is_file():
+        return 0
+    with log.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return int(rows[-1]["step"]) if rows else 0
