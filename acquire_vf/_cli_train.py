@@ -113,6 +113,11 @@ def _judge_fine_tuned(folder: Path, rec: object, init: Path, install: Path | Non
     engine = folder / "engine" / f"{rec.name}.onnx"  # type: ignore[attr-defined]
     engine.parent.mkdir(parents=True, exist_ok=True)
     export(folder / "checkpoints" / "best.pt", engine)
+    from acquire_vf.calibration import carry_into_card
+
+    said = carry_into_card(engine, data, init)
+    if said:
+        typer.echo(said)
     against: dict[str, Path] = {}
     if init.suffix == ".onnx":
         against["started from"] = init

@@ -97,7 +97,9 @@ def read_pairs(d: DataSpec, root: Path, *, seed: int, require_splits: bool = Tru
                               target_path=site[d.target].path))
     if not pairs:
         raise ValueError(f"no training pairs found in '{root}' for layout '{d.layout}'")
-    splits = layouts.assign_splits([p.key for p in pairs], seed=seed)
+    named = getattr(d, "splits", None)
+    splits = _named_splits(pairs, named, root) if named else \
+        layouts.assign_splits([p.key for p in pairs], seed=seed)
     by = {s: [p for p in pairs if splits[p.key] == s] for s in ("train", "val", "test")}
     if require_splits and (not by["train"] or not by["val"]):
         raise ValueError(f"'{root}' has too few fields to split ({len(splits)}); need 3 or more")
@@ -105,6 +107,17 @@ def read_pairs(d: DataSpec, root: Path, *, seed: int, require_splits: bool = Tru
     norm = {c: _robust_range(stats, i) for i, c in enumerate(d.inputs)}
     norm[d.target] = _robust_range(stats, -1)
     return PairedData(by["train"], by["val"], by["test"], norm, d.inputs, d.target, root, splits)
+
+
+def _named_splits(pairs: list[Pair], named: dict[str, str], root: Path
+                  ) -> dict[tuple[object, ...], str]:
+    """The recipe's ``splits``: each field's split by its name (the key's well)."""
+    keys = {p.key for p in pairs}
+    unnamed = sorted(str(k[1]) for k in keys if str(k[1]) not in named)
+    if unnamed:
+        raise ValueError(f"{root}: the recipe's splits name {sorted(named)}; expected every "
+                         f"field, got unnamed fields {unnamed}")
+    return {k: named[str(k[1])] for k in keys}
 
 
 def _robust_range(pairs: list[Pair], channel: int, pct: tuple[float, float] = (0.1, 99.9),

@@ -23,17 +23,16 @@ sys.path.insert(0, str(ROOT))
 
 from acquire_vf._paths import cache_root  # noqa: E402
 from acquire_vf.evaluate._real import SOURCE, fetch_real_nuclei, real_refocus  # noqa: E402
+from acquire_vf.evaluate._real_bead import bead_fit  # noqa: E402
 from acquire_vf.evaluate._real_sets import SETS, fetch_set  # noqa: E402
 
 NOT_RUN = {
     "ecoli": "physical through-focus stacks at 0.065 um pixels and high NA; the refocus engines "
              "learned 0.65 um pixels through a 20x/0.45 objective, and the set records no "
              "optics for the deconvolution: not run (the optics do not match)",
-    "bead": "a measured widefield PSF: the fit of the simulator's PSF model to it is still to "
-            "come",
-    "examplefly": "DNA, F-actin and PH3 of one field: no shipped engine takes these channels "
-                  "(the synthesis engines take AGP + RNA); its fine-tuning journey is still to "
-                  "come",
+    "examplefly": "DNA, F-actin and PH3 of three fields: no shipped engine takes these "
+                  "channels (the synthesis engines take AGP + RNA); the fine-tuning journey "
+                  "on them is `scripts/examplefly.py` (docs/models/examplefly_dna/)",
 }
 
 
@@ -75,18 +74,20 @@ def main() -> None:
     results = {"dsb2018": real_refocus(model, dsb),
                "bbbc007": real_refocus(model, fetched["bbbc007"])}
     (out / "refocus.json").write_text(json.dumps(results["dsb2018"], indent=1) + "\n")
+    bead = bead_fit(fetched["bead"][0], out / "bead-fit.png")
     suite = {"sets": {n: {"package": s.package, "files": len(fetched[n]), "what": s.what,
                           "licence": s.licence, "not_run": NOT_RUN.get(n)}
                       for n, s in SETS.items()} | {"dsb2018": {"package": SOURCE["package"],
                                                                "files": 1,
                                                                "what": SOURCE["what"]}},
-             "refocus": results}
+             "refocus": results, "bead": bead}
     (out / "suite.json").write_text(json.dumps(suite, indent=1) + "\n")
     _plot(results, out / "refocus.png")
     lines = []
     for n, res in results.items():
         lines += [f"**{n}** ({len(res['images'])} image(s), engine `{res['engine']}`):", "",
                   _table(res), "", _verdict(res), ""]
+    lines += [*_bead_lines(bead), ""]
     lines += [f"- {n}: {why}" for n, why in NOT_RUN.items()]
     doc = ROOT / "docs" / "real-images.md"
     text = doc.read_text()
@@ -97,6 +98,23 @@ def main() -> None:
     for n, why in NOT_RUN.items():
         print(f"{n}: {why}")
     print(out / "suite.json")
+
+
+def _bead_lines(b: dict) -> list[str]:
+    f, a = b["fit"], b["assumed"]
+    return ["**bead** (flowdec's stack; the PSF model of `acquire_vf/optics.py` convolved with "
+            "a bead, fitted: `acquire_vf/calibration/_beads.py`):", "",
+            "| fitted | value |", "|---|---|",
+            f"| NA | {f['na']:.3f} |", f"| plane spacing | {f['z_step_um']:.3f} µm |",
+            f"| emitter depth (spherical aberration) | {f['depth_um']:.2f} µm |",
+            f"| bead diameter, hollow (inner / outer radius) | {f['bead_diameter_um']:.2f} µm, "
+            f"{f['hollow']:.2f} |",
+            f"| relative residual, this model | {f['residual']:.3f} |",
+            f"| relative residual, a 3-D Gaussian PSF fitted the same way | "
+            f"{f['gaussian_residual']:.3f} |", "",
+            f"Assumed (the set records none): {a['pixel_size_um']} µm pixels, "
+            f"{a['wavelength_um']} µm emission, immersion {a['immersion_index']}, mount "
+            f"{a['specimen_index']}. ![measured and fitted bead](real/bead-fit.png)"]
 
 
 def _plot(results: dict, path: Path) -> None:

@@ -41,6 +41,10 @@ def test_calibration_writes_stacks_and_channels_with_a_manifest(calibration: Pat
     # the demo specimen's focal plane is at 0 µm at t = 0: the z-scans find it
     for p in m["positions"]:
         assert abs(p["focus_z_um"]) <= 0.5, p
+    # the rig's optics: the demo profile's objective and its simulated camera's noise
+    o = m["optics"]
+    assert o["source"] == "profile" and o["na"] == 0.45 and o["pixel_size_um"] > 0
+    assert o["read_noise_e"] > 0 and set(o["wavelength_um"]) >= {"AGP", "RNA", "DNA"}
     xs = {(p["x_um"], p["y_um"]) for p in m["positions"]}
     assert len(xs) == 3  # three places on the slide, a frame apart: no shared cells
     # the shipped profile is never written: the suggested commands install into a copy
@@ -138,6 +142,18 @@ def test_a_fine_tuned_engine_is_installed_only_when_it_beats_doing_nothing(
     assert "vs the camera frame: PSNR" in said and "vs in the profile" in said, said
     assert "unchanged; the fine-tuned engine does not beat" in said
     assert profile.read_text() == before
+    # the fine-tuned card carries the rig's optics and the band: the gate runs on it
+    from acquire_vf.card import ModelCard
+    from acquire_vf.pipeline._gate import gate_for
+
+    card = ModelCard.load(tmp_path / "ft" / "engine" / "refocus_rna.onnx")
+    assert card.optics["na"] == 0.45 and card.optics["source"] == "profile"
+    assert card.optics["wavelength_um"] == json.loads(
+        (calibration / "calibration.json").read_text())["optics"]["wavelength_um"]["RNA"]
+    assert card.acceptance["consistency_chi2_max"] == ModelCard.load(
+        SHIPPED_RNA).acceptance["consistency_chi2_max"]
+    assert gate_for(card, (-12.0, 8.0)) is not None
+    assert "the rig's optics (profile: NA 0.45" in said
     assert not (profile.parent / "engines").exists()
     assert not (profile.parent / "my-demo.toml.before-install").exists()
 

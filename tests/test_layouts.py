@@ -118,3 +118,28 @@ def test_small_sets_still_get_every_split(n: int) -> None:
         splits = layouts.assign_splits(keys, seed=seed)
         assert set(splits.values()) == {"train", "val", "test"}
         assert splits == layouts.assign_splits(list(reversed(keys)), seed=seed)
+
+
+def test_a_recipe_names_which_field_trains_validates_and_tests(tmp_path: Path) -> None:
+    """Real data of a few fields (the ExampleFly journey): the recipe's ``splits`` put each
+    named field where it says, and a field it does not name is one clear error."""
+    from acquire_vf.config import Recipe
+    from acquire_vf.pairs import read_pairs
+
+    rng = np.random.default_rng(0)
+    for channel in ("F-actin", "DNA"):
+        for field in ("POS002", "POS076", "POS218"):
+            (tmp_path / channel).mkdir(exist_ok=True)
+            tifffile.imwrite(tmp_path / channel / f"{field}.tif",
+                             rng.integers(0, 255, (64, 64)).astype(np.uint8))
+    splits = {"POS002": "train", "POS076": "val", "POS218": "test"}
+    rec = Recipe.model_validate({"name": "fly", "task": "synthesis", "data": {
+        "layout": "paired", "path": str(tmp_path), "inputs": ["F-actin"], "target": "DNA",
+        "splits": splits}})
+    for seed in (0, 1, 2):  # the seed no longer decides
+        data = read_pairs(rec.data, tmp_path, seed=seed)
+        got = {s: [p.key[1] for p in getattr(data, s)] for s in ("train", "val", "test")}
+        assert got == {"train": ["POS002"], "val": ["POS076"], "test": ["POS218"]}
+    partial = rec.data.model_copy(update={"splits": {"POS002": "train", "POS076": "val"}})
+    with pytest.raises(ValueError, match=r"expected every field, got unnamed fields \['POS218'\]"):
+        read_pairs(partial, tmp_path, seed=0)

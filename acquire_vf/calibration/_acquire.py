@@ -224,10 +224,14 @@ def _write(path: Path, img: np.ndarray, tifffile: Any) -> None:
 
 def calibrate(profile_ref: str | Path, positions: int, out: Path, *,
               z_range_um: tuple[float, float] = (-12.0, 8.0),
-              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Acquire calibration data with the profile's microscope into ``out``; the manifest."""
+              progress: Callable[[str, int, int], None] | None = None,
+              beads: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Acquire calibration data with the profile's microscope into ``out``; the manifest.
+    ``beads``: a bead stack's fit (:func:`~acquire_vf.calibration._optics.fit_beads`), whose
+    optics replace the profile's in the manifest."""
     from acquire_vf import __version__
     from acquire_vf.backends import open_backend
+    from acquire_vf.calibration._optics import rig_optics
     from acquire_vf.config import load_profile, resolve_profile_path
 
     if positions < 3:
@@ -269,6 +273,8 @@ def calibrate(profile_ref: str | Path, positions: int, out: Path, *,
                    "channels": {e.name: {"preset": e.preset, "exposure_ms": e.exposure_ms,
                                          "virtual_in_profile": e.virtual}
                                 for e in pl.at_focus}},
+        "optics": rig_optics(profile, sorted({e.name for e in [*pl.stacks, *pl.at_focus]}),
+                             beads),
         "train": _commands(profile, path, out),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -82,6 +82,12 @@ class Camera(_Model):
     """Pixel size in the sample plane, µm."""
     bit_depth: int = Field(16, ge=8, le=16)
     """Significant bits per pixel; frames are stored as uint16 (uint8 for 8-bit cameras)."""
+    offset_adu: float | None = Field(None, ge=0)
+    """Dark level (ADU); with the gain and read noise it lets ``calibrate`` give fine-tuned
+    refocus engines the camera's noise for the forward-consistency check (a simulated
+    specimen's camera is known)."""
+    gain_adu_per_e: float | None = Field(None, gt=0)
+    read_noise_e: float | None = Field(None, ge=0)
 
 
 class PhysicalChannel(_Model):

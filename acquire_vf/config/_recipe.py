@@ -69,6 +69,10 @@ class Data(_Model):
     exclude_um: tuple[float, float] = (-2.0, 2.0)
     """BBBC006 only: planes too close to focus, left out."""
     simulated: SimulatedData = SimulatedData()
+    splits: dict[str, Literal["train", "val", "test"]] | None = None
+    """Real data: which field goes to which split, by name (the file's stem in the paired
+    layout, the well in the others), e.g. ``{POS002 = "train", POS076 = "val", POS218 =
+    "test"}``; every field must be named. Empty: fields are split at random with ``seed``."""
     cache: Path = Path(".cache/datasets")
     """Where simulated datasets are written (``.cache/...``: acquire-vf's cache folder, the
     checkout's ``.cache`` or the user cache of an installed wheel)."""
