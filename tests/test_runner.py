@@ -30,7 +30,7 @@ from acquire_vf.acquisition import (
 from acquire_vf.backends import open_backend
 from acquire_vf.config import Profile
 from acquire_vf.storage import open_dataset
-from tests.conftest import make_profile
+from tests.conftest import make_profile, verified_profile
 from tests.stages import CopyStage, Tampering
 
 S = RunState
@@ -373,3 +373,53 @@ def test_force_stop_skips_waiting_frame_sets_and_keeps_the_files_readable(
     assert rep["virtual_frames"] < 30 and rep["queues"]["pipeline_sets_dropped"] > 0
     assert len([r for r in _records(tmp_path) if r["role"] == "physical"]) == \
         run.frames_acquired
+
+
+# ----- listeners -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_listeners_that_raise_on_every_frame_cannot_break_the_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A user's ``acquire()`` callbacks with a bug, and a display whose ``offer`` raises: the
+    run finishes with every frame saved, each listener's exception is logged once and every
+    one is counted in ``session.json`` (``listener_errors``)."""
+    import json as _json
+    import logging
+
+    from acquire_vf import acquire
+
+    class BrokenDisplay:
+        def offer(self, frame: Any) -> None:
+            raise ValueError("the display has a bug")
+
+    def on_frame(frame: Any) -> None:
+        raise RuntimeError("my callback has a bug")
+
+    def on_virtual(frame: Any) -> None:
+        raise RuntimeError("my callback has a bug")
+
+    def on_run(run: Any) -> None:
+        display = BrokenDisplay()
+        run.signals.frameReady.connect(display.offer)
+        run.signals.virtualReady.connect(display.offer)
+        run.signals.stateChanged.connect(lambda: 1 / 0)  # no argument, raising
+
+    with caplog.at_level(logging.ERROR, logger="acquire_vf.acquisition._signals"):
+        report = acquire(verified_profile(), tmp_path / "run", time_points=2, on_frame=on_frame,
+                         on_virtual=on_virtual, on_run=on_run)
+    assert report["state"] == "finished", report["errors"]
+    frames, virtual = report["frames_acquired"], report["virtual_frames"]
+    assert frames >= report["frames_expected"] > 0 and virtual > 0  # with sentinels
+    errors = report["listener_errors"]
+    assert errors["frameReady: on_frame"] == frames
+    assert errors["frameReady: BrokenDisplay.offer"] == frames
+    assert errors["virtualReady: on_virtual"] == virtual
+    assert errors["virtualReady: BrokenDisplay.offer"] == virtual
+    assert errors["stateChanged: <lambda>"] >= 2  # running, finished
+    logged = [r for r in caplog.records if "a listener of" in r.getMessage()]
+    assert len(logged) == len(errors)  # once per listener, with its traceback
+    assert all(r.exc_info for r in logged)
+    saved = _records(tmp_path / "run")
+    assert sum(r["role"] == "physical" for r in saved) == frames
+    on_disk = _json.loads((tmp_path / "run" / "session.json").read_text())
+    assert on_disk["listener_errors"] == errors

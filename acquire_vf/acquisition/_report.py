@@ -67,6 +67,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "latency_ms": {k: {"p50": v["p50"], "p95": v["p95"]}
                        for k, v in run.latency.summary().items()},
         "errors": list(run.errors),
+        "listener_errors": run.signals.listener_errors.report(),
         "light_dose": dose,
         "verification": run.verifier.report() if run.verifier is not None else {},
         "focus": run.focus.report() if run.focus is not None else {},
@@ -200,6 +201,8 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
                 t.add_row(f"{name}: virtual frames relied on that were bad",
                           f"{v['bad_let_through']} of {v['virtual_relied_on']}")
     t.add_row("errors", str(len(report["errors"])))
+    for key, n in (report.get("listener_errors") or {}).items():
+        t.add_row(f"listener errors ({key})", f"{n} (logged once; the run went on)")
     console.print(t)
     for e in report["errors"][:5]:
         console.print(f"[red]error:[/red] {e}")
