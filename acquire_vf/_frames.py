@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 import numpy as np
@@ -18,8 +20,34 @@ def metadata_number(v: Any, kind: type[float] | type[int] = float) -> Any:
 
 VIRTUAL_PREFIX = "virtual:"
 """Prefix of a virtual channel's name in files and on screen, so it is never taken for data."""
-QC_NOT_FLAGS = frozenset({"finite"})
-"""QC values that are true when all is well: not flags raised (every other true value is)."""
+
+
+class QcFlag(StrEnum):
+    """Every QC flag a virtual frame can raise (``frame.qc[flag] is True``), declared once:
+    the run's tallies, the live window, napari and the verifier all read them from here."""
+
+    NAN_OR_INF = "nan_or_inf"
+    """The engine's output has non-finite pixels."""
+    INPUT_OUT_OF_RANGE = "input_out_of_range"
+    SATURATED = "saturated"
+    INPUT_DIM = "input_dim"
+    INPUT_FOCUS_OUTSIDE = "input_focus_outside"
+    INPUT_HISTOGRAM_FAR = "input_histogram_far"
+    UNCERTAINTY_HIGH = "uncertainty_high"
+    INCONSISTENT_WITH_INPUT = "inconsistent_with_input"
+    """A refocused frame the forward-consistency check (or the refocus gate) rejected."""
+
+
+SUSPECT_FLAGS = frozenset({QcFlag.UNCERTAINTY_HIGH, QcFlag.INPUT_DIM, QcFlag.INPUT_FOCUS_OUTSIDE,
+                           QcFlag.INPUT_HISTOGRAM_FAR, QcFlag.INPUT_OUT_OF_RANGE,
+                           QcFlag.SATURATED})
+"""The flags that make a trusted virtual channel suspect (exposed at the next time point)."""
+
+
+def raised_flags(qc: Mapping[str, Any] | None) -> list[QcFlag]:
+    """The QC flags ``qc`` raises, in declaration order."""
+    qc = qc or {}
+    return [f for f in QcFlag if qc.get(f.value) is True]
 
 
 @dataclass(frozen=True, order=True)

@@ -85,10 +85,13 @@ def test_live_window_shows_the_latest_frames_offered_from_other_threads() -> Non
 def test_qc_flags_error_map_and_manual_levels() -> None:
     win = _window()
     right, down = gradients()
-    win.offer(frame("DNA", 0, down, "virtual", qc={"nan": 12, "saturated": 0}))
+    win.offer(frame("DNA", 0, down, "virtual", qc={
+        "nan_or_inf": True, "finite": False, "inconsistent_with_input": True,
+        "saturated": False, "saturated_fraction": 0.0, "refocus_choice": "camera"}))
     win.process_events(0.2)
     flags = win.panels[("DNA", "virtual")].flags.toPlainText()
-    assert "nan" in flags and "saturated" not in flags, flags
+    # the flags the engines and the gate raise, by their names (QcFlag); nothing else
+    assert flags == "QC: nan_or_inf, inconsistent_with_input", flags
     # a physical frame of the virtual channel (e.g. a fallback exposure): the error map, in
     # the virtual panel's error view
     truth = down.copy()

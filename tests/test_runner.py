@@ -365,10 +365,12 @@ def test_force_stop_skips_waiting_frame_sets_and_keeps_the_files_readable(
     th = threading.Thread(target=run.run)
     th.start()
     _wait(lambda: run.frames_acquired >= 40)
-    t0 = time.perf_counter()
+    calls = stage.calls
     run.force_stop()
-    th.join(10)
-    assert time.perf_counter() - t0 < 1.0 and run.state is S.CANCELLED
+    th.join(60)  # a loaded machine starves the pipeline thread (nice 19): no wall-time bound
+    assert not th.is_alive() and run.state is S.CANCELLED
+    # the set in the stage's hands finishes; every set still waiting is skipped, not run
+    assert stage.calls - calls <= 2, (calls, stage.calls)
     rep = session_report(run)
     assert rep["virtual_frames"] < 30 and rep["queues"]["pipeline_sets_dropped"] > 0
     assert len([r for r in _records(tmp_path) if r["role"] == "physical"]) == \

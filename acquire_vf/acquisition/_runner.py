@@ -23,7 +23,7 @@ from typing import Any
 import useq
 
 from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
-from acquire_vf._frames import QC_NOT_FLAGS, Frame
+from acquire_vf._frames import Frame, raised_flags
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._dose import DoseLedger
 from acquire_vf.acquisition._focus import FocusController
@@ -183,6 +183,7 @@ class AcquisitionRun:
         raw frames are all written, and the files stay readable)."""
         self._forced = True
         self.cancel()
+        self.pipeline.drop_waiting()
 
     def insert(self, events: Sequence[useq.MDAEvent]) -> None:
         """Run ``events`` before the next batch. Their frames are saved like any other and
@@ -428,8 +429,7 @@ class AcquisitionRun:
         """Per virtual channel: frames made, frames flagged, counts by flag; a warning line
         the first time each flag is raised (a run whose engine sees inputs unlike its
         training data must not look clean)."""
-        flags = [k for k, v in (frame.qc or {}).items()
-                 if isinstance(v, bool) and v and k not in QC_NOT_FLAGS]
+        flags = [f.value for f in raised_flags(frame.qc)]
         c = frame.id.c
         with self._lock:
             tally = self.qc.setdefault(c, {"frames": 0, "flagged": 0, "by_flag": {}})

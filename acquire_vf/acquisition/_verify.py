@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from acquire_vf._frames import Frame
+from acquire_vf._frames import SUSPECT_FLAGS, Frame, raised_flags
 from acquire_vf.card import acceptance_band
 from acquire_vf.config import Profile, Verification
 from acquire_vf.fidelity import outside_band, pair_fidelity
@@ -38,9 +38,6 @@ from acquire_vf.fidelity import outside_band, pair_fidelity
 log = logging.getLogger(__name__)
 TRUSTED, SUSPECT, PHYSICAL = "trusted", "suspect", "physical"
 SEVERITY = {TRUSTED: 0, SUSPECT: 1, PHYSICAL: 2}
-SUSPECT_FLAGS = ("uncertainty_high", "input_dim", "input_focus_outside", "input_histogram_far",
-                 "input_out_of_range", "saturated")
-"""QC flags of a virtual frame that make a trusted channel suspect (exposed next time point)."""
 MAX_WAITING = 256
 MAX_RECORDS = 20_000
 
@@ -163,7 +160,7 @@ class Verifier:
         c, fid = frame.id.c, frame.id
         if c not in self.channels:
             return
-        flags = [k for k in SUSPECT_FLAGS if frame.qc.get(k) is True]
+        flags = [f.value for f in raised_flags(frame.qc) if f in SUSPECT_FLAGS]
         self._qc_flags(c, fid.t, fid.p, flags)
         if self.plan(fid.t, fid.p).get(c):
             self._arrived(self._virtual, self._physical, frame, virtual_first=True)

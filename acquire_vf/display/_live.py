@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
-from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf._frames import ChannelInfo, Frame, raised_flags
 from acquire_vf.display._composite import Composite
 from acquire_vf.display._controls import RunControls, ask_on_close
 from acquire_vf.display._fidelity import FidelityTrace
@@ -36,8 +36,6 @@ OnClose = Literal["ask", "stop", "continue"]
 VIEWS = ("prediction", "uncertainty", "error")
 """What a virtual panel can show: the virtual frame, its uncertainty, its error against the
 measured frame of the same time point."""
-QC_FLAGS = ("nan", "input_out_of_range", "saturated", "error", "input_dim",
-            "input_focus_outside", "input_histogram_far", "uncertainty_high")
 
 
 def is_uncertainty(name: str) -> bool:
@@ -59,7 +57,7 @@ def _redraw(pending: dict[tuple[str, str], Frame]) -> set[tuple[str, str]]:
 
 
 def _flags(frame: Frame) -> str:
-    bad = [k for k in QC_FLAGS if frame.qc.get(k)]
+    bad = [f.value for f in raised_flags(frame.qc)]
     return ("QC: " + ", ".join(bad)) if bad else ""
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from acquire_vf._frames import QC_NOT_FLAGS
+from acquire_vf._frames import raised_flags
 from acquire_vf.storage import PHYSICAL_COLOURS, channel_type
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -142,8 +142,7 @@ def _qc_points(label: str, index: dict[tuple[int, int], dict[str, Any]], name: s
                scale: tuple[float, ...]) -> LayerData:
     rows, flags = [], []
     for (t, z), r in sorted(index.items()):
-        raised = sorted(f for f, on in (r.get("qc") or {}).items()
-                        if on is True and f not in QC_NOT_FLAGS)
+        raised = [f.value for f in raised_flags(r.get("qc"))]
         if raised:
             rows.append([t, z, 8.0, 8.0])
             flags.append(", ".join(raised))

@@ -208,14 +208,20 @@ class Pipeline:
         if self._on_error is not None:
             self._on_error(msg)
 
+    def drop_waiting(self) -> None:
+        """Skip every frame set waiting for the worker now (a forced stop), not when the run
+        has wound down: the worker would otherwise go on through them meanwhile."""
+        with self._cv:
+            for fs in self._slot:
+                self._skipped(fs, self.outputs, STOPPED)
+            self.sets_dropped += len(self._slot)
+            self._slot.clear()
+
     def close(self, drain: bool = True) -> None:
         """Stop the worker: finish waiting frame sets first if ``drain``, else skip them."""
+        if not drain:
+            self.drop_waiting()
         with self._cv:
-            if not drain:
-                for fs in self._slot:
-                    self._skipped(fs, self.outputs, STOPPED)
-                self.sets_dropped += len(self._slot)
-                self._slot.clear()
             self._stop = True
             self._cv.notify_all()
         self._thread.join()

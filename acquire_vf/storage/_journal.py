@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from acquire_vf._errors import StorageError
-from acquire_vf._frames import QC_NOT_FLAGS, Frame, FrameId
+from acquire_vf._frames import Frame, FrameId, raised_flags
 from acquire_vf.storage._layout import DatasetLayout
 
 
@@ -38,14 +38,12 @@ def plain(v: Any) -> Any:
 
 
 def qc_counts(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per channel, how many frames raised each QC flag (a flag's value ``True``; ``finite``
-    and the like, true when all is well, are not flags)."""
+    """Per channel, how many frames raised each QC flag (:class:`~acquire_vf._frames.QcFlag`)."""
     out: dict[str, dict[str, int]] = {}
     for r in records:
         counts = out.setdefault(r["channel"], {})
-        for flag, on in (r.get("qc") or {}).items():
-            if on is True and flag not in QC_NOT_FLAGS:
-                counts[flag] = counts.get(flag, 0) + 1
+        for flag in raised_flags(r.get("qc")):
+            counts[flag.value] = counts.get(flag.value, 0) + 1
     return out
 
 
