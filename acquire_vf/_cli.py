@@ -17,32 +17,20 @@ from typing import Annotated
 import typer
 
 from acquire_vf import __version__
+from acquire_vf._cli_app import (
+    AcqOpt,
+    BackendOpt,
+    FormatOpt,
+    HeadlessOpt,
+    OutOpt,
+    OverwriteOpt,
+    PlanOpt,
+    app,
+    profile_app,
+)
 from acquire_vf._errors import AcquireVFError, DataError, DisplayUnavailable
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  rich_markup_mode=None,  # help texts name TOML sections: [storage] is text
-                  help="Real-time virtual refocusing and virtual fluorescence for Micro-Manager.")
-profile_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                          help="Check hardware profiles.")
-app.add_typer(profile_app, name="profile")
-
 _state = {"debug": False}
-
-BackendOpt = Annotated[str | None, typer.Option(
-    "--backend", help="Run engines on this backend only (onnxruntime, torch, tensorrt).")]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default: the "
-                                             "profile's storage folder, time-stamped).")]
-HeadlessOpt = Annotated[bool, typer.Option("--headless", metavar="", help="No live window.")]
-FormatOpt = Annotated[str | None, typer.Option(
-    "--format", help="ome-tiff or ome-zarr (default: the profile's [storage] format).")]
-PlanOpt = Annotated[Path | None, typer.Option(
-    "--plan", help="A useq-schema MDASequence (.json or .yaml, as pymmcore-plus and "
-    "napari-micromanager save it) instead of the profile's [acquisition].")]
-AcqOpt = Annotated[str | None, typer.Option(
-    "--acquisition", help="Acquisition backend: pycromanager (Micro-Manager; the default) or "
-    "memory (the simulated specimen rendered directly, no Micro-Manager).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", metavar="",
-                                            help="Replace an existing output.")]
 
 
 def _version(value: bool) -> None:

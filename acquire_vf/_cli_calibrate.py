@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from acquire_vf._cli import OverwriteOpt, app
+from acquire_vf._cli_app import OverwriteOpt, app
 
 
 @app.command()

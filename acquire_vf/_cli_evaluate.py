@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from acquire_vf._cli import OverwriteOpt, app
+from acquire_vf._cli_app import OverwriteOpt, app
 from acquire_vf._errors import DataError
 
 

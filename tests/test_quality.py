@@ -36,7 +36,8 @@ LAYERS: list[set[str]] = [
     {"calibration", "interop"},
     {"_session", "_api", "bench", "_bench_host", "_bench_storage", "_validate", "_recover",
      "_guard"},
-    {"_cli", "_cli_train", "_cli_evaluate", "_cli_calibrate", "_cli_docs", "__main__"},
+    {"_cli", "_cli_app", "_cli_train", "_cli_evaluate", "_cli_calibrate", "_cli_docs",
+     "__main__"},
 ]
 """DESIGN.md's order: each unit imports only from tiers below it. Top-level modules of one
 tier may use each other (``bench`` runs sessions); subpackages of one tier may not."""

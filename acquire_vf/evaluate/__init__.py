@@ -14,8 +14,10 @@ def __getattr__(name: str) -> Any:
 
     if name == "recipe_for":  # the recipe an engine's card describes, on other data
         return importlib.import_module("acquire_vf.evaluate._run")._recipe_for
-    if name in ("evaluate", "linear_fit_text", "linear_regression", "update_card"):
+    if name in ("evaluate", "linear_regression", "update_card"):
         return getattr(importlib.import_module("acquire_vf.evaluate._run"), name)
+    if name == "linear_fit_text":
+        return importlib.import_module("acquire_vf.evaluate._report").linear_fit_text
     if name in ("final_test_used", "record_final_test", "set_spec", "simulate_set"):
         return getattr(importlib.import_module("acquire_vf.evaluate._sets"), name)
     if name in ("evaluate_defocus", "update_defocus_card"):

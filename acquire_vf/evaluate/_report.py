@@ -225,7 +225,6 @@ def _set_words(result: dict[str, Any]) -> str:
 
 
 def _fit_note(result: dict[str, Any]) -> str:
-    from acquire_vf.evaluate._run import linear_fit_text
 
     fit = result.get("linear_baseline")
     if not fit:
@@ -279,3 +278,9 @@ over images, and below it the {html.escape(result["intervals"])}.{_fit_note(resu
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def linear_fit_text(fit: dict[str, Any]) -> str:
+    """Where the linear baseline was fitted, in words (the report and the console say it)."""
+    return (f"the linear baseline was fitted on {fit['fitted_on']}"
+            + (f" ({fit['why']})" if "why" in fit else ""))

@@ -199,12 +199,6 @@ def _baselines(card: ModelCard, data: Any, root: Path,
     return {"linear": linear_regression(data)}, fit
 
 
-def linear_fit_text(fit: dict[str, Any]) -> str:
-    """Where the linear baseline was fitted, in words (the report and the console say it)."""
-    return (f"the linear baseline was fitted on {fit['fitted_on']}"
-            + (f" ({fit['why']})" if "why" in fit else ""))
-
-
 def linear_regression(data: Any) -> Callable[[Any], np.ndarray]:
     """Per-pixel least squares, target ~ inputs + 1, fitted on the training fields."""
     rng = np.random.default_rng(0)

@@ -2,16 +2,10 @@
 verified readback."""
 
 from acquire_vf.storage._folder import check_output, prepare_output
+from acquire_vf.storage._journal import frame_crc, journal_path, read_journal
 from acquire_vf.storage._layout import DatasetLayout
 from acquire_vf.storage._missing import missing_summary
-from acquire_vf.storage._ometiff import (
-    IDENTITY_TAG,
-    OmeTiffWriter,
-    frame_crc,
-    journal_path,
-    read_journal,
-    repair,
-)
+from acquire_vf.storage._ometiff import IDENTITY_TAG, OmeTiffWriter, repair
 from acquire_vf.storage._omezarr import PHYSICAL_COLOURS, OmeZarrWriter, channel_type, repair_zarr
 from acquire_vf.storage._reader import DatasetFile, MissingPlane, ZarrDatasetFile, open_dataset
 from acquire_vf.storage._sink import BackgroundWriter, BacklogFull, FrameSink

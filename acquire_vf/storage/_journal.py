@@ -47,6 +47,43 @@ def qc_counts(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
+def read_journal(path: Path) -> tuple[DatasetLayout, list[dict[str, Any]], bool]:
+    """Layout, frame records and whether the writer closed cleanly. A torn last line is ignored."""
+    jp = journal_path(path)
+    try:
+        lines = jp.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise StorageError(f"journal '{jp}' cannot be read: {e.strerror or e}") from e
+    recs = []
+    for line in lines:
+        try:
+            recs.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the line being written at the crash; nothing after it is trusted
+    if not recs or recs[0].get("kind") != "header":
+        raise StorageError(f"journal '{jp}': expected a header line first, found none")
+    frames = [r for r in recs if r.get("kind") == "frame"]
+    closed = any(r.get("kind") == "closed" for r in recs)
+    return DatasetLayout.from_json(recs[0]), frames, closed
+
+
+def journal_skips(path: Path) -> dict[tuple[int, int, int, str], str]:
+    """Why each journaled skip's virtual frame was not made: ``(t, p, z, channel) -> why``."""
+    out: dict[tuple[int, int, int, str], str] = {}
+    try:
+        lines = journal_path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if r.get("kind") == "skip":
+            out[(int(r["t"]), int(r["p"]), int(r["z"]), str(r["channel"]))] = str(r["why"])
+    return out
+
+
 class JournaledWriter:
     """Frames of one :class:`DatasetLayout` into ``path`` and its journal; one writer thread."""
 
@@ -132,8 +169,6 @@ class JournaledWriter:
 
     def close(self) -> None:
         """Write the metadata and mark the journal closed. Safe to call twice."""
-        from acquire_vf.storage._ometiff import read_journal
-
         if self._closed:
             return
         self._closed = True

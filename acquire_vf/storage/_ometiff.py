@@ -27,8 +27,10 @@ from acquire_vf.storage._journal import (
     JournaledWriter,
     frame_crc,
     journal_path,
+    journal_skips,
     plain,
     qc_counts,
+    read_journal,
 )
 from acquire_vf.storage._layout import DatasetLayout
 from acquire_vf.storage._omexml import build_ome_xml
@@ -80,43 +82,6 @@ class OmeTiffWriter(JournaledWriter):
             _write_ome(self.path, self.layout, records, qc, annotations)
         else:
             self.path.unlink()  # a header-only file is not a valid TIFF; the journal says why
-
-
-def read_journal(path: Path) -> tuple[DatasetLayout, list[dict[str, Any]], bool]:
-    """Layout, frame records and whether the writer closed cleanly. A torn last line is ignored."""
-    jp = journal_path(path)
-    try:
-        lines = jp.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise StorageError(f"journal '{jp}' cannot be read: {e.strerror or e}") from e
-    recs = []
-    for line in lines:
-        try:
-            recs.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # the line being written at the crash; nothing after it is trusted
-    if not recs or recs[0].get("kind") != "header":
-        raise StorageError(f"journal '{jp}': expected a header line first, found none")
-    frames = [r for r in recs if r.get("kind") == "frame"]
-    closed = any(r.get("kind") == "closed" for r in recs)
-    return DatasetLayout.from_json(recs[0]), frames, closed
-
-
-def journal_skips(path: Path) -> dict[tuple[int, int, int, str], str]:
-    """Why each journaled skip's virtual frame was not made: ``(t, p, z, channel) -> why``."""
-    out: dict[tuple[int, int, int, str], str] = {}
-    try:
-        lines = journal_path(path).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if r.get("kind") == "skip":
-            out[(int(r["t"]), int(r["p"]), int(r["z"]), str(r["channel"]))] = str(r["why"])
-    return out
 
 
 def _write_ome(path: Path, layout: DatasetLayout, records: list[dict[str, Any]],

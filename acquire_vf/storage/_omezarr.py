@@ -31,9 +31,8 @@ from typing import Any
 
 from acquire_vf._errors import StorageError
 from acquire_vf._frames import ChannelInfo, Frame
-from acquire_vf.storage._journal import JournaledWriter, qc_counts
+from acquire_vf.storage._journal import JournaledWriter, journal_skips, qc_counts, read_journal
 from acquire_vf.storage._layout import DatasetLayout
-from acquire_vf.storage._ometiff import journal_skips, read_journal
 
 log = logging.getLogger(__name__)
 NGFF_VERSION = "0.5"

@@ -14,8 +14,9 @@ import numpy as np
 import tifffile
 
 from acquire_vf._errors import StorageError
+from acquire_vf.storage._journal import frame_crc, journal_path, read_journal
 from acquire_vf.storage._layout import DatasetLayout
-from acquire_vf.storage._ometiff import IDENTITY_TAG, frame_crc, journal_path, read_journal, repair
+from acquire_vf.storage._ometiff import IDENTITY_TAG, repair
 
 _IDENTITY_KEYS = ("t", "p", "z", "channel", "role", "seq", "crc32")
 
@@ -55,8 +56,8 @@ class DatasetFile:
 
     def missing(self) -> list[dict[str, Any]]:
         """Virtual planes the run never made, with the reason (:mod:`._missing`)."""
+        from acquire_vf.storage._journal import journal_skips
         from acquire_vf.storage._missing import missing_planes
-        from acquire_vf.storage._ometiff import journal_skips
 
         return missing_planes(self.layout, self.records, journal_skips(self.path))
 
