@@ -37,9 +37,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "acquire_vf"]
 ORDER = ("refocus", "refocus_rna", "refocus_agp", "cps_dna", "cps_er", "cps_mito",
-         "mda_phc_dapi", "mda_phc_vinculin", "mda_factin_vinculin")
+         "mda_phc_dapi", "mda_phc_vinculin", "mda_factin_vinculin", "defocus_bf", "defocus_agp",
+         "defocus_rna")
 """Queue order: the refocus engines first (the real-image work starts from them); an engine
-whose targets compare with another's (``engine:NAME``) after that one."""
+whose targets compare with another's (``engine:NAME``) after that one; the defocus
+estimators last (trained from scratch: their training renders its stacks and does not
+resume, so a stop restarts that estimator)."""
+DEFOCUS_STACKS = ROOT / ".cache" / "held-out" / "defocus"
 PHASES = ("data", "train", "export", "evaluate", "check")
 
 
@@ -86,8 +90,14 @@ def last_step(run: Path) -> int:
     return int(rows[-1]["step"]) if rows else 0
 
 
-def _held_out_psnr(report: Path) -> float:
-    return float(json.loads((report / "metrics.json").read_text())["prediction"]["psnr"])
+def _held_out(report: Path) -> tuple[float, str]:
+    """The figure an engine is judged by (higher is better) and how to say it: held-out PSNR,
+    or for an estimator minus its median error within +-20 um."""
+    m = json.loads((report / "metrics.json").read_text())
+    if "within_20um" in m:
+        err = float(m["within_20um"]["median_abs_error_um"])
+        return -err, f"median error {err:.2f} um"
+    return float(m["prediction"]["psnr"]), f"PSNR {float(m['prediction']['psnr']):.2f} dB"
 
 
 def advance(q: Queue, name: str) -> str:
@@ -106,19 +116,31 @@ def advance(q: Queue, name: str) -> str:
             for suffix in (".onnx", ".json"):
                 shutil.copy2(old.with_suffix(suffix), run / "init" / f"{name}{suffix}")
             e["init"] = _rel(run / "init" / f"{name}.onnx")
-        _simulate_data(recipe_path)
+        if recipe["task"] != "defocus":  # an estimator renders its stacks as it trains
+            _simulate_data(recipe_path)
         e["phase"] = "train"
     elif phase == "train":
-        resume = (run / "train" / "checkpoints" / "last.pt").is_file()
-        _run(["train", _rel(recipe_path), "--out", _rel(run / "train"),
-              *(["--init", e["init"]] if "init" in e else []),
-              "--resume" if resume else "--overwrite"])
-        e["steps"] = last_step(run / "train")
+        if recipe["task"] == "defocus":
+            _run(["train", _rel(recipe_path), "--out", _rel(run / "train"), "--overwrite"])
+            e["steps"] = int(json.loads((run / "train" / "summary.json").read_text())["steps"])
+        else:
+            resume = (run / "train" / "checkpoints" / "last.pt").is_file()
+            _run(["train", _rel(recipe_path), "--out", _rel(run / "train"),
+                  *(["--init", e["init"]] if "init" in e else []),
+                  "--resume" if resume else "--overwrite"])
+            e["steps"] = last_step(run / "train")
         e["phase"] = "export"
     elif phase == "export":
         _run(["export", _rel(run / "train" / "checkpoints" / "best.pt"), "--out", _rel(onnx),
               "--overwrite"])
         e["phase"] = "evaluate"
+    elif phase == "evaluate" and recipe["task"] == "defocus":
+        _run(["evaluate", "--model", _rel(onnx), "--data", _rel(DEFOCUS_STACKS), "--out",
+              _rel(run / "report"), "--update-card", "--overwrite"])
+        if "init" in e:  # the estimator it replaces, on the same (v4) held-out stacks
+            _old_estimator_on(e["init"], run / "report-init",
+                              bool(recipe.get("realistic", False)))
+        e["phase"] = "check"
     elif phase == "evaluate":
         _run(["evaluate", "--model", _rel(onnx), "--held-out", "--recipe", _rel(recipe_path),
               "--out", _rel(run / "report"), "--update-card", "--overwrite"])
@@ -134,6 +156,17 @@ def advance(q: Queue, name: str) -> str:
     return str(e["phase"])
 
 
+def _old_estimator_on(init: str, out: Path, realistic: bool) -> None:
+    """The replaced estimator on the new one's held-out stacks (its card names older ones)."""
+    code = ("import sys; from pathlib import Path; "
+            "from acquire_vf.evaluate import evaluate_defocus; "
+            "evaluate_defocus(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), "
+            "realistic=sys.argv[4] == '1')")
+    print(f"$ (the estimator it replaces on the same stacks) {init}", flush=True)
+    subprocess.run([sys.executable, "-c", code, init, str(DEFOCUS_STACKS), str(out),
+                    "1" if realistic else "0"], cwd=ROOT, check=True)
+
+
 def _simulate_data(recipe_path: Path) -> None:
     """The recipe's dataset, written once into its cache (timed as its own phase)."""
     code = ("import sys; from acquire_vf.config import load_recipe; "
@@ -145,14 +178,13 @@ def _simulate_data(recipe_path: Path) -> None:
 def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
            e: dict[str, Any]) -> dict[str, Any]:
     """Ship the engine when it ran its whole schedule and is no worse than the old one."""
-    want = int(recipe["train"]["steps"])
-    new = _held_out_psnr(run / "report")
-    old = _held_out_psnr(run / "report-init") if "init" in e else None
+    want = int(recipe["steps"] if recipe["task"] == "defocus" else recipe["train"]["steps"])
+    new, said = _held_out(run / "report")
+    old, said_old = _held_out(run / "report-init") if "init" in e else (None, "")
     why = ("" if e.get("steps", 0) >= want else f"trained {e.get('steps')} of {want} steps")
     if not why and old is not None and new < old:
-        why = f"held-out PSNR {new:.2f} dB below the engine it replaces ({old:.2f} dB)"
-    verdict = {"held_out_psnr": round(new, 2),
-               "replaced_held_out_psnr": None if old is None else round(old, 2)}
+        why = f"held-out {said}, worse than the engine it replaces ({said_old})"
+    verdict = {"held_out": said, "replaced_held_out": said_old or None}
     if why:
         print(f"{name}: held, not shipped: {why}", flush=True)
         return {**verdict, "phase": "held", "reason": why}
@@ -160,9 +192,10 @@ def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
         tmp = q.engines / f".{name}{suffix}.tmp"
         shutil.copy2(run / "engine" / f"{name}{suffix}", tmp)
         os.replace(tmp, q.engines / f"{name}{suffix}")
-    shutil.copytree(run / "report", q.docs / name, dirs_exist_ok=True)
-    print(f"{name}: shipped (held-out PSNR {new:.2f} dB"
-          + ("" if old is None else f", the engine it replaces {old:.2f} dB") + ")", flush=True)
+    docs = q.docs.parent / "focus" if recipe["task"] == "defocus" else q.docs
+    shutil.copytree(run / "report", docs / name, dirs_exist_ok=True)
+    print(f"{name}: shipped (held-out {said}"
+          + (f"; the engine it replaces {said_old}" if said_old else "") + ")", flush=True)
     return {**verdict, "phase": "shipped"}
 
 

@@ -226,6 +226,10 @@ class DefocusRecipe(_Model):
     data_seed: int = 3000
     exposure_ms: float = Field(50.0, gt=0)
     """Typical exposure; training draws a quarter to twice it."""
+    realistic: bool = False
+    """Stacks of simulator version 4's specimen (thick cells, background, vignetting)."""
+    randomise: bool = False
+    """With ``realistic``: each field's own style (domain randomisation)."""
     patch: int = Field(96, ge=32, multiple_of=32)
     batch: int = Field(24, ge=1)
     steps: int = Field(2500, ge=1)
@@ -239,6 +243,8 @@ class DefocusRecipe(_Model):
     def _fits(self) -> DefocusRecipe:
         if self.patch > self.size:
             raise ValueError(f"patch {self.patch} is larger than the fields ({self.size})")
+        if self.randomise and not self.realistic:
+            raise ValueError("randomise is simulator version 4's: set realistic = true with it")
         return self
 
 

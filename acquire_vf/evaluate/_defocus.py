@@ -25,30 +25,37 @@ from acquire_vf.config import Compute
 HELD_OUT_SEED = 9_500
 
 
-def held_out_stacks(card: ModelCard, folder: Path, *, fields: int = 6, size: int = 256
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out stacks of the card's stain, cached as ``folder/stacks-STAIN.npz``."""
-    from acquire_vf.simulate import OPTICS_20X, through_focus_bank
+def held_out_stacks(card: ModelCard, folder: Path, *, fields: int = 6, size: int = 256,
+                    realistic: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out stacks of the card's stain, cached as ``folder/stacks-STAIN...npz``: of
+    the specimen the estimator learned (``realistic``: simulator version 4's, never
+    randomised: one microscope), or the one ``realistic`` names (to compare estimators)."""
+    from acquire_vf.simulate import OPTICS_20X, Realism, through_focus_bank
 
     stain, rng_um = card.defocus["stain"], float(card.defocus["range_um"])
-    path = folder / f"stacks-{stain}-{fields}x{size}-{HELD_OUT_SEED}.npz"
+    v4 = bool(card.defocus.get("realistic")) if realistic is None else realistic
+    path = folder / f"stacks-{stain}-{fields}x{size}-{HELD_OUT_SEED}{'-v4' if v4 else ''}.npz"
     if path.is_file():
         d = np.load(path)
         return d["images"], d["z"]
     images, z = through_focus_bank(stain, seed=HELD_OUT_SEED, fields=fields, size=size,
-                                   range_um=rng_um, step_um=1.0, optics=OPTICS_20X)
+                                   range_um=rng_um, step_um=1.0, optics=OPTICS_20X,
+                                   realism=Realism() if v4 else None)
     folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, images=images, z=z)
     return images, z
 
 
 def evaluate_defocus(model: Path, data: Path, out: Path, *, exposure_ms: float | None = None,
-                     compute: Compute | None = None) -> dict[str, Any]:
+                     compute: Compute | None = None, realistic: bool | None = None
+                     ) -> dict[str, Any]:
+    """The estimator on held-out stacks (``realistic``: which specimen's; ``None``: the one it
+    learned)."""
     from acquire_vf.inference import create_estimator
     from acquire_vf.simulate import Camera
 
     est = create_estimator(model, compute or Compute())
-    images, zs = held_out_stacks(est.card, data)
+    images, zs = held_out_stacks(est.card, data, realistic=realistic)
     if exposure_ms is None:  # the recipe's typical exposure
         exposure_ms = float(est.card.defocus.get("exposure_ms", 50.0))
     camera, rng = Camera(), np.random.default_rng(HELD_OUT_SEED)
@@ -62,8 +69,10 @@ def evaluate_defocus(model: Path, data: Path, out: Path, *, exposure_ms: float |
     result = summarise(rows, float(est.card.defocus["range_um"]), signed=est.signed)
     result["model"] = {"name": est.card.name, "stain": est.card.defocus["stain"],
                        "sha256": est.card.onnx_sha256}
+    v4 = bool(est.card.defocus.get("realistic")) if realistic is None else realistic
     result["data"] = (f"{images.shape[0]} held-out fields of the simulated slide (seed "
-                      f"{HELD_OUT_SEED}), {images.shape[-1]} px, every 1 um, {exposure_ms} ms")
+                      f"{HELD_OUT_SEED}{', simulator v4' if v4 else ''}), {images.shape[-1]} "
+                      f"px, every 1 um, {exposure_ms} ms")
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     plot(rows, result, out / "defocus.png")

@@ -100,11 +100,12 @@ class StackSampler:
 
 
 def _bank(recipe: DefocusRecipe, seed: int, fields: int) -> tuple[np.ndarray, np.ndarray]:
-    from acquire_vf.simulate import OPTICS_20X, through_focus_bank
+    from acquire_vf.simulate import OPTICS_20X, Realism, through_focus_bank
 
+    realism = Realism(randomise=recipe.randomise) if recipe.realistic else None
     return through_focus_bank(recipe.stain, seed=seed, fields=fields, size=recipe.size,
                               range_um=recipe.range_um, step_um=recipe.step_um,
-                              optics=OPTICS_20X)
+                              optics=OPTICS_20X, realism=realism)
 
 
 def train_defocus(recipe: DefocusRecipe, out: Path,
@@ -234,7 +235,8 @@ def export_defocus(checkpoint: str | Path, out: str | Path) -> ModelCard:
                  "depth_um": o.depth_um,
                  "wavelength_um": (BRIGHTFIELD_UM if rec.stain == "BF"
                                    else STAINS[rec.stain].wavelength_um),
-                 "exposure_ms": rec.exposure_ms,
+                 "exposure_ms": rec.exposure_ms, "realistic": rec.realistic,
+                 "randomise": rec.randomise,
                  "normalisation": "per frame: (x - p1) / (p99.5 - p1)",
                  "signed": rec.signed,
                  "output": ("[signed defocus (um, above focus positive), log(sigma_um)] per "
