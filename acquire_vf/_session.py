@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from acquire_vf.acquisition import (
 )
 from acquire_vf.backends import AcquisitionBackend, open_backend
 from acquire_vf.config import Profile
-from acquire_vf.pipeline import FocusScoreStage, Stage
+from acquire_vf.pipeline import FocusScoreStage, RunStages, Stage
 from acquire_vf.storage import WRITERS, FrameSink, prepare_output
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def default_out_dir(profile: Profile) -> Path:
     return profile.storage.folder / time.strftime(f"{profile.name}-%Y%m%d-%H%M%S")
 
 
-def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = None,
+def make_run(profile: Profile, out_dir: Path, *,
+             stages: RunStages | Sequence[Stage] | None = None,
              backend: AcquisitionBackend | None = None, acquisition: str | None = None,
              time_points: int | None = None, plan: Path | None = None,
              hooks: dict[str, Any] | None = None, replay: Path | None = None,
@@ -52,8 +53,10 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
     ``replay``) or the profile's connection picks one. The plan is the profile's
     ``[acquisition]`` (``time_points`` overrides its count), a useq file (``plan``), or the
     replayed dataset's own frames. The sink is an OME-TIFF or OME-Zarr store in ``out_dir``.
+    ``stages``: the run's stages (:func:`build_stages`), or a plain sequence run in order
+    (default: the focus measure alone).
     """
-    stages = [FocusScoreStage()] if stages is None else stages
+    stages = RunStages(score=FocusScoreStage()) if stages is None else RunStages.of(stages)
     prepare_output(out_dir)
     sink_path = out_dir / f"{profile.storage.name}{profile.storage.suffix}"
     if sink_path.exists():  # before any hardware moves
@@ -81,18 +84,12 @@ def make_run(profile: Profile, out_dir: Path, *, stages: list[Stage] | None = No
                           focus=make_focus(profile, stages))
 
 
-def _warm_to_frames(stages: list[Stage], shape: tuple[int, int]) -> None:
+def _warm_to_frames(stages: RunStages, shape: tuple[int, int]) -> None:
     """Each engine once through the tiler at the camera's frame size, now that it is known:
     the first live frames then find their tile shapes loaded and their CUDA graphs captured."""
-    engines = []
-    for st in stages:
-        engines += list(getattr(st, "engines", {}).values())
-        engines += [getattr(st, "engine", None)]
-    seen: set[int] = set()
-    for e in engines:
-        if e is None or id(e) in seen or not hasattr(e, "tile"):
+    for e in stages.engines():
+        if not hasattr(e, "tile"):  # an estimator: whole frames, no tiler
             continue
-        seen.add(id(e))
         try:
             e.warmup(frame_shape=shape)
         except Exception as err:  # a backend's own exception type: one line, engine named
@@ -133,7 +130,7 @@ def _missing(out: Path) -> dict[str, Any]:
 
 
 def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
-                profile_source: str = "", stages: list[Stage] | None = None,
+                profile_source: str = "", stages: RunStages | Sequence[Stage] | None = None,
                 quiet: bool = False, quiet_libraries: bool = True,
                 backend: str | None = None, display: bool = False,
                 on_close: str = "ask", close_when_done: bool = False,
@@ -254,7 +251,8 @@ def engine_host(profile: Profile) -> Any:
                       avoid_cores=(0,) if (os.cpu_count() or 1) >= 4 else (), nice=19)
 
 
-def _run_with_window(run: AcquisitionRun, profile: Profile, stages: list[Stage],
+def _run_with_window(run: AcquisitionRun, profile: Profile,
+                     stages: RunStages | Sequence[Stage],
                      backend: str | None, on_close: str, close_when_done: bool,
                      screenshot: Path | None) -> None:
     """Run on a worker thread under the live window; return when both are done."""
@@ -262,7 +260,7 @@ def _run_with_window(run: AcquisitionRun, profile: Profile, stages: list[Stage],
     from acquire_vf.display import LiveWindow
 
     channels = [ChannelInfo(c.name) for c in profile.channels]
-    channels += [c for s in stages for c in getattr(s, "outputs", ())]
+    channels += [c for s in RunStages.of(stages) for c in s.outputs]
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -343,16 +341,17 @@ def _third_party_stderr_to_log(enabled: bool) -> Iterator[None]:
 
 
 def build_stages(profile: Profile, backend: str | None = None, host: Any = None
-                 ) -> tuple[list[Stage], str | None]:
-    """The focus measure, the refocus stage and one synthesis stage per virtual channel.
+                 ) -> tuple[RunStages, str | None]:
+    """The focus measure, the defocus estimators, the refocus stage and one synthesis stage per
+    virtual channel.
 
     Engines are created (and checked against the profile) before Micro-Manager starts, so a
     corrupt engine or a card that does not fit the profile stops the run before any exposure.
     With ``host`` (an :class:`~acquire_vf.engine_host.EngineHost`) their networks run there.
     """
-    stages: list[Stage] = [FocusScoreStage()]
+    score = FocusScoreStage()
     if profile.autofocus.policy == "off" and not profile.virtual_channels:
-        return stages, None
+        return RunStages(score=score), None
     from acquire_vf.inference import create_engine, create_estimator
     from acquire_vf.pipeline import FocusEstimateStage, RefocusStage, SynthesisStage
 
@@ -376,13 +375,8 @@ def build_stages(profile: Profile, backend: str | None = None, host: Any = None
         refocus[channel] = by_file[path]
     estimators = {c: create_estimator(p, profile.compute, backend=backend, host=host)
                   for c, p in profile.estimator_engines().items()}
-    if estimators:
-        stages.append(FocusEstimateStage(estimators))
-        used.extend(estimators.values())
-    if refocus:
-        stages.append(RefocusStage(refocus, policy=profile.autofocus.policy,
-                                   threshold=profile.autofocus.focus_threshold,
-                                   confident_sigma=profile.autofocus.confident_sigma_um))
+    used.extend(estimators.values())
+    synthesis: list[SynthesisStage] = []
     for v in profile.virtual_channels:
         engine = make(v.engine)
         card = engine.card
@@ -394,7 +388,7 @@ def build_stages(profile: Profile, backend: str | None = None, host: Any = None
                 + (f" and has no physical channel(s) {missing}" if missing else ""))
         ver = profile.verification
         override = ver.acceptance.get(v.name) if ver is not None else None
-        stages.append(SynthesisStage(
+        synthesis.append(SynthesisStage(
             v.name, engine, tuple(v.inputs), passes=ver.uncertainty_passes if ver else 0,
             uncertainty_max=override.uncertainty_max if override is not None else None))
         used.append(engine)
@@ -408,7 +402,12 @@ def build_stages(profile: Profile, backend: str | None = None, host: Any = None
             msg = " ".join(str(err).split())[:300]
             raise EngineFileError(f"engine '{e.card.name}' failed its warm-up run on "
                                   f"{e.backend}: {msg}") from err
-    return stages, ", ".join(backends)
+    af = profile.autofocus
+    return RunStages(
+        score=score, estimate=FocusEstimateStage(estimators) if estimators else None,
+        refocus=RefocusStage(refocus, policy=af.policy, threshold=af.focus_threshold,
+                             confident_sigma=af.confident_sigma_um) if refocus else None,
+        synthesis=tuple(synthesis)), ", ".join(backends)
 
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")

@@ -165,12 +165,10 @@ def fit_bead_stack(stack: np.ndarray, *, wavelength_um: float, pixel_size_um: fl
                 out.append(math.log(f / (1 - f)))
             return np.array(out)
 
-        best = None
-        for d0 in ((0.0,) if point else (0.5, 2.5)):  # a small and a large bead
-            x0 = to_x({**start, "diameter": d0, "hollow": 0.0 if d0 < 1 else 0.5})
-            r = minimize(cost, x0, method="Powell", options={"maxfev": 250, "xtol": 1e-3})
-            if best is None or r.fun < best.fun:
-                best = r
+        tries = [minimize(cost, to_x({**start, "diameter": d0, "hollow": 0.0 if d0 < 1 else 0.5}),
+                          method="Powell", options={"maxfev": 250, "xtol": 1e-3})
+                 for d0 in ((0.0,) if point else (0.5, 2.5))]  # a small and a large bead
+        best = min(tries, key=lambda r: float(r.fun))
         p = dict(start)
         for k, x in zip(free, best.x, strict=True):
             lo, hi = bounds[k]

@@ -32,7 +32,8 @@ NOT_RUN = {
              "optics for the deconvolution: not run (the optics do not match)",
     "examplefly": "DNA, F-actin and PH3 of three fields: no shipped engine takes these "
                   "channels (the synthesis engines take AGP + RNA); the fine-tuning journey "
-                  "on them is `scripts/examplefly.py` (docs/models/examplefly_dna/)",
+                  "on them is `scripts/examplefly.py` (docs/models/examplefly_dna_raw/, "
+                  "docs/models/examplefly_dna_ph3/)",
 }
 
 
@@ -103,7 +104,7 @@ def main() -> None:
 def _bead_lines(b: dict) -> list[str]:
     f, a = b["fit"], b["assumed"]
     return ["**bead** (flowdec's stack; the PSF model of `acquire_vf/optics.py` convolved with "
-            "a bead, fitted: `acquire_vf/calibration/_beads.py`):", "",
+            "a bead, fitted: `acquire_vf/psf_fit.py`):", "",
             "| fitted | value |", "|---|---|",
             f"| NA | {f['na']:.3f} |", f"| plane spacing | {f['z_step_um']:.3f} µm |",
             f"| emitter depth (spherical aberration) | {f['depth_um']:.2f} µm |",

@@ -195,8 +195,10 @@ def test_on_failure_expose_exposes_the_channel_after_its_engine_fails(tmp_path: 
     run = make_run(prof, tmp_path, stages=[stage])
     seen: list[Frame] = []
     run.signals.frameReady.connect(seen.append)
-    # let the pipeline catch up with each set, so the failure lands before the run ends
-    run.signals.frameReady.connect(lambda f: time.sleep(0.02) if f.id.c == "RNA" else None)
+    # the pipeline catches up with each set before the next is taken, so the failure lands
+    # before the run ends however busy the machine (its thread runs at nice 19)
+    run.signals.frameReady.connect(
+        lambda f: run.pipeline.wait_idle(60) if f.id.c == "RNA" else None)
     run.run()
     fallback = [e for e in run.plan.events if (e.metadata or {}).get("channel") == "DNA"]
     assert len(fallback) == n_t and all(

@@ -37,6 +37,7 @@ import useq
 from acquire_vf._frames import Frame
 from acquire_vf.config import Profile
 from acquire_vf.focus import focus_score, peak_of
+from acquire_vf.pipeline import RunStages
 
 log = logging.getLogger(__name__)
 MAX_RECORDS = 100_000
@@ -391,32 +392,29 @@ class FocusController:
                         for p, pos in sorted(self._pos.items()) if pos.zscan is not None]}
 
 
-def make_focus(profile: Profile, stages: Any) -> FocusController | None:
-    """The closed-loop focus controller, listening to the defocus stage (``None`` unless the
-    profile's autofocus policy is ``closed_loop``). On the simulated specimen each estimate
-    also records the true defocus of its frame."""
+def make_focus(profile: Profile, stages: RunStages) -> FocusController | None:
+    """The closed-loop focus controller, listening to the defocus estimators and looked up by
+    the refocus stage (``None`` unless the profile's autofocus policy is ``closed_loop``). On
+    the simulated specimen each estimate also records the true defocus of its frame."""
     if profile.autofocus.policy != "closed_loop":
         return None
     spec = profile.specimen
     truth = spec.focus_at if spec.kind == "simulated" else None
-    estimating = [s for s in stages if getattr(s, "name", "") == "defocus"
-                  and hasattr(s, "listeners")]
-    steering = next(iter(profile.estimator_engines()))
-    range_um, signed = 20.0, set()
     from acquire_vf.pipeline import refocus_range
 
-    spans = [refocus_range(e) for s in stages if getattr(s, "name", "") == "refocus"
-             for e in getattr(s, "engines", {}).values()]
+    spans = ([refocus_range(e) for e in stages.refocus.engines.values()]
+             if stages.refocus is not None else [])
     refocus = (min(r[0] for r in spans), max(r[3] for r in spans)) if spans else None
-    for stage in estimating:
-        est = stage.estimators.get(steering)
-        range_um = float(getattr(est, "range_um", range_um))
-        signed |= {ch for ch, e in stage.estimators.items() if getattr(e, "signed", False)}
-    ctl = FocusController(profile, truth=truth, range_um=range_um, signed=frozenset(signed),
+    range_um, signed = 20.0, frozenset[str]()
+    if stages.estimate is not None:
+        steering = next(iter(profile.estimator_engines()))
+        estimators = stages.estimate.estimators
+        range_um = float(estimators[steering].range_um) if steering in estimators else range_um
+        signed = frozenset(ch for ch, e in estimators.items() if e.signed)
+    ctl = FocusController(profile, truth=truth, range_um=range_um, signed=signed,
                           refocus_range=refocus)
-    for stage in estimating:
-        stage.listeners.append(ctl.estimate)
-    for stage in stages:
-        if getattr(stage, "name", "") == "refocus" and hasattr(stage, "lookup"):
-            stage.lookup = ctl.signed
+    if stages.estimate is not None:
+        stages.estimate.listeners.append(ctl.estimate)
+    if stages.refocus is not None:
+        stages.refocus.lookup = ctl.signed
     return ctl

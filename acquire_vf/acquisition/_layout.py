@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 from acquire_vf._frames import ChannelInfo
 from acquire_vf.acquisition._plan import RunPlan
@@ -12,7 +12,7 @@ from acquire_vf.pipeline import Stage
 from acquire_vf.storage import DatasetLayout
 
 
-def dataset_layout(profile: Profile, plan: RunPlan, stages: Sequence[Stage],
+def dataset_layout(profile: Profile, plan: RunPlan, stages: Iterable[Stage],
                    info: BackendInfo) -> DatasetLayout:
     """Physical channels in plan order, then fallback exposures, then the stages' virtual
     channels; the plan's positions and z offsets; the backend's frame format."""

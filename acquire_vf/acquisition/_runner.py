@@ -35,7 +35,7 @@ from acquire_vf.acquisition._state import ALLOWED, RunState, RunStatus
 from acquire_vf.acquisition._verify import Verifier
 from acquire_vf.backends import AcquisitionBackend, BackendInfo, check_backend, event_channel
 from acquire_vf.config import Profile
-from acquire_vf.pipeline import Pipeline, Stage
+from acquire_vf.pipeline import Pipeline, RunStages, Stage
 from acquire_vf.storage import BackgroundWriter, BacklogFull, FrameSink
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class AcquisitionRun:
     """
 
     def __init__(self, profile: Profile, backend: AcquisitionBackend, sink: FrameSink,
-                 plan: RunPlan, *, stages: Sequence[Stage] = (),
+                 plan: RunPlan, *, stages: RunStages | Sequence[Stage] = (),
                  verifier: Verifier | None = None, pace_to_engines: bool = False,
                  focus: FocusController | None = None) -> None:
         self.profile = profile
@@ -119,16 +119,16 @@ class AcquisitionRun:
         self.sequence = SequenceChecker(plan.expected, optional=set(plan.optional))
         self.expected = self.sequence.expected
         # focus estimation runs on its own thread and slot, so the slow engines never starve it
-        focus_stages = [s for s in stages if getattr(s, "name", "") == "defocus"]
-        stages = [s for s in stages if s not in focus_stages]
-        self.pipeline = Pipeline(stages, slot_size=profile.queues.pipeline,
+        stages = RunStages.of(stages)
+        self.pipeline = Pipeline(stages.pipeline(), slot_size=profile.queues.pipeline,
                                  hold_for_newer=profile.queues.hold_for_newer,
                                  on_virtual=self._on_virtual, on_error=self._record_error,
                                  on_stage_failure=self._stage_failed, latency=self.latency,
                                  on_skip=lambda fid, why: self.writer.skip(fid, "virtual", why))
-        self.focus_pipeline = Pipeline(focus_stages, slot_size=1, on_error=self._record_error,
-                                       latency=self.latency, name="focus_pipeline"
-                                       ) if focus_stages else None
+        self.focus_pipeline = Pipeline([stages.estimate], slot_size=1,
+                                       on_error=self._record_error, latency=self.latency,
+                                       name="focus_pipeline"
+                                       ) if stages.estimate is not None else None
         self.writer = BackgroundWriter(
             sink, raw_limit_bytes=profile.queues.raw_write_mb * 2**20,
             virtual_limit=profile.queues.virtual_write, on_error=self._writer_failed)

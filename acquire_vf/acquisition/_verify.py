@@ -34,6 +34,7 @@ from acquire_vf._frames import SUSPECT_FLAGS, Frame, raised_flags
 from acquire_vf.card import acceptance_band
 from acquire_vf.config import Profile, Verification
 from acquire_vf.fidelity import outside_band, pair_fidelity
+from acquire_vf.pipeline import RunStages
 
 log = logging.getLogger(__name__)
 TRUSTED, SUSPECT, PHYSICAL = "trusted", "suspect", "physical"
@@ -308,24 +309,21 @@ class Verifier:
         return out
 
 
-def make_verifier(profile: Profile, stages: Any) -> Verifier | None:
+def make_verifier(profile: Profile, stages: RunStages) -> Verifier | None:
     """The verifier for ``profile``'s ``[verification]``, over the virtual channels that a
-    stage synthesises (their engine's card gives the scale and the band; the profile's
+    synthesis stage makes (their engine's card gives the scale and the band; the profile's
     ``verification.acceptance`` overrides it). ``None`` without ``[verification]``."""
     config = profile.verification
     if config is None:
         return None
     channels: dict[str, CheckedChannel] = {}
-    for stage in stages:
-        engine, name = getattr(stage, "engine", None), getattr(stage, "channel", None)
-        if engine is None or name is None:
-            continue
-        card = engine.card
+    for stage in stages.synthesising():
+        card = stage.engine.card
         norm = card.normalisation[card.output]
         band = acceptance_band(card)
-        override = config.acceptance.get(name)
+        override = config.acceptance.get(stage.channel)
         if override is not None:
             band.update({k: v for k, v in override.model_dump().items() if v is not None})
-        channels[name] = CheckedChannel(name, norm.low, norm.high, band,
-                                        tuple(getattr(stage, "inputs", ())))
+        channels[stage.channel] = CheckedChannel(stage.channel, norm.low, norm.high, band,
+                                                 tuple(stage.inputs))
     return Verifier(config, channels)

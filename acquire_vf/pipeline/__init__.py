@@ -1,6 +1,7 @@
 """The live processing chain: a latest-frame slot feeding pluggable stages on their own thread."""
 
 from acquire_vf.focus import focus_score
+from acquire_vf.pipeline._assembly import RunStages
 from acquire_vf.pipeline._chain import Pipeline, virtual_frame
 from acquire_vf.pipeline._engine_stages import (
     UNCERTAINTY,
@@ -15,6 +16,7 @@ from acquire_vf.pipeline._stages import FocusScoreStage
 
 __all__ = [
     "UNCERTAINTY", "FocusEstimateStage", "FocusScoreStage", "FrameSet", "GateDecision",
-    "Pipeline", "RefocusGate", "RefocusStage", "Stage", "SynthesisStage", "check_stage",
+    "Pipeline", "RefocusGate", "RefocusStage", "RunStages", "Stage", "SynthesisStage",
+    "check_stage",
     "focus_score", "gate_for", "refocus_range", "virtual_frame"
 ]
