@@ -160,16 +160,72 @@ def report(name: str, fig: dict) -> str:
         "Targets (final test): Pearson r >= 0.8: "
         f"{'met' if met_r else 'missed'} ({fig['engine']['pearson']:.3f}); PSNR gain over the "
         f"linear baseline >= +2 dB across the interval: {'met' if met_db else 'missed'} "
-        f"({fig['gains']['psnr']['mean']:+.2f} {fig['gains']['psnr']['ci95']}).", ""])
+        f"({fig['gains']['psnr']['mean']:+.2f} {fig['gains']['psnr']['ci95']}).", "",
+        "![the final-test field: input, measured DNA, engine, linear baseline]"
+        "(final-test.png)", ""])
+
+
+def figure(name: str) -> Path:
+    """The final-test field as the report shows it: input, truth, engine, linear baseline
+    (a 300 x 300 crop; drawing it judges nothing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import tifffile
+
+    from acquire_vf.config import Compute
+    from acquire_vf.evaluate._real_pairs import linear_apply, linear_fit
+    from acquire_vf.inference import create_engine
+
+    recipe = tomllib.loads((ROOT / "training" / "real" / f"{name}.toml").read_text())
+    d, fields = recipe["data"], _splits(recipe)
+    root = (ROOT / "training" / "real" / d["path"]).resolve()
+
+    def read(f: str, c: str) -> np.ndarray:
+        return tifffile.imread(root / c / f"{f}.tif").astype(np.float32)
+
+    xs = [read(fields["test"], c) for c in d["inputs"]]
+    truth = read(fields["test"], d["target"])
+    engine = create_engine(engine_of(name), Compute(backends=("onnxruntime",)))
+    try:
+        pred = np.asarray(engine.infer(xs)[0], np.float32).reshape(truth.shape)
+    finally:
+        engine.close()
+    coef = linear_fit([read(fields["train"], c) for c in d["inputs"]],
+                      read(fields["train"], d["target"]))
+    base = linear_apply(coef, xs)
+    crop = (slice(350, 650), slice(350, 650))
+    hi = float(np.percentile(truth, 99.8))
+    panels = [(f"{d['inputs'][0]} (input)", xs[0], float(np.percentile(xs[0], 99.8))),
+              ("DNA (measured)", truth, hi), ("DNA (engine)", pred, hi),
+              ("DNA (linear baseline)", base, hi)]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
+    for ax, (title, img, top) in zip(axes, panels, strict=True):
+        ax.imshow(img[crop], cmap="gray", vmin=0, vmax=top)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{name} on {fields['test']} (final test field), 300 x 300 px crop")
+    fig.tight_layout()
+    out = ROOT / "docs" / "models" / name / "final-test.png"
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*")
     ap.add_argument("--final", action="store_true", help="run the final test (once)")
+    ap.add_argument("--figure", action="store_true", help="draw the final-test field for "
+                    "the reports (after --final)")
     a = ap.parse_args()
     prepare()
-    for name in a.names or (FINAL if a.final else RECIPES):
+    for name in a.names or (FINAL if a.final or a.figure else RECIPES):
+        if a.figure:
+            print(figure(name))
+            continue
         f = final(name) if a.final else validate(name)
         print(line(name, f), flush=True)
 
