@@ -121,7 +121,7 @@ def write_index() -> None:
             "Defocus from one frame (`docs/focus.md`): signed for brightfield, the distance "
             "from focus for fluorescence; on held-out simulated through-focus stacks.", "",
             *defocus, "",
-            "## Targets missed", "", *(misses or ["None."]), ""]
+            "## Targets missed", "", *(misses or ["None."]), "", *_real_cells()]
     (ROOT / "docs" / "models" / "README.md").write_text("\n".join(text))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     start = readme.index("<!-- engines:")
@@ -129,6 +129,24 @@ def write_index() -> None:
     end = readme.index("<!-- /engines -->")
     (ROOT / "README.md").write_text(readme[:start] + engine_table(ROOT / "engines") + "\n"
                                     + readme[end:], encoding="utf-8")
+
+
+def _real_cells() -> list[str]:
+    """Engines trained on real cells (not shipped): their final tests (scripts/examplefly.py)."""
+    rows = []
+    for f in sorted((ROOT / "docs" / "models").glob("*/final_test.json")):
+        m = json.loads(f.read_text())
+        e, g = m["engine"], m["gains"]["psnr"]
+        rows.append(f"| [`{f.parent.name}`]({f.parent.name}/README.md) | {m['field']} | "
+                    f"{e['psnr']:.2f} dB ({g['mean']:+.2f} {g['ci95']} over linear) | "
+                    f"{e['pearson']:.3f} {e['pearson_ci95']} | {e['nucleus_r']:.3f} |")
+    if not rows:
+        return []
+    return ["## Real cells (not shipped)", "",
+            "Engines trained on real widefield fields (CellProfiler's ExampleFly, "
+            "`scripts/examplefly.py`): the final test, run once on a field never used before.",
+            "", "| engine | final-test field | PSNR (gain) | Pearson r | per-nucleus r |",
+            "|---|---|---|---|---|", *rows, ""]
 
 
 def main() -> None:
