@@ -6,6 +6,7 @@ processes."""
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,13 +97,18 @@ def test_the_runner_resumes_after_a_kill_and_ships_only_a_finished_engine(tmp_pa
         assert (tmp_path / "docs" / "cps_mito" / "metrics.json").is_file()
 
 
+@functools.cache
+def _queue_script() -> Any:
+    spec = importlib.util.spec_from_file_location("ship_queue", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _logged_step(run: Path) -> int:
-    log = run / "log.csv"
-    if not log.is_file():
-        return 0
-    with log.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return int(rows[-1]["step"]) if rows else 0
+    """The runner's own reading of a run's log (scripts/ship_queue.py ``last_step``)."""
+    return int(_queue_script().last_step(run))
 
 
 def test_an_estimator_in_the_queue_is_judged_against_the_one_it_replaces(tmp_path: Path) -> None:
