@@ -112,7 +112,14 @@ def test_a_run_starts_with_a_zscan_and_records_estimates_against_the_truth(tmp_p
     if steer == "BF":  # the signed estimate follows the truth
         bf = [e for e in est if e["channel"] == "BF"]
         assert np.median([abs(e["defocus_um"] - e["true_defocus_um"]) for e in bf]) < 1.0, bf
-    assert rep["light_dose"]["exposures_by_reason"]["zscan"] == 11
+    # the z-scan, and for the signed estimator one probe of the Z drive's sign above focus
+    assert rep["light_dose"]["exposures_by_reason"]["zscan"] == 11 + (steer == "BF")
+    check = focus["sign_check"]
+    if steer == "BF":
+        assert check["agrees"] and check["confident"] and focus["convention"] == 1.0, check
+        assert check["verdict"] == "the Z drive moves as assumed"
+    else:  # an unsigned estimator cannot tell: nothing is probed
+        assert check is None and focus["convention"] == 1.0
     from acquire_vf.storage import open_dataset
 
     (f,) = open_dataset(tmp_path / "run")
@@ -144,3 +151,24 @@ def test_a_drifting_run_with_a_step_is_kept_in_focus(tmp_path) -> None:
     assert steady and all(abs(c["dz_um"]) <= 3.0 for c in steady)  # rate-limited
     d = rep["light_dose"]
     assert d["saved_by_cause"]["zscans"] < 0 and d["comparator_protocol"]["zscans"] == n
+
+
+def test_an_inverted_z_drive_is_found_by_the_sign_probe_and_steered_right(tmp_path) -> None:
+    """A rig whose Z drive moves the other way (the simulated specimen's focal plane goes down
+    when the stage goes up): the probe after the first z-scan reads the wrong side, the
+    controller flips its convention and keeps a drifting specimen in focus. Without the flip
+    each signed estimate would move the stage away from focus."""
+    n = 30
+    rep = _run(tmp_path, n, focus_drift_um=8.0, focus_drift_period=100, interval_s=0.3,
+               z_drive_inverted=True)  # 0.5 um a time point at most
+    focus = rep["focus"]
+    check = focus["sign_check"]
+    assert check is not None and not check["agrees"] and check["confident"], check
+    assert focus["convention"] == -1.0 and "inverted" in check["verdict"]
+    assert abs(check["estimate_um"] + check["probe_um"]) < 2.0, check  # read below focus
+    bf = [e for e in focus["estimates"] if e["channel"] == "BF" and e["t"] > check["t"]]
+    true = np.array([e["true_defocus_um"] for e in bf])
+    assert len(bf) >= 5  # the estimator skips sets while busy: how many depends on the machine
+    assert np.mean(np.abs(true) <= DOF_HALF_UM) >= 0.9, true
+    # the estimates are the specimen's own defocus, whatever the drive does
+    assert np.median([abs(e["defocus_um"] - e["true_defocus_um"]) for e in bf]) < 1.0

@@ -19,6 +19,14 @@ tracked focus wins (the sign of the defocus). Then:
   next time point. The first time point of each position is z-scanned unless
   ``zscan_at_start`` is off (without it, the start position is taken as in focus).
 
+The sign of the Z drive is checked, not assumed: with a signed (brightfield) estimator, the
+first finished z-scan of the run is followed by one probe exposure of the steering channel
+``SIGN_PROBE_UM`` above the focus it found. The estimator must call that frame defocused to
+the same side; a confident estimate to the other side means the rig's Z drive moves the other
+way (stage up is specimen down), and the controller flips its convention for the run: each
+optical defocus ``d`` then places focus at ``z + d`` instead of ``z - d``. The check and its
+verdict are in ``session.json`` (``focus.sign_check``).
+
 Stage moves and z-scan exposures go through the run (:meth:`AcquisitionRun.adjust_focus`,
 :meth:`AcquisitionRun.insert`), between batches. Everything is recorded for ``session.json``.
 """
@@ -77,6 +85,11 @@ class _Position:
         return self.track[-1][1] if self.track else None
 
 
+SIGN_PROBE_UM = 4.0
+"""How far above the first z-scan's focus the sign probe is taken (inside every shipped
+estimator's range, outside the in-focus band, where a brightfield frame shows its side)."""
+
+
 @dataclass
 class FocusRecord:
     estimates: list[dict[str, Any]] = field(default_factory=list)
@@ -89,7 +102,8 @@ class FocusController:
 
     def __init__(self, profile: Profile, *, truth: Callable[[int], float] | None = None,
                  range_um: float = 20.0, signed: frozenset[str] = frozenset(),
-                 refocus_range: tuple[float, float] | None = None) -> None:
+                 refocus_range: tuple[float, float] | None = None,
+                 sign_probe: Any = None) -> None:
         af = profile.autofocus
         self.af = af
         self.channel = next(iter(profile.estimator_engines()))
@@ -110,6 +124,15 @@ class FocusController:
         """The estimator's trained range: estimates near its edge are unsure."""
         self._emit: Callable[[dict[str, Any]], None] = lambda event: None
         self._signed: dict[tuple[int, int], tuple[float, float] | None] = {}
+        self.convention = 1.0
+        """+1: optical defocus = stage z - stage focus; -1: the Z drive is inverted."""
+        self._probe_estimator = sign_probe if self.channel in signed else None
+        """The steering estimator, to check the Z drive's sign on a probe frame (signed only)."""
+        self._probe: dict[str, Any] | None = None
+        self.sign_check: dict[str, Any] | None = None
+        steer = next(c for c in profile.channels if c.name == self.channel)
+        self._steer_preset = (steer.group, steer.preset, steer.exposure_ms)
+        self._true_sign = -1.0 if profile.specimen.z_drive_inverted else 1.0
 
     def attach(self, run: Any) -> None:
         """The run that carries out moves and z-scans (it calls :meth:`start` when it starts);
@@ -131,6 +154,7 @@ class FocusController:
         """A frame set's estimate (pipeline thread): the distance from focus, or the signed
         defocus for a signed estimator's channel; returns the signed defocus it resolves
         (``None`` when it cannot tell the side)."""
+        self._check_sign()
         z = frame.z_um
         given = channel in self.signed_channels
         with self._lock:
@@ -139,22 +163,26 @@ class FocusController:
                 here0 = self._run.focus_z(p)  # no start z-scan: the start is focus
                 if here0 is not None:
                     pos.track.append((t, here0))
-            signed: float | None
+            signed: float | None  # stage-relative: z - focus, in stage coordinates
+            optical: float | None  # the specimen's defocus (what refocus engines learned)
             if given:
-                signed, ambiguous, distance = distance, False, abs(distance)
+                optical, ambiguous, distance = distance, False, abs(distance)
+                signed = self.convention * optical
             else:
                 signed, ambiguous = self._resolve(z, distance, sigma, t, pos)
-            busy = pos.zscan is not None or frame.seq < pos.fresh_seq
+                optical = None if signed is None else self.convention * signed
+            busy = pos.zscan is not None or frame.seq < pos.fresh_seq or \
+                self._probe is not None
         if channel == self.channel:
             with self._lock:
-                self._signed[(t, p)] = (signed, sigma) if signed is not None else None
+                self._signed[(t, p)] = (optical, sigma) if optical is not None else None
                 while len(self._signed) > 512:
                     self._signed.pop(next(iter(self._signed)))
         rec: dict[str, Any] = {"t": t, "p": p, "channel": channel,
-                               "defocus_um": None if signed is None else round(signed, 3),
+                               "defocus_um": None if optical is None else round(optical, 3),
                                "distance_um": round(distance, 3), "sigma_um": round(sigma, 3)}
         if self._truth is not None and z is not None:
-            rec["true_defocus_um"] = round(z - self._truth(t), 3)
+            rec["true_defocus_um"] = round(self._true_sign * (z - self._truth(t)), 3)
         self._emit({"kind": "estimate", **rec})
         with self._lock:
             if len(self.record.estimates) < MAX_RECORDS:
@@ -166,7 +194,8 @@ class FocusController:
         why, jump, span = None, False, self.af.zscan_range_um
         if given and signed is not None and z is not None and \
                 sigma <= self.af.confident_sigma_um and distance <= 0.9 * self.range_um:
-            self._follow(p, t, pos, z - signed, signed, sigma, frame)
+            self._follow(p, t, pos, z - signed, optical if optical is not None else signed,
+                         sigma, frame)
             return signed
         if sigma > self.af.confident_sigma_um:
             why = f"unsure: sigma {sigma:.1f} um"
@@ -303,8 +332,15 @@ class FocusController:
             time.sleep(0.005)
 
     def zscan_frame(self, frame: Frame, z_um: float) -> None:
-        """A z-scan exposure arrived (acquisition thread): score it; fit when all are in."""
+        """A z-scan exposure arrived (acquisition thread): score it; fit when all are in. The
+        sign probe is kept for the estimator's thread (:meth:`_check_sign`)."""
         p = frame.id.p
+        with self._lock:
+            probe = self._probe
+            if probe is not None and "frame" not in probe and p == probe["p"] and \
+                    frame.id.c == self.channel and abs(z_um - probe["z"]) < 1e-3:
+                probe["frame"] = frame
+                return
         with self._lock:
             scan = self._pos.setdefault(p, _Position()).zscan
             if scan is None:
@@ -363,6 +399,53 @@ class FocusController:
             pos.fresh_seq = self._run.frames_acquired if self._run is not None else 0
         self._correct(scan["t"], p, best - scan["from_z"], "z-scan: " + scan["why"],
                       record=False)
+        self._ask_sign_probe(p, scan["t"], best)
+
+    # ----- the Z drive's sign -----------------------------------------------------------
+    def _ask_sign_probe(self, p: int, t: int, best: float) -> None:
+        """Once per run, after the first z-scan: one exposure of the steering (signed) channel
+        ``SIGN_PROBE_UM`` above the focus just found."""
+        if self._probe_estimator is None or self.sign_check is not None or self._run is None:
+            return
+        with self._lock:
+            if self._probe is not None:
+                return
+            self._probe = {"p": p, "t": t, "z": best + SIGN_PROBE_UM}
+        group, preset, exposure = self._steer_preset
+        self._run.insert([useq.MDAEvent(
+            index={"t": t, "p": p, "z": 0}, channel={"config": preset, "group": group},
+            exposure=exposure, z_pos=best + SIGN_PROBE_UM,
+            metadata={"channel": self.channel, "zscan": True, "sign_probe": True})])
+
+    def _check_sign(self) -> None:
+        """The probe frame, once it has arrived, through the steering estimator (on the
+        estimator's own thread): a confident estimate on the other side of focus flips the
+        convention for the run."""
+        with self._lock:
+            probe, est = self._probe, self._probe_estimator
+            if probe is None or "frame" not in probe or est is None:
+                return
+        mu, sigma = est.estimate(probe["frame"].pixels)
+        expected = SIGN_PROBE_UM  # z - focus, if stage up is specimen up
+        confident = abs(mu) >= max(1.0, 2.0 * sigma)
+        agrees = bool(np.sign(mu) == np.sign(expected))
+        flip = confident and not agrees
+        with self._lock:
+            if flip:
+                self.convention = -self.convention
+            self.sign_check = {
+                "t": probe["t"], "p": probe["p"], "probe_um": SIGN_PROBE_UM,
+                "estimate_um": round(float(mu), 3), "sigma_um": round(float(sigma), 3),
+                "agrees": agrees, "confident": confident, "convention": self.convention,
+                "verdict": ("the Z drive is inverted: the convention is flipped for this run"
+                            if flip else "the Z drive moves as assumed" if agrees and confident
+                            else "unsure: the convention is kept")}
+            self._probe = None
+        if flip:
+            log.warning("closed-loop focus: a probe %.1f um above focus read %+.2f +- %.2f um:"
+                        " the Z drive moves the other way; steering flipped for this run",
+                        SIGN_PROBE_UM, mu, sigma)
+        self._emit({"kind": "sign_check", **(self.sign_check or {})})
 
     def _correct(self, t: int, p: int, dz: float, why: str, record: bool = True) -> None:
         if self._run is None:
@@ -380,6 +463,7 @@ class FocusController:
         with self._lock:
             return {"policy": self.af.policy, "channel": self.channel,
                     "signed": self.channel in self.signed_channels,
+                    "sign_check": self.sign_check, "convention": self.convention,
                     "zscan_channel": self.zscan_channel,
                     "estimates": list(self.record.estimates),
                     "corrections": list(self.record.corrections),
@@ -405,14 +489,15 @@ def make_focus(profile: Profile, stages: RunStages) -> FocusController | None:
     spans = ([refocus_range(e) for e in stages.refocus.engines.values()]
              if stages.refocus is not None else [])
     refocus = (min(r[0] for r in spans), max(r[3] for r in spans)) if spans else None
-    range_um, signed = 20.0, frozenset[str]()
+    range_um, signed, probe = 20.0, frozenset[str](), None
     if stages.estimate is not None:
         steering = next(iter(profile.estimator_engines()))
         estimators = stages.estimate.estimators
         range_um = float(estimators[steering].range_um) if steering in estimators else range_um
         signed = frozenset(ch for ch, e in estimators.items() if e.signed)
+        probe = estimators.get(steering)
     ctl = FocusController(profile, truth=truth, range_um=range_um, signed=signed,
-                          refocus_range=refocus)
+                          refocus_range=refocus, sign_probe=probe)
     if stages.estimate is not None:
         stages.estimate.listeners.append(ctl.estimate)
     if stages.refocus is not None:

@@ -245,6 +245,10 @@ class Specimen(_Model):
     perturbation: Perturbation | None = None
     focus_steps: tuple[FocusStep, ...] = ()
     """Sudden focus changes on top of the drift (each lasts from its time point on)."""
+    z_drive_inverted: bool = False
+    """Simulated: the focus drive moves the other way (stage up brings the specimen's focal
+    plane down), as on a rig whose Z drive is inverted; closed-loop focus must find this out
+    (its sign check) rather than assume it."""
     realistic: bool = False
     """Simulator version 4's specimen (docs/simulator.md): thick cells, background and
     autofluorescence, vignetting, the sCMOS fixed pattern, linked channels, and

@@ -120,7 +120,8 @@ class LiveSpecimen:
     def render(self, shape: tuple[int, int], t: int, channel: str, x_um: float, y_um: float,
                z_um: float, exposure_ms: float) -> np.ndarray:
         """One camera frame of ``channel`` at time point ``t`` with the stages at x, y, z."""
-        defocus = round((z_um - self.specimen.focus_at(t)) / Z_STEP_UM) * Z_STEP_UM
+        sign = -1.0 if self.specimen.z_drive_inverted else 1.0
+        defocus = round(sign * (z_um - self.specimen.focus_at(t)) / Z_STEP_UM) * Z_STEP_UM
         stain = self._stain_of[channel]
         kind = self._perturbed(t)
         sample, origin = self.specimen.sample, self._origin(x_um, y_um)
