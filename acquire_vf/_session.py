@@ -350,7 +350,7 @@ def build_stages(profile: Profile, backend: str | None = None, host: Any = None
     With ``host`` (an :class:`~acquire_vf.engine_host.EngineHost`) their networks run there.
     """
     score = FocusScoreStage()
-    if profile.autofocus.policy == "off" and not profile.virtual_channels:
+    if not profile.autofocus.refocuses and not profile.virtual_channels:
         return RunStages(score=score), None
     from acquire_vf.inference import create_engine, create_estimator
     from acquire_vf.pipeline import FocusEstimateStage, RefocusStage, SynthesisStage

@@ -90,7 +90,7 @@ class DoseLedger:
             by_why, dose_by_why = Counter(self.by_why), dict(self.dose_by_why)
             taken = {"exposures": self.taken_exposures, "dose": round(self.taken_dose, 2)}
         per_plane = [c.name for c in prof.channels] + [v.name for v in prof.virtual_channels]
-        zscan_on = af.policy != "off" and af.zscan_planes > 0
+        zscan_on = af.refocuses and af.zscan_planes > 0
         focus_ch = af.zscan_channel or prof.channels[0].name
         focus_dose = 0.0 if af.hardware_autofocus else self.dose[focus_ch]
         due = {(t, p) for t, p, _ in planes if t % af.zscan_every == 0}

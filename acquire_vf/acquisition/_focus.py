@@ -480,7 +480,7 @@ def make_focus(profile: Profile, stages: RunStages) -> FocusController | None:
     """The closed-loop focus controller, listening to the defocus estimators and looked up by
     the refocus stage (``None`` unless the profile's autofocus policy is ``closed_loop``). On
     the simulated specimen each estimate also records the true defocus of its frame."""
-    if profile.autofocus.policy != "closed_loop":
+    if not profile.autofocus.closed_loop:
         return None
     spec = profile.specimen
     truth = spec.focus_at if spec.kind == "simulated" else None

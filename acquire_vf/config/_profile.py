@@ -8,6 +8,7 @@ union on ``kind`` so each mode carries exactly the fields it needs.
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -130,10 +131,20 @@ class VirtualChannel(_Model):
         return self
 
 
+class RefocusPolicy(StrEnum):
+    """When frames are refocused (``[autofocus] policy``); compared as members, never as
+    strings, outside this module."""
+
+    OFF = "off"
+    ALWAYS = "always"
+    WHEN_DEFOCUSED = "when_defocused"
+    CLOSED_LOOP = "closed_loop"
+
+
 class Autofocus(_Model):
     """Virtual refocusing, which replaces a z-scan autofocus."""
 
-    policy: Literal["off", "always", "when_defocused", "closed_loop"] = "off"
+    policy: RefocusPolicy = RefocusPolicy.OFF
     """``always`` refocuses every frame; ``when_defocused`` only frames whose focus score is
     low; ``closed_loop`` estimates each frame set's signed defocus (``estimators``), corrects
     the Z stage toward focus, refocuses virtually inside the refocus engine's trained range,
@@ -183,6 +194,15 @@ class Autofocus(_Model):
     """``closed_loop``: estimated distances below this count as in focus (the shipped
     fluorescence estimators read about 1 µm at focus: inside the depth of field a frame barely
     changes). Signed estimators (brightfield) are taken at their word."""
+
+    @property
+    def refocuses(self) -> bool:
+        """Any policy but ``off``."""
+        return self.policy is not RefocusPolicy.OFF
+
+    @property
+    def closed_loop(self) -> bool:
+        return self.policy is RefocusPolicy.CLOSED_LOOP
 
     @model_validator(mode="after")
     def _policy_needs_engine(self) -> Autofocus:

@@ -14,6 +14,7 @@ import numpy as np
 
 from acquire_vf._frames import ChannelInfo, Frame
 from acquire_vf.card import acceptance_band
+from acquire_vf.config import RefocusPolicy
 from acquire_vf.focus import focus_score
 from acquire_vf.inference import TiledEngine, check_inputs, infer_with_uncertainty, spread_frame
 from acquire_vf.pipeline._chain import virtual_frame
@@ -110,12 +111,13 @@ class RefocusStage:
 
     name = "refocus"
 
-    def __init__(self, engines: dict[str, TiledEngine], *, policy: str = "always",
+    def __init__(self, engines: dict[str, TiledEngine], *,
+                 policy: RefocusPolicy | str = RefocusPolicy.ALWAYS,
                  threshold: float = 0.6, confident_sigma: float = 1.5,
                  lookup: Any = None, gate: bool = True) -> None:
         self.engines = engines
         self.channels = tuple(engines)
-        self.policy = policy
+        self.policy = RefocusPolicy(policy)
         self.threshold = threshold
         self.confident_sigma = confident_sigma
         self.lookup = lookup
@@ -149,10 +151,10 @@ class RefocusStage:
             src = fs.frames[ch]
             score = focus_score(src.pixels)
             best = self.best[ch] = max(self.best.get(ch, 0.0), score)
-            if self.policy == "when_defocused" and score >= self.threshold * best:
+            if self.policy is RefocusPolicy.WHEN_DEFOCUSED and score >= self.threshold * best:
                 continue
             estimate = self._estimate(fs, ch)
-            if self.policy == "closed_loop" and not self._inside(engine, estimate):
+            if self.policy is RefocusPolicy.CLOSED_LOOP and not self._inside(engine, estimate):
                 continue
             pixels, qc = engine.infer([src.pixels])
             qc["input_focus_score"] = round(score, 5)
