@@ -418,7 +418,9 @@ def test_twenty_runs_with_sentinels_and_error_maps_end_cleanly(tmp_path: Path) -
     from tests.conftest import verified_profile
 
     pg.mkQApp()
-    prof = verified_profile(acquisition={"time_points": 6})
+    # no interval between time points: the demo's 1 s would be two minutes of waiting over
+    # the twenty runs, and a loaded machine then runs past the suite's time-out
+    prof = verified_profile(acquisition={"time_points": 6, "interval_s": 0.0})
     before = sys.getrefcount(True)
 
     def error_view() -> None:  # the error maps drawn as soon as the window is up
