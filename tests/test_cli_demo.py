@@ -33,7 +33,10 @@ def test_demo_runs_the_shipped_engines_live(tmp_path: Path) -> None:
     planned = session["light_dose"]["exposures_by_reason"]
     assert planned["plan"] == 18 and planned.get("sentinel", 0) >= 3  # DNA, ER, Mito at t=0
     assert session["exposures_taken"] == sum(planned.values())  # z-scans are exposures ...
-    assert session["frames_acquired"] == session["exposures_taken"] - planned["zscan"]  # not data
+    focusing = planned["zscan"] + planned.get("sign_probe", 0)  # z-scans, the sign probe:
+    assert session["frames_acquired"] == session["exposures_taken"] - focusing  # not data
+    assert planned.get("sign_probe") == 1  # the demo steers by brightfield: its sign checked
+    assert session["focus"]["sign_check"]["verdict"] == "the Z drive moves as assumed"
     # the comparator protocol: 6 channels and an 11-plane z-scan autofocus per time point
     assert session["exposures_full_protocol"] == 6 * 6 + 6 * 11
     assert set(session["verification"]) == {"DNA", "ER", "Mito"}

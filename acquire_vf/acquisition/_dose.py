@@ -24,12 +24,13 @@ from acquire_vf.config import Profile
 UNIT = "ms of exposure at relative power 1"
 COSTS = {"sentinel": "sentinels", "suspect": "physical_fallback",
          "physical": "physical_fallback", "engine_failure": "physical_fallback",
-         "zscan": "zscans"}
+         "zscan": "zscans", "sign_probe": "zscans"}
 
 
 PURPOSES = {"plan": "plan", "sentinel": "sentinel", "suspect": "re-check of a suspect channel",
             "physical": "fallback (channel not trusted)",
-            "engine_failure": "fallback (engine failed)", "zscan": "z-scan"}
+            "engine_failure": "fallback (engine failed)", "zscan": "z-scan",
+            "sign_probe": "focus sign probe"}
 """Why an exposure was taken (the ledger's reasons), in words a user reads; in this order."""
 
 

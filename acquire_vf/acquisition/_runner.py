@@ -366,8 +366,9 @@ class AcquisitionRun:
     def _account(self, frame: Frame, event: useq.MDAEvent | None = None) -> None:
         """The ledger and the verifier learn of every physical frame, with why it was taken."""
         c = frame.id.c
-        if event is not None and self._is_zscan(event):
-            self.ledger.taken(frame, "zscan")
+        if event is not None and self._is_zscan(event):  # focus-finding, not data
+            probe = (event.metadata or {}).get("sign_probe")
+            self.ledger.taken(frame, "sign_probe" if probe else "zscan")
             return
         why = "plan"
         self._last_t[frame.id.p] = max(self._last_t.get(frame.id.p, -1), frame.id.t)
