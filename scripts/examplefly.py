@@ -173,29 +173,14 @@ def figure(name: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    import tifffile
 
-    from acquire_vf.config import Compute
-    from acquire_vf.evaluate._real_pairs import linear_apply, linear_fit
-    from acquire_vf.inference import create_engine
+    from acquire_vf.evaluate._real_pairs import predict_field
 
     recipe = tomllib.loads((ROOT / "training" / "real" / f"{name}.toml").read_text())
     d, fields = recipe["data"], _splits(recipe)
     root = (ROOT / "training" / "real" / d["path"]).resolve()
-
-    def read(f: str, c: str) -> np.ndarray:
-        return tifffile.imread(root / c / f"{f}.tif").astype(np.float32)
-
-    xs = [read(fields["test"], c) for c in d["inputs"]]
-    truth = read(fields["test"], d["target"])
-    engine = create_engine(engine_of(name), Compute(backends=("onnxruntime",)))
-    try:
-        pred = np.asarray(engine.infer(xs)[0], np.float32).reshape(truth.shape)
-    finally:
-        engine.close()
-    coef = linear_fit([read(fields["train"], c) for c in d["inputs"]],
-                      read(fields["train"], d["target"]))
-    base = linear_apply(coef, xs)
+    xs, truth, pred, base = predict_field(engine_of(name), root, tuple(d["inputs"]),
+                                          d["target"], fields["train"], fields["test"])
     crop = (slice(350, 650), slice(350, 650))
     hi = float(np.percentile(truth, 99.8))
     panels = [(f"{d['inputs'][0]} (input)", xs[0], float(np.percentile(xs[0], 99.8))),

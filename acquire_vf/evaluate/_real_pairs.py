@@ -109,13 +109,14 @@ def linear_apply(coef: np.ndarray, inputs: list[np.ndarray]) -> np.ndarray:
                                                                     strict=True)) + coef[-1])
 
 
-def field_figures(engine_path: Path, root: Path, inputs: tuple[str, ...], target: str,
-                  train_field: str, field: str) -> dict[str, Any]:
-    """The engine (ONNX Runtime) and the linear baseline fitted on ``train_field``, judged on
-    ``field`` of a paired folder ``root`` (``root/CHANNEL/FIELD.tif``)."""
+def predict_field(engine_path: Path, root: Path, inputs: tuple[str, ...], target: str,
+                  train_field: str, field: str
+                  ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """``field`` of a paired folder ``root`` (``root/CHANNEL/FIELD.tif``): its inputs, its
+    true target, the engine's prediction (ONNX Runtime) and the linear baseline fitted on
+    ``train_field``."""
     import tifffile
 
-    from acquire_vf.card import ModelCard
     from acquire_vf.config import Compute
     from acquire_vf.inference import create_engine
 
@@ -130,8 +131,16 @@ def field_figures(engine_path: Path, root: Path, inputs: tuple[str, ...], target
         pred, _ = engine.infer(xs)
     finally:
         engine.close()
+    return xs, truth, np.asarray(pred, np.float64).reshape(truth.shape), linear_apply(coef, xs)
+
+
+def field_figures(engine_path: Path, root: Path, inputs: tuple[str, ...], target: str,
+                  train_field: str, field: str) -> dict[str, Any]:
+    """The engine and the linear baseline fitted on ``train_field``, judged on ``field``."""
+    from acquire_vf.card import ModelCard
+
+    _, truth, pred, base = predict_field(engine_path, root, inputs, target, train_field, field)
     norm = ModelCard.load(engine_path).normalisation[target]
-    out = figures(np.asarray(pred, np.float64).reshape(truth.shape), linear_apply(coef, xs),
-                  truth, norm.low, norm.high)
+    out = figures(pred, base, truth, norm.low, norm.high)
     out.update(field=field, baseline_fitted_on=train_field)
     return out
