@@ -7,7 +7,11 @@ profile chooses.
 from typing import Any
 
 from acquire_vf.inference._checks import INPUT_FLAGS, check_inputs, input_stats
-from acquire_vf.inference._deconvolution import DeconvolutionRefocus, DeconvolutionResult
+from acquire_vf.inference._deconvolution import (
+    DeconvolutionRefocus,
+    DeconvolutionResult,
+    transfer_function,
+)
 from acquire_vf.inference._defocus import DefocusEstimator, create_estimator, frame_normalise
 from acquire_vf.inference._engine import InferenceError, TiledEngine
 from acquire_vf.inference._errors import BackendUnavailable, EngineFileError
@@ -23,7 +27,7 @@ __all__ = [
     "InferenceError", "OnnxRuntimeRunner", "Runner", "TensorRTRunner", "TiledEngine",
     "TorchRunner", "check_inputs", "create_engine",
     "create_estimator", "first_runner", "frame_normalise", "infer_with_uncertainty",
-    "input_stats", "predict", "run_tiled", "spread_frame", "stitched_shape"
+    "input_stats", "predict", "run_tiled", "spread_frame", "stitched_shape", "transfer_function"
 ]
 
 

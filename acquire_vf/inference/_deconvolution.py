@@ -64,7 +64,7 @@ def _radial_bins(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int]:
     return bins, k, int(bins.max()) + 1
 
 
-def _otf(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def transfer_function(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The PSF's transfer function at ``shape`` (PSF centred on pixel 0, rfft2)."""
     h, w = shape
     ph, pw = psf.shape
@@ -88,8 +88,8 @@ class DeconvolutionRefocus:
         self.lens = card_optics(self.optics)
         self.wavelength = float(self.optics["wavelength_um"])
         lo, hi = z_range_um
-        self.planes = tuple(float(z) for z in np.arange(np.floor(lo), np.ceil(hi) + step_um / 2,
-                                                        step_um))
+        grid = np.arange(np.floor(lo), np.ceil(hi) + step_um / 2, step_um)
+        self.planes = tuple(round(float(z), 4) for z in grid)
         if 0.0 not in self.planes:
             self.planes = tuple(sorted((*self.planes, 0.0)))
         self._psfs = dict(zip(self.planes, self.lens.psf(self.wavelength, self.planes),
@@ -101,7 +101,7 @@ class DeconvolutionRefocus:
         got = self._cache.get(shape)
         if got is None:
             bins, k, nb = _radial_bins(shape)
-            otf = {z: _otf(p, shape) for z, p in self._psfs.items()}
+            otf = {z: transfer_function(p, shape) for z, p in self._psfs.items()}
             counts = np.bincount(bins.ravel(), minlength=nb).astype(np.float64)
             mtf2 = {z: np.bincount(bins.ravel(), (np.abs(o) ** 2).ravel(), nb) / np.maximum(
                 counts, 1) for z, o in otf.items()}

@@ -54,22 +54,24 @@ class RefocusGate:
 
     def __init__(self, optics: Mapping[str, Any], band: float,
                  z_range_um: tuple[float, float],
-                 in_focus_um: tuple[float, float] = (-2.0, 2.0)) -> None:
+                 in_focus_um: tuple[float, float] = (-2.0, 2.0), step_um: float = 1.0) -> None:
         from acquire_vf.inference import DeconvolutionRefocus
 
         self.optics, self.band, self.z_range = dict(optics), float(band), z_range_um
+        self.step = float(step_um)
+        """Spacing of the defocus planes searched (µm): 1 µm at 20x/0.45, finer at high NA."""
         self.in_focus = in_focus_um
         """Defocus strictly inside this band counts as in focus (the engine's excluded band):
         a slightly wrong small defocus made a frame worse (-0.26 dB, simulated, +2 µm taken
         for +1 µm), a frame left alone cannot be."""
-        self.deconvolution = DeconvolutionRefocus(self.optics, z_range_um)
+        self.deconvolution = DeconvolutionRefocus(self.optics, z_range_um, step_um)
         self.choices: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
 
     def chi2(self, seen: np.ndarray, candidate: np.ndarray) -> float:
         from acquire_vf.simulate import consistency_from_card
 
-        value, _ = consistency_from_card(self.optics, seen, candidate, self.z_range)
+        value, _ = consistency_from_card(self.optics, seen, candidate, self.z_range, self.step)
         return value
 
     def choose(self, seen: np.ndarray, learned: np.ndarray | None,
@@ -88,14 +90,14 @@ class RefocusGate:
                        f"{self.band:.1f})") if learned is not None else "no learned engine"
         if self.in_focus[0] < dec.z_um < self.in_focus[1]:
             return self._note(GateDecision(
-                "camera", seen, f"{learned_why}; the frame is in focus ({dec.z_um:+.0f} um: "
+                "camera", seen, f"{learned_why}; the frame is in focus ({dec.z_um:+.3g} um: "
                 "nothing to deconvolve)", chi2, dec.z_um))
         if chi2["deconvolution"] <= self.band:
             return self._note(GateDecision("deconvolution", dec.frame,
-                                           f"{learned_why}; deconvolved at {dec.z_um:+.0f} um",
+                                           f"{learned_why}; deconvolved at {dec.z_um:+.3g} um",
                                            chi2, dec.z_um))
         return self._note(GateDecision(
-            "camera", seen, f"{learned_why}; deconvolution at {dec.z_um:+.0f} um inconsistent "
+            "camera", seen, f"{learned_why}; deconvolution at {dec.z_um:+.3g} um inconsistent "
             f"too (chi2 {chi2['deconvolution']:.1f})", chi2, dec.z_um))
 
     def _note(self, d: GateDecision) -> GateDecision:

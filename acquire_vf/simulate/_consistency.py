@@ -45,13 +45,15 @@ def forward_consistency(camera_frame: np.ndarray, refocused: np.ndarray, optics:
 
 def consistency_from_card(optics: Mapping[str, Any], camera_frame: np.ndarray,
                           refocused: np.ndarray, z_range_um: tuple[float, float],
-                          ) -> tuple[float, float]:
+                          step_um: float = 1.0) -> tuple[float, float]:
     """:func:`forward_consistency` with the optics and camera a refocus engine's card records
-    (``card.optics``), over its training range in 1 µm planes."""
+    (``card.optics``), over its training range (and two planes beyond) in ``step_um`` planes
+    (1 µm for the 20x/0.45 engines; a high-NA objective's depth of field asks for finer)."""
     o = dict(optics)
     lens = card_optics(o)
     lo, hi = z_range_um
-    planes = tuple(float(z) for z in np.arange(np.floor(lo) - 2, np.ceil(hi) + 2.5, 1.0))
+    planes = tuple(round(float(z), 4) for z in np.arange(np.floor(lo) - 2 * step_um,
+                                               np.ceil(hi) + 2.5 * step_um, step_um))
     return forward_consistency(camera_frame, refocused, lens, o["wavelength_um"], planes,
                                offset_adu=o["offset_adu"], gain_adu_per_e=o["gain_adu_per_e"],
                                read_noise_e=o["read_noise_e"])
