@@ -9,6 +9,12 @@ in a profile from a full disk by the code alone.
 from __future__ import annotations
 
 
+class TransientFault(RuntimeError):
+    """A call that did not run because what runs it is restarting (the engine host after a
+    crash or hang): the stage is not broken, and whoever hears of it waits for the recovery
+    instead of giving the stage up. Not a user-facing error: it never reaches the CLI."""
+
+
 class AcquireVFError(Exception):
     """Any other acquire-vf error (the base class: a one-line, user-facing message)."""
 

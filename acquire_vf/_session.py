@@ -18,6 +18,8 @@ from acquire_vf._guard import Guard
 from acquire_vf.acquisition import (
     AcquisitionRun,
     RunPlan,
+    RunSignals,
+    Schedule,
     build_plan,
     dataset_layout,
     load_plan,
@@ -78,10 +80,14 @@ def make_run(profile: Profile, out_dir: Path, *,
         run_plan = build_plan(seq, profile, base_z_um=info.z_um, base_xy_um=info.xy_um)
     layout = dataset_layout(profile, run_plan, stages, info)
     sink: FrameSink = WRITERS[profile.storage.format][0](sink_path, layout)
+    # the schedule and signals first: the focus controller is built on them
+    schedule = Schedule(run_plan, info.z_um, closed_loop=profile.autofocus.closed_loop)
+    signals = RunSignals()
     return AcquisitionRun(profile, backend, sink, run_plan, stages=stages,
                           verifier=make_verifier(profile, stages),
                           pace_to_engines=replay is not None and as_fast_as_possible,
-                          focus=make_focus(profile, stages))
+                          focus=make_focus(profile, stages, schedule, signals.focus.emit),
+                          schedule=schedule, signals=signals)
 
 
 def _warm_to_frames(stages: RunStages, shape: tuple[int, int]) -> None:
@@ -315,7 +321,7 @@ def transmitted_channels(profile: Profile) -> frozenset[str]:
     """Physical channels of transmitted light, by their name or Micro-Manager preset."""
     return frozenset(c.name for c in profile.channels
                      if any(str(v).lower().startswith(TRANSMITTED)
-                            for v in (c.name, getattr(c, "preset", ""))))
+                            for v in (c.name, c.preset)))
 
 
 class _LogWriter(io.TextIOBase):
@@ -423,8 +429,8 @@ def _cancel_on_signals(run: AcquisitionRun) -> tuple[Any, list[str]]:
     signal that stopped the run (empty if none)."""
     if threading.current_thread() is not threading.main_thread():
         return (lambda: None), []
-    names = [n for n in STOP_SIGNALS if hasattr(signal, n)]
-    previous = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    names = [n for n in STOP_SIGNALS if n in signal.Signals.__members__]
+    previous = {n: signal.getsignal(signal.Signals[n]) for n in names}
     got: list[str] = []
 
     def handler(signum: int, frame: Any) -> None:
@@ -439,16 +445,16 @@ def _cancel_on_signals(run: AcquisitionRun) -> tuple[Any, list[str]]:
             log.warning("%s again: stopping now, without waiting for the engines (a third "
                         "interrupts at once)", what)
             for n in names:
-                signal.signal(getattr(signal, n), signal.default_int_handler
+                signal.signal(signal.Signals[n], signal.default_int_handler
                               if n == "SIGINT" else signal.SIG_DFL)
             run.force_stop()
 
     for n in names:
-        signal.signal(getattr(signal, n), handler)
+        signal.signal(signal.Signals[n], handler)
 
     def restore() -> None:
         for n in names:
-            signal.signal(getattr(signal, n), previous[n])
+            signal.signal(signal.Signals[n], previous[n])
 
     return restore, got
 

@@ -283,7 +283,7 @@ def test_twenty_host_kills_at_random_moments_lose_no_raw_frame(tmp_path: Path) -
     t.start()
     t0 = time.monotonic()
     rep = run_session(prof, tmp_path / "run", quiet=True,
-                      on_run=lambda run: hosts.append(run.engine_host))
+                      on_run=lambda run: hosts.append(run.exposure.engine_host))
     took = time.monotonic() - t0
     over.set()
     t.join()

@@ -320,8 +320,8 @@ def test_inserted_events_run_before_the_next_batch_and_are_never_missing(
 
     def after_first_set(frame: Frame) -> None:
         if frame.id == FrameId(0, 0, 0, "RNA"):
-            run.insert([sentinel])
-            run.move_z(1.5)
+            run.schedule.insert([sentinel])
+            run.schedule.move_z(1.5)
 
     run.signals.frameReady.connect(after_first_set)
     run.run()

@@ -22,13 +22,14 @@ from acquire_vf.acquisition._report import (
     write_session,
 )
 from acquire_vf.acquisition._runner import AcquisitionRun
+from acquire_vf.acquisition._schedule import Schedule
 from acquire_vf.acquisition._signals import RunSignals
 from acquire_vf.acquisition._state import RunState, RunStatus
 from acquire_vf.acquisition._verify import CheckedChannel, Verifier, make_verifier
 
 __all__ = [
     "AcquisitionRun", "CheckedChannel", "FocusController", "RunPlan", "RunProgress", "RunSignals",
-    "RunState",
+    "RunState", "Schedule",
     "RunStatus", "Verifier", "build_plan", "by_purpose", "dataset_layout", "frame_id",
     "full_protocol_exposures", "light_dose", "load_plan", "make_focus", "make_verifier",
     "match_channels", "policy_report", "print_session", "profile_sequence", "session_report",

@@ -27,8 +27,9 @@ way (stage up is specimen down), and the controller flips its convention for the
 optical defocus ``d`` then places focus at ``z + d`` instead of ``z - d``. The check and its
 verdict are in ``session.json`` (``focus.sign_check``).
 
-Stage moves and z-scan exposures go through the run (:meth:`AcquisitionRun.adjust_focus`,
-:meth:`AcquisitionRun.insert`), between batches. Everything is recorded for ``session.json``.
+Stage moves and z-scan exposures go through the run's schedule
+(:meth:`Schedule.adjust_focus`, :meth:`Schedule.insert`), between batches. Everything is
+recorded for ``session.json``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import numpy as np
 import useq
 
 from acquire_vf._frames import Frame
+from acquire_vf.acquisition._schedule import ScheduleView
 from acquire_vf.config import Profile
 from acquire_vf.focus import focus_score, peak_of
 from acquire_vf.pipeline import RunStages
@@ -103,7 +105,8 @@ class FocusController:
     def __init__(self, profile: Profile, *, truth: Callable[[int], float] | None = None,
                  range_um: float = 20.0, signed: frozenset[str] = frozenset(),
                  refocus_range: tuple[float, float] | None = None,
-                 sign_probe: Any = None) -> None:
+                 sign_probe: Any = None, schedule: ScheduleView | None = None,
+                 emit: Callable[[dict[str, Any]], None] | None = None) -> None:
         af = profile.autofocus
         self.af = af
         self.channel = next(iter(profile.estimator_engines()))
@@ -119,10 +122,13 @@ class FocusController:
         self._lock = threading.Lock()
         self._pos: dict[int, _Position] = {}
         self.record = FocusRecord()
-        self._run: Any = None
+        self._schedule = schedule
+        """The run's schedule: it carries out the moves and z-scans (``None``: decisions are
+        recorded, nothing moves)."""
         self.range_um = range_um
         """The estimator's trained range: estimates near its edge are unsure."""
-        self._emit: Callable[[dict[str, Any]], None] = lambda event: None
+        self._emit: Callable[[dict[str, Any]], None] = emit or (lambda event: None)
+        """The run's ``signals.focus``: every estimate, correction and z-scan."""
         self._signed: dict[tuple[int, int], tuple[float, float] | None] = {}
         self.convention = 1.0
         """+1: optical defocus = stage z - stage focus; -1: the Z drive is inverted."""
@@ -133,14 +139,6 @@ class FocusController:
         steer = next(c for c in profile.channels if c.name == self.channel)
         self._steer_preset = (steer.group, steer.preset, steer.exposure_ms)
         self._true_sign = -1.0 if profile.specimen.z_drive_inverted else 1.0
-
-    def attach(self, run: Any) -> None:
-        """The run that carries out moves and z-scans (it calls :meth:`start` when it starts);
-        its ``signals.focus`` hears every estimate, correction and z-scan."""
-        self._run = run
-        signals = getattr(run, "signals", None)
-        if signals is not None and hasattr(signals, "focus"):
-            self._emit = signals.focus.emit
 
     # ----- the run's calls --------------------------------------------------------------
     def start(self, first_events: dict[int, useq.MDAEvent]) -> None:
@@ -159,8 +157,8 @@ class FocusController:
         given = channel in self.signed_channels
         with self._lock:
             pos = self._pos.setdefault(p, _Position())
-            if not pos.track and not self.af.zscan_at_start and self._run is not None:
-                here0 = self._run.focus_z(p)  # no start z-scan: the start is focus
+            if not pos.track and not self.af.zscan_at_start and self._schedule is not None:
+                here0 = self._schedule.focus_z(p)  # no start z-scan: the start is focus
                 if here0 is not None:
                     pos.track.append((t, here0))
             signed: float | None  # stage-relative: z - focus, in stage coordinates
@@ -231,10 +229,10 @@ class FocusController:
                 shift = focus - predicted
                 pos.track = [(a, b + shift) for a, b in pos.track]
             self._observe(pos, t, focus)
-        if jump and self._run is not None:
-            here = self._run.focus_z(p)
+        if jump and self._schedule is not None:
+            here = self._schedule.focus_z(p)
             if here is not None:
-                ahead = max(t, self._run.last_t(p)) + 1
+                ahead = max(t, self._schedule.last_t(p)) + 1
                 with self._lock:
                     target = self._predict(pos, ahead)
                 self._correct(t, p, (target if target is not None else focus) - here,
@@ -249,12 +247,12 @@ class FocusController:
     def _steer(self, p: int, t: int, pos: _Position, why: str) -> None:
         """Move the stage toward where the track says focus will be at the next time point
         to be acquired (the estimate may arrive after later ones were)."""
-        if self._run is None:
+        if self._schedule is None:
             return
-        ahead = max(t, self._run.last_t(p)) + 1
+        ahead = max(t, self._schedule.last_t(p)) + 1
         with self._lock:
             target = self._predict(pos, ahead)
-        here = self._run.focus_z(p)
+        here = self._schedule.focus_z(p)
         if target is None or here is None:
             return
         err = target - here
@@ -354,7 +352,7 @@ class FocusController:
     def _zscan(self, p: int, t: int, like: useq.MDAEvent | None, why: str,
                frame: Frame | None = None, jump: bool = False,
                span: float | None = None) -> None:
-        run = self._run
+        run = self._schedule
         if run is None:
             return
         here = run.focus_z(p)
@@ -396,7 +394,7 @@ class FocusController:
                 shift = best - (self._predict(pos, scan["t"]) or best)
                 pos.track = [(a, b + shift) for a, b in pos.track]
             self._observe(pos, scan["t"], best)
-            pos.fresh_seq = self._run.frames_acquired if self._run is not None else 0
+            pos.fresh_seq = self._schedule.frames_seen if self._schedule is not None else 0
         self._correct(scan["t"], p, best - scan["from_z"], "z-scan: " + scan["why"],
                       record=False)
         self._ask_sign_probe(p, scan["t"], best)
@@ -405,14 +403,14 @@ class FocusController:
     def _ask_sign_probe(self, p: int, t: int, best: float) -> None:
         """Once per run, after the first z-scan: one exposure of the steering (signed) channel
         ``SIGN_PROBE_UM`` above the focus just found."""
-        if self._probe_estimator is None or self.sign_check is not None or self._run is None:
+        if self._probe_estimator is None or self.sign_check is not None or self._schedule is None:
             return
         with self._lock:
             if self._probe is not None:
                 return
             self._probe = {"p": p, "t": t, "z": best + SIGN_PROBE_UM}
         group, preset, exposure = self._steer_preset
-        self._run.insert([useq.MDAEvent(
+        self._schedule.insert([useq.MDAEvent(
             index={"t": t, "p": p, "z": 0}, channel={"config": preset, "group": group},
             exposure=exposure, z_pos=best + SIGN_PROBE_UM,
             metadata={"channel": self.channel, "zscan": True, "sign_probe": True})])
@@ -448,9 +446,9 @@ class FocusController:
         self._emit({"kind": "sign_check", **(self.sign_check or {})})
 
     def _correct(self, t: int, p: int, dz: float, why: str, record: bool = True) -> None:
-        if self._run is None:
+        if self._schedule is None:
             return
-        self._run.adjust_focus(p, dz)
+        self._schedule.adjust_focus(p, dz)
         if record:
             self._emit({"kind": "correction", "t": t, "p": p, "dz_um": round(dz, 3)})
         with self._lock:
@@ -476,7 +474,9 @@ class FocusController:
                         for p, pos in sorted(self._pos.items()) if pos.zscan is not None]}
 
 
-def make_focus(profile: Profile, stages: RunStages) -> FocusController | None:
+def make_focus(profile: Profile, stages: RunStages, schedule: ScheduleView | None = None,
+               emit: Callable[[dict[str, Any]], None] | None = None,
+               ) -> FocusController | None:
     """The closed-loop focus controller, listening to the defocus estimators and looked up by
     the refocus stage (``None`` unless the profile's autofocus policy is ``closed_loop``). On
     the simulated specimen each estimate also records the true defocus of its frame."""
@@ -497,7 +497,8 @@ def make_focus(profile: Profile, stages: RunStages) -> FocusController | None:
         signed = frozenset(ch for ch, e in estimators.items() if e.signed)
         probe = estimators.get(steering)
     ctl = FocusController(profile, truth=truth, range_um=range_um, signed=signed,
-                          refocus_range=refocus, sign_probe=probe)
+                          refocus_range=refocus, sign_probe=probe, schedule=schedule,
+                          emit=emit)
     if stages.estimate is not None:
         stages.estimate.listeners.append(ctl.estimate)
     if stages.refocus is not None:

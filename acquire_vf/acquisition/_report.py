@@ -16,23 +16,13 @@ from acquire_vf.acquisition._runner import AcquisitionRun
 
 def light_dose(run: AcquisitionRun) -> dict[str, Any]:
     """The run's light-dose ledger (:mod:`acquire_vf.acquisition._dose`)."""
-    checked: set[tuple[int, int]] = set()
-    stages = list(run.pipeline.stages) + (list(run.focus_pipeline.stages)
-                                          if run.focus_pipeline is not None else [])
-    for stage in stages:
-        checked |= getattr(stage, "checked", set())
-    return run.ledger.report(checked)
+    return run.ledger.report(run.stages.checked_planes())
 
 
 def refocus_gate(run: AcquisitionRun) -> dict[str, Any]:
     """Per refocused channel: how often the gate kept the learned frame, the deconvolved one
     or the camera's, and why (:mod:`acquire_vf.pipeline._gate`)."""
-    out: dict[str, Any] = {}
-    for stage in run.pipeline.stages:
-        report = getattr(stage, "gate_report", None)
-        if report is not None:
-            out.update(report())
-    return out
+    return run.stages.gate_report()
 
 
 def full_protocol_exposures(run: AcquisitionRun) -> int:
@@ -47,7 +37,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
     p, w = run.pipeline, run.writer
     channels: list[dict[str, Any]] = [{"name": c.name, "role": "physical"} for c in prof.channels]
     channels += [{"name": n, "role": "physical", "fallback_for": "virtual:" + n}
-                 for n in sorted(run.fell_back)]
+                 for n in sorted(run.exposure.fell_back)]
     if p is not None:
         channels += [c.as_dict() for c in p.outputs]
     dose = light_dose(run)
@@ -71,9 +61,9 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "light_dose": dose,
         "verification": run.verifier.report() if run.verifier is not None else {},
         "focus": run.focus.report() if run.focus is not None else {},
-        "qc": {c: {**v, "by_flag": dict(v["by_flag"])} for c, v in sorted(run.qc.items())},
-        "engine_host": ({"mode": "process", **run.engine_host.report()}
-                        if run.engine_host is not None else {"mode": "thread"}),
+        "qc": run.qc.report(),
+        "engine_host": ({"mode": "process", **run.exposure.engine_host.report()}
+                        if run.exposure.engine_host is not None else {"mode": "thread"}),
         # detail beyond the contract
         "state": run.state.value,
         "frames_expected": len(run.expected),

@@ -14,41 +14,41 @@ After pymmcore-plus's ``mda/_runner.py``: the runner knows the protocol, not the
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
 
 import useq
 
 from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
-from acquire_vf._frames import Frame, raised_flags
+from acquire_vf._frames import Frame, FrameId
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._dose import DoseLedger
+from acquire_vf.acquisition._exposure import EngineHostLike, ExposurePolicy
 from acquire_vf.acquisition._focus import FocusController
 from acquire_vf.acquisition._handoff import FrameHandoff
-from acquire_vf.acquisition._plan import RunPlan, frame_id
+from acquire_vf.acquisition._plan import RunPlan
+from acquire_vf.acquisition._qc import QcTally
+from acquire_vf.acquisition._schedule import Schedule, is_zscan
 from acquire_vf.acquisition._sequence import SequenceChecker
 from acquire_vf.acquisition._signals import RunSignals
-from acquire_vf.acquisition._state import ALLOWED, RunState, RunStatus
+from acquire_vf.acquisition._state import RunControl, RunState, RunStatus
 from acquire_vf.acquisition._verify import Verifier
 from acquire_vf.backends import AcquisitionBackend, BackendInfo, check_backend, event_channel
 from acquire_vf.config import Profile
 from acquire_vf.pipeline import Pipeline, RunStages, Stage
-from acquire_vf.storage import BackgroundWriter, BacklogFull, FrameSink
+from acquire_vf.storage import BackgroundWriter, BacklogFull, FileSink, FrameSink
 
 log = logging.getLogger(__name__)
 
 
-def _plane_tp(e: useq.MDAEvent) -> tuple[int, int]:
-    return int(e.index.get("t", 0)), int(e.index.get("p", 0))
-MAX_BATCH = 256
-"""Most events per batch: inserted events and focus moves wait at most this long."""
-
-
 class AcquisitionRun:
     """One acquisition: ``plan`` executed by ``backend``, frames to ``sink`` and the stages.
+
+    The runner keeps the state machine and the loop; what it exposes next is its
+    :class:`~acquire_vf.acquisition._schedule.Schedule`, which optional events expose its
+    :class:`~acquire_vf.acquisition._exposure.ExposurePolicy`, and the QC counts its
+    :class:`~acquire_vf.acquisition._qc.QcTally`.
 
     Parameters
     ----------
@@ -69,179 +69,141 @@ class AcquisitionRun:
         virtual frame is skipped and every decision sees the pairs before it (a replay as
         fast as possible; never on hardware, which cannot wait).
     focus
-        Closed-loop focus (``autofocus.policy = "closed_loop"``): it corrects each position's
-        focus through :meth:`adjust_focus` and z-scans through :meth:`insert`.
+        Closed-loop focus (``autofocus.policy = "closed_loop"``), built on this run's
+        ``schedule`` and ``signals`` (:func:`~acquire_vf.acquisition.make_focus`): it
+        corrects each position's focus and inserts z-scans through the schedule.
+    schedule, signals
+        Made here unless the caller made them first (for the focus controller).
     """
 
     def __init__(self, profile: Profile, backend: AcquisitionBackend, sink: FrameSink,
                  plan: RunPlan, *, stages: RunStages | Sequence[Stage] = (),
                  verifier: Verifier | None = None, pace_to_engines: bool = False,
-                 focus: FocusController | None = None) -> None:
+                 focus: FocusController | None = None, schedule: Schedule | None = None,
+                 signals: RunSignals | None = None) -> None:
         self.profile = profile
         self.backend = check_backend(backend)
         self.backend_info: BackendInfo = backend.describe()
-        self.plan = plan
-        self.signals = RunSignals()
-        self.latency = LatencyRecorder()
+        self.signals = signals if signals is not None else RunSignals()
         self.errors: list[str] = []
-        self.exposing: set[str] = set()
-        """Virtual channels exposed physically since their engine failed (or while the engine
-        host is down)."""
-        self.qc: dict[str, dict[str, Any]] = {}
-        """Per virtual channel: frames made, frames flagged by QC, and counts by flag."""
-        self.fell_back: set[str] = set()
-        """Every virtual channel that was ever exposed as a fallback."""
-        self.engine_host: Any = None
-        self._host_exposing: set[str] = set()
-        self.data_path = getattr(sink, "path", None)
+        self.schedule = schedule if schedule is not None else Schedule(
+            plan, self.backend_info.z_um, closed_loop=focus is not None)
+        self.exposure = ExposurePolicy(profile, plan.optional, self._record_error, verifier)
+        self.qc = QcTally()
         self.verifier = verifier
         if verifier is not None:
             verifier.connect(self.signals.fidelity.emit, self._record_error)
         self.ledger = DoseLedger(profile)
-        self._sink = sink
         self.focus = focus
-        self._focus_offset: dict[int, float] = {}
-        self._last_t: dict[int, int] = {}
-        self._base_z = self.backend_info.z_um
-        if focus is not None:
-            focus.attach(self)
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self._state = RunState.IDLE
-        self._lock = threading.Lock()
-        self._unpaused = threading.Event()
-        self._unpaused.set()
-        self._cancel = threading.Event()
-        self._forced = False
-        self._fatal: AcquireVFError | None = None
-        self._inserted: deque[useq.MDAEvent] = deque()
-        self._moves: deque[float] = deque()
-        self.sequence = SequenceChecker(plan.expected, optional=set(plan.optional))
-        self.expected = self.sequence.expected
+        self._sink = sink
+        self._ctl = RunControl(self._state_changed)
         # focus estimation runs on its own thread and slot, so the slow engines never starve it
-        stages = RunStages.of(stages)
-        self.pipeline = Pipeline(stages.pipeline(), slot_size=profile.queues.pipeline,
-                                 hold_for_newer=profile.queues.hold_for_newer,
-                                 on_virtual=self._on_virtual, on_error=self._record_error,
-                                 on_stage_failure=self._stage_failed, latency=self.latency,
-                                 on_skip=lambda fid, why: self.writer.skip(fid, "virtual", why))
-        self.focus_pipeline = Pipeline([stages.estimate], slot_size=1,
-                                       on_error=self._record_error, latency=self.latency,
-                                       name="focus_pipeline"
-                                       ) if stages.estimate is not None else None
-        self.writer = BackgroundWriter(
+        self.stages = stages = RunStages.of(stages)
+        latency = LatencyRecorder()
+        pipeline = Pipeline(stages.pipeline(), slot_size=profile.queues.pipeline,
+                            hold_for_newer=profile.queues.hold_for_newer,
+                            on_virtual=self._on_virtual, on_error=self._record_error,
+                            on_stage_failure=self.exposure.stage_failed, latency=latency,
+                            on_skip=lambda fid, why: self.writer.skip(fid, "virtual", why))
+        focus_pipeline = Pipeline([stages.estimate], slot_size=1, on_error=self._record_error,
+                                  latency=latency, name="focus_pipeline"
+                                  ) if stages.estimate is not None else None
+        writer = BackgroundWriter(
             sink, raw_limit_bytes=profile.queues.raw_write_mb * 2**20,
             virtual_limit=profile.queues.virtual_write, on_error=self._writer_failed)
         group = frozenset(event_channel(e) for e in plan.events) - plan.optional
-        self.handoff = FrameHandoff(self.sequence, self.writer, self.pipeline, group,
-                                    self.latency, focus_pipeline=self.focus_pipeline,
+        self.handoff = FrameHandoff(self.schedule.sequence, writer, pipeline, group, latency,
+                                    focus_pipeline=focus_pipeline,
                                     record_error=self._record_error,
                                     keep=verifier.keep if verifier is not None else None,
                                     pace=self._wait_for_engines if pace_to_engines else None,
                                     on_zscan=focus.zscan_frame if focus is not None else None)
 
+    # ----- what the run is made of (read by the report, displays and tests) -------------
+    @property
+    def plan(self) -> RunPlan:
+        return self.schedule.plan
+
+    @property
+    def sequence(self) -> SequenceChecker:
+        return self.schedule.sequence
+
+    @property
+    def expected(self) -> list[FrameId]:
+        return self.schedule.sequence.expected
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.handoff.pipeline
+
+    @property
+    def focus_pipeline(self) -> Pipeline | None:
+        return self.handoff.focus_pipeline
+
+    @property
+    def writer(self) -> BackgroundWriter:
+        return self.handoff.writer
+
+    @property
+    def latency(self) -> LatencyRecorder:
+        return self.handoff.latency
+
+    @property
+    def data_path(self) -> Path | None:
+        return self._sink.path if isinstance(self._sink, FileSink) else None
+
+    @property
+    def started_at(self) -> float | None:
+        return self._ctl.started_at
+
+    @property
+    def finished_at(self) -> float | None:
+        return self._ctl.finished_at
+
     # ----- state machine ---------------------------------------------------------------
     @property
     def state(self) -> RunState:
-        return self._state
+        return self._ctl.state
 
-    def _set_state(self, new: RunState) -> None:
-        with self._lock:
-            if new == self._state:
-                return
-            if new not in ALLOWED[self._state]:
-                raise RuntimeError(f"run cannot go from {self._state.value} to {new.value}")
-            self._state = new
+    def _state_changed(self, new: RunState) -> None:
         log.info("run %s", new.value)
         self.signals.stateChanged.emit(new)
 
     def pause(self) -> None:
         """Hold before the next event; the hardware stays where it is."""
-        if self._state == RunState.RUNNING:
-            self._unpaused.clear()
-            self._set_state(RunState.PAUSED)
+        if self._ctl.state == RunState.RUNNING:
+            self._ctl.unpaused.clear()
+            self._ctl.move(RunState.PAUSED)
 
     def resume(self) -> None:
-        if self._state == RunState.PAUSED:
-            self._set_state(RunState.RUNNING)
-            self._unpaused.set()
+        if self._ctl.state == RunState.PAUSED:
+            self._ctl.move(RunState.RUNNING)
+            self._ctl.unpaused.set()
 
     def cancel(self) -> None:
         """End the run within the event in progress (the backend aborts it); everything
         acquired so far is saved. Before the run starts, it makes the run end without
         exposing. Safe from any thread, and to call twice."""
-        if self._state == RunState.IDLE:
-            self._cancel.set()
-        elif self._state in (RunState.RUNNING, RunState.PAUSED):
-            self._cancel.set()
-            self._set_state(RunState.CANCELLING)
-            self._unpaused.set()
+        state = self._ctl.state
+        if state == RunState.IDLE:
+            self._ctl.cancel.set()
+        elif state in (RunState.RUNNING, RunState.PAUSED):
+            self._ctl.cancel.set()
+            self._ctl.move(RunState.CANCELLING)
+            self._ctl.unpaused.set()
             self.backend.abort()
 
     def force_stop(self) -> None:
         """Cancel without waiting for the engines: frame sets still queued are skipped (the
         raw frames are all written, and the files stay readable)."""
-        self._forced = True
+        self._ctl.forced = True
         self.cancel()
         self.pipeline.drop_waiting()
-
-    def insert(self, events: Sequence[useq.MDAEvent]) -> None:
-        """Run ``events`` before the next batch. Their frames are saved like any other and
-        never counted missing, except z-scan exposures (``metadata["zscan"]``), which go to
-        the focus controller only."""
-        with self._lock:
-            for e in events:
-                if not (e.metadata or {}).get("zscan"):
-                    self.sequence.allow(frame_id(e))
-            self._inserted.extend(events)
-
-    def adjust_focus(self, p: int, dz_um: float) -> None:
-        """Shift position ``p``'s focus by ``dz_um`` from its next event on (closed loop)."""
-        with self._lock:
-            self._focus_offset[p] = self._focus_offset.get(p, 0.0) + dz_um
-
-    def focus_z(self, p: int) -> float | None:
-        """Where position ``p``'s focus stands now (its plan z, or the start z, plus the
-        corrections so far); ``None`` without a focus stage."""
-        base = self.plan.position_z(p) if hasattr(self.plan, "position_z") else None
-        base = base if base is not None else self._base_z
-        if base is None:
-            return None
-        with self._lock:
-            return base + self._focus_offset.get(p, 0.0)
-
-    def last_t(self, p: int) -> int:
-        """The last time point acquired at position ``p`` (-1 before the first)."""
-        return self._last_t.get(p, -1)
-
-    def _focused(self, batch: list[useq.MDAEvent]) -> list[useq.MDAEvent]:
-        """The batch with each position's focus correction applied (z-scans are absolute)."""
-        if self.focus is None:
-            return batch
-        out = []
-        with self._lock:
-            offsets = dict(self._focus_offset)
-        for e in batch:
-            if (e.metadata or {}).get("zscan"):
-                out.append(e)
-                continue
-            p = int(e.index.get("p", 0))
-            z = e.z_pos if e.z_pos is not None else self._base_z
-            if z is None:
-                out.append(e)
-                continue
-            out.append(e.model_copy(update={"z_pos": z + offsets.get(p, 0.0)}))
-        return out
-
-    def move_z(self, dz_um: float) -> None:
-        """Move the focus stage by ``dz_um`` before the next batch."""
-        with self._lock:
-            self._moves.append(dz_um)
 
     def status(self) -> RunStatus:
         w, p = self.writer, self.pipeline
         return RunStatus(
-            state=self._state, frames_acquired=self.frames_acquired,
+            state=self._ctl.state, frames_acquired=self.frames_acquired,
             frames_expected=len(self.expected), virtual_frames=p.virtual_made,
             virtual_skipped=p.virtual_skipped + w.virtual_dropped,
             raw_backlog_mb=w.raw_backlog_bytes / 2**20, pipeline_depth=p.depth,
@@ -257,16 +219,23 @@ class AcquisitionRun:
 
     @property
     def fatal_error(self) -> AcquireVFError | None:
-        return self._fatal
+        e = self._ctl.fatal
+        return e if isinstance(e, AcquireVFError) else None
+
+    def attach_engine_host(self, host: EngineHostLike) -> None:
+        """The engine host's faults reach the run's exposure policy (see
+        :meth:`ExposurePolicy.follow`)."""
+        self.exposure.follow(host)
 
     # ----- the run ---------------------------------------------------------------------
     def run(self) -> RunState:
         """Acquire until done, cancelled or failed; return the end state. The fatal error,
         if any, is in :attr:`fatal_error` (the caller raises it after writing the report)."""
-        self.started_at = time.time()
-        self._set_state(RunState.RUNNING)
-        if self._cancel.is_set():  # cancelled before it started
-            self._set_state(RunState.CANCELLING)
+        ctl = self._ctl
+        ctl.started_at = time.time()
+        ctl.move(RunState.RUNNING)
+        if ctl.cancel.is_set():  # cancelled before it started
+            ctl.move(RunState.CANCELLING)
         try:
             self.backend.setup(self._gate)
             if self.focus is not None:
@@ -283,20 +252,21 @@ class AcquisitionRun:
             try:
                 self.backend.teardown()
             except AcquireVFError as e:
-                if self._fatal is None and not self._cancel.is_set():
-                    self._fatal = e
+                if not ctl.cancel.is_set():
+                    ctl.fail_first(e)
             self._finish()
-        return self._state
+        return ctl.state
 
     def _loop(self) -> None:
         t0 = time.perf_counter()
-        for batch in self._batches():
+        ctl = self._ctl
+        for batch in self.schedule.batches(lambda: ctl.stopping, self.backend.move_z):
             start = batch[0].min_start_time
             if start:
-                self._cancel.wait(max(0.0, t0 + start - time.perf_counter()))
-            if self._stopping():
+                ctl.cancel.wait(max(0.0, t0 + start - time.perf_counter()))
+            if ctl.stopping:
                 return
-            for img in self.backend.execute(self._focused(batch)):
+            for img in self.backend.execute(self.schedule.focused(batch)):
                 try:
                     frame = self.handoff.take(img)
                 except BacklogFull as e:
@@ -306,72 +276,34 @@ class AcquisitionRun:
                     self._abort(e)
                     return
                 self._account(frame, img.event)
-                if self._is_zscan(img.event):
+                if is_zscan(img.event):
                     continue
                 self.signals.frameReady.emit(frame)
-                if self._fatal is not None:
+                if ctl.fatal is not None:
                     return
-
-    def _batches(self) -> Iterator[list[useq.MDAEvent]]:
-        """Events in order, cut where a time point is not yet due, where an event was
-        inserted or a focus move asked for, and every :data:`MAX_BATCH` events."""
-        queue = deque(self.plan.events)
-        while (queue or self._inserted) and not self._stopping():
-            with self._lock:
-                inserted = list(self._inserted)
-                self._inserted.clear()
-                moves = list(self._moves)
-                self._moves.clear()
-            for dz in moves:
-                self.backend.move_z(dz)
-            if inserted:
-                yield inserted
-                continue
-            batch = [queue.popleft()]
-            while queue and len(batch) < MAX_BATCH and not queue[0].min_start_time \
-                    and not self._inserted and not self._moves \
-                    and not (self.focus is not None and _plane_tp(queue[0]) != _plane_tp(
-                        batch[0])):  # closed loop: each time point sees the last correction
-                batch.append(queue.popleft())
-            yield batch
 
     def _wait_for_engines(self) -> None:
         self.pipeline.wait_idle()
         if self.verifier is not None:
             self.verifier.wait_idle()
 
-    def _stopping(self) -> bool:
-        return self._cancel.is_set() or self._fatal is not None
-
     def _gate(self, event: useq.MDAEvent) -> bool:
         """Just before the hardware: hold while paused, drop everything once stopping, and
         drop fallback exposures while their engine works."""
-        self._unpaused.wait()
-        if self._stopping():
+        self._ctl.unpaused.wait()
+        if self._ctl.stopping:
             return False
-        meta = event.metadata or {}
-        if not meta.get("optional"):
-            return True
-        c = event_channel(event)
-        if c in self.exposing:
-            return True
-        v = self.verifier
-        return v is not None and v.wants(c, int(event.index.get("t", 0)),
-                                         int(event.index.get("p", 0)))
-
-    @staticmethod
-    def _is_zscan(event: useq.MDAEvent) -> bool:
-        return bool((event.metadata or {}).get("zscan"))
+        return self.exposure.admits(event)
 
     def _account(self, frame: Frame, event: useq.MDAEvent | None = None) -> None:
         """The ledger and the verifier learn of every physical frame, with why it was taken."""
-        c = frame.id.c
-        if event is not None and self._is_zscan(event):  # focus-finding, not data
-            probe = (event.metadata or {}).get("sign_probe")
+        self.schedule.acquired(event, frame.id.p, frame.id.t)
+        if is_zscan(event):  # focus-finding, not data
+            probe = (event.metadata or {}).get("sign_probe") if event is not None else None
             self.ledger.taken(frame, "sign_probe" if probe else "zscan")
             return
         why = "plan"
-        self._last_t[frame.id.p] = max(self._last_t.get(frame.id.p, -1), frame.id.t)
+        c = frame.id.c
         if c in self.plan.optional:
             planned = self.verifier.plan(frame.id.t, frame.id.p).get(c) \
                 if self.verifier is not None else None
@@ -380,68 +312,13 @@ class AcquisitionRun:
         if self.verifier is not None:
             self.verifier.physical(frame)
 
-    def attach_engine_host(self, host: Any) -> None:
-        """The engine host's faults reach the run: while it is down, channels with
-        ``on_failure = "expose"`` are exposed physically; when it is back, virtual again."""
-        self.engine_host = host
-        host.on_fault, host.on_recovered = self._engine_host_down, self._engine_host_up
-        if host.state != "up":  # it went down while the engines were being set up
-            self._engine_host_down(host.reason or f"engine host {host.state}")
-
-    def _engine_host_down(self, reason: str) -> None:
-        self._record_error(reason)
-        with self._lock:
-            for v in self.profile.virtual_channels:
-                if v.on_failure == "expose" and v.name in self.plan.optional \
-                        and v.name not in self.exposing:
-                    self.exposing.add(v.name)
-                    self.fell_back.add(v.name)
-                    self._host_exposing.add(v.name)
-
-    def _engine_host_up(self) -> None:
-        self._record_error("engine host restarted; virtual frames resume")
-        with self._lock:
-            self.exposing -= self._host_exposing
-            self._host_exposing.clear()
-
-    def _stage_failed(self, stage: Stage, error: BaseException | None = None) -> None:
-        """A synthesis engine failed: expose its channel from now on if the profile says so
-        (a fault of the engine host is the host's: it restarts and the channel returns)."""
-        from acquire_vf.engine_host import EngineHostFault
-
-        if isinstance(error, EngineHostFault):
-            return
-        channel = getattr(stage, "channel", None)
-        if channel in self.plan.optional and channel not in self.exposing:
-            self.exposing.add(channel)
-            self.fell_back.add(channel)
-            self._record_error(f"virtual channel '{channel}': engine failed, exposing it "
-                               "physically from now on (on_failure = 'expose')")
-
     def _on_virtual(self, frame: Frame) -> None:
         if self.writer.put_virtual(frame):
             self.ledger.made_virtual(frame)
-            self._count_qc(frame)
+            self.qc.count(frame)
             if self.verifier is not None:
                 self.verifier.virtual(frame)
             self.signals.virtualReady.emit(frame)
-
-    def _count_qc(self, frame: Frame) -> None:
-        """Per virtual channel: frames made, frames flagged, counts by flag; a warning line
-        the first time each flag is raised (a run whose engine sees inputs unlike its
-        training data must not look clean)."""
-        flags = [f.value for f in raised_flags(frame.qc)]
-        c = frame.id.c
-        with self._lock:
-            tally = self.qc.setdefault(c, {"frames": 0, "flagged": 0, "by_flag": {}})
-            tally["frames"] += 1
-            tally["flagged"] += bool(flags)
-            new = [f for f in flags if f not in tally["by_flag"]]
-            for f in flags:
-                tally["by_flag"][f] = tally["by_flag"].get(f, 0) + 1
-        for f in new:
-            log.warning("virtual channel '%s': QC flag '%s' from t=%d (the virtual frames are "
-                        "saved and marked; session.json 'qc' counts them)", c, f, frame.id.t)
 
     def _record_error(self, msg: str) -> None:
         if len(self.errors) < 1000:
@@ -453,38 +330,35 @@ class AcquisitionRun:
 
     def _abort(self, e: AcquireVFError) -> None:
         """Stop acquisition at once (first fatal error wins); data written so far is kept."""
-        with self._lock:
-            if self._fatal is not None:
-                return
-            self._fatal = e
+        if not self._ctl.fail_first(e):
+            return
         log.error("%s", e)
-        self._unpaused.set()
+        self._ctl.unpaused.set()
         self.backend.abort()
 
     def _finish(self) -> None:
+        ctl = self._ctl
         if self.focus_pipeline is not None:
             self.focus_pipeline.close(drain=False)
-        self.pipeline.close(drain=self._fatal is None and not self._forced)
+        self.pipeline.close(drain=ctl.fatal is None and not ctl.forced)
         if self.verifier is not None:
             self.verifier.close()
-            annotate = getattr(self._sink, "annotate", None)
-            if annotate is not None:
-                annotate("acquire-vf/sentinel-fidelity", [
+            if isinstance(self._sink, FileSink):
+                self._sink.annotate("acquire-vf/sentinel-fidelity", [
                     {"channel": c, **row} for c, r in self.verifier.records.items()
                     for row in r.fidelity])
         try:
             self.writer.close()
         except StorageError as e:
-            if self._fatal is None:
-                self._fatal = e
-        if not self._cancel.is_set() and self._fatal is None and self.sequence.missing_at_end:
+            ctl.fail_first(e)
+        if not ctl.cancel.is_set() and ctl.fatal is None and self.sequence.missing_at_end:
             self._record_error(
                 f"{self.sequence.missing_at_end} frame(s) of the protocol never arrived")
-        self.finished_at = time.time()
-        if self._fatal is not None:
-            self._record_error(str(self._fatal))
-            self._set_state(RunState.FAILED)
-        elif self._cancel.is_set():
-            self._set_state(RunState.CANCELLED)
+        ctl.finished_at = time.time()
+        if ctl.fatal is not None:
+            self._record_error(str(ctl.fatal))
+            ctl.move(RunState.FAILED)
+        elif ctl.cancel.is_set():
+            ctl.move(RunState.CANCELLED)
         else:
-            self._set_state(RunState.FINISHED)
+            ctl.move(RunState.FINISHED)

@@ -56,9 +56,11 @@ def _arity(slot: Callable[..., Any]) -> int | None:
 
 
 def _name(slot: Callable[..., Any]) -> str:
-    owner = getattr(slot, "__self__", None)
-    name = getattr(slot, "__name__", None) or type(slot).__name__
-    return f"{type(owner).__name__}.{name}" if owner is not None else str(name)
+    if inspect.ismethod(slot):
+        return f"{type(slot.__self__).__name__}.{slot.__func__.__name__}"
+    if inspect.isfunction(slot):
+        return slot.__qualname__
+    return type(slot).__name__
 
 
 class GuardedSignalInstance(SignalInstance):
@@ -102,8 +104,7 @@ def _wrappers(sig: SignalInstance) -> dict[Any, Callable[..., None]]:
 
 
 def _errors_of(group: Any) -> ListenerErrors:
-    errors = getattr(group, "listener_errors", None)
-    return errors if isinstance(errors, ListenerErrors) else ListenerErrors()
+    return group.listener_errors if isinstance(group, RunSignals) else ListenerErrors()
 
 
 def _guarded(*types: Any) -> Any:

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from acquire_vf._errors import TransientFault
 from acquire_vf.engine_host._shm import KEY_ENV, aligned, create, release, view
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ PROBE_S = 0.25
 """Past the deadline, starvation is judged over windows this long."""
 
 
-class EngineHostFault(RuntimeError):
+class EngineHostFault(TransientFault):
     """The engine host crashed, hung or is restarting: the call did not run."""
 
 

@@ -11,12 +11,13 @@ from acquire_vf.pipeline._engine_stages import (
     refocus_range,
 )
 from acquire_vf.pipeline._gate import GateDecision, RefocusGate, gate_for
-from acquire_vf.pipeline._protocol import FrameSet, Stage, check_stage
+from acquire_vf.pipeline._protocol import FrameSet, Stage, StageFault, check_stage
 from acquire_vf.pipeline._stages import FocusScoreStage
 
 __all__ = [
     "UNCERTAINTY", "FocusEstimateStage", "FocusScoreStage", "FrameSet", "GateDecision",
-    "Pipeline", "RefocusGate", "RefocusStage", "RunStages", "Stage", "SynthesisStage",
+    "Pipeline", "RefocusGate", "RefocusStage", "RunStages", "Stage", "StageFault",
+    "SynthesisStage",
     "check_stage",
     "focus_score", "gate_for", "refocus_range", "virtual_frame"
 ]

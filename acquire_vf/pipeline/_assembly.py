@@ -44,6 +44,19 @@ class RunStages:
         """The synthesis stages that run an engine (what the verifier checks)."""
         return (s for s in self.synthesis if isinstance(s, SynthesisStage))
 
+    def checked_planes(self) -> set[tuple[int, int]]:
+        """The (t, p) whose focus a defocus estimator or the refocus stage checked: the dose
+        ledger's comparator would have z-scanned them."""
+        out: set[tuple[int, int]] = set()
+        for s in (self.estimate, self.refocus):
+            if s is not None:
+                out |= s.checked
+        return out
+
+    def gate_report(self) -> dict[str, Any]:
+        """``session.json``'s ``refocus_gate`` (empty without a refocus stage)."""
+        return self.refocus.gate_report() if self.refocus is not None else {}
+
     def engines(self) -> list[Any]:
         """Every engine, once (to warm them at the camera's frame size)."""
         found: dict[int, Any] = {}

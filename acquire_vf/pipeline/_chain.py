@@ -29,7 +29,7 @@ import numpy as np
 
 from acquire_vf._frames import ChannelInfo, Frame, FrameId
 from acquire_vf._stats import LatencyRecorder
-from acquire_vf.pipeline._protocol import FrameSet, Stage, check_stage
+from acquire_vf.pipeline._protocol import FrameSet, Stage, StageFault, check_stage
 
 log = logging.getLogger(__name__)
 DROPPED = "skipped: the engines were busy with a later frame set (latest-frame slot)"
@@ -44,7 +44,7 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage], *, slot_size: int = 1,
                  on_virtual: Callable[[Frame], None] | None = None,
                  on_error: Callable[[str], None] | None = None,
-                 on_stage_failure: Callable[[Stage, BaseException], None] | None = None,
+                 on_stage_failure: Callable[[StageFault], None] | None = None,
                  latency: LatencyRecorder | None = None,
                  on_skip: Callable[[FrameId, str], None] | None = None,
                  name: str = "pipeline", hold_for_newer: bool = True) -> None:
@@ -152,7 +152,8 @@ class Pipeline:
                                    f"{type(e).__name__}: {e}")
                 self._skipped(fs, stage.outputs, f"engine failed: {type(e).__name__}")
                 if self._on_stage_failure is not None:
-                    self._on_stage_failure(stage, e)
+                    self._on_stage_failure(StageFault(
+                        stage.name, tuple(c.name for c in stage.outputs), e))
                 continue
             finally:
                 stage_ms = (time.perf_counter() - t0) * 1e3

@@ -58,3 +58,21 @@ def check_stage(obj: object) -> Stage:
         missing = [m for m in ("name", "outputs", "process", "close") if not hasattr(obj, m)]
         raise TypeError(f"{type(obj).__name__} is not a Stage: missing {', '.join(missing)}")
     return obj
+
+
+@dataclass(frozen=True)
+class StageFault:
+    """A stage that raised on a frame set, as the pipeline reports it to the run."""
+
+    stage: str
+    channels: tuple[str, ...]
+    """The virtual channels it did not make."""
+    error: BaseException
+
+    @property
+    def transient(self) -> bool:
+        """What runs the stage is restarting (:class:`~acquire_vf._errors.TransientFault`):
+        the stage itself is not broken."""
+        from acquire_vf._errors import TransientFault
+
+        return isinstance(self.error, TransientFault)

@@ -8,7 +8,7 @@ from acquire_vf.storage._missing import missing_summary
 from acquire_vf.storage._ometiff import IDENTITY_TAG, OmeTiffWriter, repair
 from acquire_vf.storage._omezarr import PHYSICAL_COLOURS, OmeZarrWriter, channel_type, repair_zarr
 from acquire_vf.storage._reader import DatasetFile, MissingPlane, ZarrDatasetFile, open_dataset
-from acquire_vf.storage._sink import BackgroundWriter, BacklogFull, FrameSink
+from acquire_vf.storage._sink import BackgroundWriter, BacklogFull, FileSink, FrameSink
 
 WRITERS: dict[str, tuple[type, str]] = {"ome-tiff": (OmeTiffWriter, ".ome.tif"),
                                         "ome-zarr": (OmeZarrWriter, ".ome.zarr")}
@@ -16,7 +16,7 @@ WRITERS: dict[str, tuple[type, str]] = {"ome-tiff": (OmeTiffWriter, ".ome.tif"),
 
 __all__ = [
     "IDENTITY_TAG", "PHYSICAL_COLOURS", "WRITERS", "BacklogFull", "BackgroundWriter", "DatasetFile",
-    "DatasetLayout", "FrameSink",
+    "DatasetLayout", "FileSink", "FrameSink",
     "MissingPlane", "OmeTiffWriter", "OmeZarrWriter", "ZarrDatasetFile", "check_output",
     "frame_crc", "journal_path", "missing_summary", "open_dataset", "prepare_output",
     "channel_type", "read_journal", "repair", "repair_zarr",

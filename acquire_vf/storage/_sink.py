@@ -13,7 +13,8 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from acquire_vf._errors import StorageError
 from acquire_vf._frames import Frame, FrameId
@@ -39,6 +40,16 @@ class FrameSink(Protocol):
     def close(self) -> None:
         """Finish the dataset (metadata, index); raises :class:`StorageError` on failure."""
         ...
+
+
+@runtime_checkable
+class FileSink(Protocol):
+    """A sink that is a file on disk (the OME-TIFF and OME-Zarr writers): where it is, and
+    run-level annotations written into its metadata when it closes."""
+
+    path: Path
+
+    def annotate(self, namespace: str, records: list[dict[str, Any]]) -> None: ...
 
 
 class BacklogFull(StorageError):
