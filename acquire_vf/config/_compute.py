@@ -1,0 +1,65 @@
+"""``[compute]``, ``[tiling]`` and ``[queues]``: where engines run and how much may wait."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from acquire_vf.config._base import Backend, _Model
+
+
+class Compute(_Model):
+    """Where engines run."""
+
+    backends: tuple[Backend, ...] = ("onnxruntime",)
+    """Preference order; the first that can run is used."""
+    allow_fallback: bool = False
+    """If false, only the first backend is acceptable and the run refuses when it cannot run."""
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    threads: int = Field(0, ge=0)
+    """CPU threads for inference; 0 means all cores but one (the spare one is acquisition's)."""
+    device: int = Field(0, ge=0)
+    """CUDA device index."""
+    host: Literal["process", "thread"] = "process"
+    """Where engines run: ``process``, an engine host process (``python -m
+    acquire_vf.engine_host``) whose crash, hang or out-of-memory never touches acquisition;
+    ``thread``, in the acquisition process (as before; for debugging)."""
+    host_deadline_s: float = Field(10.0, gt=0)
+    """``process``: a call the host has not answered in this time is a hang (the host is
+    killed and restarted)."""
+    host_restarts: int = Field(5, ge=0)
+    """``process``: restarts allowed per run, with backoff; after them virtual channels stay
+    off (``on_failure = "expose"`` channels exposed)."""
+
+
+class Tiling(_Model):
+    """Frames are cut into overlapping tiles, run in batches and blended back."""
+
+    tile: int = Field(512, ge=64, multiple_of=32)
+    overlap: int = Field(32, ge=0)
+    batch: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> Tiling:
+        if self.overlap * 2 >= self.tile:
+            raise ValueError(f"overlap {self.overlap} must be less than half the tile {self.tile}")
+        return self
+
+
+class Queues(_Model):
+    """Bounds between acquisition and its consumers. Acquisition never waits on any of them."""
+
+    pipeline: int = Field(1, ge=1)
+    """Frame sets waiting for the engines; 1 is a latest-frame slot (lowest latency)."""
+    hold_for_newer: bool = True
+    """With the one-set slot: when the engines come free and the waiting set has waited more
+    than half the interval sets arrive at, hold for the next set and run that (virtual frames
+    about the model's own time old, not up to a whole interval more; when the engines are
+    slower than the camera, a few percent fewer of them). ``false`` runs the waiting set."""
+    virtual_write: int = Field(64, ge=1)
+    """Virtual frames waiting to be written; beyond this they are skipped and recorded."""
+    raw_write_mb: int = Field(1024, ge=16)
+    """Memory for raw frames waiting to be written; if exceeded the run stops (never drops)."""
+    mm_buffer_mb: int = Field(1024, ge=1)
+    """Micro-Manager circular buffer size."""
