@@ -32,7 +32,7 @@ from acquire_vf.acquisition import (
     write_session,
 )
 from acquire_vf.backends import AcquisitionBackend, open_backend
-from acquire_vf.config import Profile
+from acquire_vf.config import AutofocusClosedLoop, Profile, Refocusing
 from acquire_vf.pipeline import FocusScoreStage, RunStages, Stage
 from acquire_vf.storage import WRITERS, FrameSink, prepare_output
 
@@ -409,10 +409,15 @@ def build_stages(profile: Profile, backend: str | None = None, host: Any = None
             raise EngineFileError(f"engine '{e.card.name}' failed its warm-up run on "
                                   f"{e.backend}: {msg}") from err
     af = profile.autofocus
+    refocus_stage = None
+    if refocus and isinstance(af, Refocusing):
+        refocus_stage = RefocusStage(
+            refocus, policy=af.policy, threshold=af.focus_threshold,
+            confident_sigma=af.confident_sigma_um if isinstance(af, AutofocusClosedLoop)
+            else RefocusStage.CONFIDENT_SIGMA)
     return RunStages(
         score=score, estimate=FocusEstimateStage(estimators) if estimators else None,
-        refocus=RefocusStage(refocus, policy=af.policy, threshold=af.focus_threshold,
-                             confident_sigma=af.confident_sigma_um) if refocus else None,
+        refocus=refocus_stage,
         synthesis=tuple(synthesis)), ", ".join(backends)
 
 

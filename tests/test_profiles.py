@@ -60,7 +60,12 @@ BAD = [
     ("bad-overlap", "[tiling]\ntile = 128\noverlap = 64\n",
      "tiling: overlap 64 must be less than half the tile 128"),
     ("af-no-engine", "[autofocus]\npolicy = 'always'\n",
-     "autofocus: autofocus policy 'always' needs 'engine'"),
+     "autofocus.always: autofocus policy 'always' needs 'engine'"),
+    # each policy takes only its own settings: closed loop's under 'off' is named, not ignored
+    ("af-closed-loop-key-when-off", "[autofocus]\npolicy = 'off'\ndeadband_um = 0.3\n",
+     "unknown key 'autofocus.off.deadband_um' (valid: hardware_autofocus, policy, zscan_channel"),
+    ("af-typo-in-closed-loop", "[autofocus]\npolicy = 'closed_loop'\ndeadband = 0.3\n",
+     "unknown key 'autofocus.closed_loop.deadband' (did you mean 'deadband_um'?)"),
     ("virtual-bad-input",
      "[[virtual_channels]]\nname = 'DNA'\nengine = 'x.onnx'\ninputs = ['AGP', 'Mito']\n",
      "virtual channel 'DNA' takes inputs ['AGP', 'Mito'], but ['Mito'] are not physical"),

@@ -45,7 +45,7 @@ import useq
 
 from acquire_vf._frames import Frame
 from acquire_vf.acquisition._schedule import ScheduleView
-from acquire_vf.config import Profile
+from acquire_vf.config import AutofocusClosedLoop, Profile
 from acquire_vf.focus import focus_score, peak_of
 from acquire_vf.pipeline import RunStages
 
@@ -108,6 +108,8 @@ class FocusController:
                  sign_probe: Any = None, schedule: ScheduleView | None = None,
                  emit: Callable[[dict[str, Any]], None] | None = None) -> None:
         af = profile.autofocus
+        if not isinstance(af, AutofocusClosedLoop):
+            raise ValueError(f"the focus controller is closed loop's, not '{af.policy}'s")
         self.af = af
         self.channel = next(iter(profile.estimator_engines()))
         self.zscan_channel = af.zscan_channel or self.channel

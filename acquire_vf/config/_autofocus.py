@@ -1,12 +1,18 @@
 """``[autofocus]``: virtual refocusing and closed-loop focus, and the z-scan protocol the
-light-dose ledger compares against."""
+light-dose ledger compares against.
+
+A tagged union on ``policy``, as ``[connection]`` is on ``kind``: each policy carries exactly
+the settings it uses, so ``deadband_um`` under ``policy = "off"`` is an error that names the
+key, not a setting silently ignored. The z-scan protocol (what the ledger compares against,
+and what calibration and closed-loop z-scans use) is common to all four."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from acquire_vf.config._base import _Model
 
@@ -21,24 +27,10 @@ class RefocusPolicy(StrEnum):
     CLOSED_LOOP = "closed_loop"
 
 
-class Autofocus(_Model):
-    """Virtual refocusing, which replaces a z-scan autofocus."""
+class _ZScanProtocol(_Model):
+    """What every policy has: the z-scan protocol."""
 
-    policy: RefocusPolicy = RefocusPolicy.OFF
-    """``always`` refocuses every frame; ``when_defocused`` only frames whose focus score is
-    low; ``closed_loop`` estimates each frame set's signed defocus (``estimators``), corrects
-    the Z stage toward focus, refocuses virtually inside the refocus engine's trained range,
-    and z-scans when unsure (docs/focus.md)."""
-    engine: Path | None = None
-    """Refocus ONNX file for ``channels``; relative to the profile's folder."""
-    channels: tuple[str, ...] = ()
-    """Physical channels that ``engine`` refocuses; empty means every physical channel that
-    has no engine of its own in ``engines``."""
-    engines: dict[str, Path] = Field(default_factory=dict)
-    """One refocus engine per physical channel (``AGP = "engines/refocus_agp.onnx"``): a
-    refocus engine is trained on one stain."""
-    focus_threshold: float = Field(0.6, gt=0, le=1)
-    """Refocus when the focus score falls below this fraction of the best score seen."""
+    policy: RefocusPolicy
     zscan_planes: int = Field(11, ge=0)
     """Comparator protocol: exposures a z-scan autofocus takes per time point and position
     (the light-dose ledger compares the run against that protocol)."""
@@ -46,34 +38,13 @@ class Autofocus(_Model):
     """Comparator protocol: a z-scan every this many time points."""
     hardware_autofocus: bool = False
     """Comparator protocol: the microscope focuses by hardware (a z-scan costs no light)."""
-    estimators: dict[str, Path] = Field(default_factory=dict)
-    """``closed_loop``: defocus estimator engines by physical channel (the first steers)."""
-    confident_sigma_um: float = Field(1.5, gt=0)
-    """``closed_loop``: an estimate with a larger sigma is unsure (a z-scan follows)."""
-    deadband_um: float = Field(0.5, ge=0)
-    """``closed_loop``: estimates smaller than this move nothing."""
-    gain: float = Field(1.0, gt=0, le=1)
-    """``closed_loop``: the stage moves this fraction of the way to where the tracked focus
-    will be ..."""
-    max_step_um: float = Field(3.0, gt=0)
-    """... and by at most this much per time point (it cannot oscillate)."""
     zscan_range_um: float = Field(30.0, gt=0)
-    """``closed_loop``: a z-scan spans +- this around the current position, in
+    """A z-scan (closed loop's, calibration's) spans +- this around the current position, in
     ``zscan_planes`` planes."""
-    zscan_at_start: bool = True
-    """``closed_loop``: the first time point of each position is z-scanned."""
-    confirm_steps: bool = True
-    """``closed_loop``, signed estimator: a step of focus beyond the refocus engines' trained
-    range is followed at once and then confirmed by a fine z-scan around the new position
-    (false: the signed estimate alone)."""
     zscan_channel: str | None = None
-    """``closed_loop``: the physical channel z-scans expose (default: the steering one). A
-    brightfield frame shows least contrast in focus, so with a brightfield estimator name a
-    fluorescence channel here."""
-    resolution_um: float = Field(1.5, ge=0)
-    """``closed_loop``: estimated distances below this count as in focus (the shipped
-    fluorescence estimators read about 1 µm at focus: inside the depth of field a frame barely
-    changes). Signed estimators (brightfield) are taken at their word."""
+    """The physical channel z-scans expose (default: closed loop's steering channel, else the
+    first). A brightfield frame shows least contrast in focus, so with a brightfield estimator
+    name a fluorescence channel here."""
 
     @property
     def refocuses(self) -> bool:
@@ -84,14 +55,99 @@ class Autofocus(_Model):
     def closed_loop(self) -> bool:
         return self.policy is RefocusPolicy.CLOSED_LOOP
 
+
+class AutofocusOff(_ZScanProtocol):
+    """No virtual refocusing (the frames are saved as the camera took them)."""
+
+    policy: Literal[RefocusPolicy.OFF] = RefocusPolicy.OFF
+
+
+class _Refocusing(_ZScanProtocol):
+    """The refocus engines, for every policy that refocuses."""
+
+    engine: Path | None = None
+    """Refocus ONNX file for ``channels``; relative to the profile's folder."""
+    channels: tuple[str, ...] = ()
+    """Physical channels that ``engine`` refocuses; empty means every physical channel that
+    has no engine of its own in ``engines``."""
+    engines: dict[str, Path] = Field(default_factory=dict)
+    """One refocus engine per physical channel (``AGP = "engines/refocus_agp.onnx"``): a
+    refocus engine is trained on one stain."""
+    focus_threshold: float = Field(0.6, gt=0, le=1)
+    """``when_defocused``: refocus when the focus score falls below this fraction of the best
+    score seen."""
+
     @model_validator(mode="after")
-    def _policy_needs_engine(self) -> Autofocus:
-        if self.policy == "closed_loop":
-            if not self.estimators:
-                raise ValueError("autofocus policy 'closed_loop' needs 'estimators' (defocus "
-                                 "estimator engines by channel)")
-        elif self.policy != "off" and self.engine is None and not self.engines:
+    def _needs_engine(self) -> _Refocusing:
+        if self.policy is not RefocusPolicy.CLOSED_LOOP and self.engine is None \
+                and not self.engines:
             raise ValueError(f"autofocus policy '{self.policy}' needs 'engine' or 'engines'")
-        if self.policy == "closed_loop" and self.zscan_planes < 3:
+        return self
+
+
+class AutofocusAlways(_Refocusing):
+    """Refocus every frame."""
+
+    policy: Literal[RefocusPolicy.ALWAYS]
+
+
+class AutofocusWhenDefocused(_Refocusing):
+    """Refocus frames whose focus score is low (``focus_threshold``)."""
+
+    policy: Literal[RefocusPolicy.WHEN_DEFOCUSED]
+
+
+class AutofocusClosedLoop(_Refocusing):
+    """Estimate each frame set's signed defocus (``estimators``), correct the Z stage toward
+    focus, refocus virtually inside the refocus engines' trained range, and z-scan when unsure
+    (docs/focus.md)."""
+
+    policy: Literal[RefocusPolicy.CLOSED_LOOP]
+    estimators: dict[str, Path] = Field(default_factory=dict)
+    """Defocus estimator engines by physical channel (the first steers)."""
+    confident_sigma_um: float = Field(1.5, gt=0)
+    """An estimate with a larger sigma is unsure (a z-scan follows)."""
+    deadband_um: float = Field(0.5, ge=0)
+    """Estimates smaller than this move nothing."""
+    gain: float = Field(1.0, gt=0, le=1)
+    """The stage moves this fraction of the way to where the tracked focus will be ..."""
+    max_step_um: float = Field(3.0, gt=0)
+    """... and by at most this much per time point (it cannot oscillate)."""
+    zscan_at_start: bool = True
+    """The first time point of each position is z-scanned."""
+    confirm_steps: bool = True
+    """Signed estimator: a step of focus beyond the refocus engines' trained range is followed
+    at once and then confirmed by a fine z-scan around the new position (false: the signed
+    estimate alone)."""
+    resolution_um: float = Field(1.5, ge=0)
+    """Estimated distances below this count as in focus (the shipped fluorescence estimators
+    read about 1 µm at focus: inside the depth of field a frame barely changes). Signed
+    estimators (brightfield) are taken at their word."""
+
+    @model_validator(mode="after")
+    def _zscans_fit(self) -> AutofocusClosedLoop:
+        if not self.estimators:
+            raise ValueError("autofocus policy 'closed_loop' needs 'estimators' (defocus "
+                             "estimator engines by channel)")
+        if self.zscan_planes < 3:
             raise ValueError("closed_loop z-scans need zscan_planes >= 3 (a parabola fit)")
         return self
+
+
+def _policy_off_by_default(v: Any) -> Any:
+    if isinstance(v, dict) and "policy" not in v:
+        return {**v, "policy": RefocusPolicy.OFF.value}
+    return v
+
+
+Autofocus = Annotated[
+    AutofocusOff | AutofocusAlways | AutofocusWhenDefocused | AutofocusClosedLoop,
+    Field(discriminator="policy"), BeforeValidator(_policy_off_by_default)]
+"""``[autofocus]``: one of the four policies (``off`` when the table does not say)."""
+Refocusing = AutofocusAlways | AutofocusWhenDefocused | AutofocusClosedLoop
+"""The policies that refocus (they name refocus engines)."""
+VARIANTS: dict[str, type[_ZScanProtocol]] = {
+    RefocusPolicy.OFF.value: AutofocusOff, RefocusPolicy.ALWAYS.value: AutofocusAlways,
+    RefocusPolicy.WHEN_DEFOCUSED.value: AutofocusWhenDefocused,
+    RefocusPolicy.CLOSED_LOOP.value: AutofocusClosedLoop}
+"""Policy -> its model (which settings it takes)."""

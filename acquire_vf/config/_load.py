@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from acquire_vf._errors import ProfileError
 from acquire_vf._paths import shipped, user_profiles
+from acquire_vf.config._autofocus import VARIANTS, AutofocusClosedLoop, Refocusing
 from acquire_vf.config._profile import Profile
 
 PROFILES_DIR = shipped("hardware_profiles")
@@ -77,11 +78,15 @@ def _resolve_paths(prof: Profile, base: Path) -> Profile:
         return engine_path(p if p.is_absolute() else (base / p).resolve())
 
     virtual = tuple(v.model_copy(update={"engine": fix(v.engine)}) for v in prof.virtual_channels)
-    af = prof.autofocus.model_copy(update={
-        "engine": fix(prof.autofocus.engine),
-        "engines": {c: fix(p) for c, p in prof.autofocus.engines.items()},
-        "estimators": {c: fix(p) for c, p in prof.autofocus.estimators.items()}})
-    return prof.model_copy(update={"virtual_channels": virtual, "autofocus": af})
+    af = prof.autofocus
+    update: dict[str, Any] = {}
+    if isinstance(af, Refocusing):
+        update = {"engine": fix(af.engine),
+                  "engines": {c: fix(p) for c, p in af.engines.items()}}
+    if isinstance(af, AutofocusClosedLoop):
+        update["estimators"] = {c: fix(p) for c, p in af.estimators.items()}
+    return prof.model_copy(update={"virtual_channels": virtual,
+                                   "autofocus": af.model_copy(update=update)})
 
 
 def format_validation_error(err: ValidationError, root: type[BaseModel]) -> str:
@@ -148,7 +153,9 @@ def _field_names_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 
 def _kind_tag(model: type[BaseModel]) -> Any:
-    field = model.model_fields.get("kind")
+    """The tag of a tagged union's member: its ``kind`` (connection) or ``policy``
+    (autofocus) literal."""
+    field = model.model_fields.get("kind") or model.model_fields.get("policy")
     args = typing.get_args(field.annotation) if field is not None else ()
     return args[0] if args else None
 
@@ -175,6 +182,11 @@ def demo_variant(updates: Mapping[str, Any], source: str = "demo variant") -> Pr
     backend at 256 x 256 without focus drift or steps, with ``updates`` merged in
     (``connection`` replaces the whole table): what tests and the figure scripts run."""
     base = load_profile("demo").model_dump(mode="json", exclude_none=True)
+    policy = (updates.get("autofocus") or {}).get("policy")
+    if policy is not None and policy != base["autofocus"]["policy"]:
+        # another policy takes other settings: keep only the demo's that it takes
+        keep = VARIANTS[policy].model_fields
+        base["autofocus"] = {k: v for k, v in base["autofocus"].items() if k in keep}
     base["connection"] = {"kind": "memory", "shape": [256, 256]}
     base["specimen"]["focus_drift_um"] = 0.0
     base["specimen"]["focus_steps"] = []

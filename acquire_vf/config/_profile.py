@@ -15,7 +15,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from acquire_vf.config._acquisition import Protocol, XYPosition
-from acquire_vf.config._autofocus import Autofocus, RefocusPolicy
+from acquire_vf.config._autofocus import (
+    Autofocus,
+    AutofocusAlways,
+    AutofocusClosedLoop,
+    AutofocusOff,
+    AutofocusWhenDefocused,
+    Refocusing,
+    RefocusPolicy,
+)
 from acquire_vf.config._base import PROFILE_VERSION, Backend, _Model
 from acquire_vf.config._channels import Camera, PhysicalChannel, VirtualChannel
 from acquire_vf.config._compute import Compute, Queues, Tiling
@@ -30,7 +38,9 @@ from acquire_vf.config._output import Display, Storage
 from acquire_vf.config._specimen import FocusStep, Perturbation, Specimen
 from acquire_vf.config._verification import Acceptance, Verification
 
-__all__ = ["PROFILE_VERSION", "Acceptance", "AttachConnection", "Autofocus", "Backend",
+__all__ = ["PROFILE_VERSION", "Acceptance", "AttachConnection", "Autofocus", "AutofocusAlways",
+           "AutofocusClosedLoop", "AutofocusOff", "AutofocusWhenDefocused", "Backend",
+           "Refocusing",
            "Camera", "Compute", "DemoConnection", "Display", "FocusStep", "HeadlessConnection",
            "MemoryConnection", "Perturbation", "PhysicalChannel", "Profile", "Protocol",
            "Queues", "RefocusPolicy", "Specimen", "Storage", "Tiling", "Verification",
@@ -49,7 +59,7 @@ class Profile(_Model):
     channels: tuple[PhysicalChannel, ...] = Field(min_length=1)
     """Physical channels, in acquisition order."""
     virtual_channels: tuple[VirtualChannel, ...] = ()
-    autofocus: Autofocus = Autofocus()
+    autofocus: Autofocus = AutofocusOff()
     specimen: Specimen = Specimen()
     compute: Compute = Compute()
     tiling: Tiling = Tiling()
@@ -75,11 +85,10 @@ class Profile(_Model):
                     f"{missing} are not physical channels (have {sorted(physical)})"
                 )
         af = self.autofocus
-        loop = af.policy == "closed_loop"  # estimators and z-scans are closed loop's only
-        unknown = [c for c in (*af.channels, *af.engines,
-                               *(af.estimators if loop else ()),
-                               *([af.zscan_channel] if loop and af.zscan_channel else []))
-                   if c not in physical]
+        named = [*af.channels, *af.engines] if isinstance(af, Refocusing) else []
+        if isinstance(af, AutofocusClosedLoop):  # estimators and z-scans are closed loop's
+            named += [*af.estimators, *([af.zscan_channel] if af.zscan_channel else [])]
+        unknown = [c for c in named if c not in physical]
         if unknown:
             raise ValueError(f"autofocus channels {unknown} are not physical channels "
                              f"(have {sorted(physical)})")
@@ -113,13 +122,13 @@ class Profile(_Model):
         against."""
         used = {i for v in self.virtual_channels for i in v.inputs} | set(
             self.refocus_engines())
-        focus_only = {c for c in self.autofocus.estimators if c not in used}
+        focus_only = {c for c in self.estimator_engines() if c not in used}
         channels = tuple(c if exposure_ms is None else c.model_copy(
             update={"exposure_ms": exposure_ms}) for c in self.channels
             if c.name not in focus_only)
         return self.model_copy(update={
             "channels": channels, "virtual_channels": (), "verification": None,
-            "autofocus": Autofocus(zscan_planes=self.autofocus.zscan_planes),
+            "autofocus": AutofocusOff(zscan_planes=self.autofocus.zscan_planes),
             "specimen": self.specimen.model_copy(update={"focus_drift_um": 0.0,
                                                          "focus_steps": ()}),
             "acquisition": self.acquisition.model_copy(update={"interval_s": 0.0})})
@@ -133,15 +142,15 @@ class Profile(_Model):
 
     def estimator_engines(self) -> dict[str, Path]:
         """Physical channel -> defocus estimator, in acquisition order (``closed_loop`` only)."""
-        if self.autofocus.policy != "closed_loop":
+        af = self.autofocus
+        if not isinstance(af, AutofocusClosedLoop):
             return {}
-        return {c.name: self.autofocus.estimators[c.name] for c in self.channels
-                if c.name in self.autofocus.estimators}
+        return {c.name: af.estimators[c.name] for c in self.channels if c.name in af.estimators}
 
     def refocus_engines(self) -> dict[str, Path]:
         """Physical channel -> refocus engine file, in acquisition order (empty when off)."""
         af = self.autofocus
-        if af.policy == "off":
+        if not isinstance(af, Refocusing):
             return {}
         plan = {c: af.engine for c in af.channels or [c.name for c in self.channels]
                 if af.engine is not None and c not in af.engines}

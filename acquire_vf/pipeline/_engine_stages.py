@@ -111,9 +111,13 @@ class RefocusStage:
 
     name = "refocus"
 
+    CONFIDENT_SIGMA = 1.5
+    """A closed-loop estimate with a larger sigma (µm) is unsure; the default
+    ``confident_sigma`` when the profile's policy has no closed loop to set it."""
+
     def __init__(self, engines: dict[str, TiledEngine], *,
                  policy: RefocusPolicy | str = RefocusPolicy.ALWAYS,
-                 threshold: float = 0.6, confident_sigma: float = 1.5,
+                 threshold: float = 0.6, confident_sigma: float = CONFIDENT_SIGMA,
                  lookup: Any = None, gate: bool = True) -> None:
         self.engines = engines
         self.channels = tuple(engines)
