@@ -10,7 +10,7 @@ from typing import Any
 def acquire(profile: Any, out: str | Path, *, time_points: int | None = None,
             on_frame: Callable[[Any], None] | None = None,
             on_virtual: Callable[[Any], None] | None = None,
-            on_fidelity: Callable[[dict[str, Any]], None] | None = None,
+            on_fidelity: Callable[[Any], None] | None = None,
             on_run: Callable[[Any], None] | None = None,
             acquisition: str | None = None, quiet: bool = True) -> dict[str, Any]:
     """Run ``profile`` (a :class:`~acquire_vf.config.Profile`, a path or a shipped profile's
@@ -18,7 +18,9 @@ def acquire(profile: Any, out: str | Path, *, time_points: int | None = None,
 
     ``on_frame`` gets each physical :class:`~acquire_vf._frames.Frame` (``.id.t``, ``.id.c``,
     ``.pixels``), ``on_virtual`` each virtual one (with ``.qc``), ``on_fidelity`` each
-    sentinel's comparison of a virtual frame with its exposure; ``on_run`` the
+    sentinel's comparison of a virtual frame with its exposure (a
+    :class:`~acquire_vf.acquisition.SentinelFidelity`: ``.channel``, ``.t``, ``.psnr``,
+    ``.ok``; ``.row()`` as a dict); ``on_run`` the
     :class:`~acquire_vf.acquisition.AcquisitionRun` itself, before its first event (its
     ``signals`` and ``cancel()``). Callbacks run on acquisition and pipeline threads: return
     quickly. Errors are raised as :class:`~acquire_vf.AcquireVFError` after the data are

@@ -130,12 +130,12 @@ def test_qc_flags_error_map_and_manual_levels() -> None:
 def test_fidelity_trace_and_input_flags() -> None:
     """Sentinel pairs judged on another thread show as points of the channel's trace (the
     ones outside the band in red); the new QC flags show on the virtual panel."""
-    from acquire_vf.acquisition import RunSignals
+    from acquire_vf.acquisition import RunSignals, SentinelFidelity
 
     win = _window()
     signals = RunSignals()
     win.connect(signals)
-    rows = [{"channel": "DNA", "t": t, "psnr": p, "ok": ok}
+    rows = [SentinelFidelity("DNA", t, 0, 0, p, 0.8, 0.02, ok)
             for t, p, ok in ((0, 24.0, True), (5, 23.5, True), (10, 14.0, False))]
     th = threading.Thread(target=lambda: [signals.fidelity.emit(r) for r in rows])
     th.start()
@@ -155,23 +155,31 @@ def test_fidelity_trace_and_input_flags() -> None:
 @needs_gui
 @pytest.mark.qt
 def test_focus_trace_shows_estimates_truth_corrections_and_zscans() -> None:
-    from acquire_vf.acquisition import RunSignals
+    from acquire_vf.acquisition import (
+        FocusCorrection,
+        FocusEstimate,
+        FocusZScan,
+        RunSignals,
+        SignCheck,
+    )
 
     win = _window()
     assert not win.focus.box.isVisible()  # no closed-loop focus yet: no trace
     signals = RunSignals()
     win.connect(signals)
-    events = [{"kind": "zscan", "t": 0, "p": 0, "dz_um": 8.0},
-              {"kind": "estimate", "t": 1, "p": 0, "defocus_um": 0.4, "true_defocus_um": 0.3},
-              {"kind": "estimate", "t": 2, "p": 0, "defocus_um": -1.6, "true_defocus_um": -1.5},
-              {"kind": "correction", "t": 2, "p": 0, "dz_um": 1.2}]
+    events = [FocusZScan(0, 0, 11, 8.0, "first time point", 0.0, 8.0),
+              SignCheck(0, 0, 4.0, 4.2, 0.7, True, True, 1.0, "the Z drive moves as assumed"),
+              FocusEstimate(1, 0, "BF", 0.4, 0.4, 0.5, true_defocus_um=0.3),
+              FocusEstimate(2, 0, "BF", -1.6, 1.6, 0.5, true_defocus_um=-1.5),
+              FocusEstimate(2, 0, "AGP", None, 1.6, 0.5),  # the side untold: not plotted
+              FocusCorrection(2, 0, 1.2)]
     th = threading.Thread(target=lambda: [signals.focus.emit(e) for e in events])
     th.start()
     th.join()
     _, down = gradients()
     win.offer(frame("AGP", 2, down))
     win.process_events(0.3)
-    assert win.focus.box.isVisible() and win.focus.events_shown == 4
+    assert win.focus.box.isVisible() and win.focus.events_shown == 6
     xs, ys = win.focus._items["estimate p0"].getData()
     assert list(xs) == [1, 2] and list(ys) == [0.4, -1.6]
     assert list(win.focus._items["true p0"].getData()[1]) == [0.3, -1.5]

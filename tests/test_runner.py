@@ -27,7 +27,7 @@ from acquire_vf.acquisition import (
     profile_sequence,
     session_report,
 )
-from acquire_vf.backends import open_backend
+from acquire_vf.backends import RunEvent, event_channel, event_kind, open_backend
 from acquire_vf.config import Profile
 from acquire_vf.storage import open_dataset
 from tests.conftest import make_profile, verified_profile
@@ -200,7 +200,8 @@ def test_on_failure_expose_exposes_the_channel_after_its_engine_fails(tmp_path: 
     run.signals.frameReady.connect(
         lambda f: run.pipeline.wait_idle(60) if f.id.c == "RNA" else None)
     run.run()
-    fallback = [e for e in run.plan.events if (e.metadata or {}).get("channel") == "DNA"]
+    fallback = [e for e in run.plan.events if event_channel(e) == "DNA"]
+    assert all(event_kind(e) == "optional" for e in fallback)
     assert len(fallback) == n_t and all(
         (e.channel.group, e.channel.config, e.exposure) == ("Channel", "DAPI", 10)
         for e in fallback), "one optional DAPI exposure per plane, as the hardware needs it"
@@ -272,7 +273,8 @@ def test_profile_plan_is_a_useq_sequence() -> None:
     plan = build_plan(seq, prof, base_z_um=10.0)
     assert [e.z_pos for e in plan.events[:4]] == [9.0, 9.0, 11.0, 11.0]
     assert plan.events[4].min_start_time == 2.0
-    assert {e.metadata["channel"] for e in plan.events} == {"AGP", "RNA"}
+    assert {event_channel(e) for e in plan.events} == {"AGP", "RNA"}  # the profile's names
+    assert {event_kind(e) for e in plan.events} == {"plan"}
     assert {e.channel.config for e in plan.events} == {"Rhodamine", "FITC"}
 
 
@@ -314,9 +316,8 @@ def test_inserted_events_run_before_the_next_batch_and_are_never_missing(
                                           "inputs": ["AGP", "RNA"], "on_failure": "expose",
                                           "preset": "DAPI", "exposure_ms": 10}])
     run = make_run(prof, tmp_path, stages=[])
-    sentinel = useq.MDAEvent(index={"t": 1, "p": 0, "z": 0}, exposure=10,
-                             channel={"config": "DAPI", "group": "Channel"},
-                             metadata={"channel": "DNA"})
+    sentinel = RunEvent(index={"t": 1, "p": 0, "z": 0}, exposure=10,
+                        channel={"config": "DAPI", "group": "Channel"}, channel_name="DNA")
 
     def after_first_set(frame: Frame) -> None:
         if frame.id == FrameId(0, 0, 0, "RNA"):

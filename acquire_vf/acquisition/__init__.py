@@ -4,6 +4,14 @@ engines, never waiting on either."""
 from acquire_vf.acquisition._dose import by_purpose
 from acquire_vf.acquisition._focus import FocusController, make_focus
 from acquire_vf.acquisition._layout import dataset_layout
+from acquire_vf.acquisition._payloads import (
+    FocusCorrection,
+    FocusEstimate,
+    FocusEvent,
+    FocusZScan,
+    SentinelFidelity,
+    SignCheck,
+)
 from acquire_vf.acquisition._plan import (
     RunPlan,
     build_plan,
@@ -28,7 +36,9 @@ from acquire_vf.acquisition._state import RunState, RunStatus
 from acquire_vf.acquisition._verify import CheckedChannel, Verifier, make_verifier
 
 __all__ = [
-    "AcquisitionRun", "CheckedChannel", "FocusController", "RunPlan", "RunProgress", "RunSignals",
+    "AcquisitionRun", "CheckedChannel", "FocusController", "FocusCorrection", "FocusEstimate",
+    "FocusEvent", "FocusZScan", "SentinelFidelity", "SignCheck", "RunPlan", "RunProgress",
+    "RunSignals",
     "RunState", "Schedule",
     "RunStatus", "Verifier", "build_plan", "by_purpose", "dataset_layout", "frame_id",
     "full_protocol_exposures", "light_dose", "load_plan", "make_focus", "make_verifier",

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import useq
 
-from acquire_vf.backends import event_channel
+from acquire_vf.backends import event_channel, event_kind
 from acquire_vf.config import Profile
 from acquire_vf.pipeline import StageFault
 
@@ -51,7 +51,7 @@ class ExposurePolicy:
     def admits(self, event: useq.MDAEvent) -> bool:
         """Whether ``event`` goes to the hardware: always for planned events; for an optional
         one, while its channel falls back or when the verifier wants a sentinel."""
-        if not (event.metadata or {}).get("optional"):
+        if event_kind(event) != "optional":
             return True
         c = event_channel(event)
         if c in self.exposing:

@@ -44,7 +44,15 @@ import numpy as np
 import useq
 
 from acquire_vf._frames import Frame
+from acquire_vf.acquisition._payloads import (
+    FocusCorrection,
+    FocusEstimate,
+    FocusEvent,
+    FocusZScan,
+    SignCheck,
+)
 from acquire_vf.acquisition._schedule import ScheduleView
+from acquire_vf.backends import RunEvent
 from acquire_vf.config import AutofocusClosedLoop, Profile
 from acquire_vf.focus import focus_score, peak_of
 from acquire_vf.pipeline import RunStages
@@ -106,7 +114,7 @@ class FocusController:
                  range_um: float = 20.0, signed: frozenset[str] = frozenset(),
                  refocus_range: tuple[float, float] | None = None,
                  sign_probe: Any = None, schedule: ScheduleView | None = None,
-                 emit: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 emit: Callable[[FocusEvent], None] | None = None) -> None:
         af = profile.autofocus
         if not isinstance(af, AutofocusClosedLoop):
             raise ValueError(f"the focus controller is closed loop's, not '{af.policy}'s")
@@ -129,7 +137,7 @@ class FocusController:
         recorded, nothing moves)."""
         self.range_um = range_um
         """The estimator's trained range: estimates near its edge are unsure."""
-        self._emit: Callable[[dict[str, Any]], None] = emit or (lambda event: None)
+        self._emit: Callable[[FocusEvent], None] = emit or (lambda event: None)
         """The run's ``signals.focus``: every estimate, correction and z-scan."""
         self._signed: dict[tuple[int, int], tuple[float, float] | None] = {}
         self.convention = 1.0
@@ -183,7 +191,7 @@ class FocusController:
                                "distance_um": round(distance, 3), "sigma_um": round(sigma, 3)}
         if self._truth is not None and z is not None:
             rec["true_defocus_um"] = round(self._true_sign * (z - self._truth(t)), 3)
-        self._emit({"kind": "estimate", **rec})
+        self._emit(FocusEstimate(**rec))
         with self._lock:
             if len(self.record.estimates) < MAX_RECORDS:
                 self.record.estimates.append(rec)
@@ -366,10 +374,10 @@ class FocusController:
         group, preset, exposure = self._preset
         x = like.x_pos if like is not None else (frame.x_um if frame is not None else None)
         y = like.y_pos if like is not None else (frame.y_um if frame is not None else None)
-        events = [useq.MDAEvent(index={"t": t, "p": p, "z": 0},
-                                channel={"config": preset, "group": group}, exposure=exposure,
-                                x_pos=x, y_pos=y, z_pos=float(z),
-                                metadata={"channel": self.zscan_channel, "zscan": True})
+        events = [RunEvent(index={"t": t, "p": p, "z": 0},
+                           channel={"config": preset, "group": group}, exposure=exposure,
+                           x_pos=x, y_pos=y, z_pos=float(z), kind="zscan",
+                           channel_name=self.zscan_channel)
                   for z in planes]
         with self._lock:
             self._pos.setdefault(p, _Position()).zscan = {
@@ -386,7 +394,7 @@ class FocusController:
         best = peak_of(zs, [scan["scores"][z] for z in zs])
         row = {"t": scan["t"], "p": p, "planes": len(zs), "best_z_um": round(best, 3),
                "why": scan["why"], "from_z_um": round(scan["from_z"], 3)}
-        self._emit({"kind": "zscan", "dz_um": round(best - scan["from_z"], 3), **row})
+        self._emit(FocusZScan(dz_um=round(best - scan["from_z"], 3), **row))
         with self._lock:
             if len(self.record.zscans) < MAX_RECORDS:
                 self.record.zscans.append(row)
@@ -412,10 +420,10 @@ class FocusController:
                 return
             self._probe = {"p": p, "t": t, "z": best + SIGN_PROBE_UM}
         group, preset, exposure = self._steer_preset
-        self._schedule.insert([useq.MDAEvent(
+        self._schedule.insert([RunEvent(
             index={"t": t, "p": p, "z": 0}, channel={"config": preset, "group": group},
-            exposure=exposure, z_pos=best + SIGN_PROBE_UM,
-            metadata={"channel": self.channel, "zscan": True, "sign_probe": True})])
+            exposure=exposure, z_pos=best + SIGN_PROBE_UM, kind="sign_probe",
+            channel_name=self.channel)])
 
     def _check_sign(self) -> None:
         """The probe frame, once it has arrived, through the steering estimator (on the
@@ -445,14 +453,15 @@ class FocusController:
             log.warning("closed-loop focus: a probe %.1f um above focus read %+.2f +- %.2f um:"
                         " the Z drive moves the other way; steering flipped for this run",
                         SIGN_PROBE_UM, mu, sigma)
-        self._emit({"kind": "sign_check", **(self.sign_check or {})})
+        if self.sign_check is not None:
+            self._emit(SignCheck(**self.sign_check))
 
     def _correct(self, t: int, p: int, dz: float, why: str, record: bool = True) -> None:
         if self._schedule is None:
             return
         self._schedule.adjust_focus(p, dz)
         if record:
-            self._emit({"kind": "correction", "t": t, "p": p, "dz_um": round(dz, 3)})
+            self._emit(FocusCorrection(t, p, round(dz, 3)))
         with self._lock:
             self._pos.setdefault(p, _Position()).offset_um += dz
             if record and len(self.record.corrections) < MAX_RECORDS:
@@ -477,7 +486,7 @@ class FocusController:
 
 
 def make_focus(profile: Profile, stages: RunStages, schedule: ScheduleView | None = None,
-               emit: Callable[[dict[str, Any]], None] | None = None,
+               emit: Callable[[FocusEvent], None] | None = None,
                ) -> FocusController | None:
     """The closed-loop focus controller, listening to the defocus estimators and looked up by
     the refocus stage (``None`` unless the profile's autofocus policy is ``closed_loop``). On

@@ -16,6 +16,7 @@ import numpy as np
 from acquire_vf._frames import Frame, FrameId, metadata_number
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._plan import frame_id
+from acquire_vf.acquisition._schedule import is_zscan
 from acquire_vf.acquisition._sequence import SequenceChecker
 from acquire_vf.backends import RawImage
 from acquire_vf.pipeline import FrameSet, Pipeline
@@ -54,7 +55,7 @@ class FrameHandoff:
         """Tag, queue for writing, group; return the frame. Raises if it cannot be written."""
         t0 = time.perf_counter()
         md = img.metadata
-        if (img.event.metadata or {}).get("zscan"):
+        if is_zscan(img.event):
             return self._zscan(img, t0)
         fid = self._identify(img)
         arr = np.asarray(img.pixels)

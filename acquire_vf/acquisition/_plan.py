@@ -17,7 +17,7 @@ import useq
 
 from acquire_vf._errors import ProfileError
 from acquire_vf._frames import FrameId
-from acquire_vf.backends import event_channel
+from acquire_vf.backends import RunEvent, event_channel
 from acquire_vf.config import Profile
 
 AXIS_ORDER = "tpzc"
@@ -146,11 +146,11 @@ def build_plan(seq: useq.MDASequence, profile: Profile, *, base_z_um: float | No
         if relative and pos_z is None:
             z = None if base_z_um is None else base_z_um + float(z or 0.0)
         index = {"t": key[0], "p": key[1], "z": key[2]}
-        last = useq.MDAEvent(
+        last = RunEvent(
             index=index, channel={"config": c.preset, "group": c.group},
             exposure=ev.exposure if ev.exposure is not None else c.exposure_ms,
             x_pos=ev.x_pos, y_pos=ev.y_pos, z_pos=z, min_start_time=ev.min_start_time,
-            metadata={"channel": c.name})
+            kind="plan", channel_name=c.name)
         events.append(last)
     flush_fallbacks()
     return RunPlan(events=events, positions=_positions(seq, base_xy_um),
@@ -160,9 +160,9 @@ def build_plan(seq: useq.MDASequence, profile: Profile, *, base_z_um: float | No
 
 def _event_like(ev: useq.MDAEvent, c: PlannedChannel) -> useq.MDAEvent:
     """An optional exposure of ``c`` at ``ev``'s plane (validated, unlike ``model_copy``)."""
-    return useq.MDAEvent(index=dict(ev.index), channel={"config": c.preset, "group": c.group},
-                         exposure=c.exposure_ms, x_pos=ev.x_pos, y_pos=ev.y_pos, z_pos=ev.z_pos,
-                         metadata={"channel": c.name, "optional": True})
+    return RunEvent(index=dict(ev.index), channel={"config": c.preset, "group": c.group},
+                    exposure=c.exposure_ms, x_pos=ev.x_pos, y_pos=ev.y_pos, z_pos=ev.z_pos,
+                    kind="optional", channel_name=c.name)
 
 
 def _position_z(seq: useq.MDASequence, p: int) -> float | None:

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Any, TextIO
 
+from acquire_vf.acquisition._payloads import FocusEstimate, FocusEvent, FocusZScan, SignCheck
 from acquire_vf.acquisition._state import RunState
 
 TTY_REFRESH_S = 0.5
@@ -63,14 +64,15 @@ class RunProgress:
     def _on_frame(self, frame: Any) -> None:
         self._t = max(self._t, int(frame.id.t))
 
-    def _on_focus(self, ev: dict[str, Any]) -> None:
-        kind = ev.get("kind")
-        if kind == "estimate" and ev.get("defocus_um") is not None:
-            self._focus = f"focus {ev['defocus_um']:+.2f} um"
-        elif kind == "zscan":
+    def _on_focus(self, ev: FocusEvent) -> None:
+        if isinstance(ev, FocusEstimate) and ev.defocus_um is not None:
+            self._focus = f"focus {ev.defocus_um:+.2f} um"
+        elif isinstance(ev, FocusZScan):
             self._focus = "z-scan"
-            self._changes.append(f"z-scan at time point {ev.get('t')}, position {ev.get('p')}"
-                                 + (f": {ev['why']}" if ev.get("why") else ""))
+            self._changes.append(f"z-scan at time point {ev.t}, position {ev.p}"
+                                 + (f": {ev.why}" if ev.why else ""))
+        elif isinstance(ev, SignCheck) and not ev.agrees and ev.confident:
+            self._changes.append(ev.verdict)
 
     def _on_state(self, state: Any) -> None:
         if state in (RunState.PAUSED, RunState.CANCELLING) or (

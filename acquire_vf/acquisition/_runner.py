@@ -34,7 +34,13 @@ from acquire_vf.acquisition._sequence import SequenceChecker
 from acquire_vf.acquisition._signals import RunSignals
 from acquire_vf.acquisition._state import RunControl, RunState, RunStatus
 from acquire_vf.acquisition._verify import Verifier
-from acquire_vf.backends import AcquisitionBackend, BackendInfo, check_backend, event_channel
+from acquire_vf.backends import (
+    AcquisitionBackend,
+    BackendInfo,
+    check_backend,
+    event_channel,
+    event_kind,
+)
 from acquire_vf.config import Profile
 from acquire_vf.pipeline import Pipeline, RunStages, Stage
 from acquire_vf.storage import BackgroundWriter, BacklogFull, FileSink, FrameSink
@@ -299,8 +305,7 @@ class AcquisitionRun:
         """The ledger and the verifier learn of every physical frame, with why it was taken."""
         self.schedule.acquired(event, frame.id.p, frame.id.t)
         if is_zscan(event):  # focus-finding, not data
-            probe = (event.metadata or {}).get("sign_probe") if event is not None else None
-            self.ledger.taken(frame, "sign_probe" if probe else "zscan")
+            self.ledger.taken(frame, event_kind(event))  # zscan or sign_probe
             return
         why = "plan"
         c = frame.id.c

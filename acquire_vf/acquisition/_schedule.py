@@ -17,6 +17,7 @@ import useq
 
 from acquire_vf.acquisition._plan import RunPlan, frame_id
 from acquire_vf.acquisition._sequence import SequenceChecker
+from acquire_vf.backends import RunEvent
 
 MAX_BATCH = 256
 """Most events per batch: inserted events and focus moves wait at most this long."""
@@ -27,8 +28,9 @@ def _plane_tp(e: useq.MDAEvent) -> tuple[int, int]:
 
 
 def is_zscan(event: useq.MDAEvent | None) -> bool:
-    """A focus-finding exposure (``metadata["zscan"]``): for the focus controller, not data."""
-    return event is not None and bool((event.metadata or {}).get("zscan"))
+    """A focus-finding exposure (a z-scan plane or the sign probe): for the focus controller,
+    not data."""
+    return isinstance(event, RunEvent) and event.focusing
 
 
 class ScheduleView(Protocol):

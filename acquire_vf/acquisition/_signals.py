@@ -59,7 +59,7 @@ def _name(slot: Callable[..., Any]) -> str:
     if inspect.ismethod(slot):
         return f"{type(slot.__self__).__name__}.{slot.__func__.__name__}"
     if inspect.isfunction(slot):
-        return slot.__qualname__
+        return slot.__name__
     return type(slot).__name__
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acquire_vf._frames import SUSPECT_FLAGS, Frame, raised_flags
+from acquire_vf.acquisition._payloads import SentinelFidelity
 from acquire_vf.card import acceptance_band
 from acquire_vf.config import Profile, Verification
 from acquire_vf.fidelity import outside_band, pair_fidelity
@@ -74,7 +75,7 @@ class Verifier:
     """Decides which virtual channels to expose at each (t, p) and judges the pairs."""
 
     def __init__(self, config: Verification, channels: Mapping[str, CheckedChannel], *,
-                 on_fidelity: Callable[[dict[str, Any]], None] | None = None,
+                 on_fidelity: Callable[[SentinelFidelity], None] | None = None,
                  record_error: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.channels = dict(channels)
@@ -96,7 +97,7 @@ class Verifier:
                                         daemon=True)
         self._thread.start()
 
-    def connect(self, on_fidelity: Callable[[dict[str, Any]], None],
+    def connect(self, on_fidelity: Callable[[SentinelFidelity], None],
                 record_error: Callable[[str], None]) -> None:
         """Where judged pairs and problems go (the run's signals and error list)."""
         self._on_fidelity, self._record_error = on_fidelity, record_error
@@ -232,7 +233,10 @@ class Verifier:
             if len(rec.fidelity) < MAX_RECORDS:
                 rec.fidelity.append(row)
         if self._on_fidelity is not None:
-            self._on_fidelity({"channel": spec.name, **row})
+            more = {k: v for k, v in fid.items() if k not in ("psnr", "ssim", "mae")}
+            self._on_fidelity(SentinelFidelity(
+                spec.name, t, p, virtual.id.z, fid["psnr"], fid["ssim"], fid["mae"],
+                not bad, more))
         self._advance(spec.name, t, p, bad, fid)
 
     def _advance(self, c: str, t: int, p: int, bad: list[str], fid: dict[str, Any]) -> None:

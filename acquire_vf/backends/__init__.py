@@ -18,10 +18,13 @@ from acquire_vf.backends._protocol import (
     BackendInfo,
     Gate,
     RawImage,
+    RunEvent,
     check_backend,
     event_channel,
+    event_kind,
 )
 
 __all__ = ["BACKENDS", "AcquisitionBackend", "BackendInfo", "Gate", "Microscope", "RawImage",
-           "check_backend", "check_profile_against_hardware", "connect", "demo_adapter_dir",
-           "event_channel", "open_backend", "specimen_for"]
+           "RunEvent", "check_backend", "check_profile_against_hardware", "connect",
+           "demo_adapter_dir",
+           "event_channel", "event_kind", "open_backend", "specimen_for"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import useq
@@ -105,9 +105,35 @@ def check_backend(obj: object) -> AcquisitionBackend:
     return obj
 
 
+EventKind = Literal["plan", "optional", "zscan", "sign_probe"]
+"""What an event of a run is for: ``plan`` (the protocol's), ``optional`` (a virtual channel's
+exposure, taken only when the run's gate admits it: sentinels, fallbacks), ``zscan`` and
+``sign_probe`` (focus-finding exposures for the focus controller, not data)."""
+
+
+class RunEvent(useq.MDAEvent):
+    """An event of an acquire-vf run: what it is for and the profile's name of its channel,
+    typed (as pymmcore-plus subclasses events for sequencing) instead of in ``metadata``."""
+
+    kind: EventKind = "plan"
+    channel_name: str = ""
+    """The profile's channel name (files and engines use it; ``channel.config`` is the
+    hardware's preset)."""
+
+    @property
+    def focusing(self) -> bool:
+        """A z-scan or sign-probe exposure: for the focus controller, not saved as data."""
+        return self.kind in ("zscan", "sign_probe")
+
+
+def event_kind(event: useq.MDAEvent | None) -> EventKind:
+    """``event``'s kind (an event made outside a run is a plan event)."""
+    return event.kind if isinstance(event, RunEvent) else "plan"
+
+
 def event_channel(event: useq.MDAEvent) -> str:
-    """The profile's channel name of an event (what files and engines call it)."""
-    name = (event.metadata or {}).get("channel")
-    if name:
-        return str(name)
+    """The profile's channel name of an event (what files and engines call it): a run's own
+    name for it, else the hardware preset's."""
+    if isinstance(event, RunEvent) and event.channel_name:
+        return event.channel_name
     return event.channel.config if event.channel is not None else ""

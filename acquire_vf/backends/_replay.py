@@ -17,7 +17,7 @@ import tifffile
 import useq
 
 from acquire_vf._errors import DataError
-from acquire_vf.backends._protocol import BackendInfo, Gate, RawImage, event_channel
+from acquire_vf.backends._protocol import BackendInfo, Gate, RawImage, RunEvent, event_channel
 from acquire_vf.storage import DatasetFile, open_dataset
 
 
@@ -55,18 +55,19 @@ class ReplayBackend:
         other channels are left out. Events of ``optional`` channels are marked so (the run's
         gate decides whether they are "exposed": sentinels, fallback exposures).
         """
-        out = []
+        out: list[useq.MDAEvent] = []
         for r in sorted(self._records.values(), key=lambda r: r["ifd"]):
             if r["channel"] not in channel_table:
                 continue
             group, preset, exposure = channel_table[r["channel"]]
-            out.append(useq.MDAEvent(
+            out.append(RunEvent(
                 index={"t": r["t"], "p": r["p"], "z": r["z"]},
                 channel={"config": preset, "group": group},
                 exposure=r.get("exposure_ms") or exposure, x_pos=r.get("x_um"),
                 y_pos=r.get("y_um"), z_pos=r.get("z_um"),
-                metadata={"channel": r["channel"], "elapsed_ms": r.get("elapsed_ms", 0.0),
-                          **({"optional": True} if r["channel"] in optional else {})}))
+                kind="optional" if r["channel"] in optional else "plan",
+                channel_name=r["channel"],
+                metadata={"elapsed_ms": r.get("elapsed_ms", 0.0)}))
         return out
 
     def describe(self) -> BackendInfo:

@@ -36,6 +36,7 @@ import numpy as np
 import useq
 
 from acquire_vf._errors import AcquisitionError, ProfileError
+from acquire_vf.backends import RunEvent
 from acquire_vf.focus import focus_score, peak_of
 from acquire_vf.layouts import (
     BBBC006_CHANNELS,
@@ -143,9 +144,9 @@ def grid(here: tuple[float, float], n: int, shape: tuple[int, int],
 
 
 def _event(e: Exposure, p: int, z_index: int, x: float, y: float, z: float) -> useq.MDAEvent:
-    return useq.MDAEvent(index={"t": 0, "p": p, "z": z_index},
-                         channel={"config": e.preset, "group": e.group}, exposure=e.exposure_ms,
-                         x_pos=x, y_pos=y, z_pos=z, metadata={"channel": e.name})
+    return RunEvent(index={"t": 0, "p": p, "z": z_index},
+                    channel={"config": e.preset, "group": e.group}, exposure=e.exposure_ms,
+                    x_pos=x, y_pos=y, z_pos=z, channel_name=e.name)
 
 
 class Calibration:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from acquire_vf.acquisition import SentinelFidelity
+
 COLOURS = ("#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176")
 
 
@@ -28,11 +30,10 @@ class FidelityTrace:
         self._dirty = False
         self.pairs_shown = 0
 
-    def offer(self, row: dict[str, Any]) -> None:
+    def offer(self, pair: SentinelFidelity) -> None:
         with self._lock:
-            psnr = float(row["psnr"]) if row["psnr"] != float("inf") else 60.0
-            self._points.setdefault(row["channel"], []).append((int(row["t"]), psnr,
-                                                                bool(row["ok"])))
+            psnr = float(pair.psnr) if pair.psnr != float("inf") else 60.0
+            self._points.setdefault(pair.channel, []).append((pair.t, psnr, pair.ok))
             self._dirty = True
 
     def render(self) -> None:
