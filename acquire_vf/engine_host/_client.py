@@ -40,6 +40,16 @@ from typing import Any
 import numpy as np
 
 from acquire_vf._errors import TransientFault
+from acquire_vf.engine_host._messages import (
+    Close,
+    Load,
+    Map,
+    Message,
+    Ping,
+    Place,
+    Run,
+    RunFrame,
+)
 from acquire_vf.engine_host._shm import KEY_ENV, aligned, create, release, view
 
 log = logging.getLogger(__name__)
@@ -107,8 +117,8 @@ class EngineHost:
                     raise EngineHostFault(
                         f"the engine host did not start within {LOAD_S:.0f} s") from None
                 time.sleep(0.02)
-        self.placement = self.call(self._control, {"op": "place", "avoid": self._avoid,
-                                                   "nice": self._nice}, LOAD_S)
+        self.placement = self.call(self._control, Place(tuple(self._avoid), self._nice),
+                                   LOAD_S)
         self.placement.pop("ok", None)
         log.info("engine host started (pid %d) %s", self.proc.pid, self.placement)
 
@@ -128,24 +138,24 @@ class EngineHost:
                 self.proc.wait(timeout=10)
 
     # ----- calls ------------------------------------------------------------------------
-    def call(self, conn: Connection, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def call(self, conn: Connection, msg: Message, timeout: float) -> dict[str, Any]:
         """Send ``msg`` and wait for the answer; a dead host or no answer in ``timeout`` is a
         fault (the host is killed and restarted) and raises :class:`EngineHostFault`. While
         the host is starting, the fault is the restart's to handle."""
         generation = self.generation
         try:
             conn.send(msg)
-            ready = conn.poll(timeout) or self._starved_past(conn, timeout, msg.get("op"))
+            ready = conn.poll(timeout) or self._starved_past(conn, timeout, msg.op)
             if ready:
                 reply = conn.recv()
                 if not reply.get("oom"):
                     return reply
-                kind, detail = "crash", f"out of memory on {msg.get('op')}: {reply['error']}"
+                kind, detail = "crash", f"out of memory on {msg.op}: {reply['error']}"
             else:
                 kind = "hang"
-                detail = f"no answer to {msg.get('op')} within {timeout:.1f} s"
+                detail = f"no answer to {msg.op} within {timeout:.1f} s"
         except (EOFError, OSError) as e:
-            kind, detail = "crash", f"{type(e).__name__} on {msg.get('op')}"
+            kind, detail = "crash", f"{type(e).__name__} on {msg.op}"
         if self.state == "up":
             self.fault(kind, detail, generation)
             raise EngineHostFault(self.reason)
@@ -254,7 +264,7 @@ class EngineHost:
                 self.fault("crash", f"the process exited ({self.proc.returncode})", gen)
                 continue
             try:
-                self.call(conn, {"op": "ping"}, self.deadline_s)
+                self.call(conn, Ping(), self.deadline_s)
             except EngineHostFault:
                 continue
 
@@ -266,8 +276,8 @@ class EngineHost:
     # ----- engines ----------------------------------------------------------------------
     def runner(self, path: Path, compute: Any, *, backend: str | None, tile: int,
                batch: int) -> HostedRunner:
-        r = HostedRunner(self, {"path": str(path), "compute": compute.model_dump(mode="json"),
-                                "backend": backend, "tile": tile, "batch": batch})
+        r = HostedRunner(self, Load(str(path), compute.model_dump(mode="json"), backend, tile,
+                                    batch))
         with self._lock:
             r.attach()
             self._runners.append(r)
@@ -304,7 +314,7 @@ class HostedRunner:
     pixel is copied or pickled on the way. Single batches (:meth:`run`: warm-up, the focus
     estimator's crops) cross through a second block the same way."""
 
-    def __init__(self, host: EngineHost, spec: dict[str, Any]) -> None:
+    def __init__(self, host: EngineHost, spec: Load) -> None:
         self.host, self.spec = host, spec
         self.backend = self.device = self.precision = ""
         self._lock = threading.Lock()
@@ -317,9 +327,9 @@ class HostedRunner:
         self._warm: tuple[int, ...] | None = None
         self._shapes: set[tuple[Any, ...]] = set()
         """Batch shapes and frame geometries this engine has run (the hang deadline applies)."""
-        self._warm_frame: dict[str, Any] | None = None
+        self._warm_frame: RunFrame | None = None
         self._lent: np.ndarray | None = None
-        self._slot: tuple[dict[str, Any], np.ndarray] | None = None
+        self._slot: tuple[RunFrame, np.ndarray] | None = None
         self.host_ms = 0.0
         """The host's own time for the last frame set (tiling, network, stitching): the call
         took this plus the hand-off."""
@@ -331,18 +341,18 @@ class HostedRunner:
                 self._conn.close()
             self._conn = self.host.connect()
             if self._shm is None:
-                t, b = int(self.spec["tile"]), int(self.spec["batch"])
+                t, b = self.spec.tile, self.spec.batch
                 self._shm = create(2 * b * 4 * t * t * 4)
             h = self.host
-            h.call(self._conn, {"op": "map", "name": self._shm.name}, LOAD_S)
+            h.call(self._conn, Map(self._shm.name), LOAD_S)
             if self._ring is not None:
-                h.call(self._conn, {"op": "map", "name": self._ring.name, "ring": True}, LOAD_S)
-            reply = h.call(self._conn, {"op": "load", **self.spec}, LOAD_S)
+                h.call(self._conn, Map(self._ring.name, ring=True), LOAD_S)
+            reply = h.call(self._conn, self.spec, LOAD_S)
             if not reply.get("ok"):
                 from acquire_vf.inference import BackendUnavailable
 
                 raise BackendUnavailable(reply.get("error", "the engine host could not load "
-                                                   f"'{self.spec['path']}'"))
+                                                   f"'{self.spec.path}'"))
             self.backend, self.device = reply["backend"], reply["device"]
             self.precision = reply["precision"]
             self._gen = h.generation
@@ -382,12 +392,9 @@ class HostedRunner:
                 self._grow_ring(need)
             k = self._next
             self._next = (k + 1) % RING_SLOTS
-            msg: dict[str, Any] = {
-                "op": "frame", "at": k * self._slot_bytes, "shape": (c, h, w),
-                "out_at": k * self._slot_bytes + out_at, "out_size": out_h * out_w,
-                "out_shape": (out_h, out_w),
-                "tile": tile, "overlap": overlap, "batch": batch, "multiple": multiple}
-            x = view(self._ring, (c, h, w), msg["at"])
+            msg = RunFrame(k * self._slot_bytes, (c, h, w), k * self._slot_bytes + out_at,
+                           out_h * out_w, (out_h, out_w), tile, overlap, batch, multiple)
+            x = view(self._ring, (c, h, w), msg.at)
             self._slot = (msg, x)
             return x
 
@@ -403,27 +410,27 @@ class HostedRunner:
             self._slot = None
             # a geometry not run before may load kernels, build a TensorRT plan or capture a
             # CUDA graph: it gets the load deadline, not the hang deadline (as run's shapes)
-            key = tuple(msg[k] for k in ("shape", "tile", "overlap", "batch", "multiple"))
+            key = msg.geometry
             y = self._call_frame(msg, self.host.deadline_s if key in self._shapes else LOAD_S)
             self._shapes.add(key)
             self._warm_frame = msg
             return y
 
-    def _call_frame(self, msg: dict[str, Any], timeout: float) -> np.ndarray:
+    def _call_frame(self, msg: RunFrame, timeout: float) -> np.ndarray:
         assert self._conn is not None
         reply = self.host.call(self._conn, msg, timeout)
         if not reply.get("ok"):
             raise RuntimeError(f"engine host: {reply.get('error')}")
         self.host_ms = float(reply["host_ms"])
-        h, w = msg["shape"][1:]
-        rows, cols = msg["out_shape"] if reply["in_place"] else (h, w)
-        return view(self._ring, (rows, cols), msg["out_at"])[:h, :w]
+        h, w = msg.shape[1:]
+        rows, cols = msg.out_shape if reply["in_place"] else (h, w)
+        return view(self._ring, (rows, cols), msg.out_at)[:h, :w]
 
     def _grow_ring(self, slot_bytes: int) -> None:
         old, self._ring = self._ring, create(RING_SLOTS * slot_bytes)
         self._slot_bytes, self._next = slot_bytes, 0
         assert self._conn is not None
-        self.host.call(self._conn, {"op": "map", "name": self._ring.name, "ring": True}, LOAD_S)
+        self.host.call(self._conn, Map(self._ring.name, ring=True), LOAD_S)
         release(old, unlink=True)
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -448,8 +455,7 @@ class HostedRunner:
                 in_place = False
             if not in_place:
                 view(self._shm, x.shape)[...] = x
-            reply = self.host.call(self._conn, {"op": "run", "shape": x.shape,
-                                                "out_offset": out_at}, timeout)
+            reply = self.host.call(self._conn, Run(x.shape, out_at), timeout)
             if reply.get("ok"):
                 y = view(self._shm, tuple(reply["shape"]), out_at)
                 return y if in_place else y.copy()
@@ -461,14 +467,14 @@ class HostedRunner:
     def _grow(self, need: int) -> None:
         old, self._shm = self._shm, create(int(need * 1.25))
         assert self._conn is not None
-        self.host.call(self._conn, {"op": "map", "name": self._shm.name}, LOAD_S)
+        self.host.call(self._conn, Map(self._shm.name), LOAD_S)
         release(old, unlink=True)
 
     def release(self) -> None:
         with self._lock:
             if self._conn is not None:
                 with contextlib.suppress(OSError):
-                    self._conn.send({"op": "close"})
+                    self._conn.send(Close())
                 self._conn.close()
                 self._conn = None
             release(self._shm, unlink=True)

@@ -20,6 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from acquire_vf.engine_host._messages import (
+    Close,
+    Load,
+    Map,
+    Message,
+    Ping,
+    Place,
+    Run,
+    RunFrame,
+)
 from acquire_vf.engine_host._shm import KEY_ENV, attach, release, view
 
 log = logging.getLogger("acquire_vf.engine_host")
@@ -58,35 +68,37 @@ class _Engine:
         self.shm: Any = None
         self.ring: Any = None
 
-    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
-        op = msg.get("op")
-        if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
-        if op == "place":
-            return {"ok": True, **place(msg.get("avoid", ()), msg.get("nice", 0))}
-        if op == "map":
-            which = "ring" if msg.get("ring") else "shm"
-            release(getattr(self, which), unlink=False)
-            setattr(self, which, attach(msg["name"]))
-            return {"ok": True}
-        if op == "load":
-            return self._load(msg)
-        if op == "run":
-            return self._run(tuple(msg["shape"]), int(msg["out_offset"]))
-        if op == "frame":
-            return self._frame(msg)
-        return {"ok": False, "error": f"unknown operation {op!r}"}
+    def handle(self, msg: Message) -> dict[str, Any]:
+        match msg:
+            case Ping():
+                return {"ok": True, "pid": os.getpid()}
+            case Place(avoid=avoid, nice=nice):
+                return {"ok": True, **place(avoid, nice)}
+            case Map(name=name, ring=True):
+                release(self.ring, unlink=False)
+                self.ring = attach(name)
+                return {"ok": True}
+            case Map(name=name):
+                release(self.shm, unlink=False)
+                self.shm = attach(name)
+                return {"ok": True}
+            case Load():
+                return self._load(msg)
+            case Run(shape=shape, out_offset=out_offset):
+                return self._run(tuple(shape), int(out_offset))
+            case RunFrame():
+                return self._frame(msg)
+        return {"ok": False, "error": f"unknown operation {type(msg).__name__}"}
 
-    def _load(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _load(self, msg: Load) -> dict[str, Any]:
         from acquire_vf.card import ModelCard
         from acquire_vf.config import Compute
         from acquire_vf.inference import first_runner
 
-        path = Path(msg["path"])
+        path = Path(msg.path)
         card = ModelCard.load(path)
-        self.runner = first_runner(path, card, Compute.model_validate(msg["compute"]),
-                                   backend=msg.get("backend"), tile=int(msg["tile"]),
-                                   batch=int(msg["batch"]))
+        self.runner = first_runner(path, card, Compute.model_validate(msg.compute),
+                                   backend=msg.backend, tile=msg.tile, batch=msg.batch)
         r = self.runner
         return {"ok": True, "backend": r.backend, "device": r.device, "precision": r.precision}
 
@@ -99,17 +111,17 @@ class _Engine:
         view(self.shm, y.shape, out_offset)[...] = y
         return {"ok": True, "shape": y.shape}
 
-    def _frame(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _frame(self, msg: RunFrame) -> dict[str, Any]:
         """A whole frame set: tiled, run and stitched here, from the ring slot and into it."""
         from acquire_vf.inference import run_tiled
 
         if self.runner is None or self.ring is None:
             return {"ok": False, "error": "no engine or frame ring"}
         t0 = time.perf_counter()
-        x = view(self.ring, tuple(msg["shape"]), int(msg["at"]))
-        into = view(self.ring, (int(msg["out_size"]),), int(msg["out_at"]))
-        y = run_tiled(x, self.runner.run, tile=int(msg["tile"]), overlap=int(msg["overlap"]),
-                      batch=int(msg["batch"]), multiple=int(msg["multiple"]), into=into)
+        x = view(self.ring, msg.shape, msg.at)
+        into = view(self.ring, (msg.out_size,), msg.out_at)
+        y = run_tiled(x, self.runner.run, tile=msg.tile, overlap=msg.overlap, batch=msg.batch,
+                      multiple=msg.multiple, into=into)
         in_place = np.may_share_memory(y, into)  # stitched there: padded, the client crops
         if not in_place:  # one tile for the whole frame: the network's output, written there
             into[:y.size].reshape(y.shape)[...] = y
@@ -130,7 +142,7 @@ def _serve(conn: Connection) -> None:
                 msg = conn.recv()
             except (EOFError, OSError):
                 return
-            if msg.get("op") == "close":
+            if isinstance(msg, Close):
                 return
             try:
                 reply = engine.handle(msg)
