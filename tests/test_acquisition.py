@@ -16,7 +16,7 @@ from acquire_vf._session import make_run
 from acquire_vf.acquisition import AcquisitionRun, RunState, session_report
 from acquire_vf.backends._pycromanager import PycroManagerBackend
 from acquire_vf.storage import frame_crc, open_dataset
-from tests.conftest import make_profile
+from tests._helpers import make_profile
 from tests.stages import CopyStage
 
 pytestmark = pytest.mark.slow

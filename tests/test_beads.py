@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.conftest import run_cli
+from tests._helpers import run_cli
 
 
 @pytest.mark.slow

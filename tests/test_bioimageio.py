@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from acquire_vf.config import REPO_ROOT
-from tests.conftest import run_cli
+from tests._helpers import run_cli
 
 pytest.importorskip("bioimageio.spec", reason="bioimageio.spec is not installed (the "
                     "bioimageio extra)")

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from acquire_vf.config import PROFILES_DIR, REPO_ROOT
-from tests.conftest import run_cli
+from tests._helpers import run_cli
 
 SHIPPED_RNA = REPO_ROOT / "engines" / "refocus_rna.onnx"
 

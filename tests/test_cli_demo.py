@@ -10,7 +10,7 @@ import tifffile
 
 from acquire_vf._errors import OutputExistsError
 from acquire_vf.storage import open_dataset
-from tests.conftest import ROOT, run_cli
+from tests._helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 

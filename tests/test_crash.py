@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from acquire_vf.storage import open_dataset
-from tests.conftest import ROOT, run_cli
+from tests._helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 

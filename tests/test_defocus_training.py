@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
-from tests.conftest import ROOT, run_cli  # noqa: E402
+from tests._helpers import ROOT, run_cli  # noqa: E402
 
 RECIPE = (ROOT / "training" / "defocus_agp.toml").read_text()
 

@@ -15,7 +15,7 @@ import pytest
 
 from acquire_vf._errors import DisplayUnavailable
 from acquire_vf._frames import ChannelInfo, Frame, FrameId
-from tests.conftest import run_cli
+from tests._helpers import run_cli
 from tests.qt_helpers import DNA, gradients, trend
 
 pytestmark = pytest.mark.display

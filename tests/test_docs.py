@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from acquire_vf._errors import ERRORS, exit_code_table
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 
 def test_readme_exit_code_table_is_generated_from_the_errors() -> None:

@@ -62,7 +62,7 @@ def test_too_few_cells_say_so_instead_of_a_correlation() -> None:
 
     from acquire_vf.card import ModelCard
     from acquire_vf.evaluate._summary import MIN_CELLS, feature_summary
-    from tests.conftest import ROOT
+    from tests._helpers import ROOT
 
     card = ModelCard.load(ROOT / "engines" / "cps_dna.onnx")
     two = {"mean": np.array([1.0, 2.0]), "area": np.array([10.0, 12.0])}

@@ -11,7 +11,7 @@ import pytest
 from acquire_vf._errors import DataError
 from acquire_vf.card import ModelCard
 from acquire_vf.simulate import write_dataset
-from tests.conftest import run_cli
+from tests._helpers import run_cli
 
 pytestmark = pytest.mark.slow
 KEYS = {"mae", "psnr", "ssim", "tl"}

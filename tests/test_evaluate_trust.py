@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, cli_here, run_cli
+from tests._helpers import ROOT, cli_here, run_cli
 
 
 def test_ssim_uses_the_gaussian_window_computed_by_hand() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from acquire_vf._errors import ProfileError
 from acquire_vf.config import demo_variant, load_profile
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 ENGINES = ROOT / "engines"
 DOF_HALF_UM = 1.3

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 ENGINE = ROOT / "engines" / "cps_dna.onnx"
 SHAPES = [(4, 2, 768, 768), (1, 2, 768, 768), (1, 2, 768, 768), (1, 2, 1024, 1024),

@@ -21,7 +21,7 @@ from acquire_vf.inference import (
 )
 from acquire_vf.inference import _plan_cache as plans
 from acquire_vf.inference._onnxruntime import OnnxRuntimeRunner
-from tests.conftest import onnx_engine
+from tests._helpers import onnx_engine
 
 ORT = Compute(backends=("onnxruntime",))
 

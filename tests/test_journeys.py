@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -109,7 +109,7 @@ def _gpu() -> bool:
 
 
 def test_profile_copy_keeps_engines_found_from_the_new_folder(scratch: Path) -> None:
-    from tests.conftest import cli_here
+    from tests._helpers import cli_here
 
     dest = scratch / "deep" / "mine.toml"
     res = cli_here("profile", "copy", "demo", str(dest))

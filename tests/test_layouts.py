@@ -13,7 +13,7 @@ import tifffile
 from acquire_vf import layouts
 from acquire_vf.pipeline import focus_score
 from acquire_vf.simulate import write_dataset
-from tests.conftest import run_cli
+from tests._helpers import run_cli
 
 SIZE = (96, 128)
 

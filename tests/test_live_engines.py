@@ -15,7 +15,7 @@ from acquire_vf._errors import ProfileError
 from acquire_vf._session import build_stages, run_session
 from acquire_vf.card import ModelCard
 from acquire_vf.storage import open_dataset
-from tests.conftest import make_profile, onnx_engine
+from tests._helpers import make_profile, onnx_engine
 
 pytestmark = pytest.mark.slow
 

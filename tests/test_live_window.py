@@ -18,7 +18,7 @@ import pytest
 from acquire_vf._errors import DisplayUnavailable
 from acquire_vf._frames import ChannelInfo
 from acquire_vf.storage import open_dataset
-from tests.conftest import make_profile, run_cli
+from tests._helpers import make_profile, run_cli
 from tests.qt_helpers import DNA, close_when_saving, frame, grab, gradients, main_window, trend
 from tests.test_display import needs_gui
 
@@ -423,7 +423,7 @@ def test_twenty_runs_with_sentinels_and_error_maps_end_cleanly(tmp_path: Path) -
     from pyqtgraph.Qt import QtCore
 
     from acquire_vf._session import run_session
-    from tests.conftest import verified_profile
+    from tests._helpers import verified_profile
 
     pg.mkQApp()
     # no interval between time points: the demo's 1 s would be two minutes of waiting over
@@ -468,7 +468,7 @@ def test_a_window_that_dies_still_leaves_its_files_whole(tmp_path: Path, sig: st
     import tifffile
 
     from acquire_vf.engine_host import session_blocks
-    from tests.conftest import ROOT
+    from tests._helpers import ROOT
 
     out = tmp_path / "run"
     journal = out / "acquisition.ome.tif.journal"

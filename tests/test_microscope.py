@@ -10,7 +10,7 @@ import pytest
 
 from acquire_vf._errors import MicroscopeError
 from acquire_vf.backends import check_profile_against_hardware, connect
-from tests.conftest import make_profile, run_cli
+from tests._helpers import make_profile, run_cli
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests._helpers import ROOT, run_cli
 
 
 def _commands():  # noqa: ANN202

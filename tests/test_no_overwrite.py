@@ -11,7 +11,7 @@ import tifffile
 from onnx import helper
 
 from acquire_vf._errors import OutputExistsError
-from tests.conftest import cli_here, onnx_engine, run_cli
+from tests._helpers import cli_here, onnx_engine, run_cli
 
 
 def _setup(tmp_path: Path) -> dict[str, Path]:

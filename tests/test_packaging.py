@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests._helpers import ROOT, run_cli
 
 HEAVY = ("torch", "tensorrt", "PySide6", "pyqtgraph", "onnxruntime", "pycromanager")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 
 def _recipe(folder: Path, data: str) -> Path:

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from acquire_vf._errors import InputImageError
-from tests.conftest import run_cli
+from tests._helpers import run_cli
 
 BENCH_KEYS = {"ort_over_torch_speedup", "ort_fraction_of_matmul", "tiling_overhead_ratio",
               "pipeline_overhead_ratio", "latency_over_model_ratio", "acquisition_rate_ratio",

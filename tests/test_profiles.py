@@ -8,7 +8,7 @@ import pytest
 
 from acquire_vf._errors import ProfileError
 from acquire_vf.config import PROFILES_DIR, load_profile
-from tests.conftest import cli_here, make_profile
+from tests._helpers import cli_here, make_profile
 
 SHIPPED = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
 
@@ -123,7 +123,7 @@ def test_validate_reports_missing_engine_file(tmp_path: Path) -> None:
 def test_validate_catches_what_live_would_refuse(tmp_path: Path) -> None:
     """Engine inputs that differ from the card's, fp16 where only ONNX Runtime on the CPU can
     run, a Micro-Manager folder that does not exist: each reported, before any hardware."""
-    from tests.conftest import ROOT
+    from tests._helpers import ROOT
 
     dna = (ROOT / "engines" / "cps_dna.onnx").as_posix()
     path = _write(tmp_path, "[connection]\nkind = 'headless'\nmm_dir = '/no/such/mm'\n"
@@ -164,7 +164,7 @@ def test_validate_judges_the_profile_and_with_here_the_machine(tmp_path: Path) -
     """A GPU rig's profile (fp16, TensorRT first) validates on a machine without that GPU:
     the profile is sound; ``--here`` asks whether this machine can run it. An ok result prints
     no warning about backends passed over (it printed 'TensorRT is not installed')."""
-    from tests.conftest import ROOT
+    from tests._helpers import ROOT
 
     dna = (ROOT / "engines" / "cps_dna.onnx").as_posix()
     path = _write(tmp_path, f"[[virtual_channels]]\nname = 'DNA'\nengine = '{dna}'\n"

@@ -15,7 +15,7 @@ import pytest
 from acquire_vf._session import run_session
 from acquire_vf.acquisition import RunProgress
 from acquire_vf.config import demo_variant
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

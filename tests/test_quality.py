@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 
 @pytest.mark.parametrize(
@@ -51,11 +52,11 @@ def _tier(unit: str) -> int:
     raise AssertionError(f"'{unit}' is in no tier of the layering; add it to LAYERS")
 
 
-def _imports(path) -> list[tuple[int, str]]:
+def _imports(path, package=PACKAGE) -> list[tuple[int, str]]:
     import ast
 
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    if path == PACKAGE / "__init__.py":  # the root's lazy ``__getattr__`` (``acquire_vf.acquire``)
+    if path == package / "__init__.py":  # the root's lazy ``__getattr__`` (``acquire_vf.acquire``)
         tree.body = [n for n in tree.body  # loads on first use: no tier below depends on it
                      if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
     out = []
@@ -72,23 +73,25 @@ def _imports(path) -> list[tuple[int, str]]:
     return [(n, m) for n, m in out if m.startswith("acquire_vf.")]
 
 
-def layering_problems() -> list[str]:
+def layering_problems(package: Path = PACKAGE) -> list[str]:
+    """Every import of ``package`` (the package's tree, or a copy of it) against
+    :data:`LAYERS`."""
     problems = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
         me = parts[0]
-        is_package = (PACKAGE / me).is_dir()
-        for line, mod in _imports(path):
+        is_package = (package / me).is_dir()
+        for line, mod in _imports(path, package):
             target = mod.split(".")
             unit = target[1]
-            where = f"{path.relative_to(ROOT)}:{line}"
+            where = f"{path.relative_to(package.parent)}:{line}"
             if unit == me:
                 continue
-            if len(target) >= 3 and target[2].startswith("_") and (PACKAGE / unit).is_dir():
+            if len(target) >= 3 and target[2].startswith("_") and (package / unit).is_dir():
                 problems.append(f"{where} imports {mod}, a private module of another "
                                 "subpackage (import what its __init__ exports)")
             mine, theirs = _tier(me), _tier(unit)
-            if theirs > mine or (theirs == mine and (is_package or (PACKAGE / unit).is_dir())):
+            if theirs > mine or (theirs == mine and (is_package or (package / unit).is_dir())):
                 problems.append(f"{where}: {me} (tier {mine}) imports {mod} (tier {theirs})")
     return problems
 
@@ -99,14 +102,16 @@ def test_layering_holds() -> None:
 
 
 def test_layering_check_catches_an_upward_import(tmp_path) -> None:
-    """The check itself: an upward and a private import in a copy of a module are found."""
-    src = (PACKAGE / "storage" / "_folder.py").read_text()
-    path = PACKAGE / "storage" / "_layering_probe.py"
-    path.write_text(src + "\nfrom acquire_vf.acquisition import RunState  # noqa\n"
-                    "from acquire_vf.inference._tiling import run_tiled  # noqa\n")
-    try:
-        problems = layering_problems()
-    finally:
-        path.unlink()
+    """The check itself: an upward and a private import, added to a module of a copy of the
+    package (the package itself is never written to), are found."""
+    import shutil
+
+    copy = tmp_path / "acquire_vf"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
+    src = (copy / "storage" / "_folder.py").read_text()
+    (copy / "storage" / "_layering_probe.py").write_text(
+        src + "\nfrom acquire_vf.acquisition import RunState  # noqa\n"
+        "from acquire_vf.inference._tiling import run_tiled  # noqa\n")
+    problems = layering_problems(copy)
     assert any("_layering_probe.py" in p and "tier 5" in p for p in problems), problems
     assert any("_layering_probe.py" in p and "private module" in p for p in problems)

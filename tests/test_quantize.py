@@ -11,7 +11,7 @@ import onnx
 
 from acquire_vf.card import ModelCard
 from acquire_vf.simulate import write_dataset
-from tests.conftest import ROOT, run_cli
+from tests._helpers import ROOT, run_cli
 
 
 def test_quantize_writes_an_int8_engine_that_evaluate_judges_against_its_fp32(tmp_path: Path

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

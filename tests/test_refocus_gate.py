@@ -12,7 +12,7 @@ import pytest
 from acquire_vf.card import ModelCard
 from acquire_vf.metrics import image_metrics, to_unit
 from acquire_vf.pipeline import gate_for
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 CARD = ModelCard.load(ROOT / "engines" / "refocus.onnx")
 
@@ -95,7 +95,7 @@ def test_a_live_run_records_every_gate_choice(tmp_path) -> None:
 
     from acquire_vf._session import run_session
     from acquire_vf.storage import open_dataset
-    from tests.conftest import verified_profile
+    from tests._helpers import verified_profile
 
     prof = verified_profile(autofocus={"policy": "always"}, acquisition={"time_points": 4},
                             queues={"pipeline": 16})
@@ -125,7 +125,7 @@ def test_predict_on_a_real_in_focus_nucleus_frame_is_no_worse_than_it(tmp_path) 
 
     from acquire_vf._paths import cache_root
     from acquire_vf.evaluate._real import fetch_real_nuclei
-    from tests.conftest import run_cli
+    from tests._helpers import run_cli
 
     try:
         image = fetch_real_nuclei(cache_root() / "real")

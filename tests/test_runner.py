@@ -30,7 +30,7 @@ from acquire_vf.acquisition import (
 from acquire_vf.backends import RunEvent, event_channel, event_kind, open_backend
 from acquire_vf.config import Profile
 from acquire_vf.storage import open_dataset
-from tests.conftest import make_profile, verified_profile
+from tests._helpers import make_profile, verified_profile
 from tests.stages import CopyStage, Tampering
 
 S = RunState

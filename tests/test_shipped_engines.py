@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 RECIPES = sorted(p for p in (ROOT / "training").glob("*.toml")
                  if tomllib.loads(p.read_text()).get("preset", "realtime") != "paper")

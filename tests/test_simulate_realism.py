@@ -139,7 +139,7 @@ def test_the_live_realistic_specimen_bleaches_with_exposure() -> None:
 def test_realism_options_need_realistic_and_key_their_own_cache(tmp_path: Path) -> None:
     from acquire_vf._errors import ProfileError
     from acquire_vf.config import load_recipe, simulated_root
-    from tests.conftest import ROOT, cli_here
+    from tests._helpers import ROOT, cli_here
 
     text = (ROOT / "training" / "cps_dna.toml").read_text()
     bad = tmp_path / "bad.toml"

@@ -14,7 +14,7 @@ from acquire_vf.backends import specimen_for
 from acquire_vf.pipeline import focus_score
 from acquire_vf.simulate import fluorescence
 from acquire_vf.storage import open_dataset
-from tests.conftest import make_profile
+from tests._helpers import make_profile
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from acquire_vf.storage import (
     open_dataset,
     read_journal,
 )
-from tests.conftest import run_cli
+from tests._helpers import run_cli
 
 zarr = pytest.importorskip("zarr")
 

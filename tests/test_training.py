@@ -34,7 +34,7 @@ from acquire_vf.training._models import (  # noqa: E402
     count_parameters,
     gflop,
 )
-from tests.conftest import ROOT, run_cli  # noqa: E402
+from tests._helpers import ROOT, run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")

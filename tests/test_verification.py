@@ -18,7 +18,7 @@ from acquire_vf._frames import Frame, FrameId
 from acquire_vf.acquisition import CheckedChannel, Verifier
 from acquire_vf.config import Verification
 from acquire_vf.fidelity import cell_correlation, pair_fidelity, segment_cells
-from tests.conftest import verified_profile
+from tests._helpers import verified_profile
 
 RNG = np.random.default_rng(7)
 TRUTH = (RNG.random((64, 64)) * 3000 + 100).astype(np.uint16)
