@@ -175,16 +175,38 @@ def _simulate_data(recipe_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code, str(recipe_path)], cwd=ROOT, check=True)
 
 
-def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
-           e: dict[str, Any]) -> dict[str, Any]:
-    """Ship the engine when it ran its whole schedule and is no worse than the old one."""
-    want = int(recipe["steps"] if recipe["task"] == "defocus" else recipe["train"]["steps"])
+def _doing_nothing(report: Path) -> tuple[float, str] | None:
+    """What a user gets without the engine, on the same held-out fields: the camera's frame
+    (refocus) or the per-pixel linear fit of the inputs (synthesis); ``None`` for an
+    estimator (its report has no such baseline)."""
+    base = json.loads((report / "metrics.json").read_text()).get("baselines") or {}
+    for key, words in (("input", "the input"), ("linear", "the linear baseline")):
+        if key in base:
+            return float(base[key]["psnr"]), f"{words} PSNR {float(base[key]['psnr']):.2f} dB"
+    return None
+
+
+def judge(run: Path, steps: int, want: int, replaces: bool) -> tuple[str, dict[str, Any]]:
+    """Why the engine in ``run`` is held ('' to ship it), and the figures: it must have run
+    its whole schedule, be no worse than the engine it replaces, and beat doing nothing (an
+    engine below the linear baseline is not worth its weights, however bad the old one)."""
     new, said = _held_out(run / "report")
-    old, said_old = _held_out(run / "report-init") if "init" in e else (None, "")
-    why = ("" if e.get("steps", 0) >= want else f"trained {e.get('steps')} of {want} steps")
+    old, said_old = _held_out(run / "report-init") if replaces else (None, "")
+    nothing = _doing_nothing(run / "report")
+    why = "" if steps >= want else f"trained {steps} of {want} steps"
     if not why and old is not None and new < old:
         why = f"held-out {said}, worse than the engine it replaces ({said_old})"
-    verdict = {"held_out": said, "replaced_held_out": said_old or None}
+    if not why and nothing is not None and new < nothing[0]:
+        why = f"held-out {said}, below doing nothing ({nothing[1]})"
+    return why, {"held_out": said, "replaced_held_out": said_old or None,
+                 "baseline": nothing[1] if nothing else None}
+
+
+def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
+           e: dict[str, Any]) -> dict[str, Any]:
+    """Ship the engine when :func:`judge` finds nothing against it."""
+    want = int(recipe["steps"] if recipe["task"] == "defocus" else recipe["train"]["steps"])
+    why, verdict = judge(run, int(e.get("steps", 0)), want, "init" in e)
     if why:
         print(f"{name}: held, not shipped: {why}", flush=True)
         return {**verdict, "phase": "held", "reason": why}
@@ -194,8 +216,9 @@ def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
         os.replace(tmp, q.engines / f"{name}{suffix}")
     docs = q.docs.parent / "focus" if recipe["task"] == "defocus" else q.docs
     shutil.copytree(run / "report", docs / name, dirs_exist_ok=True)
-    print(f"{name}: shipped (held-out {said}"
-          + (f"; the engine it replaces {said_old}" if said_old else "") + ")", flush=True)
+    print(f"{name}: shipped (held-out {verdict['held_out']}"
+          + (f"; the engine it replaces {verdict['replaced_held_out']}"
+             if verdict["replaced_held_out"] else "") + ")", flush=True)
     return {**verdict, "phase": "shipped"}
 
 

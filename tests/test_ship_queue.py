@@ -90,7 +90,8 @@ def test_the_runner_resumes_after_a_kill_and_ships_only_a_finished_engine(tmp_pa
     shipped = (tmp_path / "engines" / "cps_mito.onnx").read_bytes() != old
     assert shipped == (e["phase"] == "shipped")  # held: the old engine stays
     if e["phase"] == "held":
-        assert "worse than the engine it replaces" in e["reason"] and e["replaced_held_out"]
+        assert ("worse than the engine it replaces" in e["reason"] and e["replaced_held_out"]) \
+            or ("below doing nothing" in e["reason"] and e["baseline"]), e
     else:
         card = json.loads((tmp_path / "engines" / "cps_mito.json").read_text())
         assert card["training"]["data"]["simulated"]["realistic"] is True
@@ -145,3 +146,32 @@ def test_an_estimator_in_the_queue_is_judged_against_the_one_it_replaces(tmp_pat
     assert card["defocus"]["realistic"] is True and card["defocus"]["randomise"] is True
     if e["phase"] == "shipped":
         assert (tmp_path / "focus" / "defocus_agp" / "metrics.json").is_file()
+
+
+def test_an_engine_below_doing_nothing_is_held_however_bad_the_old_one(tmp_path: Path) -> None:
+    """The v4 queue's mda_phc_dapi beat its v3 engine (20.15 against 4.86 dB) but not the
+    linear baseline (21.41 dB): better than the old one is not enough."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "ship_queue", Path(__file__).resolve().parents[1] / "scripts" / "ship_queue.py")
+    assert spec is not None and spec.loader is not None
+    sq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sq)
+
+    def report(folder: str, psnr: float, baselines: dict[str, float]) -> None:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "metrics.json").write_text(json.dumps({
+            "prediction": {"psnr": psnr},
+            "baselines": {k: {"psnr": v} for k, v in baselines.items()}}))
+
+    report("report", 20.15, {"linear": 21.41})
+    report("report-init", 4.86, {"linear": 21.41})
+    why, verdict = sq.judge(tmp_path, 1500, 1500, True)
+    assert "below doing nothing" in why and "linear baseline PSNR 21.41" in why, why
+    assert verdict["replaced_held_out"] == "PSNR 4.86 dB"
+    why, _ = sq.judge(tmp_path, 900, 1500, True)
+    assert why == "trained 900 of 1500 steps"
+    (tmp_path / "report" / "metrics.json").write_text(json.dumps({
+        "prediction": {"psnr": 22.1}, "baselines": {"linear": {"psnr": 21.37}}}))
+    assert sq.judge(tmp_path, 1500, 1500, True)[0] == ""  # cps_mito's figures: shipped
