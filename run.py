@@ -4,7 +4,7 @@
 Usage::
 
     python3 run.py demo [acquire-vf demo options]
-    python3 run.py test [pytest options]
+    python3 run.py test [pytest options]   # three pytest processes at once (see run_tests)
 
 Needs only Python 3.11+ with pip. The environment is reinstalled only when ``pyproject.toml``
 or ``constraints.txt`` changed since the last install (a stamp file in ``.venv`` records that),
@@ -65,9 +65,62 @@ def main(argv: list[str]) -> int:
     py = ensure_venv(EXTRAS[what])
     if what == "demo":
         return subprocess.call([str(py), "-m", "acquire_vf", "demo", *rest], cwd=ROOT)
-    # One pytest: conftest runs Qt tests, and Micro-Manager in-process tests beside torch
-    # tests, in child processes of its own (see tests/conftest.py).
-    return subprocess.call([str(py), "-m", "pytest", *rest], cwd=ROOT)
+    return run_tests(py, rest)
+
+
+GROUPS = ("qt", "mmcore")
+"""Test groups that run in pytest processes of their own, beside the main one: Qt widgets
+(the main process must never load Qt) and Micro-Manager in-process (torch beside it has
+crashed). See tests/conftest.py."""
+
+
+def run_tests(py: Path, args: list[str]) -> int:
+    """pytest three times at once: the main selection, and each group's tests in a process of
+    its own (``-m`` given is combined with each); their output follows the main run's. Exit
+    code: the first failure's (a group with nothing selected counts as passed)."""
+    import tempfile
+
+    marks, rest, i = None, [], 0
+    while i < len(args):
+        if args[i] == "-m" and i + 1 < len(args):
+            marks, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith("-m") and len(args[i]) > 2:
+            marks, i = args[i][2:], i + 1
+            continue
+        rest.append(args[i])
+        i += 1
+
+    def expr(group: str | None) -> str:
+        own = group or " and ".join(f"not {g}" for g in GROUPS)
+        return f"({marks}) and ({own})" if marks else own
+
+    shared = tempfile.mkdtemp(prefix="acquire-vf-test-engines-")
+    env = {**os.environ, "ACQUIRE_VF_TEST_ENGINES": shared, "PYTHONFAULTHANDLER": "1"}
+    logs = Path(tempfile.mkdtemp(prefix="acquire-vf-test-groups-"))
+    beside = {}
+    for g in GROUPS:
+        extra = {"QT_QPA_PLATFORM": "offscreen", "QT_LOGGING_RULES": "qt.qpa.*=false"} \
+            if g == "qt" else {}
+        out = open(logs / f"{g}.txt", "w+")  # noqa: SIM115 - read and closed below
+        proc = subprocess.Popen([str(py), "-m", "pytest", "-p", "no:cacheprovider", *rest,
+                                 "-m", expr(g)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**env, "ACQUIRE_VF_TEST_GROUP": g, **extra})
+        beside[g] = (proc, out)
+    codes = [subprocess.call([str(py), "-m", "pytest", *rest, "-m", expr(None)], cwd=ROOT,
+                             env={**env, "ACQUIRE_VF_TEST_GROUP": "main"})]
+    for g, (proc, out) in beside.items():
+        codes.append(proc.wait())
+        out.seek(0)
+        print(f"\n===== the '{g}' tests, in a pytest process of their own =====", flush=True)
+        print(out.read(), flush=True)
+        out.close()
+    import shutil
+
+    shutil.rmtree(shared, ignore_errors=True)
+    shutil.rmtree(logs, ignore_errors=True)
+    failed = [c for c in codes if c not in (0, 5)]  # 5: nothing selected in that process
+    return failed[0] if failed else 0
 
 
 if __name__ == "__main__":

@@ -7,14 +7,12 @@ session-scoped; tests that need a fresh process (crash, disk-full) run the CLI a
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests._helpers import ROOT, run_cli
+from tests._helpers import run_cli
 
 
 @pytest.fixture
@@ -99,202 +97,80 @@ def _build_engines(root: Path) -> dict[str, Path]:
     return out
 
 
-# ----- tests that must run in a child pytest process --------------------------------------
+# ----- test groups that run in pytest processes of their own -------------------------------
 #
-# Two kinds of test never run in the main test process:
-# - ``qt``: they build Qt widgets in-process (offscreen). The main process must never load Qt
-#   (tests assert it), so they run in one child process with QT_QPA_PLATFORM=offscreen.
-# - Micro-Manager in-process tests (those using the ``microscope`` fixture) when the same
-#   selection also runs ``torch`` tests: torch imported beside an in-process Micro-Manager has
-#   crashed (SIGSEGV in torch's import of sympy), so they go to a child that never imports
-#   torch. Alone (``pytest tests/test_acquisition.py``) they run in-process.
-# The children start when collection ends and run beside this process (``BESIDE``), which
-# runs its own tests first: the tests that compute for minutes and time nothing (type
-# checking, the wheel, training, exports: ``FIRST``) lead, while the child runs, so paced runs
-# and the tests that bound a stop time come after. The delegated tests are reported last,
-# each with the outcome its child recorded for it (JUnit XML). So a plain ``pytest`` is safe
-# and complete.
+# Two kinds of test do not share a process with the rest (``run.py test`` runs each group in
+# a pytest process of its own, beside the main one, and sums their exit codes):
+# - ``qt``: they build Qt widgets in-process (offscreen); the rest must never load Qt (a test
+#   asserts it), and PySide6 can crash at interpreter exit.
+# - ``mmcore``: Micro-Manager in-process (the ``microscope`` fixture), which torch imported
+#   beside it has crashed (SIGSEGV in torch's import of sympy).
+# A plain ``pytest`` whose selection mixes a group with other tests skips the group's tests,
+# saying where they run; a selection of one group alone (``pytest tests/test_live_window.py``)
+# runs in-process.
 
-BESIDE = {"qt", "mmcore"}
-"""Child groups started at once, beside this process. Beside other work the Micro-Manager child
-twice died, in Micro-Manager's circular buffer and in the engine host's memory: two races,
-both fixed on 2026-12-02; a full run with it beside took 20:16 against 22:42 with it alone
-at the end. A child that dies fails each of its tests with its output kept."""
-
+GROUPS = ("qt", "mmcore")
+GROUP_ENV = "ACQUIRE_VF_TEST_GROUP"
+"""Which group this pytest process runs (``run.py test`` sets it): ``main``, ``qt``, ``mmcore``."""
 FIRST = ("tests/test_quality.py", "tests/test_packaging.py", "tests/test_training.py",
          "tests/test_defocus_training.py", "tests/test_bioimageio.py")
-"""Modules that run first, beside the child processes: long, CPU-bound, and timing nothing."""
-
-CHILD_ENV = "ACQUIRE_VF_TEST_CHILD"
+"""Modules the main process runs first: long, CPU-bound and timing nothing, while the groups'
+processes start beside it; paced runs and the tests that bound a stop time come after."""
 SHARED_ENGINES_ENV = "ACQUIRE_VF_TEST_ENGINES"
-"""The folder where the ``engines`` fixture builds its engines once per pytest session: the
-main process and its child processes (which inherit this variable) use the same files."""
+"""The folder where the ``engines`` fixture builds its engines once: ``run.py test`` makes it
+for all its pytest processes, which share the files (a lock lets one build them)."""
+_SHARED = pytest.StashKey[str]()
+_EXIT = pytest.StashKey[int]()
+
+
+def group_of(item: pytest.Item) -> str | None:
+    """The group ``item`` belongs to, or ``None`` (the main process's)."""
+    for g in GROUPS:
+        if item.get_closest_marker(g) is not None:
+            return g
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not os.environ.get(CHILD_ENV) and not os.environ.get(SHARED_ENGINES_ENV):
+    if not os.environ.get(SHARED_ENGINES_ENV):
         import tempfile
 
         os.environ[SHARED_ENGINES_ENV] = tempfile.mkdtemp(prefix="acquire-vf-test-engines-")
         config.stash[_SHARED] = os.environ[SHARED_ENGINES_ENV]
 
 
-def _group(item: pytest.Item, torch_selected: bool) -> str | None:
-    if os.environ.get(CHILD_ENV):
-        return None
-    if item.get_closest_marker("qt") is not None:
-        return "qt"
-    if torch_selected and "microscope" in getattr(item, "fixturenames", ()):
-        return "mmcore"
-    return None
-
-
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "engines" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)  # trains two engines first (about a minute)
+        if "microscope" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mmcore)
+    items.sort(key=lambda i: not i.nodeid.startswith(FIRST))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Group what runs in child processes, from the final selection (after -m and -k); start
-    the children; order this process's tests (:data:`FIRST` first, the children's last)."""
-    config, items = session.config, session.items
-    torch_selected = any(i.get_closest_marker("torch") for i in items)
-    groups: dict[str, list[str]] = {}
-    for item in items:
-        group = _group(item, torch_selected)
-        if group is not None:
-            groups.setdefault(group, []).append(item.nodeid)
-            item.stash[_GROUP] = group
-            item.add_marker(pytest.mark.timeout(3600))  # the child has its own limits
-    config.stash[_GROUPS] = groups
-    if config.option.collectonly or not groups:
+    """Outside ``run.py test``: a selection that mixes a group with other tests skips the
+    group's tests, naming where they run."""
+    kinds = {group_of(i) for i in session.items}
+    if kinds == {"qt"}:  # Qt widgets, offscreen (run.py sets it for its Qt process too)
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
+    if os.environ.get(GROUP_ENV) or len(kinds) < 2:
         return
-    items.sort(key=lambda i: (_GROUP in i.stash, not i.nodeid.startswith(FIRST)))
-    for group in set(groups) & BESIDE:
-        _children[group] = _Child(group, groups[group])
-
-
-_GROUP = pytest.StashKey[str]()
-_GROUPS = pytest.StashKey[dict]()
-
-
-class _Child:
-    """A child pytest process running one group's tests, started at once, read when done."""
-
-    TIMEOUT_S = 3000
-
-    def __init__(self, group: str, nodeids: list[str]) -> None:
-        import tempfile
-
-        self.group = group
-        self._dir = tempfile.TemporaryDirectory(prefix=f"acquire-vf-test-{group}-")
-        self._xml = Path(self._dir.name) / "results.xml"
-        self._log = open(Path(self._dir.name) / "output.txt", "w+")  # noqa: SIM115 - closed in
-        env = {**os.environ, CHILD_ENV: group, "QT_QPA_PLATFORM": "offscreen",  # results()
-               "QT_LOGGING_RULES": "qt.qpa.*=false", "PYTHONFAULTHANDLER": "1"}
-        self._t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
-             f"--junitxml={self._xml}", *nodeids], cwd=ROOT, env=env,
-            stdout=self._log, stderr=subprocess.STDOUT, text=True)
-        self._results: dict[str, tuple[str, str]] | None = None
-
-    def results(self) -> dict[str, tuple[str, str]]:
-        """Wait for the child; each test's (outcome, text) from its JUnit XML."""
-        if self._results is not None:
-            return self._results
-        import xml.etree.ElementTree as ET
-
-        try:
-            self.proc.wait(timeout=max(1.0, self.TIMEOUT_S - (time.monotonic() - self._t0)))
-        except subprocess.TimeoutExpired:
-            self.stop()
-        self._log.seek(0)
-        output = self._log.read()
-        self._log.close()
-        results: dict[str, tuple[str, str]] = {}
-        try:
-            if not self._xml.is_file():  # it died: each of its tests fails with where it died
-                import tempfile
-
-                kept = Path(tempfile.gettempdir()) / f"acquire-vf-test-{self.group}-died.log"
-                kept.write_text(output)
-                fatal = output.find("Fatal Python error")
-                where = output[fatal:fatal + 6000] if fatal >= 0 else output[-6000:]
-                self._results = {"*": ("error", f"the {self.group} child process died (exit "
-                                                f"{self.proc.returncode}) and wrote no results "
-                                                f"(its whole output: {kept}):\n{where}")}
-                return self._results
-            for case in ET.parse(self._xml).getroot().iter("testcase"):
-                module = case.get("classname", "").replace(".", "/")
-                nodeid = f"{module}.py::{case.get('name')}"
-                outcome, text = "passed", ""
-                for kind in ("failure", "error", "skipped"):
-                    el = case.find(kind)
-                    if el is not None:
-                        outcome = kind
-                        text = (el.get("message") or "") + "\n" + (el.text or "")
-                        break
-                if outcome == "passed" or nodeid not in results:
-                    results[nodeid] = (outcome, text)
-        finally:
-            self._dir.cleanup()
-        self._results = results
-        return results
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-_children: dict[str, _Child] = {}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-    """Report a delegated test from its child's result, with no setup in this process (its
-    fixtures, Micro-Manager's among them, are set up in the child)."""
-    group = item.stash.get(_GROUP, None)
-    if group is None:
-        return None
-    from _pytest.reports import TestReport
-
-    ihook = item.ihook
-    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    t0 = time.time()
-    if group not in _children:  # a group that runs alone, when its first test is reached
-        _children[group] = _Child(group, item.config.stash[_GROUPS][group])
-    results = _children[group].results()
-    outcome, text = results.get(item.nodeid, results.get("*", ("error", "no result from child")))
-    took = time.time() - t0
-
-    def report(when: str, result: str, longrepr: object = None) -> None:
-        ihook.pytest_runtest_logreport(report=TestReport(
-            item.nodeid, item.location, {k: 1 for k in item.keywords}, result, longrepr, when,
-            duration=took if when == "call" else 0.0))
-
-    if outcome == "skipped":
-        reason = text.strip().splitlines()[0] if text.strip() else "skipped in the child"
-        report("setup", "skipped", (str(item.path), item.location[1] or 0, reason))
-    else:
-        report("setup", "passed")
-        report("call", "passed" if outcome == "passed" else "failed",
-               None if outcome == "passed" else f"[ran in the {group} child process] "
-               f"{text[-4000:]}")
-    report("teardown", "passed")
-    item.session._setupstate.teardown_exact(nextitem)  # what earlier tests left set up
-    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-    return True
+    for item in session.items:
+        g = group_of(item)
+        if g is not None:
+            item.add_marker(pytest.mark.skip(
+                reason=f"'{g}' tests run in a pytest process of their own: python3 run.py test "
+                       f"(or pytest -m {g})"))
 
 
 @pytest.fixture(autouse=True)
 def _close_qt_windows():
-    """In the Qt child, each test leaves no window behind for the next one to find."""
+    """In the Qt process, each test leaves no window behind for the next one to find."""
     yield
-    if os.environ.get(CHILD_ENV) == "qt" and "PySide6" in sys.modules:
+    if "PySide6" in sys.modules:
         from pyqtgraph.Qt import QtWidgets
 
         app = QtWidgets.QApplication.instance()
@@ -304,16 +180,10 @@ def _close_qt_windows():
             app.processEvents()
 
 
-_EXIT = pytest.StashKey[int]()
-_SHARED = pytest.StashKey[str]()
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[_EXIT] = int(exitstatus)
-    for child in _children.values():  # stopped early (-x, Ctrl-C): no child outlives us
-        child.stop()
     shared = session.config.stash.get(_SHARED, None)
-    if shared:  # the main process made the shared engines' folder: it removes it
+    if shared:  # this process made the shared engines' folder: it removes it
         import shutil
 
         shutil.rmtree(shared, ignore_errors=True)
@@ -322,9 +192,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The Qt child leaves without tearing Qt down (PySide6 can crash at interpreter exit);
-    its results are already written."""
-    if os.environ.get(CHILD_ENV) == "qt" and "PySide6" in sys.modules:
+    """A process that loaded Qt leaves without tearing it down (PySide6 can crash at
+    interpreter exit); its results are already reported."""
+    if "PySide6" in sys.modules:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(config.stash.get(_EXIT, 0))

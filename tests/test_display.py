@@ -1,6 +1,6 @@
 """The viewer, rendered offscreen: it shows the frames it was given, virtual panels badged.
 
-Tests marked ``qt`` build widgets in-process; conftest runs them in a child pytest process
+Tests marked ``qt`` build widgets in-process; ``run.py test`` runs them in a pytest process
 (offscreen), because the main test process must never load Qt.
 """
 
@@ -108,7 +108,7 @@ def test_view_without_display_is_one_clear_line(tmp_path: Path) -> None:
     assert r.returncode == DisplayUnavailable.exit_code and "no display found" in r.stderr
 
 
-@pytest.mark.skipif(bool(os.environ.get("ACQUIRE_VF_TEST_CHILD")),
-                    reason="the Qt child process loads Qt by design")
+@pytest.mark.skipif(os.environ.get("ACQUIRE_VF_TEST_GROUP") == "qt",
+                    reason="the Qt tests' process loads Qt by design")
 def test_the_test_process_never_loads_qt() -> None:
     assert "PySide6" not in sys.modules and "pyqtgraph" not in sys.modules

@@ -1,7 +1,7 @@
 """The live window, offscreen: latest frames from other threads, overlays, controls, closing.
 
-Tests marked ``qt`` run in a child pytest process (see conftest); the demo runs with the real
-Micro-Manager demo configuration.
+Tests marked ``qt`` run in a pytest process of their own (see conftest); the demo runs with the
+real Micro-Manager demo configuration.
 """
 
 from __future__ import annotations

@@ -76,6 +76,8 @@ class EngineHost:
         self.deadline_s, self.max_restarts = deadline_s, restarts
         self.on_fault, self.on_recovered = on_fault, on_recovered
         self.counts = {"restarts": 0, "crashes": 0, "hangs": 0, "starved": 0}
+        self.probe_note = ""
+        """Why the last call past its deadline was judged a hang (what its threads did)."""
         self.events: list[str] = []
         self.placement: dict[str, Any] = {}
         self._avoid, self._nice = tuple(avoid_cores), nice
@@ -153,7 +155,7 @@ class EngineHost:
                 kind, detail = "crash", f"out of memory on {msg.op}: {reply['error']}"
             else:
                 kind = "hang"
-                detail = f"no answer to {msg.op} within {timeout:.1f} s"
+                detail = f"no answer to {msg.op} within {timeout:.1f} s{self.probe_note}"
         except (EOFError, OSError) as e:
             kind, detail = "crash", f"{type(e).__name__} on {msg.op}"
         if self.state == "up":
@@ -169,14 +171,18 @@ class EngineHost:
         hang, one probe later."""
         pid, waited, starved = self.pid, 0.0, False
         since = thread_times(pid) if pid is not None else {}
+        self.probe_note = ""
         while pid is not None and waited < (STARVED_X - 1) * timeout:
             if conn.poll(PROBE_S):
                 break
             waited += PROBE_S
-            if not starving(since, thread_times(pid), waited):
+            now = thread_times(pid)
+            if not starving(since, now, waited):
+                self.probe_note = _probe_note(since, now, waited)
                 return False
             starved = True
         else:
+            self.probe_note = f"; still starved after {waited:.1f} s" if pid is not None else ""
             return False
         if starved:
             self.counts["starved"] += 1
@@ -485,10 +491,11 @@ class HostedRunner:
         """Engines close at the end of the run; the host releases everything then."""
 
 
-def thread_times(pid: int) -> dict[str, tuple[int, int]]:
-    """Per thread of ``pid``: nanoseconds on a core, and runnable but waiting for one, over its
-    life (Linux ``/proc/PID/task/TID/schedstat``); empty where that is not available."""
-    out: dict[str, tuple[int, int]] = {}
+def thread_times(pid: int) -> dict[str, tuple[int, int, str]]:
+    """Per thread of ``pid``: nanoseconds on a core and runnable but waiting for one, over its
+    life (Linux ``/proc/PID/task/TID/schedstat``), and its state now (``R``: running or
+    runnable); empty where that is not available."""
+    out: dict[str, tuple[int, int, str]] = {}
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -497,19 +504,41 @@ def thread_times(pid: int) -> dict[str, tuple[int, int]]:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
                 ran, waited = f.read().split()[:2]
-            out[tid] = (int(ran), int(waited))
-        except (OSError, ValueError):
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            out[tid] = (int(ran), int(waited), state)
+        except (OSError, ValueError, IndexError):
             continue
     return out
 
 
-def starving(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
+def _probe_note(before: dict[str, tuple[int, int, str]],
+                after: dict[str, tuple[int, int, str]], window_s: float) -> str:
+    """What the threads did in the ``window_s`` after the deadline, for the hang's message
+    (the most any one thread ran, and the most any one waited for a core)."""
+    ran = [after[t][0] - before[t][0] for t in before if t in after]
+    waited = [after[t][1] - before[t][1] for t in before if t in after]
+    if not ran:
+        return "; its threads could not be read"
+    return (f"; in the {window_s:.2f} s after the deadline its {len(ran)} threads ran at most "
+            f"{max(ran) / 1e9:.3f} s and waited for a core at most {max(waited) / 1e9:.3f} s")
+
+
+def starving(before: dict[str, tuple[int, int, str]], after: dict[str, tuple[int, int, str]],
              window_s: float) -> bool:
     """Whether a thread, between two :func:`thread_times`, waited for a core longer than it
-    ran, and a tenth of the window at least."""
-    for tid, (ran0, waited0) in before.items():
+    ran (and a tenth of the window at least), or is runnable now and ran less than a tenth of
+    the window: the kernel adds a thread's wait to its count only when it gets a core, so a
+    thread starved through the whole window shows no wait yet (measured: six threads with no
+    run and no wait in the 0.25 s after a deadline, on a host starved by busy loops and other
+    work, judged a hang and killed). A stopped, deadlocked or sleeping host is not runnable; a
+    host spinning with a core to itself runs."""
+    tenth = window_s * 0.1e9
+    for tid, (ran0, waited0, _) in before.items():
         if tid in after:
-            ran1, waited1 = after[tid]
-            if waited1 - waited0 >= max(ran1 - ran0, window_s * 0.1e9):
+            ran1, waited1, state = after[tid]
+            if waited1 - waited0 >= max(ran1 - ran0, tenth):
+                return True
+            if state == "R" and ran1 - ran0 < tenth:
                 return True
     return False
