@@ -288,7 +288,7 @@ def load_recipe(path: str | Path) -> tuple[Recipe, str]:
     if data is None or data.is_absolute():
         return rec, text
     here = (Path(path).parent / data).resolve()
-    if not here.is_dir() and data.is_dir():  # the rule before 2026-12-02: the working folder
+    if not here.is_dir() and data.is_dir():  # the older rule (the working folder) would find it
         fix = os.path.relpath(data.resolve(), Path(path).parent.resolve())
         raise ProfileError(f"{path}: data path '{data}' is relative to the recipe's folder "
                            f"('{Path(path).parent}'), where it does not exist; write it from "
