@@ -84,7 +84,7 @@ def make_run(profile: Profile, out_dir: Path, *,
     schedule = Schedule(run_plan, info.z_um, closed_loop=profile.autofocus.closed_loop)
     signals = RunSignals()
     return AcquisitionRun(profile, backend, sink, run_plan, stages=stages,
-                          verifier=make_verifier(profile, stages),
+                          verifier=make_verifier(profile, stages, signals),
                           pace_to_engines=replay is not None and as_fast_as_possible,
                           focus=make_focus(profile, stages, schedule, signals.focus.emit),
                           schedule=schedule, signals=signals)

@@ -69,7 +69,8 @@ class AcquisitionRun:
     stages
         Processing stages, run in order on the pipeline's thread.
     verifier
-        Sentinel exposures and trust per virtual channel (``[verification]``), or none.
+        Sentinel exposures and trust per virtual channel (``[verification]``), or none;
+        built on this run's ``signals`` (:func:`~acquire_vf.acquisition.make_verifier`).
     pace_to_engines
         Hand each frame set over only once the engines and the verifier are idle, so no
         virtual frame is skipped and every decision sees the pairs before it (a replay as
@@ -92,13 +93,13 @@ class AcquisitionRun:
         self.backend_info: BackendInfo = backend.describe()
         self.signals = signals if signals is not None else RunSignals()
         self.errors: list[str] = []
+        """Every problem anything of the run reported on ``signals.error`` (the first 1000)."""
+        self.signals.error.connect(self._keep_error)
         self.schedule = schedule if schedule is not None else Schedule(
             plan, self.backend_info.z_um, closed_loop=focus is not None)
         self.exposure = ExposurePolicy(profile, plan.optional, self._record_error, verifier)
         self.qc = QcTally()
         self.verifier = verifier
-        if verifier is not None:
-            verifier.connect(self.signals.fidelity.emit, self._record_error)
         self.ledger = DoseLedger(profile)
         self.focus = focus
         self._sink = sink
@@ -326,9 +327,11 @@ class AcquisitionRun:
             self.signals.virtualReady.emit(frame)
 
     def _record_error(self, msg: str) -> None:
+        self.signals.error.emit(msg)
+
+    def _keep_error(self, msg: str) -> None:
         if len(self.errors) < 1000:
             self.errors.append(msg)
-        self.signals.error.emit(msg)
 
     def _writer_failed(self, e: BaseException) -> None:
         self._abort(e if isinstance(e, AcquireVFError) else StorageError(str(e)))

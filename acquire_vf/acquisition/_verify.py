@@ -32,6 +32,7 @@ from typing import Any
 
 from acquire_vf._frames import SUSPECT_FLAGS, Frame, raised_flags
 from acquire_vf.acquisition._payloads import SentinelFidelity
+from acquire_vf.acquisition._signals import RunSignals
 from acquire_vf.card import acceptance_band
 from acquire_vf.config import Profile, Verification
 from acquire_vf.fidelity import outside_band, pair_fidelity
@@ -96,11 +97,6 @@ class Verifier:
         self._thread = threading.Thread(target=self._work, name="acquire-vf verify",
                                         daemon=True)
         self._thread.start()
-
-    def connect(self, on_fidelity: Callable[[SentinelFidelity], None],
-                record_error: Callable[[str], None]) -> None:
-        """Where judged pairs and problems go (the run's signals and error list)."""
-        self._on_fidelity, self._record_error = on_fidelity, record_error
 
     # ----- decisions (acquisition thread) ------------------------------------------------
     def is_sentinel(self, t: int) -> bool:
@@ -313,10 +309,12 @@ class Verifier:
         return out
 
 
-def make_verifier(profile: Profile, stages: RunStages) -> Verifier | None:
+def make_verifier(profile: Profile, stages: RunStages, signals: RunSignals | None = None,
+                  ) -> Verifier | None:
     """The verifier for ``profile``'s ``[verification]``, over the virtual channels that a
     synthesis stage makes (their engine's card gives the scale and the band; the profile's
-    ``verification.acceptance`` overrides it). ``None`` without ``[verification]``."""
+    ``verification.acceptance`` overrides it), telling the run's ``signals`` of each judged
+    pair and each problem. ``None`` without ``[verification]``."""
     config = profile.verification
     if config is None:
         return None
@@ -330,4 +328,7 @@ def make_verifier(profile: Profile, stages: RunStages) -> Verifier | None:
             band.update({k: v for k, v in override.model_dump().items() if v is not None})
         channels[stage.channel] = CheckedChannel(stage.channel, norm.low, norm.high, band,
                                                  tuple(stage.inputs))
-    return Verifier(config, channels)
+    if signals is None:
+        return Verifier(config, channels)
+    return Verifier(config, channels, on_fidelity=signals.fidelity.emit,
+                    record_error=signals.error.emit)
