@@ -81,10 +81,12 @@ def _rel(p: Path) -> str:
 
 
 def last_step(run: Path) -> int:
-    """The last logged step of a run (0 before the first)."""
+    """The last logged step of a run (0 before the first); an estimator's run logs nothing
+    until its summary, which gives its steps."""
     log = run / "log.csv"
     if not log.is_file():
-        return 0
+        summary = run / "summary.json"
+        return int(json.loads(summary.read_text())["steps"]) if summary.is_file() else 0
     with log.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     return int(rows[-1]["step"]) if rows else 0
