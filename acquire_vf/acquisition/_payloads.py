@@ -1,7 +1,8 @@
 """What the run's ``fidelity`` and ``focus`` signals carry: one frozen dataclass per kind of
 news, so listeners (the live window, the progress line, ``acquire()``'s callbacks) read
 fields, not dictionary keys, and a new kind cannot reach a listener that does not know it
-without the type saying so. ``row()`` gives the flat record ``session.json`` keeps."""
+without the type saying so. ``SentinelFidelity.row()`` is the flat record (what
+``acquire(on_fidelity=...)`` callers read as a dict)."""
 
 from __future__ import annotations
 
@@ -47,12 +48,6 @@ class FocusEstimate:
     true_defocus_um: float | None = None
     """The simulated specimen's true defocus of the frame (simulation only)."""
 
-    def row(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.true_defocus_um is None:
-            out.pop("true_defocus_um")
-        return out
-
 
 @dataclass(frozen=True)
 class FocusCorrection:
@@ -61,9 +56,6 @@ class FocusCorrection:
     t: int
     p: int
     dz_um: float
-
-    def row(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -77,9 +69,6 @@ class FocusZScan:
     why: str
     from_z_um: float
     dz_um: float
-
-    def row(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -95,9 +84,6 @@ class SignCheck:
     confident: bool
     convention: float
     verdict: str
-
-    def row(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 FocusEvent = FocusEstimate | FocusCorrection | FocusZScan | SignCheck

@@ -72,13 +72,17 @@ def sharpest_plane(planes: np.ndarray) -> int:
                           for p in planes]))
 
 
+def _matched(frame: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``frame`` under the least-squares gain and offset that bring it closest to ``ref``."""
+    from acquire_vf.evaluate._real_pairs import linear_apply, linear_fit
+
+    return linear_apply(linear_fit([frame], ref), [frame])
+
+
 def _matched_psnr(frame: np.ndarray, ref: np.ndarray, lo: float, hi: float) -> float:
     """PSNR of ``frame`` against ``ref`` after a least-squares gain and offset, both in the
     reference's [lo, hi] units."""
-    f = frame.astype(np.float64).ravel()
-    r = ref.astype(np.float64).ravel()
-    a, b = np.linalg.lstsq(np.stack([f, np.ones_like(f)], 1), r, rcond=None)[0]
-    err = ((a * f + b - r) / (hi - lo)) ** 2
+    err = ((_matched(frame, ref) - ref.astype(np.float64)) / (hi - lo)) ** 2
     return float(10 * np.log10(1.0 / max(err.mean(), 1e-12)))
 
 
@@ -142,6 +146,11 @@ def fit_spacing(stacks: list[np.ndarray], assumed: Mapping[str, float],
     other planes (least-squares misfit after a gain and offset per plane)."""
     from acquire_vf.optics import Optics
 
+    # each stack's sharpest plane and the planes it must explain, found once
+    refs = []
+    for st in stacks:
+        r = sharpest_plane(st)
+        refs.append((st.astype(np.float64), r, [k for k in range(len(st)) if k != r]))
     best: dict[str, Any] = {"misfit": np.inf}
     for na in nas:
         lens = Optics(na=na, immersion_index=assumed["immersion_index"],
@@ -150,17 +159,11 @@ def fit_spacing(stacks: list[np.ndarray], assumed: Mapping[str, float],
         for step in steps:
             for sign in (1, -1):
                 total = 0.0
-                for st in stacks:
-                    ref = sharpest_plane(st)
-                    ks = [k for k in range(len(st)) if k != ref]
-                    model = _blur_model(st[ref].astype(np.float64), lens,
-                                        assumed["wavelength_um"],
+                for st, ref, ks in refs:
+                    model = _blur_model(st[ref], lens, assumed["wavelength_um"],
                                         [sign * (k - ref) * step for k in ks])
-                    for m, k in zip(model, ks, strict=True):
-                        f, r = m.ravel(), st[k].astype(np.float64).ravel()
-                        coef = np.linalg.lstsq(np.stack([f, np.ones_like(f)], 1), r,
-                                               rcond=None)[0]
-                        total += float(np.mean((coef[0] * f + coef[1] - r) ** 2))
+                    total += sum(float(np.mean((_matched(m, st[k]) - st[k]) ** 2))
+                                 for m, k in zip(model, ks, strict=True))
                 if total < best["misfit"]:
                     best = {"misfit": total, "na": na, "z_step_um": float(step), "sign": sign}
     return best
