@@ -17,6 +17,15 @@ old one's; otherwise it is held in ``runs/`` with the reason. Nothing half-train
 The state file (``RUNS/state.json``) says which engine is in which phase, at which step, and
 how long each phase took: what ``docs/performance.md`` quotes as steps per second end to end.
 A lock file keeps a second runner from starting beside the first.
+
+A second pass over engines the first one held (``training/v4b/``):
+
+    nohup .venv/bin/python scripts/ship_queue.py --recipes training/v4b --runs runs/v4b \
+        --engines engines-v4 --fallback-engines engines --continue-from runs/v4 \
+        --scratch mda_phc_dapi --scratch defocus_agp >> runs/v4b/queue.log 2>&1 &
+
+starts each engine from the first pass's (``--continue-from``) or from scratch, and judges it
+against the shipped engine of that name, as the first pass did.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +60,11 @@ PHASES = ("data", "train", "export", "evaluate", "check")
 class Queue:
     """Paths and state of one queue."""
 
-    def __init__(self, recipes: Path, runs: Path, engines: Path, docs: Path) -> None:
+    def __init__(self, recipes: Path, runs: Path, engines: Path, docs: Path,
+                 fallback: Path | None = None, continue_from: Path | None = None,
+                 scratch: tuple[str, ...] = ()) -> None:
         self.recipes, self.runs, self.engines, self.docs = recipes, runs, engines, docs
+        self.fallback, self.continue_from, self.scratch = fallback, continue_from, scratch
         self.state_path = runs / "state.json"
         self.state: dict[str, Any] = (json.loads(self.state_path.read_text())
                                       if self.state_path.is_file() else {"engines": {}})
@@ -112,12 +125,8 @@ def advance(q: Queue, name: str) -> str:
     onnx = run / "engine" / f"{name}.onnx"
     if phase == "data":
         run.mkdir(parents=True, exist_ok=True)
-        old = q.engines / f"{name}.onnx"
-        if old.is_file() and "init" not in e:  # copied aside once: a resume starts from it
-            (run / "init").mkdir(exist_ok=True)
-            for suffix in (".onnx", ".json"):
-                shutil.copy2(old.with_suffix(suffix), run / "init" / f"{name}{suffix}")
-            e["init"] = _rel(run / "init" / f"{name}.onnx")
+        if "replaces" not in e:  # copied aside once: a resume starts from the same weights
+            e.update(_starting_points(q, name, run))
         if recipe["task"] != "defocus":  # an estimator renders its stacks as it trains
             _simulate_data(recipe_path)
         e["phase"] = "train"
@@ -128,7 +137,7 @@ def advance(q: Queue, name: str) -> str:
         else:
             resume = (run / "train" / "checkpoints" / "last.pt").is_file()
             _run(["train", _rel(recipe_path), "--out", _rel(run / "train"),
-                  *(["--init", e["init"]] if "init" in e else []),
+                  *(["--init", e["init"]] if e.get("init") else []),
                   "--resume" if resume else "--overwrite"])
             e["steps"] = last_step(run / "train")
         e["phase"] = "export"
@@ -139,16 +148,16 @@ def advance(q: Queue, name: str) -> str:
     elif phase == "evaluate" and recipe["task"] == "defocus":
         _run(["evaluate", "--model", _rel(onnx), "--data", _rel(DEFOCUS_STACKS), "--out",
               _rel(run / "report"), "--update-card", "--overwrite"])
-        if "init" in e:  # the estimator it replaces, on the same (v4) held-out stacks
-            _old_estimator_on(e["init"], run / "report-init",
+        if old := _replaces(e):  # the estimator it replaces, on the same v4 held-out stacks
+            _old_estimator_on(old, run / "report-init",
                               bool(recipe.get("realistic", False)))
         e["phase"] = "check"
     elif phase == "evaluate":
         _run(["evaluate", "--model", _rel(onnx), "--held-out", "--recipe", _rel(recipe_path),
               "--out", _rel(run / "report"), "--update-card", "--overwrite"])
-        if "init" in e:  # the engine it replaces, on the same held-out fields
+        if old := _replaces(e):  # the engine it replaces, on the same held-out fields
             held = json.loads((run / "report" / "metrics.json").read_text())
-            _run(["evaluate", "--model", e["init"], "--data", held["data"], "--split",
+            _run(["evaluate", "--model", old, "--data", held["data"], "--split",
                   held["split"], "--out", _rel(run / "report-init"), "--overwrite"])
         e["phase"] = "check"
     elif phase == "check":
@@ -156,6 +165,37 @@ def advance(q: Queue, name: str) -> str:
     e["seconds"][phase] = round(e["seconds"].get(phase, 0) + time.perf_counter() - t0, 1)
     q.save()
     return str(e["phase"])
+
+
+def _copy_aside(engine: Path, to: Path, name: str) -> str:
+    to.mkdir(parents=True, exist_ok=True)
+    for suffix in (".onnx", ".json"):
+        shutil.copy2(engine.with_suffix(suffix), to / f"{name}{suffix}")
+    return _rel(to / f"{name}.onnx")
+
+
+def _starting_points(q: Queue, name: str, run: Path) -> dict[str, str | None]:
+    """What ``name`` is judged against (``replaces``: the engine of that name in the queue's
+    engines, or of the queue it follows) and what its training starts from (``init``): by
+    default that same engine; with ``--continue-from`` an earlier pass's engine of that name
+    (a second pass that trains on where the first one stopped); with ``--scratch``, nothing."""
+    old = q.engines / f"{name}.onnx"
+    if not old.is_file() and q.fallback is not None:
+        old = q.fallback / f"{name}.onnx"
+    replaces = _copy_aside(old, run / "init", name) if old.is_file() else None
+    init = replaces
+    earlier = q.continue_from / name / "engine" / f"{name}.onnx" if q.continue_from else None
+    if name in q.scratch:
+        init = None
+    elif earlier is not None and earlier.is_file():
+        init = _copy_aside(earlier, run / "continue", name)
+    return {"replaces": replaces, "init": init}
+
+
+def _replaces(e: dict[str, Any]) -> str | None:
+    """The engine ``e`` is judged against (state files written before ``replaces`` existed
+    name it ``init``)."""
+    return e["replaces"] if "replaces" in e else e.get("init")
 
 
 def _old_estimator_on(init: str, out: Path, realistic: bool) -> None:
@@ -208,7 +248,7 @@ def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
            e: dict[str, Any]) -> dict[str, Any]:
     """Ship the engine when :func:`judge` finds nothing against it."""
     want = int(recipe["steps"] if recipe["task"] == "defocus" else recipe["train"]["steps"])
-    why, verdict = judge(run, int(e.get("steps", 0)), want, "init" in e)
+    why, verdict = judge(run, int(e.get("steps", 0)), want, bool(_replaces(e)))
     if why:
         print(f"{name}: held, not shipped: {why}", flush=True)
         return {**verdict, "phase": "held", "reason": why}
@@ -225,7 +265,7 @@ def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
 
 
 @contextlib.contextmanager
-def _lock(runs: Path):  # type: ignore[no-untyped-def]
+def _lock(runs: Path) -> Iterator[None]:
     lock = runs / "queue.lock"
     if lock.is_file():
         pid = int(lock.read_text() or 0)
@@ -259,11 +299,19 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "v4")
     ap.add_argument("--engines", type=Path, default=ROOT / "engines")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "models")
+    ap.add_argument("--fallback-engines", type=Path, default=None,
+                    help="engines a name absent from --engines replaces (the shipped set)")
+    ap.add_argument("--continue-from", type=Path, default=None,
+                    help="an earlier queue's runs: start each engine from its engine there")
+    ap.add_argument("--scratch", action="append", default=[],
+                    help="train this engine from scratch (judged as usual); repeatable")
     ap.add_argument("--status", action="store_true", help="print where the queue stands")
     ap.add_argument("--nice", type=int, default=19)
     a = ap.parse_args()
     a.runs.mkdir(parents=True, exist_ok=True)
-    q = Queue(a.recipes.resolve(), a.runs.resolve(), a.engines.resolve(), a.docs.resolve())
+    q = Queue(a.recipes.resolve(), a.runs.resolve(), a.engines.resolve(), a.docs.resolve(),
+              a.fallback_engines.resolve() if a.fallback_engines else None,
+              a.continue_from.resolve() if a.continue_from else None, tuple(a.scratch))
     names = q.names(a.names)
     if a.status:
         status(q, names)

@@ -151,13 +151,7 @@ def test_an_estimator_in_the_queue_is_judged_against_the_one_it_replaces(tmp_pat
 def test_an_engine_below_doing_nothing_is_held_however_bad_the_old_one(tmp_path: Path) -> None:
     """The v4 queue's mda_phc_dapi beat its v3 engine (20.15 against 4.86 dB) but not the
     linear baseline (21.41 dB): better than the old one is not enough."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "ship_queue", Path(__file__).resolve().parents[1] / "scripts" / "ship_queue.py")
-    assert spec is not None and spec.loader is not None
-    sq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sq)
+    sq = _ship_queue()
 
     def report(folder: str, psnr: float, baselines: dict[str, float]) -> None:
         (tmp_path / folder).mkdir()
@@ -175,3 +169,36 @@ def test_an_engine_below_doing_nothing_is_held_however_bad_the_old_one(tmp_path:
     (tmp_path / "report" / "metrics.json").write_text(json.dumps({
         "prediction": {"psnr": 22.1}, "baselines": {"linear": {"psnr": 21.37}}}))
     assert sq.judge(tmp_path, 1500, 1500, True)[0] == ""  # cps_mito's figures: shipped
+
+
+def _ship_queue() -> Any:
+    spec = importlib.util.spec_from_file_location("ship_queue", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    sq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sq)
+    return sq
+
+
+def test_a_second_pass_continues_from_the_first_and_is_judged_against_the_shipped_one(
+        tmp_path: Path) -> None:
+    """training/v4b: mda_factin_vinculin continues from the first pass's engine but must beat
+    the shipped (v3) engine; mda_phc_dapi (--scratch) starts from nothing, judged the same."""
+    sq = _ship_queue()
+    shipped, first = tmp_path / "engines", tmp_path / "runs-v4"
+    for name, folder in (("mda_factin_vinculin", shipped), ("mda_phc_dapi", shipped),
+                         ("mda_factin_vinculin", first / "mda_factin_vinculin" / "engine"),
+                         ("mda_phc_dapi", first / "mda_phc_dapi" / "engine")):
+        folder.mkdir(parents=True, exist_ok=True)
+        for suffix in (".onnx", ".json"):
+            (folder / f"{name}{suffix}").write_text(f"{folder.name} {name}")
+    q = sq.Queue(tmp_path / "recipes", tmp_path / "runs", tmp_path / "engines-v4",
+                 tmp_path / "docs", fallback=shipped, continue_from=first,
+                 scratch=("mda_phc_dapi",))
+    e = sq._starting_points(q, "mda_factin_vinculin", tmp_path / "runs" / "mda_factin_vinculin")
+    assert Path(e["init"]).name == "mda_factin_vinculin.onnx" and "continue" in e["init"]
+    assert Path(e["init"]).read_text() == "engine mda_factin_vinculin"  # the first pass's
+    assert Path(e["replaces"]).read_text() == "engines mda_factin_vinculin"  # the shipped one
+    e = sq._starting_points(q, "mda_phc_dapi", tmp_path / "runs" / "mda_phc_dapi")
+    assert e["init"] is None and Path(e["replaces"]).read_text() == "engines mda_phc_dapi"
+    assert sq._replaces({"init": "old.onnx"}) == "old.onnx"  # a state file from before
+    assert sq._replaces({"init": None, "replaces": "v3.onnx"}) == "v3.onnx"
