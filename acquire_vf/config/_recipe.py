@@ -230,6 +230,12 @@ class DefocusRecipe(_Model):
     """Stacks of simulator version 4's specimen (thick cells, background, vignetting)."""
     randomise: bool = False
     """With ``realistic``: each field's own style (domain randomisation)."""
+    near_focus: float = Field(0.0, ge=0, lt=1)
+    """Fraction of each training batch drawn from the planes within ``near_focus_um`` of
+    focus, where closed-loop focus works (uniform over the planes otherwise); the best
+    checkpoint is then the one whose worse median error, over the range or near focus, is
+    lowest."""
+    near_focus_um: float = Field(3.0, gt=0)
     patch: int = Field(96, ge=32, multiple_of=32)
     batch: int = Field(24, ge=1)
     steps: int = Field(2500, ge=1)
