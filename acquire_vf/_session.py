@@ -124,15 +124,17 @@ def replay_plan(profile: Profile, backend: Any) -> RunPlan:
                    optional=frozenset(optional))
 
 
-def _missing(out: Path) -> dict[str, Any]:
-    """Per virtual channel, the planes the run never made, by reason (not dark images)."""
+def _missing(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per channel, the planes the run never made (virtual) or gave up (physical: a device
+    fault), by reason (not dark images)."""
     from acquire_vf.storage import missing_summary, open_dataset
 
     try:
         files = open_dataset(out)
     except Exception:  # noqa: BLE001 - no dataset (a run refused before its first frame)
-        return {}
-    return missing_summary([m for f in files for m in f.missing()])
+        return {}, {}
+    missing = [m for f in files for m in f.missing()]
+    return missing_summary(missing), missing_summary(missing, "physical")
 
 
 def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
@@ -207,7 +209,9 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
                     and run.data_path.exists() and run.fatal_error is None:
                 report["policy"] = policy_report(replay, out, run.verifier, report["light_dose"])
             if out.is_dir():
-                report["missing_virtual_planes"] = _missing(out)
+                report["missing_virtual_planes"], physical = _missing(out)
+                if physical:
+                    report["missing_physical_planes"] = physical
                 write_session(report, out)
         if not quiet:
             print_session(report)

@@ -74,6 +74,19 @@ class FrameHandoff:
         self.latency.add("handoff", (time.perf_counter() - t0) * 1e3)
         return frame
 
+    def skipped(self, fid: FrameId, why: str) -> None:
+        """A planned frame the run gave up (a device fault): journaled as missing with
+        ``why``, and the virtual frames its frame set would have made with it."""
+        self.writer.skip(fid, "raw", why)
+        self.sequence.excuse(fid)
+        key = (fid.t, fid.p, fid.z)
+        if fid.c in self._group:
+            self._pending.pop(key, None)
+            self.pipeline.virtual_skipped += len(self.pipeline.outputs)
+            for out in self.pipeline.outputs:
+                self.writer.skip(FrameId(fid.t, fid.p, fid.z, out.name), "virtual",
+                                 f"skipped: its input {fid.c} is missing ({why})")
+
     def _zscan(self, img: RawImage, t0: float) -> Frame:
         fid = frame_id(img.event)
         z = metadata_number(img.metadata.get("ZPosition_um_Intended"))

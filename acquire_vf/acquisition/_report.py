@@ -62,6 +62,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "verification": run.verifier.report() if run.verifier is not None else {},
         "focus": run.focus.report() if run.focus is not None else {},
         "qc": run.qc.report(),
+        "faults": run.faults.report(),
         "engine_host": ({"mode": "process", **run.exposure.engine_host.report()}
                         if run.exposure.engine_host is not None else {"mode": "thread"}),
         # detail beyond the contract
@@ -190,6 +191,13 @@ def print_session(report: dict[str, Any], console: Console | None = None) -> Non
             if v["virtual_relied_on"]:
                 t.add_row(f"{name}: virtual frames relied on that were bad",
                           f"{v['bad_let_through']} of {v['virtual_relied_on']}")
+    faults = report.get("faults") or {}
+    if faults.get("by_device"):
+        kinds = ", ".join(f"{d} {k} {n}" for d, ks in sorted(faults["by_device"].items())
+                          for k, n in sorted(ks.items()))
+        t.add_row("[yellow]device faults[/yellow]",
+                  f"{kinds}; {faults['recovered_by_retry']} recovered by retry, "
+                  f"{faults['events_skipped']} event(s) skipped (journaled)")
     t.add_row("errors", str(len(report["errors"])))
     for key, n in (report.get("listener_errors") or {}).items():
         t.add_row(f"listener errors ({key})", f"{n} (logged once; the run went on)")

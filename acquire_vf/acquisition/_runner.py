@@ -25,9 +25,10 @@ from acquire_vf._frames import Frame, FrameId
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._dose import DoseLedger
 from acquire_vf.acquisition._exposure import EngineHostLike, ExposurePolicy
+from acquire_vf.acquisition._faults import FaultHandler, cancellable_wait
 from acquire_vf.acquisition._focus import FocusController
 from acquire_vf.acquisition._handoff import FrameHandoff
-from acquire_vf.acquisition._plan import RunPlan
+from acquire_vf.acquisition._plan import RunPlan, frame_id
 from acquire_vf.acquisition._qc import QcTally
 from acquire_vf.acquisition._schedule import Schedule, is_zscan
 from acquire_vf.acquisition._sequence import SequenceChecker
@@ -125,6 +126,8 @@ class AcquisitionRun:
                                     keep=verifier.keep if verifier is not None else None,
                                     pace=self._wait_for_engines if pace_to_engines else None,
                                     on_zscan=focus.zscan_frame if focus is not None else None)
+        self.faults = FaultHandler(profile.faults, self.backend_info, self._give_up,
+                                   cancellable_wait(self._ctl.cancel), self._late)
 
     # ----- what the run is made of (read by the report, displays and tests) -------------
     @property
@@ -244,7 +247,7 @@ class AcquisitionRun:
         if ctl.cancel.is_set():  # cancelled before it started
             ctl.move(RunState.CANCELLING)
         try:
-            self.backend.setup(self._gate)
+            self.backend.setup(self.faults.gate(self._gate))
             if self.focus is not None:
                 firsts: dict[int, useq.MDAEvent] = {}
                 for e in self.plan.events:
@@ -273,7 +276,7 @@ class AcquisitionRun:
                 ctl.cancel.wait(max(0.0, t0 + start - time.perf_counter()))
             if ctl.stopping:
                 return
-            for img in self.backend.execute(self.schedule.focused(batch)):
+            for img in self.faults.execute(self.backend, self.schedule.focused(batch)):
                 try:
                     frame = self.handoff.take(img)
                 except BacklogFull as e:
@@ -301,6 +304,18 @@ class AcquisitionRun:
         if self._ctl.stopping:
             return False
         return self.exposure.admits(event)
+
+    def _give_up(self, event: useq.MDAEvent, why: str) -> None:
+        """An event the fault policy gave up: a planned frame is journaled as missing (a
+        z-scan plane is not data: the focus controller works with the planes it has)."""
+        log.warning("skipped %s: %s", frame_id(event).as_dict(), why)
+        if not is_zscan(event):
+            self.handoff.skipped(frame_id(event), why)
+
+    def _late(self, event: useq.MDAEvent) -> None:
+        """A frame asked for again after a fault: later than its turn, not a gap."""
+        if not is_zscan(event):
+            self.sequence.excuse(frame_id(event))
 
     def _account(self, frame: Frame, event: useq.MDAEvent | None = None) -> None:
         """The ledger and the verifier learn of every physical frame, with why it was taken."""

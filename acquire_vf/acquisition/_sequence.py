@@ -21,6 +21,8 @@ class SequenceChecker:
         self._index = {fid: i for i, fid in enumerate(self.expected)}
         self._optional = optional
         self._allowed: set[FrameId] = set()
+        self._excused: set[int] = set()
+        """Expected frames the run gave up (a device fault, journaled): never a gap."""
         self.next_index = 0
         self.gaps: list[str] = []
         self.unexpected: list[str] = []
@@ -36,13 +38,21 @@ class SequenceChecker:
             self.unexpected.append(note)
             return note
         msg: str | None = None
-        if idx > self.next_index:
-            missing = self.expected[self.next_index:idx]
+        missing = [f for i, f in enumerate(self.expected[self.next_index:idx], self.next_index)
+                   if i not in self._excused]
+        if missing:
             msg = (f"frame gap: {len(missing)} frame(s) missing before {fid.as_dict()}, "
                    f"first missing {missing[0].as_dict()}")
             self.gaps.append(msg)
         self.next_index = max(self.next_index, idx + 1)
         return msg
+
+    def excuse(self, fid: FrameId) -> None:
+        """A frame the run gave up (journaled as missing with its reason): not a gap, not
+        missing at the end."""
+        idx = self._index.get(fid)
+        if idx is not None:
+            self._excused.add(idx)
 
     def allow(self, fid: FrameId) -> None:
         """An inserted frame: expected from now on, but never counted missing."""
@@ -64,4 +74,5 @@ class SequenceChecker:
 
     @property
     def missing_at_end(self) -> int:
-        return len(self.expected) - self.next_index
+        return len(self.expected) - self.next_index - sum(
+            1 for i in self._excused if i >= self.next_index)

@@ -52,6 +52,10 @@ def open_backend(profile: Profile, kind: str | None = None, *,
         backend = _memory(profile)
     else:
         backend = _pycromanager(profile, hooks)
+    if profile.debug.faults and kind != "replay":  # [debug] faults: injected at the seam
+        from acquire_vf.backends._faults import FaultInjector
+
+        backend = FaultInjector(backend, profile.debug.faults)
     return check_backend(backend)
 
 

@@ -1,6 +1,7 @@
 """Hardware profiles: validated, frozen descriptions of a microscope and an experiment."""
 
 from acquire_vf.config._copy import copy_profile
+from acquire_vf.config._faults import Debug, FaultKind, FaultPolicy, InjectedFault
 from acquire_vf.config._load import (
     PROFILES_DIR,
     demo_variant,
@@ -55,7 +56,8 @@ from acquire_vf.config._toml import plain_demo_profile, toml_lines, write_profil
 __all__ = [
     "PRESET_DEPTH", "PROFILES_DIR", "REPO_ROOT", "Acceptance", "AttachConnection", "Autofocus",
     "AutofocusAlways", "AutofocusClosedLoop", "AutofocusOff", "AutofocusWhenDefocused",
-    "Camera", "Compute", "DefocusRecipe", "DemoConnection", "HeadlessConnection", "HeldOutSet",
+    "Camera", "Compute", "Debug", "DefocusRecipe", "DemoConnection", "FaultKind", "FaultPolicy",
+    "HeadlessConnection", "HeldOutSet", "InjectedFault",
     "MemoryConnection", "Perturbation", "PhysicalChannel", "Profile", "Protocol", "Queues",
     "Recipe", "RefocusPolicy", "Refocusing", "Specimen", "Storage", "Target", "Tiling",
     "Verification",

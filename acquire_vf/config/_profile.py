@@ -34,6 +34,7 @@ from acquire_vf.config._connection import (
     HeadlessConnection,
     MemoryConnection,
 )
+from acquire_vf.config._faults import Debug, FaultPolicy
 from acquire_vf.config._output import Display, Storage
 from acquire_vf.config._specimen import FocusStep, Perturbation, Specimen
 from acquire_vf.config._verification import Acceptance, Verification
@@ -69,11 +70,19 @@ class Profile(_Model):
     acquisition: Protocol = Protocol()
     verification: Verification | None = None
     """Sentinel exposures that check the virtual channels (absent: none)."""
+    faults: FaultPolicy = FaultPolicy()
+    """What the run does when the hardware fails (retry, skip and journal, stop)."""
+    debug: Debug = Debug()
+    """Faults injected at the backend seam (tests and demonstrations of ``faults``)."""
 
     @model_validator(mode="after")
     def _channels_consistent(self) -> Profile:
         names = [c.name for c in self.channels] + [v.name for v in self.virtual_channels]
         dupes = sorted({n for n in names if names.count(n) > 1})
+        for f in self.debug.faults:
+            if f.channel is not None and f.channel not in names:
+                raise ValueError(f"debug.faults: channel '{f.channel}' is not a channel of the "
+                                 f"profile ({', '.join(names)})")
         if dupes:
             raise ValueError(f"channel names must be unique; repeated: {', '.join(dupes)}")
         physical = {c.name for c in self.channels}

@@ -30,7 +30,8 @@ NOT_MADE = "not made (its frame set was skipped, or the engine failed)"
 def missing_planes(layout: DatasetLayout, records: Iterable[dict[str, Any]],
                    skips: dict[tuple[int, int, int, str], str] | None = None,
                    ) -> list[dict[str, Any]]:
-    """Every missing virtual plane: ``{"t", "p", "z", "channel", "why"}``, in plane order;
+    """Every missing plane: ``{"t", "p", "z", "channel", "why", "role"}``, in plane order:
+    virtual planes never made, and physical frames the run gave up (a device fault);
     ``skips`` (the journal's, :func:`~acquire_vf.storage._ometiff.journal_skips`) give the
     reason where the run recorded one."""
     skips = skips or {}
@@ -51,14 +52,23 @@ def missing_planes(layout: DatasetLayout, records: Iterable[dict[str, Any]],
                 skips.get((*plane, name)) or \
                 (NOT_REFOCUSED if name.endswith("-refocused") else NOT_MADE)
             out.append({"t": plane[0], "p": plane[1], "z": plane[2], "channel": name,
-                        "why": why})
-    return out
+                        "why": why, "role": "virtual"})
+    physical = {c.name for c in layout.channels if c.role != "virtual"}
+    for (t, p, z, name), why in sorted(skips.items()):  # frames the run gave up (faults)
+        if name in physical and (name, "physical") not in have.get((t, p, z), set()):
+            out.append({"t": t, "p": p, "z": z, "channel": name, "why": why,
+                        "role": "physical"})
+    return sorted(out, key=lambda m: (m["t"], m["p"], m["z"], m["role"] != "physical"))
 
 
-def missing_summary(missing: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per virtual channel: planes missing, by reason."""
+def missing_summary(missing: list[dict[str, Any]], role: str = "virtual"
+                    ) -> dict[str, dict[str, Any]]:
+    """Per channel of ``role`` (virtual, or physical: frames given up): planes missing, by
+    reason."""
     out: dict[str, dict[str, Any]] = {}
     for m in missing:
+        if m.get("role", "virtual") != role:
+            continue
         s = out.setdefault(m["channel"], {"missing": 0, "by_reason": {}})
         s["missing"] += 1
         s["by_reason"][m["why"]] = s["by_reason"].get(m["why"], 0) + 1
