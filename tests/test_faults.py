@@ -142,3 +142,31 @@ def test_a_fault_rule_for_a_channel_the_profile_lacks_is_one_clear_line() -> Non
     d["debug"] = {"faults": [{"kind": "timeout", "channel": "GFP"}]}
     with pytest.raises((ProfileError, ValueError), match="channel 'GFP' is not a channel"):
         profile_from_dict(d)
+
+
+def test_the_issue_target_a_thousand_time_points_with_faults_end_completed(tmp_path: Path) -> None:
+    """1,000 time points on the memory backend, 1% of events failing once (a time-out) and the
+    camera failing AGP for 30 time points: every event that can be taken is taken, every
+    missing plane is journaled with its reason, the run ends finished."""
+    n = 1000
+    profile = make_profile(connection={"kind": "memory", "shape": [32, 32]},
+                           acquisition={"time_points": n},
+                           faults={"backoff_s": 0.0},
+                           debug={"faults": [
+                               {"kind": "timeout", "channel": "AGP", "from_t": 400,
+                                "until_t": 429, "times": 0},
+                               {"kind": "timeout", "every": 100},
+                               {"kind": "busy", "every": 97, "from_t": 1}]})
+    run = make_run(profile, tmp_path, stages=[])
+    run.run()
+    assert run.state is RunState.FINISHED, run.errors
+    rep = session_report(run)["faults"]
+    transient = sum(n for d in rep["by_device"].values() for k, n in d.items())
+    assert transient >= 20 + 30  # about 2% of 2000 events once, and the dead camera's
+    lost = [(s["t"], s["channel"]) for s in rep["skipped"]]
+    assert lost == [(t, "AGP") for t in range(400, 430)]
+    (ds,) = open_dataset(tmp_path)
+    assert len([r for r in ds.records if r["role"] == "physical"]) == 2 * n - 30  # 100%
+    missing = [m for m in ds.missing() if m["role"] == "physical"]
+    assert [(m["t"], m["channel"]) for m in missing] == lost
+    assert all("timed out" in m["why"] for m in missing)
