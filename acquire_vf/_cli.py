@@ -138,7 +138,8 @@ def _session(profile_name: str, out: Path | None, *, headless: bool, display: bo
                     screenshot=screenshot, **run_args)  # type: ignore[arg-type]
         typer.echo(f"saved to {out.resolve()}" if out.is_dir() else
                    f"nothing saved ({out} was not created)")
-        if report.get("state") == "cancelled":  # the shell's convention: 128 + the signal
+        if report.get("state") == "cancelled" and report.get("stopped_by") != "acquire-vf stop":
+            # the shell's convention: 128 + the signal
             code = 128 + getattr(signal, report.get("stopped_by") or "SIGINT", signal.SIGINT)
             # a Ctrl-C pressed again while the interpreter exits would print a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -470,7 +471,7 @@ def recover(
 
 
 # the other commands register themselves on ``app``
-from acquire_vf import _cli_calibrate, _cli_evaluate, _cli_train  # noqa: E402, F401
+from acquire_vf import _cli_calibrate, _cli_control, _cli_evaluate, _cli_train  # noqa: E402, F401
 
 
 def main() -> None:

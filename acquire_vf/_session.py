@@ -137,6 +137,19 @@ def _missing(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return missing_summary(missing), missing_summary(missing, "physical")
 
 
+def _control(run: AcquisitionRun, out: Path) -> Any:
+    """The run's control socket (``acquire-vf status|pause|resume|stop RUN_DIR``); ``None``
+    where Unix sockets are not (Windows)."""
+    import socket
+
+    if not hasattr(socket, "AF_UNIX"):
+        return None
+    from acquire_vf._control import ControlServer, live_status
+
+    started = time.monotonic()
+    return ControlServer(run, out, lambda: live_status(run, out, started))
+
+
 def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
                 profile_source: str = "", stages: RunStages | Sequence[Stage] | None = None,
                 quiet: bool = False, quiet_libraries: bool = True,
@@ -167,6 +180,9 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     ``screenshot`` saves the window as PNG when the run ends, then closes it.
     """
     out = out_dir or default_out_dir(profile)
+    from acquire_vf._control import refuse_if_running
+
+    refuse_if_running(out)
     created = not out.exists()
     prepare_output(out)
     guard = Guard(out)  # cleans up if this process dies without ending (an abort, kill -9)
@@ -191,7 +207,9 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
         if on_run is not None:
             on_run(run)
         restore, stopped_by = _cancel_on_signals(run)
+        control = None
         try:
+            control = _control(run, out)
             with _third_party_stderr_to_log(enabled=quiet_libraries):
                 if display:
                     _run_with_window(run, profile, stages, backend_desc, on_close,
@@ -200,11 +218,15 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
                     _run_headless(run, progress=not quiet)
         finally:
             restore()
+            if control is not None:
+                control.close()
             if host is not None:
                 host.close()
             report = session_report(run, profile_source=profile_source, backend=backend_desc)
             if stopped_by:
                 report["stopped_by"] = stopped_by[0]
+            elif control is not None and control.stopped:
+                report["stopped_by"] = STOPPED_BY_COMMAND
             if replay is not None and run.verifier is not None and run.data_path is not None \
                     and run.data_path.exists() and run.fatal_error is None:
                 report["policy"] = policy_report(replay, out, run.verifier, report["light_dose"])
@@ -425,6 +447,9 @@ def build_stages(profile: Profile, backend: str | None = None, host: Any = None
         synthesis=tuple(synthesis)), ", ".join(backends)
 
 
+STOPPED_BY_COMMAND = "acquire-vf stop"
+"""``session.json``'s ``stopped_by`` for a run stopped from another shell (exit code 0: the
+stop was asked for and everything acquired is saved)."""
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 """Signals that stop a run in order: Ctrl-C, and what ``kill``, systemd, job schedulers and
 ``docker stop`` send (SIGTERM), or a closed terminal (SIGHUP)."""

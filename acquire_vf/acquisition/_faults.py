@@ -35,11 +35,14 @@ MAX_LISTED = 1000
 """Skipped events listed one by one in ``session.json`` (all are counted)."""
 
 Key = tuple[Any, ...]
+FOCUSING = ("zscan", "sign_probe")
+"""Event kinds that find focus: not data, not accounted frame by frame."""
 
 
 def event_key(e: useq.MDAEvent) -> Key:
-    """One event of the plan, whatever object a backend hands back for it."""
-    return (tuple(sorted(e.index.items())), event_kind(e), event_channel(e))
+    """One event of the run, whatever object a backend hands back for it (the planes of a
+    z-scan share their index and differ in ``z_pos``)."""
+    return (tuple(sorted(e.index.items())), event_kind(e), event_channel(e), e.z_pos)
 
 
 class FaultHandler:
@@ -95,6 +98,13 @@ class FaultHandler:
             try:
                 for img in backend.execute(queue):
                     k = event_key(img.event)
+                    if event_kind(img.event) in FOCUSING:  # not data: the focus controller
+                        problem = self._bad_frame(img)    # works with the planes it gets
+                        if problem:
+                            self._count("Camera", "bad frame")
+                        else:
+                            yield img
+                        continue
                     if k in delivered:
                         self.duplicates += 1
                         self._count("Camera", "duplicate")
@@ -136,8 +146,8 @@ class FaultHandler:
         again: list[useq.MDAEvent] = []
         backoff = 0.0
         for i, (e, k) in enumerate(zip(queue, keys, strict=True)):
-            if k in delivered:
-                continue
+            if k in delivered or (event_kind(e) in FOCUSING and i != stop_at):
+                continue  # (a backend may hand a z-scan's planes back as one event)
             if i > stop_at:
                 again.append(e)  # never tried
                 continue
