@@ -36,9 +36,9 @@ LAYERS: list[set[str]] = [
     {"display", "training", "evaluate", "quantize"},
     {"calibration", "interop"},
     {"_session", "_api", "bench", "_bench_host", "_bench_storage", "_validate", "_recover",
-     "_guard"},
+     "_guard", "_control"},
     {"_cli", "_cli_app", "_cli_train", "_cli_evaluate", "_cli_calibrate", "_cli_docs",
-     "__main__"},
+     "_cli_control", "__main__"},
 ]
 """DESIGN.md's order: each unit imports only from tiers below it. Top-level modules of one
 tier may use each other (``bench`` runs sessions); subpackages of one tier may not."""
