@@ -170,3 +170,38 @@ def test_the_issue_target_a_thousand_time_points_with_faults_end_completed(tmp_p
     missing = [m for m in ds.missing() if m["role"] == "physical"]
     assert [(m["t"], m["channel"]) for m in missing] == lost
     assert all("timed out" in m["why"] for m in missing)
+
+
+# ----- disk space, ahead of time ---------------------------------------------------------------
+
+def _free_gb(path: Path) -> float:
+    import shutil
+
+    return shutil.disk_usage(path).free / 2**30
+
+
+def test_a_disk_below_its_margin_stops_the_run_before_the_first_frame(tmp_path: Path) -> None:
+    margin = _free_gb(tmp_path) + 100.0  # more than this disk has: the real disk, judged
+    profile = make_profile(connection={"kind": "memory", "shape": [64, 64]},
+                           acquisition={"time_points": 3}, storage={"min_free_gb": margin})
+    run = make_run(profile, tmp_path, stages=[])
+    run.run()
+    assert run.state is RunState.FAILED and run.frames_acquired == 0
+    assert "below [storage] min_free_gb" in run.errors[-1]
+    assert "stopped before the disk filled" in run.errors[-1]
+    assert session_report(run)["disk"]["checks"] == 1
+
+
+def test_a_plan_larger_than_the_free_space_is_said_at_the_start(tmp_path: Path) -> None:
+    """The rest of the plan (2 x 4000 frames of 512 x 512 x 2 bytes: about 4 GB) against a
+    margin that leaves 1 GB of this disk: a warning at the start, and the run goes on."""
+    margin = max(_free_gb(tmp_path) - 1.0, 0.0)
+    profile = make_profile(connection={"kind": "memory", "shape": [512, 512]},
+                           acquisition={"time_points": 4000}, storage={"min_free_gb": margin})
+    run = make_run(profile, tmp_path, stages=[])
+    run.signals.frameReady.connect(lambda f: run.cancel() if f.id.t >= 1 else None)
+    run.run()
+    assert run.state is RunState.CANCELLED
+    said = [e for e in run.errors if e.startswith("disk space:")]
+    assert len(said) == 1 and "the run will stop early unless space is freed" in said[0], \
+        run.errors

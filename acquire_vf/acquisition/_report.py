@@ -63,6 +63,8 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "focus": run.focus.report() if run.focus is not None else {},
         "qc": run.qc.report(),
         "faults": run.faults.report(),
+        "disk": ({"checks": run.disk.checks, "lowest_free_gb": run.disk.lowest_free_gb,
+                  "min_free_gb": prof.storage.min_free_gb} if run.disk is not None else {}),
         "engine_host": ({"mode": "process", **run.exposure.engine_host.report()}
                         if run.exposure.engine_host is not None else {"mode": "thread"}),
         # detail beyond the contract

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import useq
 
 from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
 from acquire_vf._frames import Frame, FrameId
 from acquire_vf._stats import LatencyRecorder
+from acquire_vf.acquisition._disk import DiskWatch
 from acquire_vf.acquisition._dose import DoseLedger
 from acquire_vf.acquisition._exposure import EngineHostLike, ExposurePolicy
 from acquire_vf.acquisition._faults import FaultHandler, cancellable_wait
@@ -126,6 +128,8 @@ class AcquisitionRun:
                                     keep=verifier.keep if verifier is not None else None,
                                     pace=self._wait_for_engines if pace_to_engines else None,
                                     on_zscan=focus.zscan_frame if focus is not None else None)
+        self.disk = _disk_watch(sink, self.backend_info, profile, len(group),
+                                len(pipeline.outputs), self._record_error)
         self.faults = FaultHandler(profile.faults, self.backend_info, self._give_up,
                                    cancellable_wait(self._ctl.cancel), self._late)
 
@@ -253,6 +257,8 @@ class AcquisitionRun:
                 for e in self.plan.events:
                     firsts.setdefault(int(e.index.get("p", 0)), e)
                 self.focus.start(firsts)
+            if self.disk is not None:
+                self.disk.check(self._frames_left(), now=True)
             self._loop()
         except AcquireVFError as e:
             self._abort(e)
@@ -276,6 +282,8 @@ class AcquisitionRun:
                 ctl.cancel.wait(max(0.0, t0 + start - time.perf_counter()))
             if ctl.stopping:
                 return
+            if self.disk is not None:
+                self.disk.check(self._frames_left())
             for img in self.faults.execute(self.backend, self.schedule.focused(batch)):
                 try:
                     frame = self.handoff.take(img)
@@ -311,6 +319,9 @@ class AcquisitionRun:
         log.warning("skipped %s: %s", frame_id(event).as_dict(), why)
         if not is_zscan(event):
             self.handoff.skipped(frame_id(event), why)
+
+    def _frames_left(self) -> int:
+        return max(len(self.expected) - self.frames_acquired, 0)
 
     def _late(self, event: useq.MDAEvent) -> None:
         """A frame asked for again after a fault: later than its turn, not a gap."""
@@ -385,3 +396,15 @@ class AcquisitionRun:
             ctl.move(RunState.CANCELLED)
         else:
             ctl.move(RunState.FINISHED)
+
+
+def _disk_watch(sink: FrameSink, info: BackendInfo, profile: Profile, inputs: int, outputs: int,
+                warn: Callable[[str], None]) -> DiskWatch | None:
+    """The output's disk watched against the plan (file sinks only): a raw frame's bytes, and
+    the virtual frames each raw one brings."""
+    if not isinstance(sink, FileSink):
+        return None
+    raw = info.shape[0] * info.shape[1] * np.dtype(info.dtype).itemsize
+    per_frame = raw * (1 + outputs / max(inputs, 1))
+    return DiskWatch(Path(sink.path).parent, per_frame, profile.storage.min_free_gb, warn)
+

@@ -18,6 +18,10 @@ class Storage(_Model):
     format: Literal["ome-tiff", "ome-zarr"] = "ome-tiff"
     """``ome-tiff``: one BigTIFF with OME-XML; ``ome-zarr``: an OME-Zarr store (NGFF 0.5,
     Zarr v3), a chunk per frame (docs/storage.md). Both journaled and crash-safe."""
+    min_free_gb: float = Field(1.0, ge=0)
+    """Free space the output's disk keeps (checked at the start and every minute): below it
+    the run stops cleanly (state failed, everything saved) before the disk fills; below what
+    the rest of the plan will write plus this, it warns."""
 
     @property
     def suffix(self) -> str:
