@@ -103,6 +103,7 @@ class FaultHandler:
                         if problem:
                             self._count("Camera", "bad frame")
                         else:
+                            self._succeeded(img.event)
                             yield img
                         continue
                     if k in delivered:

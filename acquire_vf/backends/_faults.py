@@ -23,6 +23,7 @@ from acquire_vf.backends._protocol import (
     Gate,
     RawImage,
     event_channel,
+    event_kind,
 )
 
 TRANSIENT_WORDS = ("time-out", "timeout", "timed out", "busy", "not ready", "retry")
@@ -72,11 +73,13 @@ class FaultInjector:
         self._streak: dict[tuple[int, Any], int] = {}
         """(rule, event key) -> times that event has failed in a row (for ``times``)."""
         self.injected: dict[str, int] = {}
+        self._gate: Gate = lambda e: True
 
     def describe(self) -> BackendInfo:
         return self.inner.describe()
 
     def setup(self, gate: Gate) -> None:
+        self._gate = gate
         self.inner.setup(gate)
 
     def move_z(self, dz_um: float) -> None:
@@ -90,6 +93,8 @@ class FaultInjector:
 
     def _fault(self, event: useq.MDAEvent) -> str | None:
         """The fault ``event`` meets on this try, if any."""
+        if event_kind(event) == "optional" and not self._gate(event):
+            return None  # an exposure the run does not want never reaches the hardware
         t = int(event.index.get("t", 0))
         key = tuple(sorted(event.index.items()))
         for i, r in enumerate(self.rules):

@@ -1,0 +1,32 @@
+"""The soak's short version (scripts/soak.py; the long one is a script, its figures in
+docs/reliability.md): 300 frame sets with engines, sentinels, closed-loop focus and injected
+faults, the engine host killed twice. Descriptors, threads and shared-memory segments stay
+flat while it runs, and nothing is left once it ends."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tests._helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_short_soak_keeps_its_resources_flat(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("soak", ROOT / "scripts" / "soak.py")
+    assert spec is not None and spec.loader is not None
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    summary = soak.run_soak(300, 2, 0.5, tmp_path)
+    assert summary["state"] == "finished", summary["first_errors"]
+    assert summary["kills"] == 2 and summary["host"]["crashes"] >= 2
+    assert summary["faults"]["recovered_by_retry"] == summary["faults"]["retries"] > 0
+    g = summary["growth"]
+    for key, slack in (("fds", 3), ("threads", 3), ("shm_segments", 0)):
+        assert g[key]["max"] - g[key]["first"] <= slack, (key, g[key])
+    after = summary["after_the_run"]
+    assert after["shm_segments"] == 0 and after["threads"] <= g["threads"]["first"]
+    assert (tmp_path / "soak.png").is_file() and (tmp_path / "soak.csv").is_file()
