@@ -192,9 +192,9 @@ def engine_table(folder: Path) -> str:
     """The README's table of the engines in ``folder``: their cards' validation figures and, once
     run, final-test figures and targets; generated so it cannot drift from the cards
     (``tests/test_docs.py``)."""
-    rows = ["| engine | task | inputs -> output | validation PSNR / SSIM / TL (targets met) | "
-            "final test PSNR [95%] / SSIM (targets met) | baseline PSNR (final test) | report |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| engine | task | inputs -> output | learned from | validation PSNR / SSIM / TL "
+            "(targets met) | final test PSNR [95%] / SSIM (targets met) | baseline PSNR (final "
+            "test) | report |", "|---|---|---|---|---|---|---|---|"]
 
     def met(figures: dict[str, Any]) -> str:
         targets = figures.get("targets", [])
@@ -213,7 +213,10 @@ def engine_table(folder: Path) -> str:
             fin = (f"{q['psnr']:.2f} dB" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
                    + f" / {q['ssim']:.3f} ({met(final)})")
             base = "; ".join(f"{k} {v['psnr']:.2f}" for k, v in final["baselines"].items())
-        rows.append(f"| `{c.name}` | {c.task} | {' + '.join(c.inputs)} -> {c.output} | {val} | "
+        sim = (c.training.get("data") or {}).get("simulated") or {}
+        learned = "simulator v4" if sim.get("realistic") else "simulator v3"
+        rows.append(f"| `{c.name}` | {c.task} | {' + '.join(c.inputs)} -> {c.output} | "
+                    f"{learned} | {val} | "
                     f"{fin} | {base} | [report](docs/models/{c.name}/report.html) |")
     return "\n".join(rows)
 

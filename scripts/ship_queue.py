@@ -21,7 +21,7 @@ A lock file keeps a second runner from starting beside the first.
 A second pass over engines the first one held (``training/v4b/``):
 
     nohup .venv/bin/python scripts/ship_queue.py --recipes training/v4b --runs runs/v4b \
-        --engines engines-v4 --fallback-engines engines --continue-from runs/v4 \
+        --engines engines-v4b --fallback-engines engines --continue-from runs/v4 \
         --scratch mda_phc_dapi --scratch defocus_agp >> runs/v4b/queue.log 2>&1 &
 
 starts each engine from the first pass's (``--continue-from``) or from scratch, and judges it

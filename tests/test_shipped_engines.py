@@ -23,14 +23,19 @@ def test_each_recipe_ships_an_engine_with_held_out_metrics(recipe) -> None:
     card = json.loads(onnx.with_suffix(".json").read_text())
     assert card["onnx_sha256"] == hashlib.sha256(onnx.read_bytes()).hexdigest()
     assert card["training"]["recipe"] == recipe.stem
-    assert _training_part(card["training"]["recipe_text"]) == _training_part(recipe.read_text())
+    recipe = _shipped_recipe(recipe, card)  # v3's, or the v4 queue's that it learned from
     assert card["training"]["seed"] == 0 and "acquire-vf train" in card["training"]["command"]
     held = card["metrics"]["held_out"]
     assert held["split"] == "all" and held["n_images"] >= 4
     if card["task"] == "defocus":  # distance from focus on held-out through-focus stacks
         assert "seed" in held["data"]
         assert {"within_20um", "above_focus", "below_focus"} <= set(held)
-        assert held["within_20um"]["median_abs_error_um"] <= 0.5
+        replaced = ROOT / "docs" / "focus" / recipe.stem / "replaced-v3-metrics.json"
+        if replaced.is_file():  # v4: no worse than the v3 estimator on the same v4 stacks
+            old = json.loads(replaced.read_text())["within_20um"]["median_abs_error_um"]
+            assert held["within_20um"]["median_abs_error_um"] <= old
+        else:
+            assert held["within_20um"]["median_abs_error_um"] <= 0.5
         assert card["defocus"]["stain"] in card["inputs"]
         assert (ROOT / "docs" / "focus" / recipe.stem / "metrics.json").is_file()
         return
@@ -49,6 +54,17 @@ def test_each_recipe_ships_an_engine_with_held_out_metrics(recipe) -> None:
     assert [{k: v for k, v in t.items() if v is not None}
             for t in card["targets"]] == rec["targets"]  # the card carries them
     assert (ROOT / "docs" / "models" / recipe.stem / "report.html").is_file()
+
+
+def _shipped_recipe(recipe, card: dict):  # noqa: ANN001, ANN202 - Path in, Path out
+    """The recipe the shipped engine of ``recipe``'s name learned from: the v3 one, or a v4
+    queue's (``training/v4/``, ``training/v4b/``), whichever its card's text is."""
+    for folder in ("v4b", "v4", "."):
+        candidate = (ROOT / "training" / folder / recipe.name).resolve()
+        if candidate.is_file() and _training_part(card["training"]["recipe_text"]) == \
+                _training_part(candidate.read_text()):
+            return candidate
+    raise AssertionError(f"no recipe in training/ is the one {recipe.stem}'s card learned from")
 
 
 def _training_part(text: str) -> dict:
