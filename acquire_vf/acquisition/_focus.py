@@ -87,6 +87,8 @@ class _Position:
     zscan: dict[str, Any] | None = None
     """The z-scan in progress: its planes' z, scores by z, the time point."""
     last_t: int = -1
+    unsure_run: int = 0
+    """Unsure estimates in a row taken as in focus (``unsure_hold``)."""
     fresh_seq: int = 0
     """Frames acquired before this (run order) predate the last z-scan: stale for steering."""
 
@@ -202,8 +204,14 @@ class FocusController:
         why, jump, span = None, False, self.af.zscan_range_um
         if given and signed is not None and z is not None and \
                 sigma <= self.af.confident_sigma_um and distance <= 0.9 * self.range_um:
+            pos.unsure_run = 0
             self._follow(p, t, pos, z - signed, optical if optical is not None else signed,
                          sigma, frame)
+            return signed
+        if sigma > self.af.confident_sigma_um and distance - 2 * sigma <= self.af.resolution_um \
+                and self._hold(pos, t, z):
+            self._steer(p, t, pos, f"unsure (sigma {sigma:.1f} um) where the track puts focus: "
+                                   f"taken as in focus ({pos.unsure_run} in a row)")
             return signed
         if sigma > self.af.confident_sigma_um:
             why = f"unsure: sigma {sigma:.1f} um"
@@ -224,6 +232,20 @@ class FocusController:
         self._steer(p, t, pos, f"{'?' if signed is None else f'{signed:+.2f}'} +- "
                                f"{sigma:.2f} um from focus")
         return signed
+
+    def _hold(self, pos: _Position, t: int, z: float | None) -> bool:
+        """An unsure frame the track puts in focus: held (``unsure_hold`` in a row at most)."""
+        with self._lock:
+            predicted = self._predict(pos, t)
+            near = z is not None and predicted is not None and \
+                abs(z - predicted) <= self.af.resolution_um
+            if near and pos.unsure_run < self.af.unsure_hold:
+                pos.unsure_run += 1
+                assert z is not None
+                self._observe(pos, t, z)  # in focus, as far as the frame can tell
+                return True
+            pos.unsure_run = 0
+            return False
 
     def _follow(self, p: int, t: int, pos: _Position, focus: float, signed: float,
                 sigma: float, frame: Frame) -> None:

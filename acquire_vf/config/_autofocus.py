@@ -123,6 +123,11 @@ class AutofocusClosedLoop(_Refocusing):
     """Estimated distances below this count as in focus (the shipped fluorescence estimators
     read about 1 µm at focus: inside the depth of field a frame barely changes). Signed
     estimators (brightfield) are taken at their word."""
+    unsure_hold: int = Field(3, ge=0)
+    """An unsure estimate where the focus track puts this frame within ``resolution_um`` of
+    focus is taken as in focus (a phase object shows no contrast there, so a brightfield
+    frame in focus is the least certain of all) for up to this many time points in a row;
+    then, or anywhere else, a z-scan. 0: every unsure estimate is z-scanned."""
 
     @model_validator(mode="after")
     def _zscans_fit(self) -> AutofocusClosedLoop:

@@ -66,8 +66,8 @@ class Specimen(_Model):
     realistic: bool = False
     """Simulator version 4's specimen (docs/simulator.md): thick cells, background and
     autofluorescence, vignetting, the sCMOS fixed pattern, linked channels, and
-    photobleaching with each exposure. The shipped engines were trained on the thin
-    specimen (off)."""
+    photobleaching with each exposure. The demo's specimen; most shipped engines learned
+    from it (their cards say which)."""
     bleach_s: float = Field(60.0, gt=0)
     """With ``realistic``: seconds of exposure of one field that leave 1/e of a stain."""
     motion_um: float = Field(0.0, ge=0, le=10)

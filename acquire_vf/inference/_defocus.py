@@ -4,8 +4,9 @@ about focus, see training/_defocus.py; the closed-loop controller supplies the s
 brightfield one (card ``defocus.signed``) gives the signed defocus, above focus positive.
 
 The card (task ``defocus``) says what the estimator was trained on: its stain, range, pixel
-size, NA and wavelength. A frame is scaled by its own robust range (:func:`frame_normalise`,
-exactly as in training) and cut into up to four centred crops of ``crop`` pixels; their
+size, NA and wavelength. A frame is cut into up to nine crops of ``crop`` pixels, each scaled
+by its own robust range (:func:`frame_normalise`, exactly as training scales its patches: a
+vignetted frame scaled whole gives its corners another range than training ever showed); their
 estimates are combined by inverse-variance weighting and the spread is the larger of the
 crops' own and their disagreement.
 """
@@ -59,8 +60,9 @@ class DefocusEstimator:
         """Whether :meth:`estimate` gives the signed defocus, not the distance."""
 
     def estimate(self, pixels: np.ndarray) -> tuple[float, float]:
-        x = frame_normalise(pixels)
-        batch = np.stack(crops(x, self.crop, self.card.multiple_of))[:, None]
+        x = np.asarray(pixels, np.float32)  # each crop scaled by its own range, as in training
+        batch = np.stack([frame_normalise(c) for c in crops(x, self.crop,
+                                                            self.card.multiple_of)])[:, None]
         out = np.asarray(self.runner.run(np.ascontiguousarray(batch)), np.float64)
         mu, sigma = out[:, 0], np.exp(out[:, 1])
         w = 1.0 / sigma**2
