@@ -124,3 +124,13 @@ def cli_here(*args: str) -> subprocess.CompletedProcess[str]:
     finally:
         sys.argv = argv
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def reap(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """A child a test started: killed if it still runs, waited for, its stderr closed."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
+

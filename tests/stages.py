@@ -11,7 +11,7 @@ import useq
 
 from acquire_vf._frames import ChannelInfo, Frame
 from acquire_vf.acquisition import frame_id
-from acquire_vf.backends import AcquisitionBackend, BackendInfo, Gate, RawImage
+from acquire_vf.backends import AcquisitionBackend, BackendWrapper, RawImage
 from acquire_vf.pipeline import FrameSet, virtual_frame
 
 
@@ -52,23 +52,17 @@ class CopyStage:
         pass
 
 
-class Tampering:
+class Tampering(BackendWrapper):
     """Wraps a backend and loses the frames ``drop`` names, or bumps the camera counter after
     ``jump_after`` frames: the faults the gap checks exist to catch."""
 
     def __init__(self, inner: AcquisitionBackend, drop: Sequence[tuple] = (),
                  jump_after: int | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.name = f"tampering {inner.name}"
         self.drop = set(drop)
         self.jump_after = jump_after
         self.seen = 0
-
-    def describe(self) -> BackendInfo:
-        return self.inner.describe()
-
-    def setup(self, gate: Gate) -> None:
-        self.inner.setup(gate)
 
     def execute(self, events: Sequence[useq.MDAEvent]) -> Iterator[RawImage]:
         for img in self.inner.execute(events):
@@ -82,11 +76,3 @@ class Tampering:
                 img = RawImage(img.event, img.pixels, md)
             yield img
 
-    def move_z(self, dz_um: float) -> None:
-        self.inner.move_z(dz_um)
-
-    def abort(self) -> None:
-        self.inner.abort()
-
-    def teardown(self) -> None:
-        self.inner.teardown()

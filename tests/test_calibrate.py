@@ -38,9 +38,11 @@ def test_calibration_writes_stacks_and_channels_with_a_manifest(calibration: Pat
     assert set(m["stacks"]["channels"]) == {"AGP", "RNA", "BF"}  # refocused, and the estimator
     assert set(m["paired"]["channels"]) == {"AGP", "RNA", "BF", "DNA", "ER", "Mito"}
     assert m["paired"]["channels"]["DNA"]["virtual_in_profile"] is True
-    # the demo specimen's focal plane is at 0 µm at t = 0: the z-scans find it
+    # the demo specimen's focal plane is at 0 µm at t = 0: the z-scans find it within half the
+    # depth of field (1.3 µm; on the v4 slide's thick cells the sharpest AGP plane of a field
+    # lies up to about 1 µm from the nominal focal plane, on the thin v3 one within 0.5)
     for p in m["positions"]:
-        assert abs(p["focus_z_um"]) <= 0.5, p
+        assert abs(p["focus_z_um"]) <= 1.3, p
     # the rig's optics: the demo profile's objective and its simulated camera's noise
     o = m["optics"]
     assert o["source"] == "profile" and o["na"] == 0.45 and o["pixel_size_um"] > 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from acquire_vf.storage import open_dataset
-from tests._helpers import ROOT, run_cli
+from tests._helpers import ROOT, reap, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -69,11 +69,7 @@ def test_status_pause_resume_and_stop_steer_a_running_demo(tmp_path: Path,
         assert proc.wait(timeout=60) == 0  # asked for, everything saved: not an interruption
         err = proc.stderr.read().decode() if proc.stderr else ""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        reap(proc)
     assert "stop asked from another shell" in err, err[-2000:]
     session = json.loads((out / "session.json").read_text())
     assert session["state"] == "cancelled" and session["stopped_by"] == "acquire-vf stop"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from acquire_vf.storage import open_dataset
-from tests._helpers import ROOT, run_cli
+from tests._helpers import ROOT, reap, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,9 @@ def test_ctrl_c_stops_a_one_second_interval_run_at_once(tmp_path: Path, presses:
     session = json.loads((out / "session.json").read_text())
     # the event (50 ms) plus a second, plus the engines' frame set in flight (its p95 in this
     # run), plus closing: the files, session.json and the engine host (measured 1.3-2.2 s)
-    engines_s = session["latency_ms"]["pipeline"]["p95"] / 1e3
+    # (no row when the engines had not finished a frame set yet: on the v4 slide the first
+    # time points are z-scanned and the sign of the Z drive probed)
+    engines_s = session["latency_ms"].get("pipeline", {"p95": 0.0})["p95"] / 1e3
     assert stop_s < 0.05 + 1.0 + engines_s + 1.0, (stop_s, engines_s)
     assert session["state"] == "cancelled"
     (ds,) = open_dataset(out, repair_if_needed=False)  # closed cleanly: no recovery needed
@@ -187,11 +189,7 @@ def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(tmp_path: Path, plain_demo
         assert proc.wait(timeout=60) == code
         err = proc.stderr.read().decode() if proc.stderr else ""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        reap(proc)
     assert f"{sig}: cancelling within the current event" in err, err[-2000:]
     session = json.loads((out / "session.json").read_text())
     assert session["state"] == "cancelled" and session["stopped_by"] == sig

@@ -21,6 +21,7 @@ import useq
 from acquire_vf._errors import AcquisitionError
 from acquire_vf.backends import (
     AcquisitionBackend,
+    AcquisitionStopped,
     BackendInfo,
     DeviceFault,
     RawImage,
@@ -124,6 +125,8 @@ class FaultHandler:
                     delivered.add(k)
                     self._succeeded(img.event)
                     yield img
+            except AcquisitionStopped:
+                raise  # not one event's fault: the run stops
             except AcquisitionError as e:
                 failed = e.event if isinstance(e, DeviceFault) and e.event is not None \
                     else self._undelivered_last(delivered)

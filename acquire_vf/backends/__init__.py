@@ -13,10 +13,16 @@ from acquire_vf.backends._connect import (
     demo_adapter_dir,
 )
 from acquire_vf.backends._factory import BACKENDS, open_backend, specimen_for
-from acquire_vf.backends._faults import DeviceFault, FaultInjector, as_device_fault
+from acquire_vf.backends._faults import (
+    AcquisitionStopped,
+    DeviceFault,
+    FaultInjector,
+    as_device_fault,
+)
 from acquire_vf.backends._protocol import (
     AcquisitionBackend,
     BackendInfo,
+    BackendWrapper,
     Gate,
     RawImage,
     RunEvent,
@@ -25,7 +31,8 @@ from acquire_vf.backends._protocol import (
     event_kind,
 )
 
-__all__ = ["BACKENDS", "AcquisitionBackend", "BackendInfo", "DeviceFault", "FaultInjector",
-           "Gate", "Microscope", "RawImage", "RunEvent", "as_device_fault", "check_backend",
-           "check_profile_against_hardware", "connect", "demo_adapter_dir", "event_channel",
-           "event_kind", "open_backend", "specimen_for"]
+__all__ = ["BACKENDS", "AcquisitionBackend", "AcquisitionStopped", "BackendInfo",
+           "BackendWrapper", "DeviceFault",
+           "FaultInjector", "Gate", "Microscope", "RawImage", "RunEvent", "as_device_fault",
+           "check_backend", "check_profile_against_hardware", "connect", "demo_adapter_dir",
+           "event_channel", "event_kind", "open_backend", "specimen_for"]

@@ -19,7 +19,7 @@ import useq
 from acquire_vf._errors import AcquisitionError
 from acquire_vf.backends._protocol import (
     AcquisitionBackend,
-    BackendInfo,
+    BackendWrapper,
     Gate,
     RawImage,
     event_channel,
@@ -29,6 +29,11 @@ from acquire_vf.backends._protocol import (
 TRANSIENT_WORDS = ("time-out", "timeout", "timed out", "busy", "not ready", "retry")
 """Words of a backend error that mark it transient when it does not say (Micro-Manager's own
 messages: "Camera timed out", "Device busy")."""
+
+
+class AcquisitionStopped(AcquisitionError):
+    """The acquisition as a whole cannot go on (Micro-Manager's circular buffer overflowed, the
+    frame hand-off broke): not one event's fault, so never retried; the run stops."""
 
 
 class DeviceFault(AcquisitionError):
@@ -60,13 +65,12 @@ _RAISES = {"timeout": ("Camera", True, "camera timed out waiting for the image")
            "stage": ("Stage", False, "stage move failed")}
 
 
-class FaultInjector:
+class FaultInjector(BackendWrapper):
     """``backend`` with ``rules`` (:class:`~acquire_vf.config.InjectedFault`) applied to the
     events it executes; everything else passes through unchanged."""
 
     def __init__(self, backend: AcquisitionBackend, rules: Sequence[Any]) -> None:
-        self.inner = backend
-        self.name = backend.name
+        super().__init__(backend)
         self.rules = tuple(rules)
         self._seen = [0] * len(self.rules)
         """Matching events each rule has seen (for ``every``)."""
@@ -75,21 +79,9 @@ class FaultInjector:
         self.injected: dict[str, int] = {}
         self._gate: Gate = lambda e: True
 
-    def describe(self) -> BackendInfo:
-        return self.inner.describe()
-
     def setup(self, gate: Gate) -> None:
         self._gate = gate
         self.inner.setup(gate)
-
-    def move_z(self, dz_um: float) -> None:
-        self.inner.move_z(dz_um)
-
-    def abort(self) -> None:
-        self.inner.abort()
-
-    def teardown(self) -> None:
-        self.inner.teardown()
 
     def _fault(self, event: useq.MDAEvent) -> str | None:
         """The fault ``event`` meets on this try, if any."""

@@ -95,6 +95,33 @@ class AcquisitionBackend(Protocol):
         ...
 
 
+class BackendWrapper:
+    """A backend around another (``inner``): everything but :meth:`execute` passes through.
+    Fault injection and tests wrap backends this way."""
+
+    def __init__(self, inner: AcquisitionBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def describe(self) -> BackendInfo:
+        return self.inner.describe()
+
+    def setup(self, gate: Gate) -> None:
+        self.inner.setup(gate)
+
+    def execute(self, events: Sequence[useq.MDAEvent]) -> Iterator[RawImage]:
+        return self.inner.execute(events)
+
+    def move_z(self, dz_um: float) -> None:
+        self.inner.move_z(dz_um)
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+
 def check_backend(obj: object) -> AcquisitionBackend:
     """Registration-time check, so a wrong plug-in fails before the run, not mid-run."""
     if not isinstance(obj, AcquisitionBackend):

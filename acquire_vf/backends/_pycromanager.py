@@ -20,6 +20,7 @@ import useq
 
 from acquire_vf._errors import AcquisitionError
 from acquire_vf.backends._connect import Microscope
+from acquire_vf.backends._faults import AcquisitionStopped
 from acquire_vf.backends._protocol import BackendInfo, Gate, RawImage, event_channel
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,8 @@ class PycroManagerBackend:
                 self._check()
                 continue
             if isinstance(item, BaseException):
-                raise AcquisitionError(f"frame hand-off failed: {type(item).__name__}: "
-                                       f"{item}") from item
+                raise AcquisitionStopped(f"frame hand-off failed: {type(item).__name__}: "
+                                         f"{item}") from item
             received += 1
             yield item
 
@@ -237,7 +238,7 @@ def micro_manager_error(e: BaseException) -> AcquisitionError:
         return e
     msg = " ".join(str(e).split())
     if "overflow" in msg.lower():
-        return AcquisitionError(
+        return AcquisitionStopped(
             "Micro-Manager's circular buffer overflowed (frames arrived faster than they were "
             "read out); the run was stopped. Frames acquired before it are saved. Raise "
             "queues.mm_buffer_mb or lower the frame rate."
