@@ -20,7 +20,7 @@ def _table(s: dict[str, Any]) -> str:
     faults = s["faults"]
     lines = [
         f"state            {s['state']}",
-        f"time point       {s['time_point']}",
+        f"time point       {s['time_point'] + 1} of {s['time_points']}",
         f"frames           {s['frames_acquired']} of {s['frames_expected']} "
         f"({s['frames_per_s']:.2f}/s; camera {s['camera_fps']:.1f} fps)",
         f"virtual frames   {s['virtual_frames']} made, {s['virtual_skipped']} skipped",
@@ -29,6 +29,7 @@ def _table(s: dict[str, Any]) -> str:
         "still to write",
         f"faults           {faults['retries']} retried, {faults['events_skipped']} event(s) "
         "skipped (journaled)",
+        f"write backlog    {s['raw_backlog_mb']:.1f} MB of raw frames waiting",
         f"errors           {s['errors']}",
     ]
     lines += [f"{name:16} {state}" for name, state in sorted(s["trust"].items())]

@@ -184,32 +184,36 @@ def ask(run_dir: Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
     return reply
 
 
-def live_status(run: Any, run_dir: Path, started: float) -> dict[str, Any]:
+def live_status(run: Any, run_dir: Path, started: float, time_points: int) -> dict[str, Any]:
     """The live table: where the run is, its rates, trust states, faults, disk and time left
-    (cheap: nothing here reads the files)."""
+    (cheap: nothing here reads the files). Time left is the time points left at the rate
+    time points have gone (frames also count z-scans and fallbacks, which the plan does not)."""
     st = run.status()
-    done, total = st.frames_acquired, max(st.frames_expected, 1)
+    done = st.frames_acquired
     elapsed = time.monotonic() - started
     rate = done / elapsed if elapsed > 0 else 0.0
-    left = max(total - done, 0)
+    positions = max(len(run.plan.positions), 1)
+    at = max(run.schedule.last_t(p) for p in range(positions))
+    tp_left = max(time_points - 1 - at, 0)
+    left = tp_left * st.frames_expected / max(time_points, 1)  # planned frames still to come
     info = run.backend_info
     raw_bytes = info.shape[0] * info.shape[1] * _itemsize(info.dtype)
     virtual_per_raw = st.virtual_frames / done if done else 0.0
     positions = max(len(run.plan.positions), 1)
     return {
-        "state": st.state.value,
-        "time_point": max(run.schedule.last_t(p) for p in range(positions)),
+        "state": st.state.value, "time_point": at, "time_points": time_points,
         "frames_acquired": done, "frames_expected": st.frames_expected,
         "virtual_frames": st.virtual_frames, "virtual_skipped": st.virtual_skipped,
         "frames_per_s": round(rate, 2), "camera_fps": round(st.fps, 2),
         "elapsed_s": round(elapsed, 1),
-        "time_left_s": round(left / rate, 1) if rate > 0 else None,
+        "time_left_s": round(tp_left * elapsed / (at + 1), 1) if at >= 0 else None,
         "disk_free_gb": round(shutil.disk_usage(run_dir).free / 2**30, 2),
         "disk_needed_gb": round(left * raw_bytes * (1 + virtual_per_raw) / 2**30, 3),
         "trust": {n: v["state"] for n, v in (run.verifier.report().items()
                                              if run.verifier is not None else [])},
         "faults": {"retries": run.faults.retries, "events_skipped": run.faults.skipped_count,
                    "by_device": run.faults.by_device},
+        "raw_backlog_mb": round(st.raw_backlog_mb, 1),
         "errors": len(run.errors),
     }
 

@@ -147,7 +147,8 @@ def _control(run: AcquisitionRun, out: Path) -> Any:
     from acquire_vf._control import ControlServer, live_status
 
     started = time.monotonic()
-    return ControlServer(run, out, lambda: live_status(run, out, started))
+    time_points = max((f.t for f in run.expected), default=-1) + 1
+    return ControlServer(run, out, lambda: live_status(run, out, started, time_points))
 
 
 def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | None = None,
