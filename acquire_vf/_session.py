@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acquire_vf._errors import AcquireVFError, DataError, ProfileError
 from acquire_vf._guard import Guard
@@ -35,6 +35,9 @@ from acquire_vf.backends import AcquisitionBackend, open_backend
 from acquire_vf.config import AutofocusClosedLoop, Profile, Refocusing
 from acquire_vf.pipeline import FocusScoreStage, RunStages, Stage
 from acquire_vf.storage import WRITERS, FrameSink, prepare_output
+
+if TYPE_CHECKING:
+    from acquire_vf.display._gc import GuiThreadCollector
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +190,11 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     created = not out.exists()
     prepare_output(out)
     guard = Guard(out)  # cleans up if this process dies without ending (an abort, kill -9)
+    collector = None
+    if display:  # with a window up, cycles are collected on the GUI thread only
+        from acquire_vf.display._gc import GuiThreadCollector
+
+        collector = GuiThreadCollector().__enter__()
     try:
         backend_desc = None
         host = None
@@ -212,9 +220,9 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
         try:
             control = _control(run, out)
             with _third_party_stderr_to_log(enabled=quiet_libraries):
-                if display:
+                if collector is not None:
                     _run_with_window(run, profile, stages, backend_desc, on_close,
-                                     close_when_done, screenshot)
+                                     close_when_done, screenshot, collector)
                 else:
                     _run_headless(run, progress=not quiet)
         finally:
@@ -244,6 +252,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
         return report
     finally:
         guard.done()
+        if collector is not None:
+            collector.__exit__(None, None, None)
 
 
 def _run_headless(run: AcquisitionRun, *, progress: bool) -> None:
@@ -287,8 +297,10 @@ def engine_host(profile: Profile) -> Any:
 def _run_with_window(run: AcquisitionRun, profile: Profile,
                      stages: RunStages | Sequence[Stage],
                      backend: str | None, on_close: str, close_when_done: bool,
-                     screenshot: Path | None) -> None:
-    """Run on a worker thread under the live window; return when both are done."""
+                     screenshot: Path | None, collector: GuiThreadCollector) -> None:
+    """Run on a worker thread under the live window; return when both are done. Cycles are
+    collected on this (the GUI) thread only: from a timer while the window is up, from the
+    wait for the run once it is closed."""
     from acquire_vf._frames import ChannelInfo
     from acquire_vf.display import LiveWindow
 
@@ -328,14 +340,22 @@ def _run_with_window(run: AcquisitionRun, profile: Profile,
 
     watch.timeout.connect(check)
     watch.start()
+    collect = QtCore.QTimer()
+    collect.setInterval(1000)
+    collect.timeout.connect(collector.check)
+    collect.start()
     window.window.show()
     window.start()
     window.app.setQuitOnLastWindowClosed(True)
     window.app.exec()
     watch.stop()
+    collect.stop()
     for timer in (window.status_timer, window.frame_timer, window.histogram_timer):
         timer.stop()
-    thread.join()  # closed with "continue": the run goes on headless until it ends
+    while thread.is_alive():  # closed with "continue": the run goes on headless until it ends
+        thread.join(1.0)
+        collector.check()
+    window.release()
     if errors:
         raise errors[0]
 

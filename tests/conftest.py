@@ -6,6 +6,7 @@ session-scoped; tests that need a fresh process (crash, disk-full) run the CLI a
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -168,7 +169,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture(autouse=True)
 def _close_qt_windows():
-    """In the Qt process, each test leaves no window behind for the next one to find."""
+    """In the Qt process, each test leaves no window behind for the next one to find, and its
+    Qt objects are freed on the GUI thread (freed by a collection in another thread, Qt can
+    crash)."""
     yield
     if "PySide6" in sys.modules:
         from pyqtgraph.Qt import QtWidgets
@@ -178,6 +181,7 @@ def _close_qt_windows():
             for w in app.topLevelWidgets():
                 w.close()
             app.processEvents()
+        gc.collect()  # the test's Qt cycles go here, on the GUI thread, not in a later thread
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

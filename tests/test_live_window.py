@@ -526,3 +526,33 @@ def test_twelve_channels_fit_a_full_hd_screen_without_scrolling() -> None:
         size = panel.widget.size()
         assert size.width() >= MIN_PANEL_PX[0] and size.height() >= MIN_PANEL_PX[1], (key, size)
     assert not win.grid.widget.verticalScrollBar().isVisible()
+
+
+@needs_gui
+@pytest.mark.qt
+def test_a_displayed_run_collects_cycles_on_the_gui_thread_only(tmp_path: Path) -> None:
+    """Threads allocate throughout a run; a cycle collected in one of them can free a Qt
+    object off the GUI thread and crash Qt. Every collection in a displayed run happens on
+    the main thread, and automatic collection is back on when the run ends."""
+    import gc
+
+    import pyqtgraph as pg
+
+    from acquire_vf._session import run_session
+
+    pg.mkQApp()
+    threads: list[str] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            threads.append(threading.current_thread().name)
+
+    gc.callbacks.append(seen)
+    try:
+        report = run_session(make_profile(acquisition={"time_points": 6}), tmp_path / "run",
+                             quiet=True, display=True, close_when_done=True)
+    finally:
+        gc.callbacks.remove(seen)
+    assert report["state"] == "finished", report["state"]
+    assert gc.isenabled()
+    assert len(threads) >= 2 and set(threads) == {threading.main_thread().name}, threads

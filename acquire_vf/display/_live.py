@@ -30,7 +30,7 @@ from acquire_vf.display._focus_trace import FocusTrace
 from acquire_vf.display._history import TimeBrowser
 from acquire_vf.display._layout import PanelGrid
 from acquire_vf.display._levels import LevelsControl
-from acquire_vf.display._panels import ChannelPanel, qt, robust_levels
+from acquire_vf.display._panels import ChannelPanel, keep_for_process, qt, robust_levels
 
 OnClose = Literal["ask", "stop", "continue"]
 VIEWS = ("prediction", "uncertainty", "error")
@@ -109,6 +109,7 @@ class LiveWindow:
                     event.ignore()
 
         self.window = Window()
+        keep_for_process(self)
         self.window.live = self  # the window knows its controller (tests, scripts)
         self.window.setWindowTitle(title)
         central = QtWidgets.QWidget()
@@ -341,6 +342,20 @@ class LiveWindow:
         if self.run is None or not self.started or self.run_done:
             return False
         return self.run.state in (RunState.IDLE, RunState.RUNNING, RunState.PAUSED)
+
+    def release(self) -> None:
+        """After the run: drop the run and every frame held (the window itself stays for the
+        process, see :data:`~acquire_vf.display._panels.KEPT`)."""
+        with self._lock:
+            self._pending.clear()
+        self._last.clear()
+        self.uncertainty.clear()
+        self.error_maps.clear()
+        self.times.history.clear()
+        for panel in self.panels.values():
+            panel.image.clear()
+        self.composite_image.clear()
+        self.run = self.controls.run = None
 
     def _close_requested(self) -> bool:
         """The window is closing: stop the run, let it go on headless, or stay open."""

@@ -19,6 +19,18 @@ from acquire_vf._frames import ChannelInfo
 
 VIRTUAL_COLOR = "#ff8c00"
 
+KEPT: list[Any] = []
+"""Every window this process made. Python's cycle collector must never tear a pyqtgraph
+window down: it frees the Qt objects in an order Qt does not survive (a closed two-panel
+viewer, collected, segfaults in ``QGraphicsWidget::event`` as a child leaves a parent already
+gone; PySide6 6.11, Python 3.11). So windows stay for the life of the process, closed, having
+dropped their frames and run (:meth:`LiveWindow.release`): a few MB of widgets each."""
+
+
+def keep_for_process(window: Any) -> None:
+    """Keep ``window`` reachable until the process ends (see :data:`KEPT`)."""
+    KEPT.append(window)
+
 
 def qt() -> tuple[Any, Any]:
     """pyqtgraph and its Qt bindings, or a one-line error naming the extra to install."""
@@ -191,6 +203,7 @@ class ViewerWindow:
 
         self.app = pg.mkQApp()
         self.window = QtWidgets.QMainWindow()
+        keep_for_process(self)
         self.window.setWindowTitle(title)
         central = QtWidgets.QWidget()
         layout = QtWidgets.QVBoxLayout(central)
