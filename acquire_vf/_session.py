@@ -37,7 +37,7 @@ from acquire_vf.pipeline import FocusScoreStage, RunStages, Stage
 from acquire_vf.storage import WRITERS, FrameSink, prepare_output
 
 if TYPE_CHECKING:
-    from acquire_vf.display._gc import GuiThreadCollector
+    from acquire_vf.display import GuiThreadCollector
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     guard = Guard(out)  # cleans up if this process dies without ending (an abort, kill -9)
     collector = None
     if display:  # with a window up, cycles are collected on the GUI thread only
-        from acquire_vf.display._gc import GuiThreadCollector
+        from acquire_vf.display import GuiThreadCollector
 
         collector = GuiThreadCollector().__enter__()
     try:

@@ -46,7 +46,7 @@ def _psnr(frame: np.ndarray, truth: np.ndarray) -> float:
 def test_a_consistent_learned_frame_is_kept_and_an_invented_one_is_not() -> None:
     gate = gate_for(CARD, (-12.0, 8.0))
     assert gate is not None
-    seen, truth = _scene(-4.0)
+    seen, truth = _scene(-8.0)  # where the card's held-out set shows the engine gaining
     kept = gate.choose(seen, truth.astype(np.uint16))  # the ideal refocus: what the camera saw
     assert kept.choice == "learned" and kept.chi2["learned"] <= gate.band
     rng = np.random.default_rng(1)
@@ -56,6 +56,22 @@ def test_a_consistent_learned_frame_is_kept_and_an_invented_one_is_not() -> None
     assert "learned frame inconsistent" in d.reason
     assert d.qc()["refocus_choice"] == d.choice and "consistency_chi2_learned" in d.qc()
     assert gate.report()["choices"] == {"learned": 1, d.choice: 1}
+
+
+@pytest.mark.parametrize("hint", [None, 0.5], ids=["defocus-estimated", "defocus-known"])
+def test_an_in_focus_frame_keeps_the_camera_even_when_the_learned_frame_passes(
+        hint: float | None) -> None:
+    """In focus there is nothing to refocus: the camera's frame stays, consistent learned
+    frame or not (on real nuclei the v4 engine's in-focus frames passed the check and were
+    19.9 dB worse). The in-focus decision comes from the closed loop's estimate, else from
+    the plane at which the learned frame explains the camera's."""
+    gate = gate_for(CARD, (-12.0, 8.0))
+    seen, truth = _scene(0.0, seed=3)
+    sharpened = np.clip(truth * 1.05 - 0.05 * truth.mean(), 0, 65535).astype(np.uint16)
+    d = gate.choose(seen, sharpened, hint)
+    assert d.choice == "camera" and d.frame is seen, d
+    assert "in focus" in d.reason, d.reason
+    assert hint is not None or d.chi2["learned"] <= gate.band, d  # it passed, yet not taken
 
 
 @pytest.mark.parametrize("hint", [True, False], ids=["defocus-known", "defocus-estimated"])

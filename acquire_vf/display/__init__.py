@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {"LiveWindow": "_live", "DatasetViewer": "_dataset", "status_text": "_live"}
+_LAZY = {"LiveWindow": "_live", "DatasetViewer": "_dataset", "status_text": "_live",
+         "GuiThreadCollector": "_gc"}
 
 
 def __getattr__(name: str) -> Any:

@@ -3,9 +3,14 @@
 A learned refocus engine can invent texture (on real nuclei the shipped one made every frame
 worse, by 4.5 to 25.6 dB); physics cannot. For each frame the gate takes, in order:
 
+0. the **camera**'s frame when the frame is in focus: the closed loop's estimate, or, without
+   one, the defocus at which the learned frame explains the camera's, inside the in-focus
+   band (there is nothing to refocus, and a consistent learned frame can still be worse);
 1. the **learned** engine's frame, if it is consistent with the camera's frame (the forward
    check of :mod:`acquire_vf.simulate._consistency`: re-blurred at the best plane, it must
-   give back the camera's frame within the card's chi-square band);
+   give back the camera's frame within the card's chi-square band) and the defocus is one
+   where the card's held-out table shows the engine beating the camera's frame
+   (:func:`trusted_defocus`);
 2. else the **deconvolution** of the camera's frame
    (:class:`~acquire_vf.inference.DeconvolutionRefocus`, no weights, at the defocus the
    closed loop estimated or, without one, the likeliest), if it is consistent;
@@ -54,7 +59,8 @@ class RefocusGate:
 
     def __init__(self, optics: Mapping[str, Any], band: float,
                  z_range_um: tuple[float, float],
-                 in_focus_um: tuple[float, float] = (-2.0, 2.0), step_um: float = 1.0) -> None:
+                 in_focus_um: tuple[float, float] = (-2.0, 2.0), step_um: float = 1.0,
+                 learned_beyond_um: tuple[float, float] | None = None) -> None:
         from acquire_vf.inference import DeconvolutionRefocus
 
         self.optics, self.band, self.z_range = dict(optics), float(band), z_range_um
@@ -68,31 +74,59 @@ class RefocusGate:
         BBBC006 layout, seeds 5 and 6, three fields each) it read every frame from -4 to +4
         µm, in focus included, as -2 or +2 µm, and deconvolving in-focus frames there lost
         16-17 dB (1 µm off focus, 9-10 dB), against +8 dB gained where the truth was +-2 µm."""
+        self.learned_beyond = learned_beyond_um
+        """The learned frame is taken only at defocus <= the first or >= the second (µm):
+        where its card's held-out set showed it beating the camera's frame (see
+        :func:`trusted_defocus`); ``None``: wherever it is consistent."""
         self.deconvolution = DeconvolutionRefocus(self.optics, z_range_um, step_um)
         self.choices: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
 
-    def chi2(self, seen: np.ndarray, candidate: np.ndarray) -> float:
+    def learned_trusted(self, z_um: float) -> bool:
+        if self.learned_beyond is None:
+            return True
+        lo, hi = self.learned_beyond
+        return z_um <= lo or z_um >= hi
+
+    def consistency(self, seen: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+        """``candidate``'s chi-square against ``seen`` and the defocus (µm) that explains
+        ``seen`` best from it."""
         from acquire_vf.simulate import consistency_from_card
 
-        value, _ = consistency_from_card(self.optics, seen, candidate, self.z_range, self.step)
-        return value
+        return consistency_from_card(self.optics, seen, candidate, self.z_range, self.step)
+
+    def chi2(self, seen: np.ndarray, candidate: np.ndarray) -> float:
+        return self.consistency(seen, candidate)[0]
 
     def choose(self, seen: np.ndarray, learned: np.ndarray | None,
                z_hint_um: float | None = None) -> GateDecision:
         """The frame to use for ``seen`` (the camera's), given the learned engine's output
         (``None``: no learned engine) and a defocus estimate if the run has one."""
         chi2: dict[str, float] = {}
+        lo, hi = self.in_focus
+        if z_hint_um is not None and lo < z_hint_um < hi:
+            return self._note(GateDecision(
+                "camera", seen, f"the frame is in focus ({z_hint_um:+.3g} um estimated: "
+                "nothing to refocus)", chi2, z_hint_um))
+        learned_why = "no learned engine"
         if learned is not None:
-            chi2["learned"] = self.chi2(seen, learned)
-            if chi2["learned"] <= self.band:
+            chi2["learned"], z_learned = self.consistency(seen, learned)
+            if chi2["learned"] <= self.band and z_hint_um is None and lo <= z_learned <= hi:
+                # the learned frame explains the camera's only as (nearly) in focus: the frame
+                # needs no refocus, and a consistent learned frame there can still be worse
+                return self._note(GateDecision(
+                    "camera", seen, f"the frame is in focus (the learned frame explains it at "
+                    f"{z_learned:+.3g} um: nothing to refocus)", chi2, z_learned))
+            z_at = z_hint_um if z_hint_um is not None else z_learned
+            if chi2["learned"] <= self.band and self.learned_trusted(z_at):
                 return self._note(GateDecision("learned", learned, "consistent with the "
-                                               "camera's frame", chi2))
+                                               "camera's frame", chi2, z_learned))
+            learned_why = (f"learned frame inconsistent (chi2 {chi2['learned']:.1f} > "
+                           f"{self.band:.1f})") if chi2["learned"] > self.band else (
+                f"the learned engine did not beat the camera's frame at {z_at:+.3g} um on "
+                "its held-out set")
         dec = self.deconvolution.refocus(seen, z_hint_um)
         chi2["deconvolution"] = self.chi2(seen, dec.frame)
-        learned_why = (f"learned frame inconsistent (chi2 {chi2['learned']:.1f} > "
-                       f"{self.band:.1f})") if learned is not None else "no learned engine"
-        lo, hi = self.in_focus
         if lo < dec.z_um < hi or (z_hint_um is None and lo <= dec.z_um <= hi):
             return self._note(GateDecision(
                 "camera", seen, f"{learned_why}; the frame is in focus ({dec.z_um:+.3g} um: "
@@ -129,4 +163,37 @@ def gate_for(card: Any, z_range_um: tuple[float, float],
     if in_focus_um is None:
         ex = (card.training.get("data") or {}).get("exclude_um", (-2.0, 2.0))
         in_focus_um = (float(ex[0]), float(ex[1]))
-    return RefocusGate(card.optics, band, z_range_um, in_focus_um)
+    return RefocusGate(card.optics, band, z_range_um, in_focus_um,
+                       learned_beyond_um=trusted_defocus(card))
+
+
+def trusted_defocus(card: Any) -> tuple[float, float] | None:
+    """Where the learned engine may be taken: on each side of focus, from the innermost
+    defocus of its card's held-out table (``metrics.held_out.per_z``, simulated, never trained
+    on) from which outward every plane's PSNR gain over the camera's frame has its 95%
+    interval above zero. ``None`` when the card has no such table; ``(-inf, inf)`` (never)
+    when no plane qualifies.
+
+    Chosen on validation: on simulated v4 fields (seeds 5 and 6, never trained on) the v4
+    ``refocus`` engine's frames passed the consistency check from -3 to +3 µm and lost 2 to
+    20 dB there; its card's table shows no gain at +-4 µm (intervals across zero)."""
+    rows = ((card.metrics or {}).get("held_out") or {}).get("per_z") or []
+    gains = {}
+    for r in rows:
+        ci = (r.get("gain_over_input") or {}).get("psnr_ci95")
+        if ci:
+            gains[float(r["z_um"])] = float(ci[0]) > 0.0
+    if not gains:
+        return None
+
+    def edge(side: list[float]) -> float | None:
+        inner = None
+        for z in side:  # outermost first
+            if not gains[z]:
+                break
+            inner = z
+        return inner
+
+    neg = edge(sorted(z for z in gains if z < 0))
+    pos = edge(sorted((z for z in gains if z > 0), reverse=True))
+    return (neg if neg is not None else float("-inf"), pos if pos is not None else float("inf"))
