@@ -69,7 +69,10 @@ def sample(run: Any, host: Any, journal: Path, t0: float) -> dict[str, Any]:
     size = journal.stat().st_size if journal.is_file() else 0
     return {"s": round(time.monotonic() - t0, 1), "state": run.state.value,
             "frame_sets": run.schedule.last_t(0) + 1,
-            "frames": frames, "rss_mb": round(_rss_mb(os.getpid()), 1),
+            "frames": frames, "written": run.writer.raw_written,
+            "raw_backlog_mb": round(run.writer.raw_backlog_bytes / 2**20, 1),
+            "virtual_queued": run.writer.virtual_depth, "pipeline_depth": run.pipeline.depth,
+            "rss_mb": round(_rss_mb(os.getpid()), 1),
             "host_rss_mb": round(_rss_mb(host.pid), 1) if host and host.pid else None,
             "fds": _count("/proc/self/fd"), "threads": _count("/proc/self/task"),
             "shm_segments": len(list(Path("/dev/shm").glob(f"acqvf_{os.getpid()}_*"))),

@@ -176,3 +176,24 @@ def test_latency_beyond_the_engine_is_recorded_frame_by_frame() -> None:
     assert lat["virtual_end_to_end"]["p50"] >= 80
     assert 30 <= lat["virtual_beyond_engine"]["p50"] \
         <= lat["virtual_end_to_end"]["p50"] - lat["synthesis:DNA"]["p50"] + 0.01
+
+
+def test_sets_kept_for_checks_wait_only_up_to_their_bound() -> None:
+    """Engines far slower than the camera while every set is wanted by a check (a channel
+    under checks): at most ``kept_max`` sets wait (their raw frames held), the oldest beyond
+    goes and is said skipped, and the last sets still run. Unbounded, the soak's session
+    grew by a frame set's frames per set and ran on for minutes after its last set."""
+    stage = _Recording(0.05)
+    skipped: list[tuple[FrameId, str]] = []
+    pipe = Pipeline([stage], slot_size=1, kept_max=4,
+                    on_skip=lambda fid, why: skipped.append((fid, why)))
+    n = 60
+    for t in range(n):
+        pipe.submit(_frame_set(t, keep=True))
+        assert pipe.depth <= 4
+    pipe.close()
+    run = {t for t, _, _ in stage.started}
+    said = {fid.t for fid, why in skipped if "fell behind" in why}
+    assert pipe.max_depth <= 4 and pipe.kept_dropped == len(said) > 0
+    assert run | said == set(range(n)) and not run & said
+    assert n - 1 in run, "the newest set was dropped instead of the oldest"

@@ -80,6 +80,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "files": [run.data_path.name] if run.data_path else [],
         "queues": {
             "pipeline_sets_dropped": p.sets_dropped if p else 0,
+            "pipeline_kept_sets_dropped": p.kept_dropped if p else 0,
             "pipeline_max_depth": p.max_depth if p else 0,
             "pipeline_bound": prof.queues.pipeline,
             "raw_max_backlog_mb": round((w.max_raw_backlog_bytes if w else 0) / 2**20, 2),

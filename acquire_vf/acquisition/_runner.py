@@ -111,6 +111,7 @@ class AcquisitionRun:
         self.stages = stages = RunStages.of(stages)
         latency = LatencyRecorder()
         pipeline = Pipeline(stages.pipeline(), slot_size=profile.queues.pipeline,
+                            kept_max=profile.queues.kept,
                             hold_for_newer=profile.queues.hold_for_newer,
                             on_virtual=self._on_virtual, on_error=self._record_error,
                             on_stage_failure=self.exposure.stage_failed, latency=latency,

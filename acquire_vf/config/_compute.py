@@ -52,6 +52,10 @@ class Queues(_Model):
 
     pipeline: int = Field(1, ge=1)
     """Frame sets waiting for the engines; 1 is a latest-frame slot (lowest latency)."""
+    kept: int = Field(8, ge=1)
+    """Frame sets a check needs (sentinels, a channel under checks) that may wait for the
+    engines; past this the oldest is skipped and recorded (bounded memory when the engines
+    are slower than the camera)."""
     hold_for_newer: bool = True
     """With the one-set slot: when the engines come free and the waiting set has waited more
     than half the interval sets arrive at, hold for the next set and run that (virtual frames

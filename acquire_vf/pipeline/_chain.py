@@ -33,6 +33,7 @@ from acquire_vf.pipeline._protocol import FrameSet, Stage, StageFault, check_sta
 
 log = logging.getLogger(__name__)
 DROPPED = "skipped: the engines were busy with a later frame set (latest-frame slot)"
+BEHIND = "skipped: the engines fell behind (the frame sets the checks need filled their queue)"
 STOPPED = "skipped: the run stopped before the engines reached it"
 RHYTHM = 8
 """Arrival intervals the freshness hold estimates the set interval from."""
@@ -41,7 +42,7 @@ RHYTHM = 8
 class Pipeline:
     """Runs ``stages`` in order on each submitted :class:`FrameSet` on one worker thread."""
 
-    def __init__(self, stages: Sequence[Stage], *, slot_size: int = 1,
+    def __init__(self, stages: Sequence[Stage], *, slot_size: int = 1, kept_max: int = 8,
                  on_virtual: Callable[[Frame], None] | None = None,
                  on_error: Callable[[str], None] | None = None,
                  on_stage_failure: Callable[[StageFault], None] | None = None,
@@ -53,6 +54,13 @@ class Pipeline:
         self.stages = [check_stage(s) for s in stages]
         self._slot: deque[FrameSet] = deque()
         self._slot_size = slot_size
+        self._kept_max = max(kept_max, slot_size)
+        """Frame sets to keep (a check needs their virtual frames) wait beyond the slot, up to
+        this many; past it the oldest goes too (recorded). Without the bound, engines slower
+        than the camera while a channel was under checks held every set's raw frames: a soak
+        grew by its four frames per set (130 KB at 128 x 128, 32 MB at 2048 x 2048) and ran
+        on for minutes after its last set."""
+        self.kept_dropped = 0
         self._hold = hold_for_newer and slot_size == 1
         self._arrivals: deque[float] = deque(maxlen=RHYTHM + 1)
         self._cv = threading.Condition()
@@ -91,6 +99,11 @@ class Pipeline:
                     self._slot.remove(drop)
                     self.sets_dropped += 1
                     self._skipped(drop, self.outputs, DROPPED)
+                elif len(self._slot) >= self._kept_max:
+                    drop = self._slot.popleft()
+                    self.sets_dropped += 1
+                    self.kept_dropped += 1
+                    self._skipped(drop, self.outputs, BEHIND)
             fs.submitted = time.perf_counter()
             self._arrivals.append(fs.submitted)
             self._slot.append(fs)
