@@ -194,7 +194,7 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     if display:  # with a window up, cycles are collected on the GUI thread only
         from acquire_vf.display import GuiThreadCollector
 
-        collector = GuiThreadCollector().__enter__()
+        collector = GuiThreadCollector().start()
     try:
         backend_desc = None
         host = None
@@ -253,7 +253,7 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
     finally:
         guard.done()
         if collector is not None:
-            collector.__exit__(None, None, None)
+            collector.stop()
 
 
 def _run_headless(run: AcquisitionRun, *, progress: bool) -> None:

@@ -18,20 +18,27 @@ from types import TracebackType
 class GuiThreadCollector:
     """Collect cycles only where :meth:`check` is called (the GUI thread), by gc's thresholds.
 
-    A context manager: entering collects everything and disables automatic collection;
-    leaving collects again and re-enables it if it was on.
+    :meth:`start` collects everything and disables automatic collection; :meth:`stop`
+    collects again and re-enables it if it was on (also a context manager).
     """
 
     def __init__(self) -> None:
         self.threshold = gc.get_threshold()
         self.was_enabled = gc.isenabled()
-        self.collections = 0
 
-    def __enter__(self) -> GuiThreadCollector:
+    def start(self) -> GuiThreadCollector:
         self.was_enabled = gc.isenabled()
         gc.collect()
         gc.disable()
         return self
+
+    def stop(self) -> None:
+        gc.collect()
+        if self.was_enabled:
+            gc.enable()
+
+    def __enter__(self) -> GuiThreadCollector:
+        return self.start()
 
     def check(self) -> None:
         """Collect the generations whose counts passed their thresholds (call on the GUI
@@ -42,10 +49,7 @@ class GuiThreadCollector:
             return
         gen = 2 if (l1 > t1 and l2 > t2) else 1 if l1 > t1 else 0
         gc.collect(gen)
-        self.collections += 1
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        gc.collect()
-        if self.was_enabled:
-            gc.enable()
+        self.stop()
