@@ -108,7 +108,20 @@ def test_a_refocused_frame_of_the_engines_own_kind_passes_the_check(tmp_path: Pa
     engine = create_engine(ROOT / "engines" / "refocus.onnx", Compute(backends=("onnxruntime",)))
     stage = RefocusStage({"DNA": engine}, policy="always")
     src = Frame(FrameId(0, 0, 0, "DNA"), tifffile.imread(src_ref.path), seq=0, elapsed_ms=0.0)
-    out = stage.process(FrameSet(0, 0, 0, {"DNA": src}))
+    # with the closed loop's estimate (-6 um, where the card shows the engine beating the
+    # camera's frame) the learned frame passes the check and goes on to later stages
+    seeded = FrameSet(0, 0, 0, {"DNA": src}, scores={"defocus": {"DNA": (-6.0, 0.5)}})
+    out = stage.process(seeded)
+    # without one the gate reads the defocus from the learned frame; where that is inside the
+    # card's untrusted range the camera's frame stays, and the set says why
+    bare = FrameSet(0, 0, 0, {"DNA": src})
+    left = stage.process(bare)
     stage.close()
     assert out["DNA-refocused"].qc["inconsistent_with_input"] is False
+    assert out["DNA-refocused"].qc["refocus_choice"] == "learned"
     assert out["DNA"].role == "virtual"  # the refocused frame goes on to later stages
+    gate = stage.gates["DNA"]
+    chi2, z_seen = gate.consistency(src.pixels, out["DNA-refocused"].pixels)
+    assert chi2 <= gate.band and z_seen < -2.0
+    assert "DNA-refocused" not in left and "DNA" not in left
+    assert bare.scores["not_made"]["DNA-refocused"].startswith("not refocused: ")
