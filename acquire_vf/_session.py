@@ -150,7 +150,7 @@ def _control(run: AcquisitionRun, out: Path) -> Any:
     from acquire_vf._control import ControlServer, live_status
 
     started = time.monotonic()
-    time_points = max((f.t for f in run.expected), default=-1) + 1
+    time_points = run.plan.time_points
     return ControlServer(run, out, lambda: live_status(run, out, started, time_points))
 
 

@@ -287,8 +287,9 @@ def test_profile_plan_is_a_useq_sequence() -> None:
     assert isinstance(seq, useq.MDASequence)
     assert seq.sizes["t"] == 3 and seq.sizes["c"] == 2 and seq.sizes["z"] == 2
     plan = build_plan(seq, prof, base_z_um=10.0)
-    assert [e.z_pos for e in plan.events[:4]] == [9.0, 9.0, 11.0, 11.0]
-    assert plan.events[4].min_start_time == 2.0
+    events = list(plan.events)
+    assert [e.z_pos for e in events[:4]] == [9.0, 9.0, 11.0, 11.0]
+    assert events[4].min_start_time == 2.0
     assert {event_channel(e) for e in plan.events} == {"AGP", "RNA"}  # the profile's names
     assert {event_kind(e) for e in plan.events} == {"plan"}
     assert {e.channel.config for e in plan.events} == {"Rhodamine", "FITC"}

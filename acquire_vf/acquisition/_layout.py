@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from acquire_vf._frames import ChannelInfo
 from acquire_vf.acquisition._plan import RunPlan
-from acquire_vf.backends import BackendInfo, event_channel
+from acquire_vf.backends import BackendInfo
 from acquire_vf.config import Profile
 from acquire_vf.pipeline import Stage
 from acquire_vf.storage import DatasetLayout
@@ -17,8 +17,7 @@ def dataset_layout(profile: Profile, plan: RunPlan, stages: Iterable[Stage],
     """Physical channels in plan order, then fallback exposures, then the stages' virtual
     channels; the plan's positions and z offsets; the backend's frame format."""
     physical: list[str] = []
-    for e in plan.events:
-        name = event_channel(e)
+    for name in plan.channels:
         if name not in physical and name not in plan.optional:
             physical.append(name)
     channels = tuple(ChannelInfo(n) for n in physical)

@@ -9,6 +9,8 @@ hardware's preset in ``channel`` and the profile's name in ``metadata["channel"]
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,9 +71,14 @@ class PlannedChannel:
 
 @dataclass
 class RunPlan:
-    """The events of one run, in order, with what the dataset needs to know up front."""
+    """The events of one run, in order, with what the dataset needs to know up front.
 
-    events: list[useq.MDAEvent]
+    ``events`` is re-iterable: a list (a replayed dataset), or :class:`PlanEvents`, which makes
+    each event as the run reaches it, so a plan of a million time points costs nothing before
+    the first frame (issue 34). The counts the run needs up front (frames expected, time
+    points, channels) come from the sequence's sizes, not from walking its events."""
+
+    events: Iterable[useq.MDAEvent]
     positions: list[dict[str, Any]]
     """Position table for the dataset: name, x_um, y_um."""
     z_offsets_um: tuple[float, ...]
@@ -79,14 +86,41 @@ class RunPlan:
     """Channels whose events the gate may drop (fallback exposures): never counted missing."""
     sequence: useq.MDASequence | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    frames_expected: int = -1
+    """Planned frames that must arrive (optional fallback exposures not counted)."""
+    time_points: int = 0
+    channels: tuple[str, ...] = ()
+    """The channels of the events (fallbacks included), in the order they first come."""
+    _z_of: dict[int, float | None] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.frames_expected < 0:  # a list of events: counted once
+            events = list(self.events)
+            self.events = events
+            self.frames_expected = sum(1 for e in events
+                                       if event_channel(e) not in self.optional)
+            self.time_points = 1 + max((int(e.index.get("t", 0)) for e in events), default=0)
+            self.channels = tuple(dict.fromkeys(event_channel(e) for e in events))
 
     def position_z(self, p: int) -> float | None:
         """The z of position ``p``'s first planned event (``None``: the plan leaves z)."""
-        return next((e.z_pos for e in self.events if int(e.index.get("p", 0)) == p), None)
+        if p not in self._z_of:
+            self._z_of[p] = next((e.z_pos for e in self.events
+                                  if int(e.index.get("p", 0)) == p), None)
+        return self._z_of[p]
 
-    @property
-    def expected(self) -> list[FrameId]:
-        return [frame_id(e) for e in self.events]
+    def first_events(self) -> dict[int, useq.MDAEvent]:
+        """Each position's first event (walks the plan only until every position is seen)."""
+        firsts: dict[int, useq.MDAEvent] = {}
+        for e in self.events:
+            firsts.setdefault(int(e.index.get("p", 0)), e)
+            if len(firsts) >= len(self.positions):
+                break
+        return firsts
+
+    def expected(self) -> Iterator[FrameId]:
+        """The frames that must arrive, in order, made as they are asked for."""
+        return (frame_id(e) for e in self.events if event_channel(e) not in self.optional)
 
 
 def frame_id(event: useq.MDAEvent) -> FrameId:
@@ -126,36 +160,92 @@ def build_plan(seq: useq.MDASequence, profile: Profile, *, base_z_um: float | No
     chans = match_channels(seq, profile)
     fallback = [PlannedChannel(v.name, v.group, v.preset or "", v.exposure_ms or 0.0)
                 for v in profile.exposable_virtual]
-    relative = seq.z_plan is not None and seq.z_plan.is_relative
-    events: list[useq.MDAEvent] = []
-    plane: tuple[int, int, int] | None = None
-    last: useq.MDAEvent | None = None
-
-    def flush_fallbacks() -> None:
-        if last is not None:
-            events.extend(_event_like(last, c) for c in fallback)
-
-    for ev in seq:
-        c = chans[ev.index.get("c", 0)]
-        key = (ev.index.get("t", 0), ev.index.get("p", 0), ev.index.get("z", 0))
-        if plane is not None and key != plane:
-            flush_fallbacks()
-        plane = key
-        z = ev.z_pos
-        pos_z = _position_z(seq, ev.index.get("p", 0))
-        if relative and pos_z is None:
-            z = None if base_z_um is None else base_z_um + float(z or 0.0)
-        index = {"t": key[0], "p": key[1], "z": key[2]}
-        last = RunEvent(
-            index=index, channel={"config": c.preset, "group": c.group},
-            exposure=ev.exposure if ev.exposure is not None else c.exposure_ms,
-            x_pos=ev.x_pos, y_pos=ev.y_pos, z_pos=z, min_start_time=ev.min_start_time,
-            kind="plan", channel_name=c.name)
-        events.append(last)
-    flush_fallbacks()
+    events = PlanEvents(seq, tuple(chans), tuple(fallback), base_z_um)
     return RunPlan(events=events, positions=_positions(seq, base_xy_um),
                    z_offsets_um=_z_offsets(seq), optional=frozenset(c.name for c in fallback),
-                   sequence=seq)
+                   sequence=seq, frames_expected=count_events(seq),
+                   time_points=time_points(seq),
+                   channels=tuple(dict.fromkeys(c.name for c in (*chans, *fallback))))
+
+
+@dataclass(frozen=True)
+class PlanEvents:
+    """A plan's events, made one at a time each time they are iterated: the sequence's
+    events with their channels mapped onto the profile's and z made absolute, and after the
+    physical channels of each plane, an optional event per fallback channel."""
+
+    seq: useq.MDASequence
+    chans: tuple[PlannedChannel, ...]
+    fallback: tuple[PlannedChannel, ...]
+    base_z_um: float | None
+
+    def __iter__(self) -> Iterator[useq.MDAEvent]:
+        seq = self.seq
+        relative = seq.z_plan is not None and seq.z_plan.is_relative
+        plane: tuple[int, int, int] | None = None
+        last: useq.MDAEvent | None = None
+        for t, start, ev in iter_plan(seq):
+            c = self.chans[ev.index.get("c", 0)]
+            key = (t, ev.index.get("p", 0), ev.index.get("z", 0))
+            if plane is not None and key != plane and last is not None:
+                yield from (_event_like(last, f) for f in self.fallback)
+            plane = key
+            z = ev.z_pos
+            if relative and _position_z(seq, key[1]) is None:
+                z = None if self.base_z_um is None else self.base_z_um + float(z or 0.0)
+            last = RunEvent(
+                index={"t": key[0], "p": key[1], "z": key[2]},
+                channel={"config": c.preset, "group": c.group},
+                exposure=ev.exposure if ev.exposure is not None else c.exposure_ms,
+                x_pos=ev.x_pos, y_pos=ev.y_pos, z_pos=z, min_start_time=start,
+                kind="plan", channel_name=c.name)
+            yield last
+        if last is not None:
+            yield from (_event_like(last, f) for f in self.fallback)
+
+
+CHUNK_T = 256
+"""Time points of a long interval plan made per walk of useq's iterator (which holds its whole
+time axis: 0.4 s before the first event at a million time points)."""
+
+
+def iter_plan(seq: useq.MDASequence) -> Iterator[tuple[int, float | None, useq.MDAEvent]]:
+    """``seq``'s events with their time index and start time: an interval plan of many time
+    points, time outermost, walked a chunk of time points at a time (equal, event for event,
+    to walking it whole), so its first event comes as soon as a short plan's."""
+    tp = seq.time_plan
+    every = math.lcm(*(max(c.acquire_every, 1) for c in seq.channels)) if seq.channels else 1
+    chunk = CHUNK_T * every  # a multiple of every channel's acquire_every: the skips hold
+    if not (isinstance(tp, useq.TIntervalLoops) and seq.axis_order[:1] == ("t",)
+            and tp.loops > chunk):
+        for ev in seq:
+            yield int(ev.index.get("t", 0)), ev.min_start_time, ev
+        return
+    step = tp.interval.total_seconds()
+    for t0 in range(0, tp.loops, chunk):
+        part = seq.replace(time_plan=tp.replace(loops=min(chunk, tp.loops - t0)))
+        for ev in part:
+            start = None if ev.min_start_time is None else ev.min_start_time + t0 * step
+            yield t0 + int(ev.index.get("t", 0)), start, ev
+
+
+def count_events(seq: useq.MDASequence) -> int:
+    """The number of events ``seq`` yields, from its sizes (a channel acquired every Nth
+    time point, or only at the middle plane, counted as useq skips it); walked only where a
+    position has a sub-sequence of its own or the plan has an autofocus plan."""
+    subs = any(getattr(p, "sequence", None) is not None for p in seq.stage_positions)
+    if subs or seq.autofocus_plan is not None:
+        return sum(1 for _ in seq)
+    t = time_points(seq)
+    rest = max(len(seq.stage_positions), 1) * max(len(list(seq.iter_axis("g"))), 1)
+    z = max(len(list(seq.iter_axis("z"))), 1)
+    return sum(math.ceil(t / max(c.acquire_every, 1)) * rest
+               * (z if c.do_stack or seq.z_plan is None else 1) for c in seq.channels)
+
+
+def time_points(seq: useq.MDASequence) -> int:
+    """The plan's time points (its time axis is never walked to count them)."""
+    return seq.time_plan.num_timepoints() if seq.time_plan is not None else 1
 
 
 def _event_like(ev: useq.MDAEvent, c: PlannedChannel) -> useq.MDAEvent:

@@ -45,8 +45,7 @@ class RunProgress:
         self.stream = stream or sys.__stderr__ or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.log_every_s = log_every_s
-        self.time_points = 1 + max((int(e.index.get("t", 0)) for e in run.plan.events),
-                                   default=0)
+        self.time_points = run.plan.time_points
         self._t = -1
         self._focus = ""
         self._changes: deque[str] = deque(maxlen=100)

@@ -69,7 +69,7 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
                         if run.exposure.engine_host is not None else {"mode": "thread"}),
         # detail beyond the contract
         "state": run.state.value,
-        "frames_expected": len(run.expected),
+        "frames_expected": run.frames_expected,
         "frame_gaps": list(run.sequence.gaps),
         "raw_fps": round(run.raw_fps, 2),
         "duration_s": round(duration, 3),

@@ -22,7 +22,7 @@ import numpy as np
 import useq
 
 from acquire_vf._errors import AcquireVFError, AcquisitionError, StorageError
-from acquire_vf._frames import Frame, FrameId
+from acquire_vf._frames import Frame
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._disk import DiskWatch
 from acquire_vf.acquisition._dose import DoseLedger
@@ -41,7 +41,6 @@ from acquire_vf.backends import (
     AcquisitionBackend,
     BackendInfo,
     check_backend,
-    event_channel,
     event_kind,
 )
 from acquire_vf.config import Profile
@@ -122,7 +121,7 @@ class AcquisitionRun:
         writer = BackgroundWriter(
             sink, raw_limit_bytes=profile.queues.raw_write_mb * 2**20,
             virtual_limit=profile.queues.virtual_write, on_error=self._writer_failed)
-        group = frozenset(event_channel(e) for e in plan.events) - plan.optional
+        group = frozenset(plan.channels) - plan.optional
         self.handoff = FrameHandoff(self.schedule.sequence, writer, pipeline, group, latency,
                                     focus_pipeline=focus_pipeline,
                                     record_error=self._record_error,
@@ -144,8 +143,9 @@ class AcquisitionRun:
         return self.schedule.sequence
 
     @property
-    def expected(self) -> list[FrameId]:
-        return self.schedule.sequence.expected
+    def frames_expected(self) -> int:
+        """Planned frames that must arrive (from the plan's sizes: never walked whole)."""
+        return self.schedule.sequence.total
 
     @property
     def pipeline(self) -> Pipeline:
@@ -219,7 +219,7 @@ class AcquisitionRun:
         w, p = self.writer, self.pipeline
         return RunStatus(
             state=self._ctl.state, frames_acquired=self.frames_acquired,
-            frames_expected=len(self.expected), virtual_frames=p.virtual_made,
+            frames_expected=self.frames_expected, virtual_frames=p.virtual_made,
             virtual_skipped=p.virtual_skipped + w.virtual_dropped,
             raw_backlog_mb=w.raw_backlog_bytes / 2**20, pipeline_depth=p.depth,
             fps=self.raw_fps)
@@ -254,10 +254,7 @@ class AcquisitionRun:
         try:
             self.backend.setup(self.faults.gate(self._gate))
             if self.focus is not None:
-                firsts: dict[int, useq.MDAEvent] = {}
-                for e in self.plan.events:
-                    firsts.setdefault(int(e.index.get("p", 0)), e)
-                self.focus.start(firsts)
+                self.focus.start(self.plan.first_events())
             if self.disk is not None:
                 self.disk.check(self._frames_left(), now=True)
             self._loop()
@@ -322,7 +319,7 @@ class AcquisitionRun:
             self.handoff.skipped(frame_id(event), why)
 
     def _frames_left(self) -> int:
-        return max(len(self.expected) - self.frames_acquired, 0)
+        return max(self.frames_expected - self.frames_acquired, 0)
 
     def _late(self, event: useq.MDAEvent) -> None:
         """A frame asked for again after a fault: later than its turn, not a gap."""

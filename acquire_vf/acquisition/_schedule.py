@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import useq
 
@@ -58,7 +58,8 @@ class Schedule:
     def __init__(self, plan: RunPlan, base_z_um: float | None, *,
                  closed_loop: bool = False) -> None:
         self.plan = plan
-        self.sequence = SequenceChecker(plan.expected, optional=set(plan.optional))
+        self.sequence = SequenceChecker(plan.expected(), optional=set(plan.optional),
+                                        total=plan.frames_expected)
         self._base_z = base_z_um
         self._closed_loop = closed_loop
         self._lock = threading.Lock()
@@ -120,7 +121,7 @@ class Schedule:
         inserted or a focus move asked for, and every :data:`MAX_BATCH` events; focus moves
         are made (``move``) before the batch after them. The runner applies the focus
         offsets (:meth:`focused`) as it executes a batch, after waiting for its start."""
-        queue = deque(self.plan.events)
+        queue = _Peek(iter(self.plan.events))  # made as they are reached, never all held
         while (queue or self._inserted) and not stopping():
             with self._lock:
                 inserted = list(self._inserted)
@@ -132,11 +133,11 @@ class Schedule:
             if inserted:
                 yield inserted
                 continue
-            batch = [queue.popleft()]
-            while queue and len(batch) < MAX_BATCH and not queue[0].min_start_time \
+            batch = [queue.pop()]
+            while queue and len(batch) < MAX_BATCH and not queue.head.min_start_time \
                     and not self._inserted and not self._moves \
-                    and not (self._closed_loop and _plane_tp(queue[0]) != _plane_tp(batch[0])):
-                batch.append(queue.popleft())
+                    and not (self._closed_loop and _plane_tp(queue.head) != _plane_tp(batch[0])):
+                batch.append(queue.pop())
             yield batch
 
     def focused(self, batch: list[useq.MDAEvent]) -> list[useq.MDAEvent]:
@@ -154,3 +155,24 @@ class Schedule:
             out.append(e.model_copy(update={"z_pos": z + offsets.get(int(e.index.get("p", 0)),
                                                                       0.0)}))
         return out
+
+
+class _Peek:
+    """An iterator whose next item can be looked at (``head``) before it is taken."""
+
+    _END = object()
+
+    def __init__(self, it: Iterator[Any]) -> None:
+        self._it = it
+        self._head: Any = next(it, self._END)
+
+    def __bool__(self) -> bool:
+        return self._head is not self._END
+
+    @property
+    def head(self) -> Any:
+        return self._head
+
+    def pop(self) -> Any:
+        item, self._head = self._head, next(self._it, self._END)
+        return item
