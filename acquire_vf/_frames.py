@@ -18,12 +18,35 @@ def metadata_number(v: Any, kind: type[float] | type[int] = float) -> Any:
         return None
 
 
+def stage_positions(md: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """A frame's stage positions from its metadata: (read back, intended), by axis (X, Y, Z),
+    each only where the metadata has it."""
+    back: dict[str, float] = {}
+    meant: dict[str, float] = {}
+    for axis in "XYZ":
+        if (v := metadata_number(md.get(f"{axis}Position_um"))) is not None:
+            back[axis] = v
+        if (v := metadata_number(md.get(f"{axis}Position_um_Intended"))) is not None:
+            meant[axis] = v
+    return back, meant
+
+
+def off_target_um(md: Mapping[str, Any]) -> float | None:
+    """How far (µm) the stage, read back, was from the frame's intended position (over the
+    axes that have both); ``None`` where nothing was read back."""
+    back, meant = stage_positions(md)
+    both = back.keys() & meant.keys()
+    if not both:
+        return None
+    return float(sum((back[a] - meant[a]) ** 2 for a in both) ** 0.5)
+
+
 VIRTUAL_PREFIX = "virtual:"
 """Prefix of a virtual channel's name in files and on screen, so it is never taken for data."""
 
 
 class QcFlag(StrEnum):
-    """Every QC flag a virtual frame can raise (``frame.qc[flag] is True``), declared once:
+    """Every QC flag a frame can raise (``frame.qc[flag] is True``), declared once:
     the run's tallies, the live window, napari and the verifier all read them from here."""
 
     NAN_OR_INF = "nan_or_inf"
@@ -36,6 +59,9 @@ class QcFlag(StrEnum):
     UNCERTAINTY_HIGH = "uncertainty_high"
     INCONSISTENT_WITH_INPUT = "inconsistent_with_input"
     """A refocused frame the forward-consistency check (or the refocus gate) rejected."""
+    STAGE_OFF_TARGET = "stage_off_target"
+    """A camera frame taken away from its event's position (the stage's read-back position
+    is farther from it than ``[faults] position_tolerance_um``)."""
 
 
 SUSPECT_FLAGS = frozenset({QcFlag.UNCERTAINTY_HIGH, QcFlag.INPUT_DIM, QcFlag.INPUT_FOCUS_OUTSIDE,

@@ -72,7 +72,9 @@ def test_positions_and_z_identity_on_readback(core, microscope, tmp_path: Path) 
     assert ds.verify() == []
     for r in ds.records:
         assert r["z_um"] == pytest.approx(z0 + (-2.0, 3.0)[r["z"]])
-        assert (r["x_um"], r["y_um"]) == pytest.approx(((0.0, 0.0), (150.0, -40.0))[r["p"]])
+        # read back from the demo XY stage, which moves in steps (-40.005 for -40)
+        assert (r["x_um"], r["y_um"]) == pytest.approx(((0.0, 0.0), (150.0, -40.0))[r["p"]],
+                                                       abs=0.05)
     with tifffile.TiffFile(ds.path) as tf:
         assert [s.name for s in tf.series] == ["A1", "B2"]
         assert all(s.axes == "TZCYX" and s.shape == (2, 2, 2, 512, 512) for s in tf.series)

@@ -98,6 +98,41 @@ def test_a_fault_costs_at_most_its_event_on_micro_manager(
     _check(run, tmp_path, lost, counted, retries)
 
 
+@pytest.mark.parametrize("backend", ["memory", pytest.param("pycromanager", marks=[
+    pytest.mark.slow, pytest.mark.mmcore])])
+def test_a_frame_taken_where_the_stage_did_not_go_says_so(
+        request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+    """A stage that silently stays put (``stuck``): the frame is kept, marked, and carries the
+    position read back beside the intended one."""
+    rule = {"kind": "stuck", "from_t": 1, "until_t": 1, "channel": "AGP"}
+    profile = make_profile(**({"connection": {"kind": "memory", "shape": [96, 96]}}
+                              if backend == "memory" else {"specimen": {"kind": "camera"}}),
+                           acquisition={"time_points": 3, "z_offsets_um": [-2.0, 2.0]},
+                           debug={"faults": [rule]})
+    if backend == "memory":
+        inner = open_backend(profile)
+    else:
+        from acquire_vf.backends._pycromanager import PycroManagerBackend
+
+        inner = FaultInjector(PycroManagerBackend(request.getfixturevalue("microscope"),
+                                                  buffer_mb=profile.queues.mm_buffer_mb),
+                              profile.debug.faults)
+    run = make_run(profile, tmp_path, backend=inner, stages=[])
+    run.run()
+    assert run.state is RunState.FINISHED, run.errors
+    (ds,) = open_dataset(tmp_path)
+    phys = [r for r in ds.records if r["role"] == "physical"]
+    assert len(phys) == 3 * 2 * 2  # nothing lost
+    off = [r for r in phys if (r.get("qc") or {}).get("stage_off_target")]
+    # each AGP frame of t 1 is the first of its plane: the stage stayed at the plane before
+    # it, 4 um away (t 0's +2 um, then t 1's -2 um); the RNA frames after them moved it back
+    assert [(r["t"], r["z"], r["channel"]) for r in off] == [(1, 0, "AGP"), (1, 1, "AGP")]
+    for r, sign in zip(off, (-1, 1), strict=True):
+        assert r["qc"]["stage_off_target_um"] == pytest.approx(4.0, abs=1e-6)
+        assert r["qc"]["intended_um"]["z"] - r["z_um"] == pytest.approx(sign * 4.0, abs=1e-6)
+    assert session_report(run)["faults"]["by_device"]["Stage"]["off target"] == 2
+
+
 def test_a_camera_dead_for_a_while_costs_its_frames_and_no_retries_once_found_dead(
         tmp_path: Path) -> None:
     """Failing ``persistent_after`` events in a row, a channel gets one try per event (no

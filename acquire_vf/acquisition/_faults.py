@@ -19,6 +19,7 @@ import numpy as np
 import useq
 
 from acquire_vf._errors import AcquisitionError
+from acquire_vf._frames import off_target_um
 from acquire_vf.backends import (
     AcquisitionBackend,
     AcquisitionStopped,
@@ -124,7 +125,7 @@ class FaultHandler:
                     told = max(told, at + 1)
                     delivered.add(k)
                     self._succeeded(img.event)
-                    yield img
+                    yield self._placed(img)
             except AcquisitionStopped:
                 raise  # not one event's fault: the run stops
             except AcquisitionError as e:
@@ -210,6 +211,18 @@ class FaultHandler:
     def _count(self, device: str, kind: str) -> None:
         d = self.by_device.setdefault(device, {})
         d[kind] = d.get(kind, 0) + 1
+
+    def _placed(self, img: RawImage) -> RawImage:
+        """``img``, marked when the stage, read back, stood away from its event's position
+        (a move that failed without an error, or a stage knocked): the frame is data, kept,
+        and says where it was taken."""
+        off = off_target_um(img.metadata)
+        if off is None or off <= self.policy.position_tolerance_um:
+            return img
+        self._count("Stage", "off target")
+        log.warning("frame %s taken %.2f um from its intended position (stage read back)",
+                    event_key(img.event), off)
+        return RawImage(img.event, img.pixels, {**img.metadata, "StageOffTarget_um": off})
 
     def _bad_frame(self, img: RawImage) -> str | None:
         """Why a delivered frame cannot be data (wrong shape, dtype, non-finite values)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from acquire_vf._frames import Frame, FrameId, metadata_number
+from acquire_vf._frames import Frame, FrameId, QcFlag, metadata_number, stage_positions
 from acquire_vf._stats import LatencyRecorder
 from acquire_vf.acquisition._plan import frame_id
 from acquire_vf.acquisition._schedule import is_zscan
@@ -61,11 +61,12 @@ class FrameHandoff:
         arr = np.asarray(img.pixels)
         arr.flags.writeable = False  # raw data: no stage may change it in place
         elapsed = self._elapsed_ms(md, t0)
+        back, meant = stage_positions(md)
+        at = {**meant, **back}  # where the stage was, read back, else where it was sent
         frame = Frame(id=fid, pixels=arr, seq=self.frames, elapsed_ms=elapsed,
-                      z_um=metadata_number(md.get("ZPosition_um_Intended")),
-                      x_um=metadata_number(md.get("XPosition_um_Intended")),
-                      y_um=metadata_number(md.get("YPosition_um_Intended")),
-                      exposure_ms=metadata_number(md.get("Exposure")), received=t0)
+                      z_um=at.get("Z"), x_um=at.get("X"), y_um=at.get("Y"),
+                      exposure_ms=metadata_number(md.get("Exposure")), received=t0,
+                      qc=_off_target_qc(md, meant))
         self.writer.put_raw(frame)
         self.frames += 1
         self.first_ms = elapsed if self.first_ms is None else self.first_ms
@@ -151,3 +152,13 @@ class FrameHandoff:
             if self.focus_pipeline is not None:
                 self.focus_pipeline.submit(FrameSet(*key, frames=dict(group)))
             self.pipeline.submit(FrameSet(*key, frames=group, keep=keep))
+
+
+def _off_target_qc(md: dict[str, Any], meant: dict[str, float]) -> dict[str, Any]:
+    """A camera frame's QC: ``stage_off_target`` with the distance and the intended position
+    when the fault policy found the stage away from it; else nothing."""
+    off = metadata_number(md.get("StageOffTarget_um"))
+    if off is None:
+        return {}
+    return {QcFlag.STAGE_OFF_TARGET.value: True, "stage_off_target_um": round(off, 3),
+            "intended_um": {a.lower(): v for a, v in meant.items()}}

@@ -112,22 +112,36 @@ class FaultInjector(BackendWrapper):
         frame would come (the events before it delivered), a bad frame in its place, the
         frame twice, or no frame."""
         faults: dict[int, str | None] = {}
+        sent: list[useq.MDAEvent] = []
+        stuck: dict[int, useq.MDAEvent] = {}
         for k, e in enumerate(events):  # up to the first error: the rest are not tried
             kind = faults[id(e)] = self._fault(e)
             if kind in _RAISES:
                 if k:
-                    yield from self._frames(self.inner.execute(events[:k]), faults)
+                    yield from self._frames(self.inner.execute(sent), faults, stuck)
                 device, transient, words = _RAISES[kind]
                 raise DeviceFault(f"{device}: {words} (injected)", device=device, kind=kind,
                                   transient=transient, event=e)
-        yield from self._frames(self.inner.execute(events), faults)
+            if kind == "stuck":  # the hardware is asked for no move: the stage stays
+                e = e.model_copy(update={"x_pos": None, "y_pos": None, "z_pos": None})
+                stuck[id(e)] = events[k]
+                faults[id(e)] = kind
+            sent.append(e)
+        yield from self._frames(self.inner.execute(sent), faults, stuck)
 
-    def _frames(self, images: Iterator[RawImage], faults: dict[int, str | None]
-                ) -> Iterator[RawImage]:
+    def _frames(self, images: Iterator[RawImage], faults: dict[int, str | None],
+                stuck: dict[int, useq.MDAEvent]) -> Iterator[RawImage]:
         for img in images:
             kind = faults.get(id(img.event))
             if kind == "missing":
                 continue
+            if kind == "stuck":  # the frame says where it was meant to be, as a rig's would
+                e = stuck[id(img.event)]
+                md = dict(img.metadata)
+                for axis, pos in (("X", e.x_pos), ("Y", e.y_pos), ("Z", e.z_pos)):
+                    if pos is not None:
+                        md[f"{axis}Position_um_Intended"] = pos
+                img = RawImage(e, img.pixels, md)
             if kind == "shape":
                 img = RawImage(img.event, np.asarray(img.pixels)[:-1, :], img.metadata)
             elif kind == "nan":

@@ -76,8 +76,12 @@ class MemoryBackend:
                                   *self.xy_um, self.z_um, exposure)
             md = {"ElapsedTime-ms": (time.perf_counter() - self._clock0) * 1e3,
                   "ImageNumber": self.image_number, "Exposure": exposure,
-                  "XPosition_um_Intended": self.xy_um[0],
-                  "YPosition_um_Intended": self.xy_um[1], "ZPosition_um_Intended": self.z_um}
+                  "XPosition_um_Intended": _or(event.x_pos, self.xy_um[0]),
+                  "YPosition_um_Intended": _or(event.y_pos, self.xy_um[1]),
+                  "ZPosition_um_Intended": _or(event.z_pos, self.z_um),
+                  # where the stages are, read back (as a real backend asks the core)
+                  "XPosition_um": self.xy_um[0], "YPosition_um": self.xy_um[1],
+                  "ZPosition_um": self.z_um}
             self.image_number += 1
             yield RawImage(event=event, pixels=pixels, metadata=md)
 
@@ -89,3 +93,7 @@ class MemoryBackend:
 
     def teardown(self) -> None:
         self.xy_um, self.z_um = self._start
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else float(value)

@@ -71,6 +71,9 @@ class PycroManagerBackend:
         self._gate: Gate = lambda e: True
         self._aborted = threading.Event()
         self._start: tuple[float | None, tuple[float, float] | None] = (None, None)
+        self._read_back: dict[tuple[int, int, int, str], dict[str, float]] = {}
+        """Per event awaiting its image: the stages' positions read after the hardware was
+        set (pycromanager's own metadata has only the intended ones)."""
         self._moved = False
 
     def describe(self) -> BackendInfo:
@@ -94,10 +97,13 @@ class PycroManagerBackend:
         args: dict[str, Any] = {}
         if self.microscope.mode == "attach":
             args["port"] = int(self.microscope.source.rsplit(":", 1)[1])
+        hooks = dict(self._hooks)
+        after = hooks.pop("post_hardware_hook_fn", None)
         try:
             self._acq = Acquisition(directory=None, image_process_fn=self._on_image,
                                     pre_hardware_hook_fn=self._pre_hardware,
-                                    show_display=False, **args, **self._hooks)
+                                    post_hardware_hook_fn=self._post_hardware(after),
+                                    show_display=False, **args, **hooks)
         except Exception as e:
             raise micro_manager_error(e) from e
 
@@ -108,6 +114,34 @@ class PycroManagerBackend:
             kept = [e for e in event if self._keep(e)]
             return kept or None
         return event if self._keep(event) else None
+
+    def _post_hardware(self, after: Callable[..., Any] | None) -> Callable[..., Any]:
+        """The hook after the hardware is set for an event (a caller's own first): read the
+        stages back, so each frame says where it was taken, not only where it was sent."""
+
+        def hook(event: Any) -> Any:
+            if after is not None:
+                event = after(event)
+                if event is None:
+                    return None
+            back = self._positions()
+            for ev in event if isinstance(event, list) else [event]:
+                self._read_back[_key(ev.get("axes") or {})] = back
+            return event
+
+        return hook
+
+    def _positions(self) -> dict[str, float]:
+        c, out = self.core, {}
+        try:
+            if c.get_focus_device():
+                out["ZPosition_um"] = float(c.get_position())
+            if c.get_xy_stage_device():
+                out["XPosition_um"] = float(c.get_x_position())
+                out["YPosition_um"] = float(c.get_y_position())
+        except Exception as e:  # noqa: BLE001 - a stage that cannot say: the frame says so
+            log.warning("stage position not read back: %s", e)
+        return out
 
     def _keep(self, ev: dict[str, Any]) -> bool:
         if self._aborted.is_set():
@@ -129,6 +163,7 @@ class PycroManagerBackend:
                                       metadata={"channel": key[3]})
             if self._frame_source is not None:
                 pixels = self._frame_source(pixels, key[0], key[3], md)
+            md = {**md, **self._read_back.pop(key, {})}
             self._frames.put(RawImage(event=event, pixels=pixels, metadata=md))
         except BaseException as e:  # surfaces in execute(), on the runner's thread
             self._frames.put(e)
@@ -139,6 +174,7 @@ class PycroManagerBackend:
         if self._aborted.is_set() or not events:
             return
         self._batch = {_key(to_pycromanager(e)["axes"]): e for e in events}
+        self._read_back.clear()  # a frame never delivered leaves nothing behind
         self._dropped = 0
         try:
             self._acq.acquire([to_pycromanager(e) for e in events])

@@ -9,11 +9,14 @@ from pydantic import Field, model_validator
 
 from acquire_vf.config._base import _Model
 
-FaultKind = Literal["timeout", "busy", "error", "stage", "shape", "nan", "duplicate", "missing"]
+FaultKind = Literal["timeout", "busy", "error", "stage", "stuck", "shape", "nan", "duplicate",
+                    "missing"]
 """What an injected fault does: ``timeout`` (the camera timed out) and ``busy`` (a device
 reported busy) raise a transient device error; ``error`` (a property error) and ``stage`` (a
-stage move failed) a persistent one; ``shape`` and ``nan`` deliver a frame of the wrong shape
-or full of NaN; ``duplicate`` delivers the frame twice; ``missing`` never delivers it."""
+stage move failed) a persistent one; ``stuck``: the stage silently stays where it was (the
+frame is taken at the wrong place, which only its read-back position shows); ``shape`` and
+``nan`` deliver a frame of the wrong shape or full of NaN; ``duplicate`` delivers the frame
+twice; ``missing`` never delivers it."""
 
 
 class FaultPolicy(_Model):
@@ -29,6 +32,9 @@ class FaultPolicy(_Model):
     """A channel whose events failed this many times in a row is failing persistently: its
     events get one try each, no retries, until one succeeds (a device that comes back is
     picked up at once, and a dead one costs no back-off)."""
+    position_tolerance_um: float = Field(1.0, gt=0)
+    """A frame whose stage position, read back, is farther than this from its event's is
+    marked ``stage_off_target`` (its record keeps both) and counted under ``Stage``."""
     stop_after: int | None = Field(None, ge=1)
     """Stop the run cleanly (state ``failed``, everything acquired saved) after this many
     failed events in a row; none: go on whatever fails."""
