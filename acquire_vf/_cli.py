@@ -335,15 +335,42 @@ def simulate(
 
 @app.command()
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="One TIFF per input channel in the "
-                                                 "card's order, or one (C, Y, X) TIFF.")],
-    model: Annotated[Path, typer.Option("--model", help="Engine (NAME.onnx with NAME.json, "
-                                        "or a bioimage.io package exported by acquire-vf).")],
-    out: Annotated[Path, typer.Option("--out", help="Output TIFF.")],
+    inputs: Annotated[list[Path], typer.Argument(help="With --model: one TIFF per input "
+                                                 "channel in the card's order, or one (C, Y, X) "
+                                                 "TIFF. With --profile: a saved run (its "
+                                                 "folder, .ome.tif or .ome.zarr).")],
+    out: Annotated[Path, typer.Option("--out", help="Output TIFF (--model) or OME-Zarr store "
+                                      "(--profile: OUT.ome.zarr).")],
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="Engine (NAME.onnx with NAME.json, or a bioimage.io package exported "
+        "by acquire-vf).")] = None,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help="Profile whose refocus and virtual channels to make over a saved "
+        "run, with the live run's checks.")] = None,
+    cluster: Annotated[str, typer.Option(
+        "--cluster", help="With --profile: none (this process), local[:N] (a Dask "
+        "LocalCluster of N workers), tcp://HOST:PORT (a running scheduler) or "
+        "jobqueue:FILE.yaml (Slurm, PBS, LSF, SGE).")] = "none",
+    adapt: Annotated[str, typer.Option(
+        "--adapt", help="With --cluster jobqueue: the workers' adaptive range, MIN:MAX.")
+    ] = "1:4",
     backend: BackendOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Run an engine on saved images (any size; keeps the input's shape and dtype)."""
+    """Run an engine on saved images (any size; keeps the input's shape and dtype), or a
+    profile's virtual channels over a saved run (on Dask distributed with --cluster)."""
+    if profile is not None:
+        from acquire_vf._cli_predict import predict_over_run
+
+        if model is not None:
+            raise DataError("predict: expected --model (images) or --profile (a saved run), "
+                            "got both")
+        predict_over_run(profile, inputs, out, cluster=cluster, adapt=adapt, backend=backend,
+                         overwrite=overwrite)
+        return
+    if model is None:
+        raise DataError("predict: expected --model ENGINE (images) or --profile P (a saved "
+                        "run), got neither")
     from acquire_vf.card import engine_path
     from acquire_vf.storage import check_output
 

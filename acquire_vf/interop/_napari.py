@@ -44,7 +44,7 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
 
 def _is_dataset(p: Path) -> bool:
     journal = p.with_name(p.name + ".journal")
-    if p.name.endswith((".ome.tif", ".ome.zarr")):
+    if p.name.endswith((".ome.tif", ".zarr")):
         return journal.is_file()
     return p.is_dir() and any(any(p.glob(f"*{ext}.journal")) for ext in (".ome.tif", ".ome.zarr"))
 

@@ -2,7 +2,7 @@
 verified readback."""
 
 from acquire_vf.storage._folder import check_output, prepare_output
-from acquire_vf.storage._journal import frame_crc, journal_path, read_journal
+from acquire_vf.storage._journal import frame_crc, journal_path, journal_skips, read_journal
 from acquire_vf.storage._layout import DatasetLayout
 from acquire_vf.storage._missing import missing_summary
 from acquire_vf.storage._ometiff import IDENTITY_TAG, OmeTiffWriter, repair
@@ -18,6 +18,7 @@ __all__ = [
     "IDENTITY_TAG", "PHYSICAL_COLOURS", "WRITERS", "BacklogFull", "BackgroundWriter", "DatasetFile",
     "DatasetLayout", "FileSink", "FrameSink",
     "MissingPlane", "OmeTiffWriter", "OmeZarrWriter", "ZarrDatasetFile", "check_output",
-    "frame_crc", "journal_path", "missing_summary", "open_dataset", "prepare_output",
+    "frame_crc", "journal_path", "journal_skips", "missing_summary", "open_dataset",
+    "prepare_output",
     "channel_type", "read_journal", "repair", "repair_zarr",
 ]

@@ -107,9 +107,47 @@ class JournaledWriter:
             raise StorageError(f"cannot create '{self.path}': {e.strerror or e}") from e
         self._closed = False
 
+    @classmethod
+    def reopen(cls, path: str | os.PathLike[str]) -> JournaledWriter:
+        """A writer that goes on where an earlier one stopped (closed, interrupted or killed):
+        its journal keeps every whole line but a torn last one and the closing lines (written
+        again at :meth:`close`), and new frames are appended. Only stores can be reopened (an
+        OME-TIFF's metadata is in its first page)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        jp = journal_path(self.path)
+        try:
+            lines = jp.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise StorageError(f"cannot reopen '{self.path}': {e.strerror or e}") from e
+        kept = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break  # the torn line of a killed writer; nothing after it is trusted
+            if rec.get("kind") not in ("annotations", "closed"):
+                kept.append(line)
+        tmp = jp.with_name(jp.name + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, jp)  # one step: the journal is whole before and after
+        self.layout, records, _ = read_journal(self.path)
+        self.frames_written, self.frames_skipped = len(records), 0
+        self._records = [{"channel": r["channel"], "qc": r.get("qc")} for r in records]
+        self._annotations = {}
+        self._reopen()
+        self._journal = open(jp, "a", encoding="utf-8")  # noqa: SIM115
+        self._closed = False
+        return self
+
     # ----- for subclasses -----------------------------------------------------------------
     def _open(self) -> None:
         """Create the file or store."""
+
+    def _reopen(self) -> None:
+        """Open the existing file or store to append to it."""
+        raise StorageError(f"'{self.path}': a {self.kind} cannot be appended to once written; "
+                           "expected an OME-Zarr store")
 
     def _seal(self) -> None:
         """Finish writing pixels (before the metadata is written)."""

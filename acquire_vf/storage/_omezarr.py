@@ -107,6 +107,10 @@ class OmeZarrWriter(JournaledWriter):
     def _open(self) -> None:
         self._arrays = create_store(_zarr(), self.path, self.layout)
 
+    def _reopen(self) -> None:
+        root = _zarr().open_group(store=str(self.path), mode="r+")
+        self._arrays = [root[f"{sub}/0" if sub else "0"] for sub in image_paths(self.layout)]
+
     def append(self, frame: Frame) -> int:
         """Write ``frame`` as its chunk; return its sequence number in the store.
 

@@ -149,7 +149,7 @@ def open_dataset(path: str | os.PathLike[str], *,
     A run that stopped before its first frame leaves only a journal; it contributes no file.
     """
     p = Path(path)
-    if p.is_dir() and not p.name.endswith(".ome.zarr"):
+    if p.is_dir() and not p.name.endswith(".zarr"):  # a run folder (a store is a folder too)
         names = {f.name for ext in SUFFIXES for f in p.glob(f"*{ext}")}
         names |= {j.name.removesuffix(".journal") for ext in SUFFIXES
                   for j in p.glob(f"*{ext}.journal")}
@@ -164,7 +164,7 @@ def open_dataset(path: str | os.PathLike[str], *,
     for f in files:
         if not journal_path(f).exists():
             raise StorageError(f"'{f}' has no journal beside it; expected '{journal_path(f).name}'")
-        zarr_store = f.name.endswith(".ome.zarr")
+        zarr_store = f.name.endswith(".zarr")  # NAME.ome.zarr, or any store predict wrote
         layout, records, closed = read_journal(f)
         if not closed:
             if not repair_if_needed:

@@ -1,0 +1,199 @@
+"""Virtual channels over saved runs on Dask distributed (issue: beyond one machine).
+
+Real runs saved by the memory backend (OME-TIFF and OME-Zarr), the shipped engines on ONNX
+Runtime, a real ``LocalCluster`` of two worker processes: the output on the cluster equals the
+output in one process, bit for bit; a worker killed mid-run costs nothing; a frame that
+cannot be read is one line naming it and the others are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from acquire_vf._errors import DataError
+from acquire_vf._session import make_run
+from acquire_vf.config import load_profile
+from acquire_vf.storage import open_dataset
+from tests._helpers import ROOT, make_profile
+
+pytest.importorskip("distributed", reason="Dask distributed is not installed (the cluster "
+                    "extra)")
+pytestmark = pytest.mark.slow
+
+N_T, POSITIONS = 3, 2
+
+
+def _saved_run(out: Path, fmt: str) -> Path:
+    """A 2-position x 3-time-point run of the demo's physical channels, as a rig saves it."""
+    prof = make_profile(connection={"kind": "memory", "shape": [128, 128]},
+                        acquisition={"time_points": N_T, "interval_s": 0.0,
+                                     "positions": [{"x_um": 0.0, "y_um": 0.0},
+                                                   {"x_um": 300.0, "y_um": 0.0}]},
+                        storage={"format": fmt})
+    run = make_run(prof, out, stages=[])
+    run.run()
+    return out
+
+
+def _planes(store: Path) -> dict[tuple[Any, ...], np.ndarray]:
+    (ds,) = open_dataset(store)
+    return {(r["t"], r["p"], r["z"], r["channel"], r["role"]): ds.read(r) for r in ds.records}
+
+
+def _predict(src: Path, out: Path, cluster: str, **kw: Any) -> dict[str, Any]:
+    from acquire_vf.distributed import predict_dataset
+
+    return predict_dataset(load_profile("demo"), src, out, cluster=cluster,
+                           backend="onnxruntime", **kw)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("saved")
+    return {fmt: _saved_run(base / fmt, fmt) for fmt in ("ome-tiff", "ome-zarr")}
+
+
+@pytest.mark.parametrize("fmt", ["ome-tiff", "ome-zarr"])
+def test_two_workers_write_what_one_process_writes_bit_for_bit(
+        runs: dict[str, Path], tmp_path: Path, fmt: str) -> None:
+    one = _predict(runs[fmt], tmp_path / "one.ome.zarr", "none")
+    two = _predict(runs[fmt], tmp_path / "two.ome.zarr", "local:2")
+    a, b = _planes(tmp_path / "one.ome.zarr"), _planes(tmp_path / "two.ome.zarr")
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    sets = N_T * POSITIONS
+    virtual = {k[3] for k in a if k[4] == "virtual"}
+    assert {"DNA", "ER", "Mito"} <= virtual  # the demo's synthesised channels, every set
+    assert sum(1 for k in a if k[3] == "DNA" and k[4] == "virtual") == sets
+    assert sum(w["sets"] for w in two["workers"].values()) == sets and not two["failures"]
+    assert one["channels"] == two["channels"]
+    side = json.loads((tmp_path / "two.predict.json").read_text())
+    assert side["cluster"] == "local:2" and side["frame_sets"] == sets
+    # marked as a live run marks them: role, engine and its sha256, inputs
+    (ds,) = open_dataset(tmp_path / "two.ome.zarr")
+    dna = next(c for c in ds.layout.channels if c.name == "DNA" and c.role == "virtual")
+    assert dna.engine == "cps_dna" and dna.sha256 and dna.inputs == ("AGP", "RNA")
+    assert dna.stored_name == "virtual:DNA"
+
+
+def test_a_worker_killed_mid_run_costs_nothing(runs: dict[str, Path], tmp_path: Path) -> None:
+    from distributed import get_client
+
+    killed: list[int] = []
+
+    def kill_one(res: Any) -> None:
+        if killed:
+            return
+        pids = get_client().run(os.getpid)  # the workers' processes
+        pid = next(p for a, p in sorted(pids.items()) if a != res.worker)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    summary = _predict(runs["ome-tiff"], tmp_path / "k.ome.zarr", "local:2", on_set=kill_one)
+    assert killed and not summary["failures"]
+    ref = _predict(runs["ome-tiff"], tmp_path / "r.ome.zarr", "none")
+    a, b = _planes(tmp_path / "k.ome.zarr"), _planes(tmp_path / "r.ome.zarr")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert summary["channels"] == ref["channels"]
+
+
+def test_a_plane_that_cannot_be_read_is_one_line_and_the_rest_are_written(
+        runs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    src = tmp_path / "run"
+    shutil.copytree(runs["ome-zarr"], src)
+    (store,) = src.glob("*.ome.zarr")
+    chunk = next(p for p in sorted((store / "0").rglob("*"))  # a chunk of position 0
+                 if p.is_file() and "c" in p.relative_to(store).parts)
+    chunk.write_bytes(b"not a chunk")  # one plane of position 0 corrupt
+    summary = _predict(src, tmp_path / "out.ome.zarr", "local:2")
+    (line,) = summary["failures"]
+    assert "cannot be read" in line and "p=0" in line
+    written = {(k[0], k[1]) for k in _planes(tmp_path / "out.ome.zarr") if k[3] == "DNA"}
+    assert len(written) == N_T * POSITIONS - 1
+
+
+def test_a_run_without_the_profiles_channels_is_one_clear_line(tmp_path: Path) -> None:
+    from acquire_vf._frames import ChannelInfo, Frame, FrameId
+    from acquire_vf.storage import DatasetLayout, OmeTiffWriter
+
+    (tmp_path / "run").mkdir()
+    w = OmeTiffWriter(tmp_path / "run" / "acquisition.ome.tif",
+                      DatasetLayout(channels=(ChannelInfo("AGP"),), shape=(64, 64)))
+    w.append(Frame(FrameId(0, 0, 0, "AGP"), np.zeros((64, 64), np.uint16), 0, 0.0))
+    w.close()
+    with pytest.raises(DataError, match=r"needs physical channel\(s\) \['RNA'\]"):
+        _predict(tmp_path / "run", tmp_path / "out.ome.zarr", "none")
+
+
+def test_the_cli_over_a_saved_demo_run_on_two_workers(runs: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "OUT.zarr"
+    proc = subprocess.run([sys.executable, "-m", "acquire_vf", "predict", "--profile", "demo",
+                           "--cluster", "local:2", str(runs["ome-tiff"]), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "virtual channel" in proc.stdout and "Mito" in proc.stdout
+    from acquire_vf.interop._napari import get_reader
+
+    reader = get_reader(str(out))
+    assert reader is not None
+    names = [layer[1]["name"] for layer in reader(str(out))]
+    assert {"virtual:DNA @Pos0", "virtual:DNA @Pos1", "AGP @Pos0"} <= set(names)
+
+
+def test_a_rerun_after_ctrl_c_does_only_the_rest(runs: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    out, seen = tmp_path / "out.ome.zarr", []
+
+    def interrupt(res: Any) -> None:
+        seen.append(res.key)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _predict(runs["ome-zarr"], out, "local:2", on_set=interrupt)
+    again = _predict(runs["ome-zarr"], out, "local:2")
+    assert again["frame_sets_done_before"] == 2
+    assert again["frame_sets"] == N_T * POSITIONS - 2 and not again["failures"]
+    _predict(runs["ome-zarr"], tmp_path / "ref.ome.zarr", "none")
+    a, b = _planes(out), _planes(tmp_path / "ref.ome.zarr")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    (ds,) = open_dataset(out)
+    assert len(ds.records) == len(a)  # nothing written twice
+
+
+def test_a_rerun_after_the_client_was_killed_does_only_the_rest(
+        runs: dict[str, Path], tmp_path: Path) -> None:
+    """``kill -9`` of the predicting process mid-run: its store's journal is left open (a
+    torn last line, maybe); the same command again finishes it."""
+    out = tmp_path / "out.ome.zarr"
+    cmd = [sys.executable, "-m", "acquire_vf", "predict", "--profile", "demo",
+           str(runs["ome-tiff"]), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out.with_name(out.name + ".journal")
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.is_file() and journal.read_text().count('"kind":"frame"') >= 12:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert '"kind":"closed"' not in journal.read_text()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "done before" in done.stdout
+    _predict(runs["ome-tiff"], tmp_path / "ref.ome.zarr", "none")
+    a, b = _planes(out), _planes(tmp_path / "ref.ome.zarr")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
