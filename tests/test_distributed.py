@@ -197,3 +197,23 @@ def test_a_rerun_after_the_client_was_killed_does_only_the_rest(
     _predict(runs["ome-tiff"], tmp_path / "ref.ome.zarr", "none")
     a, b = _planes(out), _planes(tmp_path / "ref.ome.zarr")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+# dask-jobqueue's local stand-in drops its job's Popen while the worker is still exiting after
+# an adaptive scale-down (a ResourceWarning from its own cleanup, not from acquire-vf)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_jobqueue_cluster_from_a_yaml_file(runs: dict[str, Path], tmp_path: Path) -> None:
+    """dask-jobqueue's own local stand-in (``kind: local``) runs the jobqueue path here: its
+    workers are jobs started by dask-jobqueue, scaled adaptively within --adapt."""
+    (tmp_path / "jq.yaml").write_text("kind: local\ncores: 1\nmemory: 2GB\nprocesses: 1\n")
+    got = _predict(runs["ome-tiff"], tmp_path / "jq.ome.zarr", f"jobqueue:{tmp_path / 'jq.yaml'}",
+                   adapt=(1, 2))
+    assert got["frame_sets"] == N_T * POSITIONS and not got["failures"]
+    _predict(runs["ome-tiff"], tmp_path / "one.ome.zarr", "none")
+    a, b = _planes(tmp_path / "jq.ome.zarr"), _planes(tmp_path / "one.ome.zarr")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    (tmp_path / "bad.yaml").write_text("kind: nonesuch\n")
+    from acquire_vf._errors import ProfileError
+
+    with pytest.raises(ProfileError, match="expected kind one of"):
+        _predict(runs["ome-tiff"], tmp_path / "x.ome.zarr", f"jobqueue:{tmp_path / 'bad.yaml'}")
