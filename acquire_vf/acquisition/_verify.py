@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 TRUSTED, SUSPECT, PHYSICAL = "trusted", "suspect", "physical"
 SEVERITY = {TRUSTED: 0, SUSPECT: 1, PHYSICAL: 2}
 MAX_WAITING = 256
+WAIT_TIME_POINTS = 16
+"""A frame waits this many time points at most for its partner (a sentinel's virtual frame
+for its exposure, or the other way round): a partner that never comes (the engines skipped
+that set) must not keep frames for the rest of a three-day run (the soak found 517 frames
+more held after 1,400 sets than after 400)."""
 MAX_RECORDS = 20_000
 
 
@@ -151,8 +156,7 @@ class Verifier:
         elif self._peek(fid.t, fid.p):
             with self._lock:
                 self._inputs.setdefault((fid.t, fid.p, fid.z), {})[fid.c] = frame
-                while len(self._inputs) > MAX_WAITING:
-                    self._inputs.popitem(last=False)
+                _evict(self._inputs, fid.t)
 
     def virtual(self, frame: Frame) -> None:
         c, fid = frame.id.c, frame.id
@@ -188,10 +192,10 @@ class Verifier:
         key = (frame.id.t, frame.id.p, frame.id.z, frame.id.c)
         with self._lock:
             partner = other.pop(key, None)
+            for waiting in (mine, other, self._inputs):
+                _evict(waiting, key[0])
             if partner is None:
                 mine[key] = frame
-                while len(mine) > MAX_WAITING:
-                    mine.popitem(last=False)
                 return
             inputs = self._inputs.get(key[:3], {})
         virtual, physical = (frame, partner) if virtual_first else (partner, frame)
@@ -332,3 +336,12 @@ def make_verifier(profile: Profile, stages: RunStages, signals: RunSignals | Non
         return Verifier(config, channels)
     return Verifier(config, channels, on_fidelity=signals.fidelity.emit,
                     record_error=signals.error.emit)
+
+
+def _evict(waiting: OrderedDict[Any, Any], t: int) -> None:
+    """Drop the oldest waiting frames: beyond :data:`MAX_WAITING`, or more than
+    :data:`WAIT_TIME_POINTS` time points before ``t`` (keys begin with the time point, in
+    the order the frames came)."""
+    while waiting and (len(waiting) >= MAX_WAITING
+                       or next(iter(waiting))[0] < t - WAIT_TIME_POINTS):
+        waiting.popitem(last=False)

@@ -94,7 +94,9 @@ class JournaledWriter:
         self.layout = layout
         self.frames_written = 0
         self.frames_skipped = 0
-        self._records: list[dict[str, Any]] = []
+        self._qc: dict[str, dict[str, int]] = {}
+        """Per channel, frames that raised each QC flag, counted as they are written (the
+        records themselves stay in the journal: a three-day run holds none in memory)."""
         self._annotations: dict[str, list[dict[str, Any]]] = {}
         if self.path.exists():
             raise StorageError(f"refusing to overwrite existing {self.kind} '{self.path}'")
@@ -133,7 +135,7 @@ class JournaledWriter:
         os.replace(tmp, jp)  # one step: the journal is whole before and after
         self.layout, records, _ = read_journal(self.path)
         self.frames_written, self.frames_skipped = len(records), 0
-        self._records = [{"channel": r["channel"], "qc": r.get("qc")} for r in records]
+        self._qc = qc_counts(records)
         self._annotations = {}
         self._reopen()
         self._journal = open(jp, "a", encoding="utf-8")  # noqa: SIM115
@@ -181,7 +183,9 @@ class JournaledWriter:
 
     def _journal_frame(self, rec: dict[str, Any]) -> None:
         self._write_journal(rec)
-        self._records.append({"channel": rec["channel"], "qc": rec.get("qc")})
+        for flag in raised_flags(rec.get("qc")):
+            counts = self._qc.setdefault(rec["channel"], {})
+            counts[flag.value] = counts.get(flag.value, 0) + 1
         self.frames_written += 1
 
     def _write_failed(self, frame: Frame, e: OSError) -> StorageError:
@@ -215,7 +219,7 @@ class JournaledWriter:
             records = read_journal(self.path)[1]
             for ns, recs in self._annotations.items():
                 self._write_journal({"kind": "annotations", "namespace": ns, "records": recs})
-            self._finish(records, qc_counts(self._records), self._annotations)
+            self._finish(records, self._qc, self._annotations)
             self._write_journal({"kind": "closed", "frames": len(records)})
         except OSError as e:
             raise StorageError(
