@@ -338,7 +338,8 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="With --model: one TIFF per input "
                                                  "channel in the card's order, or one (C, Y, X) "
                                                  "TIFF. With --profile: a saved run (its "
-                                                 "folder, .ome.tif or .ome.zarr).")],
+                                                 "folder, .ome.tif or .ome.zarr), or an NGFF "
+                                                 "image or HCS plate.")],
     out: Annotated[Path, typer.Option("--out", help="Output TIFF (--model) or OME-Zarr store "
                                       "(--profile: OUT.ome.zarr).")],
     model: Annotated[Path | None, typer.Option(

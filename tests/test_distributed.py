@@ -217,3 +217,64 @@ def test_a_jobqueue_cluster_from_a_yaml_file(runs: dict[str, Path], tmp_path: Pa
 
     with pytest.raises(ProfileError, match="expected kind one of"):
         _predict(runs["ome-tiff"], tmp_path / "x.ome.zarr", f"jobqueue:{tmp_path / 'bad.yaml'}")
+
+
+def _ngff_from(run: Path, root: Path, plate: bool) -> Path:
+    """The saved run's AGP and RNA planes as an NGFF image (position 0) or as an HCS plate
+    (wells A/1 and A/2, one field each: positions 0 and 1), written by ome-zarr."""
+    import warnings
+
+    zarr = pytest.importorskip("zarr")
+    with warnings.catch_warnings():  # ome-zarr 0.18 warns about its own Scaler on import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
+
+    (ds,) = open_dataset(run)
+
+    def stack(p: int) -> np.ndarray:  # t, c, z, y, x
+        return np.stack([np.stack([ds.plane(t, c, p=p)[None] for c in ("AGP", "RNA")])
+                         for t in range(N_T)])
+
+    window = {"start": 0, "end": 4095, "min": 0, "max": 65535}
+    omero = {"channels": [{"label": c, "color": col, "window": window}
+                          for c, col in (("AGP", "FF0000"), ("RNA", "00FF00"))]}
+    group = zarr.open_group(str(root), mode="w")
+    if not plate:
+        write_image(stack(0), group, scale_factors=[], axes="tczyx", omero=omero)
+        return root
+    write_plate_metadata(group, ["A"], ["1", "2"], ["A/1", "A/2"])
+    for p, col in enumerate(("1", "2")):
+        well = group.require_group(f"A/{col}")
+        write_well_metadata(well, ["0"])
+        write_image(stack(p), well.require_group("0"), scale_factors=[], axes="tczyx",
+                    omero=omero)
+    return root
+
+
+@pytest.mark.parametrize("plate", [False, True], ids=["ngff-image", "hcs-plate"])
+def test_an_ngff_image_or_plate_is_an_input_too(runs: dict[str, Path], tmp_path: Path,
+                                                plate: bool) -> None:
+    src = _ngff_from(runs["ome-tiff"], tmp_path / "in.zarr", plate)
+    one = _predict(src, tmp_path / "one.ome.zarr", "none")
+    two = _predict(src, tmp_path / "two.ome.zarr", "local:2")
+    a, b = _planes(tmp_path / "one.ome.zarr"), _planes(tmp_path / "two.ome.zarr")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    n_pos = 2 if plate else 1
+    assert one["frame_sets"] == N_T * n_pos and not one["failures"]
+    assert one["channels"] == two["channels"]
+    assert sum(1 for k in a if k[3] == "Mito" and k[4] == "virtual") == N_T * n_pos
+    # the same virtual frames as from the run itself, position for position
+    ref = _planes(_ref_store(runs["ome-tiff"], tmp_path))
+    for (t, p, z, c, role), px in a.items():
+        if role == "virtual" and c in ("DNA", "ER", "Mito"):
+            assert np.array_equal(px, ref[(t, p, z, c, role)])
+    (ds,) = open_dataset(tmp_path / "two.ome.zarr")
+    if plate:
+        assert [pos["name"] for pos in ds.layout.positions] == ["A/1/0", "A/2/0"]
+
+
+def _ref_store(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "ref.ome.zarr"
+    if not out.exists():
+        _predict(run, out, "none")
+    return out

@@ -21,7 +21,7 @@ from acquire_vf._errors import DataError
 from acquire_vf._frames import Frame, FrameId, raised_flags
 from acquire_vf.config import Profile
 from acquire_vf.distributed._cluster import local_workers, open_client
-from acquire_vf.distributed._source import DatasetSource
+from acquire_vf.distributed._source import DatasetSource, open_source
 from acquire_vf.distributed._work import SetKey, SetResult, run_set, worker_for
 
 RETRIES = 2
@@ -55,7 +55,7 @@ def predict_dataset(profile: Profile, source: Path, out: Path, *, cluster: str =
     dashboard)`` and ``on_set(result)`` report progress. Returns ``predict.json``'s content."""
     from acquire_vf.storage import DatasetLayout
 
-    src = DatasetSource(source)
+    src = open_source(source)
     needed = sorted({c for v in profile.virtual_channels for c in v.inputs})
     missing = [c for c in needed if c not in src.channels]
     if missing:

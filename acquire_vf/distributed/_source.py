@@ -1,4 +1,5 @@
-"""A saved acquire-vf dataset (OME-TIFF or OME-Zarr run folder) as frame sets to predict."""
+"""What ``predict`` reads, as frame sets: a saved acquire-vf run (OME-TIFF or OME-Zarr), or an
+NGFF image or HCS plate (:mod:`._ngff`)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class DatasetSource:
     def frame_set(self, key: SetKey) -> dict[str, tuple[np.ndarray, float | None]]:
         """Each physical channel's pixels and z (µm) at ``key``; a plane that cannot be read
         is one line naming it."""
-        out = {}
+        out: dict[str, tuple[np.ndarray, float | None]] = {}
         for c, (f, r) in self._index.get(key, {}).items():
             try:
                 px = np.asarray(f.read(r))
@@ -49,3 +50,10 @@ class DatasetSource:
                                 f"expected {tuple(self.layout.shape)} pixels, got {px.shape}")
             out[c] = (px, r.get("z_um"))
         return out
+
+
+def open_source(path: Path) -> Any:
+    """The input at ``path``: an NGFF image or plate, else an acquire-vf run."""
+    from acquire_vf.distributed._ngff import NgffSource, is_ngff
+
+    return NgffSource(path) if is_ngff(path) else DatasetSource(path)

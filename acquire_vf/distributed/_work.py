@@ -53,11 +53,11 @@ class Worker:
         self._lock = threading.Lock()
 
     def dataset(self, path: str) -> Any:
-        from acquire_vf.distributed._source import DatasetSource
+        from acquire_vf.distributed._source import open_source
 
         with self._lock:
             if path not in self._inputs:
-                self._inputs[path] = DatasetSource(Path(path))
+                self._inputs[path] = open_source(Path(path))
             return self._inputs[path]
 
     def process(self, path: str, key: SetKey) -> SetResult:
