@@ -355,6 +355,9 @@ def predict(
     adapt: Annotated[str, typer.Option(
         "--adapt", help="With --cluster jobqueue: the workers' adaptive range, MIN:MAX.")
     ] = "1:4",
+    uncertainty: Annotated[int | None, typer.Option(
+        "--uncertainty", help="With --profile: passes per virtual frame for its uncertainty "
+        "channel (0: none, 2-8; default: the profile's [verification]).")] = None,
     backend: BackendOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -367,7 +370,7 @@ def predict(
             raise DataError("predict: expected --model (images) or --profile (a saved run), "
                             "got both")
         predict_over_run(profile, inputs, out, cluster=cluster, adapt=adapt, backend=backend,
-                         overwrite=overwrite)
+                         overwrite=overwrite, uncertainty=uncertainty)
         return
     if model is None:
         raise DataError("predict: expected --model ENGINE (images) or --profile P (a saved "

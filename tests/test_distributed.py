@@ -278,3 +278,36 @@ def _ref_store(run: Path, tmp_path: Path) -> Path:
     if not out.exists():
         _predict(run, out, "none")
     return out
+
+
+def test_a_folder_of_tiffs_on_the_command_line_with_uncertainty_off(
+        runs: dict[str, Path], tmp_path: Path) -> None:
+    import tifffile
+
+    (ds,) = open_dataset(runs["ome-tiff"])
+    root = tmp_path / "tiffs"
+    for c in ("AGP", "RNA"):
+        (root / c).mkdir(parents=True)
+        for p in range(POSITIONS):
+            tifffile.imwrite(root / c / f"field{p}.tif", ds.plane(0, c, p=p))
+    out = tmp_path / "t.ome.zarr"
+    base = [sys.executable, "-m", "acquire_vf", "predict", "--profile", "demo", str(root),
+            "--out", str(out)]
+    bad = subprocess.run([*base, "--uncertainty", "1"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0 and "expected 0 (none) or 2 to 8 passes, got 1" in bad.stderr
+    assert not out.exists()
+    proc = subprocess.run([*base, "--uncertainty", "0"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (got,) = open_dataset(out)
+    assert [pos["name"] for pos in got.layout.positions] == ["field0", "field1"]
+    names = {c.stored_name for c in got.layout.channels}
+    assert {"AGP", "RNA", "virtual:DNA", "virtual:Mito"} <= names
+    assert not any("uncertainty" in n for n in names)
+    planes = _planes(out)
+    ref = _planes(_ref_store(runs["ome-tiff"], tmp_path))
+    for p in range(POSITIONS):  # the synthesis itself is the same, whatever the container
+        assert planes[(0, p, 0, "AGP", "physical")].shape == ref[(0, p, 0, "AGP",
+                                                                    "physical")].shape
+        assert (0, p, 0, "DNA", "virtual") in planes

@@ -46,12 +46,26 @@ def for_workers(profile: Profile, cluster: str) -> Profile:
         update={"threads": per})})
 
 
+def with_uncertainty(profile: Profile, passes: int | None) -> Profile:
+    """``profile`` with ``passes`` uncertainty passes per virtual frame (0: none; ``None``:
+    the profile's ``[verification] uncertainty_passes``)."""
+    if passes is None:
+        return profile
+    from acquire_vf.config import Verification
+
+    ver = profile.verification or Verification()
+    return profile.model_copy(update={"verification": Verification.model_validate(
+        {**ver.model_dump(), "uncertainty_passes": passes})})
+
+
 def predict_dataset(profile: Profile, source: Path, out: Path, *, cluster: str = "none",
                     backend: str | None = None, adapt: tuple[int, int] = (1, 4),
+                    uncertainty: int | None = None,
                     on_start: Callable[[int, str | None], None] | None = None,
                     on_set: Callable[[SetResult], None] | None = None) -> dict[str, Any]:
     """Every frame set of the saved run at ``source`` through ``profile``'s refocus and
-    synthesis stages; the virtual channels written to ``out`` (OME-Zarr). ``on_start(n,
+    synthesis stages; the virtual channels written to ``out`` (OME-Zarr); ``uncertainty``
+    passes per virtual frame if given (else the profile's). ``on_start(n,
     dashboard)`` and ``on_set(result)`` report progress. Returns ``predict.json``'s content."""
     from acquire_vf.storage import DatasetLayout
 
@@ -62,7 +76,7 @@ def predict_dataset(profile: Profile, source: Path, out: Path, *, cluster: str =
         raise DataError(f"'{source}': profile '{profile.name}' needs physical channel(s) "
                         f"{missing} for its virtual channels; the dataset has {src.channels}")
     keys = src.keys()
-    profile = for_workers(profile, cluster)
+    profile = for_workers(with_uncertainty(profile, uncertainty), cluster)
     t0 = time.perf_counter()
     with open_client(cluster, adapt) as client:
         dashboard = getattr(client, "dashboard_link", None) if client is not None else None

@@ -1,5 +1,6 @@
-"""What ``predict`` reads, as frame sets: a saved acquire-vf run (OME-TIFF or OME-Zarr), or an
-NGFF image or HCS plate (:mod:`._ngff`)."""
+"""What ``predict`` reads, as frame sets: a saved acquire-vf run (OME-TIFF or OME-Zarr), an
+NGFF image or HCS plate (:mod:`._ngff`), or a folder of TIFFs with a folder per channel
+(``ROOT/CHANNEL/FIELD.tif``, the paired layout training reads)."""
 
 from __future__ import annotations
 
@@ -52,8 +53,62 @@ class DatasetSource:
         return out
 
 
+class TiffFolderSource:
+    """``ROOT/CHANNEL/FIELD.tif``: each field found in every channel folder is a position
+    (one time point, one plane)."""
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        from acquire_vf._frames import ChannelInfo
+        from acquire_vf.layouts import scan_paired
+        from acquire_vf.storage import DatasetLayout
+
+        self.path = path
+        self._channels = sorted(d.name for d in path.iterdir()
+                                if d.is_dir() and any(d.glob("*.tif")))
+        self._fields = scan_paired(path, self._channels)
+        if not self._fields:
+            raise DataError(f"'{path}': expected FIELD.tif files present in every channel "
+                            f"folder {self._channels}, found none in all of them")
+        first = tifffile.imread(next(iter(self._fields[0].values())).path)
+        self.layout = DatasetLayout(
+            channels=tuple(ChannelInfo(c) for c in self._channels), shape=first.shape[-2:],
+            dtype=str(first.dtype), positions=tuple(
+                {"name": next(iter(f.values())).path.stem, "x_um": None, "y_um": None}
+                for f in self._fields))
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self._channels)
+
+    def keys(self) -> list[SetKey]:
+        return [(0, p, 0) for p in range(len(self._fields))]
+
+    def frame_set(self, key: SetKey) -> dict[str, tuple[np.ndarray, float | None]]:
+        import tifffile
+
+        out: dict[str, tuple[np.ndarray, float | None]] = {}
+        for c, ref in self._fields[key[1]].items():
+            try:
+                px = np.asarray(tifffile.imread(ref.path))
+            except Exception as e:  # noqa: BLE001 - a corrupt file: named, one line
+                raise DataError(f"'{ref.path}' cannot be read: {type(e).__name__}: {e}") from e
+            if px.shape != tuple(self.layout.shape):
+                raise DataError(f"'{ref.path}': expected {tuple(self.layout.shape)} pixels "
+                                f"like the other fields, got {px.shape}")
+            out[c] = (px, None)
+        return out
+
+
 def open_source(path: Path) -> Any:
-    """The input at ``path``: an NGFF image or plate, else an acquire-vf run."""
+    """The input at ``path``: an NGFF image or plate, a folder of TIFFs with a folder per
+    channel, else an acquire-vf run."""
     from acquire_vf.distributed._ngff import NgffSource, is_ngff
 
-    return NgffSource(path) if is_ngff(path) else DatasetSource(path)
+    if is_ngff(path):
+        return NgffSource(path)
+    if path.is_dir() and not path.name.endswith(".zarr") and not any(
+            path.glob("*.journal")) and any(path.glob("*/*.tif")):
+        return TiffFolderSource(path)
+    return DatasetSource(path)
