@@ -269,8 +269,16 @@ def test_an_ngff_image_or_plate_is_an_input_too(runs: dict[str, Path], tmp_path:
         if role == "virtual" and c in ("DNA", "ER", "Mito"):
             assert np.array_equal(px, ref[(t, p, z, c, role)])
     (ds,) = open_dataset(tmp_path / "two.ome.zarr")
-    if plate:
+    if plate:  # a plate in, a plate out: NGFF's plate and well metadata, fields as images
         assert [pos["name"] for pos in ds.layout.positions] == ["A/1/0", "A/2/0"]
+        import zarr
+
+        root = zarr.open_group(str(tmp_path / "two.ome.zarr"), mode="r")
+        meta = dict(root.attrs)["ome"]["plate"]
+        assert [w["path"] for w in meta["wells"]] == ["A/1", "A/2"]
+        assert [c["name"] for c in meta["columns"]] == ["1", "2"]
+        assert dict(root["A/2"].attrs)["ome"]["well"]["images"] == [{"path": "0"}]
+        assert root["A/2/0/0"].shape[:2] == (N_T, len(ds.layout.channels))
 
 
 def _ref_store(run: Path, tmp_path: Path) -> Path:

@@ -44,11 +44,15 @@ class NgffSource:
         self.path = path
         root = zarr.open_group(str(path), mode="r")
         meta = _ome(root.attrs)
+        plate: dict[str, Any] | None = None
         if "plate" in meta:
             images = []
             for well in meta["plate"]["wells"]:
                 wmeta = _ome(root[well["path"]].attrs)["well"]
                 images += [f"{well['path']}/{im['path']}" for im in wmeta["images"]]
+            plate = {"name": meta["plate"].get("name", ""),
+                     "rows": [r["name"] for r in meta["plate"]["rows"]],
+                     "columns": [c["name"] for c in meta["plate"]["columns"]]}
         else:
             images = [""]
         self._images = [(name, root[name] if name else root) for name in images]
@@ -70,9 +74,11 @@ class NgffSource:
         self.layout = DatasetLayout(
             channels=tuple(ChannelInfo(c) for c in self._channels),
             shape=(sizes["y"], sizes["x"]), dtype=str(arr.dtype),
-            positions=tuple({"name": name or "0", "x_um": None, "y_um": None}
+            positions=tuple({"name": name or "0", "x_um": None, "y_um": None,
+                             **({"path": name} if plate else {})}
                             for name, _ in self._images),
-            z_offsets_um=tuple(float(k) for k in range(sizes.get("z", 1))))
+            z_offsets_um=tuple(float(k) for k in range(sizes.get("z", 1))),
+            extra={"plate": plate} if plate else {})
 
     def _array(self, p: int) -> Any:
         return self._images[p][1][self._level]

@@ -92,7 +92,9 @@ def predict_dataset(profile: Profile, source: Path, out: Path, *, cluster: str =
             channels=(*physical, *outputs), shape=src.layout.shape, dtype=src.layout.dtype,
             positions=src.layout.positions, z_offsets_um=src.layout.z_offsets_um,
             pixel_size_um=src.layout.pixel_size_um, bit_depth=src.layout.bit_depth,
-            profile=profile.name, extra={"predicted_from": str(source), "cluster": cluster})
+            profile=profile.name, extra={"predicted_from": str(source), "cluster": cluster,
+                                         **({"plate": src.layout.extra["plate"]}
+                                            if "plate" in src.layout.extra else {})})
         writer, have = _open_output(out, layout)
         todo = [k for k in keys if not _done(have, k, layout)]
         if on_start is not None:

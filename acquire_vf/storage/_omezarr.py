@@ -94,9 +94,33 @@ def _multiscales(layout: DatasetLayout, name: str) -> list[dict[str, Any]]:
 
 
 def image_paths(layout: DatasetLayout) -> list[str]:
-    """The image group of each position, relative to the store's root."""
+    """The image group of each position, relative to the store's root: ``ROW/COL/FIELD`` in
+    a plate (:func:`plate_of`), else the root itself or ``0``, ``1``, ..."""
+    if plate_of(layout) is not None:
+        return [str(p["path"]) for p in layout.positions]
     n = len(layout.positions)
     return [""] if n <= 1 else [str(p) for p in range(n)]
+
+
+def plate_of(layout: DatasetLayout) -> dict[str, Any] | None:
+    """The HCS plate a layout is written as (``extra["plate"]``: ``rows``, ``columns``; each
+    position's ``path`` ``ROW/COL/FIELD``), or ``None``."""
+    plate = layout.extra.get("plate")
+    if plate and all("path" in p for p in layout.positions):
+        return dict(plate)
+    return None
+
+
+def _plate_attrs(layout: DatasetLayout, plate: dict[str, Any]) -> dict[str, Any]:
+    """NGFF 0.5's ``plate`` block (rows, columns, wells with their indices, fields)."""
+    rows, cols = list(plate["rows"]), list(plate["columns"])
+    wells = sorted({str(p["path"]).rsplit("/", 1)[0] for p in layout.positions})
+    fields = max(sum(1 for p in layout.positions if str(p["path"]).startswith(w + "/"))
+                 for w in wells)
+    return {"name": str(plate.get("name", "")), "rows": [{"name": r} for r in rows],
+            "columns": [{"name": c} for c in cols], "field_count": fields,
+            "wells": [{"path": w, "rowIndex": rows.index(w.split("/")[0]),
+                       "columnIndex": cols.index(w.split("/")[1])} for w in wells]}
 
 
 class OmeZarrWriter(JournaledWriter):
@@ -137,13 +161,21 @@ def create_store(zarr: Any, path: Path, layout: DatasetLayout) -> list[Any]:
     """The store with one image group and array per position; the arrays."""
     root = zarr.open_group(store=str(path), mode="w-", zarr_format=3)
     paths = image_paths(layout)
-    if paths != [""]:
+    plate = plate_of(layout)
+    if plate is not None:  # an HCS plate in, an HCS plate out
+        root.attrs.update({"ome": {"version": NGFF_VERSION,
+                                   "plate": _plate_attrs(layout, plate)}})
+        for well in sorted({p.rsplit("/", 1)[0] for p in paths}):
+            fields = [p.rsplit("/", 1)[1] for p in paths if p.startswith(well + "/")]
+            root.require_group(well).attrs.update({"ome": {
+                "version": NGFF_VERSION, "well": {"images": [{"path": f} for f in fields]}}})
+    elif paths != [""]:
         root.attrs.update({"ome": {"version": NGFF_VERSION, "bioformats2raw.layout": 3}})
     arrays = []
     y, x = layout.shape
     shape = (1, len(layout.channels), len(layout.z_offsets_um), y, x)
     for k, sub in enumerate(paths):
-        group = root if sub == "" else root.create_group(sub)
+        group = root if sub == "" else root.require_group(sub)
         name = str(layout.positions[k].get("name") or f"Pos{k}")
         group.attrs.update(_image_attrs(layout, name, k))
         arrays.append(group.create_array(
