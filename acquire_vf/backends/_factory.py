@@ -9,7 +9,7 @@ from typing import Any
 from acquire_vf.backends._protocol import AcquisitionBackend, check_backend
 from acquire_vf.config import MemoryConnection, Profile
 
-BACKENDS = ("pycromanager", "memory", "replay")
+BACKENDS = ("pycromanager", "pymmcore-plus", "memory", "replay")
 
 
 def specimen_for(profile: Profile, stage: Callable[[], tuple[float, float, float]] | None = None
@@ -50,6 +50,8 @@ def open_backend(profile: Profile, kind: str | None = None, *,
         backend = ReplayBackend(replay, as_fast_as_possible=as_fast_as_possible)
     elif kind == "memory":
         backend = _memory(profile)
+    elif kind == "pymmcore-plus":
+        backend = _pymmcore_plus(profile)
     else:
         backend = _pycromanager(profile, hooks)
     if profile.debug.faults and kind != "replay":  # [debug] faults: injected at the seam
@@ -98,3 +100,47 @@ def _pycromanager(profile: Profile, hooks: dict[str, Callable[..., Any]] | None)
         spec.prepare(shape, _xy_list(profile, stage()[:2]))
     return PycroManagerBackend(mic, buffer_mb=profile.queues.mm_buffer_mb, frame_source=spec,
                                hooks=hooks)
+
+
+def _pymmcore_plus(profile: Profile) -> Any:
+    """``CMMCorePlus`` on the profile's demo or headless config, checked against the profile
+    as the pycromanager backend's core is (and the demo's missing stain presets defined)."""
+    from acquire_vf._errors import MicroscopeError
+    from acquire_vf.backends._connect import (
+        Microscope,
+        check_profile_against_hardware,
+        define_missing_presets,
+        demo_adapter_dir,
+    )
+    from acquire_vf.backends._pymmcoreplus import PyMMCorePlusBackend, SnakeCase, load_core
+    from acquire_vf.config import DemoConnection, HeadlessConnection
+
+    conn = profile.connection
+    if isinstance(conn, DemoConnection):
+        mm_dir = demo_adapter_dir()
+    elif isinstance(conn, HeadlessConnection):
+        mm_dir = conn.mm_dir
+    else:
+        raise MicroscopeError(f"the pymmcore-plus backend runs Micro-Manager's core in this "
+                              f"process: expected connection kind 'demo' or 'headless', got "
+                              f"'{conn.kind}'")
+    cfg = Path(conn.config_file)
+    cfg = cfg if cfg.is_absolute() else mm_dir / cfg
+    if not cfg.is_file():
+        raise MicroscopeError(f"Micro-Manager config file not found: '{cfg}'")
+    core = load_core(mm_dir, cfg)
+    mic = Microscope(core=SnakeCase(core), mode=conn.kind, source=str(cfg))
+    if isinstance(conn, DemoConnection) and profile.specimen.kind == "simulated":
+        define_missing_presets(mic, profile)
+    check_profile_against_hardware(mic, profile)
+
+    def stage() -> tuple[float, float, float]:
+        xy = (core.getXPosition(), core.getYPosition()) if core.getXYStageDevice() \
+            else (0.0, 0.0)
+        return (*xy, core.getPosition() if core.getFocusDevice() else 0.0)
+
+    spec = specimen_for(profile, stage)
+    if spec is not None:
+        spec.prepare((int(core.getImageHeight()), int(core.getImageWidth())),
+                     _xy_list(profile, stage()[:2]))
+    return PyMMCorePlusBackend(core, mode=conn.kind, source=str(cfg), frame_source=spec)

@@ -1,0 +1,55 @@
+"""The pymmcore-plus backend (issue: where Micro-Manager users are now): Micro-Manager's demo
+configuration in this process as ``CMMCorePlus``, the run's events through pymmcore-plus's
+MDA engine. The same run as through pycromanager: the dataset layout, the frames, the
+positions read back, and the fault policy's table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acquire_vf._session import make_run
+from acquire_vf.acquisition import RunState, session_report
+from acquire_vf.backends import FaultInjector, open_backend
+from acquire_vf.storage import open_dataset
+from tests._helpers import make_profile
+from tests.test_faults import CASES, IDS, _check, _profile
+
+pytest.importorskip("pymmcore_plus", reason="pymmcore-plus is not installed (its extra)")
+pytestmark = pytest.mark.slow
+
+
+def test_a_demo_run_through_pymmcore_plus(tmp_path: Path) -> None:
+    prof = make_profile(acquisition={"time_points": 3, "z_offsets_um": [-2.0, 2.0]})
+    backend = open_backend(prof, "pymmcore-plus")
+    assert backend.describe().name == "pymmcore-plus"
+    run = make_run(prof, tmp_path, backend=backend, stages=[])
+    run.run()
+    assert run.state is RunState.FINISHED, run.errors
+    rep = session_report(run)
+    assert rep["frames_acquired"] == rep["frames_expected"] == 3 * 2 * len(prof.channels)
+    (ds,) = open_dataset(tmp_path)
+    assert [c.name for c in ds.layout.channels][:len(prof.channels)] == \
+        [c.name for c in prof.channels]
+    assert ds.verify() == []
+    z = {r["z"]: r["z_um"] for r in ds.records if r["t"] == 1}
+    assert z[1] - z[0] == pytest.approx(4.0, abs=0.05)  # the stage read back, plane to plane
+    # the simulated specimen's pixels, not the demo camera's test pattern
+    agp = ds.plane(0, "AGP")
+    assert agp.std() > 0 and agp.shape == tuple(ds.layout.shape)
+
+
+@pytest.mark.parametrize(("kind", "rule", "lost", "counted", "retries"),
+                         [CASES[0], CASES[2], CASES[4], CASES[7], CASES[8]],
+                         ids=[IDS[0], IDS[2], IDS[4], IDS[7], IDS[8]])
+def test_a_fault_costs_at_most_its_event_on_pymmcore_plus(
+        tmp_path: Path, kind: str, rule: dict[str, Any], lost: list[tuple[int, str]],
+        counted: tuple[str, str], retries: int) -> None:
+    profile = _profile(kind, rule, "pycromanager")  # the demo config; camera pixels
+    backend = open_backend(profile, "pymmcore-plus")
+    assert isinstance(backend, FaultInjector)
+    run = make_run(profile, tmp_path, backend=backend, stages=[])
+    run.run()
+    _check(run, tmp_path, lost, counted, retries)
