@@ -9,7 +9,8 @@ JSON keys (numbers; ``null`` where a backend is absent): ``ort_over_torch_speedu
 ``latency_over_model_ratio`` (1 + the median time a virtual frame's latency adds to its
 engine's, over the engine's median), ``acquisition_rate_ratio`` (the engine in the engine host; also
 ``acquisition_rate_ratio_slow_engine``, one 10-20x slower than the camera, and
-``acquisition_rate_ratio_in_process``, the realtime engine in the session's process),
+``acquisition_rate_ratio_in_process``, the realtime engine in the session's process, and
+``acquisition_rate_ratio_pymmcore_plus``, through the pymmcore-plus backend),
 ``handoff_ms_per_2048_frame_set`` (the engine host's hand-off, hosted minus in-process) and
 ``host_call_ms_per_2048_frame_set`` (the call alone, less the host's own time),
 ``int8_over_fp32_speedup`` (``acquire-vf quantize``), ``uncertainty_cost_ratio`` (a
@@ -20,6 +21,7 @@ virtual frame with its test-time-augmentation uncertainty, 2/4/8 passes, over on
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import tempfile
@@ -129,6 +131,12 @@ def run(json_path: Path | None = None, *, quick: bool = False,
         detail["live_slow_engine"]["acquisition_rate_ratio"]
     result["acquisition_rate_ratio_in_process"] = \
         detail["live_in_process"]["acquisition_rate_ratio"]
+    if importlib.util.find_spec("pymmcore_plus") is not None:  # the same through pymmcore-plus
+        detail["live_pymmcore_plus"] = live_ratios(work / "realtime.onnx", progress,
+                                                   time_points=tp, pairs=pairs,
+                                                   acquisition="pymmcore-plus")
+        result["acquisition_rate_ratio_pymmcore_plus"] = \
+            detail["live_pymmcore_plus"]["acquisition_rate_ratio"]
     from acquire_vf._bench_host import handoff, int8_speedup
 
     detail["int8"] = int8_speedup(work / "realtime.onnx", work, reps, _interleaved_ms)
@@ -214,20 +222,23 @@ def uncertainty_cost(engine: Path, cpu: Compute, reps: int, size: int = 512
 
 
 def live_ratios(engine: Path, progress: Callable[[str], None], time_points: int,
-                pairs: int = 1, host: str = "process") -> dict[str, Any]:
+                pairs: int = 1, host: str = "process",
+                acquisition: str | None = None) -> dict[str, Any]:
     """On the demo configuration: raw rate with a synthesis engine running over the rate
     without, and a virtual frame's end-to-end latency over the model's own time; the median
     of ``pairs`` runs without and with, back to back (this machine's speed drifts). The
-    engine runs in the engine host (``host = "process"``) or in the session's process."""
+    engine runs in the engine host (``host = "process"``) or in the session's process;
+    ``acquisition``: the acquisition backend (pycromanager by default, or pymmcore-plus)."""
     from acquire_vf._session import run_session
 
     prof, with_engine = live_profiles(engine, host)
     out = Path(tempfile.mkdtemp())
     runs = []
     for i in range(pairs):
-        plain = run_session(prof, out / f"plain{i}", time_points=time_points, quiet=True)
+        plain = run_session(prof, out / f"plain{i}", time_points=time_points, quiet=True,
+                            acquisition=acquisition)
         engines = run_session(with_engine, out / f"engine{i}", time_points=time_points,
-                              quiet=True)
+                              quiet=True, acquisition=acquisition)
         lat = engines["latency_ms"]
         stage = lat["synthesis:DNA"]["p50"]
         e2e = lat.get("virtual_end_to_end", {}).get("p50")
