@@ -9,7 +9,7 @@ from typing import Any
 from acquire_vf._errors import AcquireVFError
 
 __version__ = "0.1.0"
-__all__ = ["AcquireVFError", "__version__", "acquire"]
+__all__ = ["AcquireVFError", "__version__", "acquire", "attach"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from acquire_vf._api import acquire
 
         return acquire
+    if name == "attach":  # virtual channels inside a pymmcore-plus run another program drives
+        from acquire_vf._attach import attach
+
+        return attach
     raise AttributeError(f"module 'acquire_vf' has no attribute '{name}'")

@@ -36,7 +36,7 @@ LAYERS: list[set[str]] = [
     {"display", "training", "evaluate", "quantize"},
     {"calibration", "interop"},
     {"_session", "_api", "bench", "_bench_host", "_bench_storage", "_validate", "_recover",
-     "_guard", "_control"},
+     "_guard", "_control", "_attach", "_napari_attach"},
     {"distributed"},  # the live run's stages (_session.build_stages) on Dask workers
     {"_cli", "_cli_app", "_cli_train", "_cli_evaluate", "_cli_calibrate", "_cli_docs",
      "_cli_control", "_cli_predict", "__main__"},
