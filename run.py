@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-EXTRAS = {"demo": "gui", "test": "dev,train,gui,cluster,pymmcore-plus"}
+EXTRAS = {"demo": "gui", "test": "dev,train,gui,cluster,pymmcore-plus,openvino"}
 
 
 def _venv_python() -> Path:

@@ -102,3 +102,36 @@ def int8_speedup(fp32: Path, work: Path, reps: int,
     t = timer({"fp32": lambda: a.runner.run(x), "int8": lambda: b.runner.run(x)}, reps)
     return {"fp32_ms": t["fp32"], "int8_ms": t["int8"],
             "int8_over_fp32_speedup": round(t["fp32"] / t["int8"], 3)}
+
+
+def openvino_over_onnxruntime(work: Path, threads: int, reps: int,
+                              timer: Callable[[dict[str, Callable[[], Any]], int],
+                                              dict[str, float]]) -> dict[str, Any]:
+    """OpenVINO against ONNX Runtime on the CPU, each with ``threads`` threads: the model on a
+    batch of four 512 x 512 tiles, fp32 for the realtime and paper presets, and the realtime
+    preset's INT8 (QDQ) graph (``int8_speedup`` wrote it), interleaved. ``{}`` without
+    OpenVINO."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return {}
+    from acquire_vf.inference._onnxruntime import OnnxRuntimeRunner
+    from acquire_vf.inference._openvino import OpenVINORunner
+
+    out: dict[str, Any] = {}
+    rng = np.random.default_rng(3)
+    graphs = {"realtime_fp32": work / "realtime.onnx", "paper_fp32": work / "paper.onnx",
+              "realtime_int8": work / "realtime_int8.onnx"}
+    for key, onnx in graphs.items():
+        if not onnx.is_file():
+            continue
+        ort = OnnxRuntimeRunner(onnx, threads=threads)
+        ov = OpenVINORunner(onnx, threads=threads)
+        x = rng.uniform(-1, 1, (4, 2, 512, 512)).astype(np.float32)
+        t = timer({"onnxruntime": lambda ort=ort, x=x: ort.run(x),
+                   "openvino": lambda ov=ov, x=x: ov.run(x)}, reps)
+        out[key] = {"onnxruntime_ms": t["onnxruntime"], "openvino_ms": t["openvino"],
+                    "openvino_over_onnxruntime": round(t["onnxruntime"] / t["openvino"], 3)}
+        ov.close()
+        ort.close()
+    return out

@@ -18,7 +18,8 @@ app.add_typer(profile_app, name="profile")
 
 
 BackendOpt = Annotated[str | None, typer.Option(
-    "--backend", help="Run engines on this backend only (onnxruntime, torch, tensorrt).")]
+    "--backend", help="Run engines on this backend only (onnxruntime, torch, tensorrt, "
+    "openvino).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default: the "
                                              "profile's storage folder, time-stamped).")]
 HeadlessOpt = Annotated[bool, typer.Option("--headless", metavar="", help="No live window.")]

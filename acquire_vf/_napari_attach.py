@@ -50,12 +50,14 @@ def attach_widget(napari_viewer: Any) -> Any:
     napari-micromanager uses (``CMMCorePlus.instance()``)."""
     from qtpy import QtCore, QtWidgets
 
-    class AttachWidget(QtWidgets.QWidget):  # type: ignore[misc]
+    class AttachWidget(QtWidgets.QWidget):
         frame_ready = QtCore.Signal(object)
 
         def __init__(self, viewer: Any) -> None:
             super().__init__()
-            self.viewer, self.attached, self.layers = viewer, None, None
+            self.viewer = viewer
+            self.attached: Any = None
+            self.layers: Any = None
             self.profile = QtWidgets.QLineEdit("demo")
             self.out = QtWidgets.QLineEdit(str(Path.home() / "acquire-vf-attached"))
             self.button = QtWidgets.QPushButton("Attach")

@@ -13,8 +13,10 @@ engine's, over the engine's median), ``acquisition_rate_ratio`` (the engine in t
 ``acquisition_rate_ratio_pymmcore_plus``, through the pymmcore-plus backend),
 ``handoff_ms_per_2048_frame_set`` (the engine host's hand-off, hosted minus in-process) and
 ``host_call_ms_per_2048_frame_set`` (the call alone, less the host's own time),
-``int8_over_fp32_speedup`` (``acquire-vf quantize``), ``uncertainty_cost_ratio`` (a
-virtual frame with its test-time-augmentation uncertainty, 2/4/8 passes, over one pass),
+``int8_over_fp32_speedup`` (``acquire-vf quantize``), ``openvino_over_onnxruntime`` (per
+graph: realtime and paper fp32, realtime int8; above 1: OpenVINO faster),
+``uncertainty_cost_ratio`` (a virtual frame with its test-time-augmentation uncertainty,
+2/4/8 passes, over one pass),
 ``write_mb_per_s`` (OME-TIFF and OME-Zarr at 2048 x 2048) and ``zarr_over_tiff_write_ratio``,
 ``gpu_2048_ms``, ``device``, and ``detail`` with every underlying time.
 """
@@ -137,11 +139,15 @@ def run(json_path: Path | None = None, *, quick: bool = False,
                                                    acquisition="pymmcore-plus")
         result["acquisition_rate_ratio_pymmcore_plus"] = \
             detail["live_pymmcore_plus"]["acquisition_rate_ratio"]
-    from acquire_vf._bench_host import handoff, int8_speedup
+    from acquire_vf._bench_host import handoff, int8_speedup, openvino_over_onnxruntime
 
     detail["int8"] = int8_speedup(work / "realtime.onnx", work, reps, _interleaved_ms)
     progress(f"int8: {detail['int8']}")
     result["int8_over_fp32_speedup"] = detail["int8"]["int8_over_fp32_speedup"]
+    detail["openvino"] = openvino_over_onnxruntime(work, cores, reps, _interleaved_ms)
+    progress(f"openvino: {detail['openvino']}")
+    result["openvino_over_onnxruntime"] = {k: v["openvino_over_onnxruntime"]
+                                           for k, v in detail["openvino"].items()}
     detail["engine_host"] = handoff(work, reps, _interleaved_ms)
     progress(f"engine host hand-off: {detail['engine_host']}")
     for key in ("handoff_ms_per_2048_frame_set", "host_call_ms_per_2048_frame_set"):

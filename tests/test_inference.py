@@ -234,3 +234,35 @@ def test_tiles_shrink_to_fit_the_frame(length: int, tile: int, expected: int) ->
     starts = tile_starts(length, fitted, 32)
     assert starts[0] == 0 and starts[-1] + fitted == max(length, fitted)
     assert all(b - a <= fitted - 32 for a, b in zip(starts, starts[1:], strict=False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(64, 64), (128, 192)])
+def test_onnxruntime_and_openvino_agree(engines, shape) -> None:
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (the openvino extra)")
+    from acquire_vf.inference._openvino import OpenVINORunner
+
+    for name, n_in in (("dna", 2), ("refocus", 1)):
+        ort_runner = OnnxRuntimeRunner(engines[name])
+        ov_runner = OpenVINORunner(engines[name], threads=1)
+        x = np.random.default_rng(0).uniform(-1, 1, (2, n_in, *shape)).astype(np.float32)
+        assert np.abs(ort_runner.run(x) - ov_runner.run(x)).max() < 1e-4
+        ov_runner.close()
+
+
+@pytest.mark.slow
+def test_a_shipped_engine_on_openvino_agrees_with_onnxruntime_in_camera_units() -> None:
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (the openvino extra)")
+    root = Path(__file__).resolve().parents[1]
+    onnx = root / "engines" / "cps_dna.onnx"
+    eo = create_engine(onnx, ORT)
+    ev = create_engine(onnx, Compute(backends=("openvino",)))
+    assert ev.backend == "openvino" and ev.runner.device.startswith("CPU")
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(100, 3000, (256, 256)).astype(np.uint16) for _ in eo.card.inputs]
+    a, _ = eo.infer(frames)
+    b, _ = ev.infer(frames)
+    # float32 kernels differ in summation order: within 0.1% of the output's range
+    assert np.abs(a.astype(np.int64) - b.astype(np.int64)).max() <= 0.001 * 65535
+    eo.close()
+    ev.close()

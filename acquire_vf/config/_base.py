@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 PROFILE_VERSION: Literal[1] = 1
-Backend = Literal["tensorrt", "onnxruntime", "torch"]
+Backend = Literal["tensorrt", "onnxruntime", "torch", "openvino"]
 
 
 class _Model(BaseModel):

@@ -64,13 +64,19 @@ def _make_runner(backend: str, onnx_path: Path, card: ModelCard, compute: Comput
             device = "cpu"
         return TorchRunner(onnx_path, device=device, precision=compute.precision,
                            threads=cpu_threads(compute) if device == "cpu" else 0)
+    if backend == "openvino":
+        from acquire_vf.inference._openvino import OpenVINORunner
+        from acquire_vf.inference._plan_cache import cache_dir
+
+        return OpenVINORunner(onnx_path, threads=cpu_threads(compute),
+                              precision=compute.precision, cache_dir=cache_dir() / "openvino")
     if backend == "tensorrt":
         from acquire_vf.inference._tensorrt import TensorRTRunner
 
         return TensorRTRunner(onnx_path, card, precision=compute.precision, tile=tile,
                               batch=batch, device=compute.device)
-    raise BackendUnavailable(f"unknown backend '{backend}' (expected onnxruntime, torch or "
-                             "tensorrt)")
+    raise BackendUnavailable(f"unknown backend '{backend}' (expected onnxruntime, torch, "
+                             "tensorrt or openvino)")
 
 
 def create_engine(onnx_path: str | Path, compute: Compute, *, tile: int | None = None,

@@ -18,7 +18,7 @@ class Runner(Protocol):
     """
 
     backend: str
-    """``onnxruntime``, ``torch`` or ``tensorrt``."""
+    """``onnxruntime``, ``torch``, ``tensorrt`` or ``openvino``."""
     device: str
     """Where it runs, in words (e.g. ``CPUExecutionProvider``, ``cuda:0``)."""
     precision: str
