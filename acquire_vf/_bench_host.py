@@ -115,8 +115,9 @@ def openvino_over_onnxruntime(work: Path, threads: int, reps: int,
 
     if importlib.util.find_spec("openvino") is None:
         return {}
-    from acquire_vf.inference._onnxruntime import OnnxRuntimeRunner
-    from acquire_vf.inference._openvino import OpenVINORunner
+    import functools
+
+    from acquire_vf.inference import OnnxRuntimeRunner, OpenVINORunner
 
     out: dict[str, Any] = {}
     rng = np.random.default_rng(3)
@@ -128,8 +129,8 @@ def openvino_over_onnxruntime(work: Path, threads: int, reps: int,
         ort = OnnxRuntimeRunner(onnx, threads=threads)
         ov = OpenVINORunner(onnx, threads=threads)
         x = rng.uniform(-1, 1, (4, 2, 512, 512)).astype(np.float32)
-        t = timer({"onnxruntime": lambda ort=ort, x=x: ort.run(x),
-                   "openvino": lambda ov=ov, x=x: ov.run(x)}, reps)
+        t = timer({"onnxruntime": functools.partial(ort.run, x),
+                   "openvino": functools.partial(ov.run, x)}, reps)
         out[key] = {"onnxruntime_ms": t["onnxruntime"], "openvino_ms": t["openvino"],
                     "openvino_over_onnxruntime": round(t["onnxruntime"] / t["openvino"], 3)}
         ov.close()

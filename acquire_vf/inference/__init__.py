@@ -24,7 +24,8 @@ from acquire_vf.inference._tta import infer_with_uncertainty, spread_frame
 __all__ = [
     "INPUT_FLAGS", "BackendUnavailable", "DeconvolutionRefocus", "DeconvolutionResult",
     "DefocusEstimator", "Engine", "EngineFileError",
-    "InferenceError", "OnnxRuntimeRunner", "Runner", "TensorRTRunner", "TiledEngine",
+    "InferenceError", "OnnxRuntimeRunner", "OpenVINORunner", "Runner", "TensorRTRunner",
+    "TiledEngine",
     "TorchRunner", "check_inputs", "create_engine",
     "create_estimator", "first_runner", "frame_normalise", "infer_with_uncertainty",
     "input_stats", "predict", "run_tiled", "spread_frame", "stitched_shape", "transfer_function"
@@ -41,6 +42,10 @@ def __getattr__(name: str) -> Any:
         from acquire_vf.inference._onnxruntime import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner
+    if name == "OpenVINORunner":
+        from acquire_vf.inference._openvino import OpenVINORunner
+
+        return OpenVINORunner
     if name == "TensorRTRunner":
         from acquire_vf.inference._tensorrt import TensorRTRunner
 
