@@ -87,7 +87,13 @@ def _pycromanager(profile: Profile, hooks: dict[str, Callable[..., Any]] | None)
     from acquire_vf.backends._pycromanager import PycroManagerBackend
 
     mic = connect(profile)
-    core = mic.core
+    return PycroManagerBackend(mic, buffer_mb=profile.queues.mm_buffer_mb,
+                               frame_source=_specimen_on(profile, mic.core), hooks=hooks)
+
+
+def _specimen_on(profile: Profile, core: Any) -> Any:
+    """The simulated specimen (``None`` for a real one) seen through ``core``'s stages and
+    camera (a snake_case core: pycromanager's, or :class:`SnakeCase` around pymmcore-plus's)."""
 
     def stage() -> tuple[float, float, float]:
         xy = (core.get_x_position(), core.get_y_position()) if core.get_xy_stage_device() \
@@ -98,8 +104,7 @@ def _pycromanager(profile: Profile, hooks: dict[str, Callable[..., Any]] | None)
     if spec is not None:
         shape = (int(core.get_image_height()), int(core.get_image_width()))
         spec.prepare(shape, _xy_list(profile, stage()[:2]))
-    return PycroManagerBackend(mic, buffer_mb=profile.queues.mm_buffer_mb, frame_source=spec,
-                               hooks=hooks)
+    return spec
 
 
 def _pymmcore_plus(profile: Profile) -> Any:
@@ -133,14 +138,5 @@ def _pymmcore_plus(profile: Profile) -> Any:
     if isinstance(conn, DemoConnection) and profile.specimen.kind == "simulated":
         define_missing_presets(mic, profile)
     check_profile_against_hardware(mic, profile)
-
-    def stage() -> tuple[float, float, float]:
-        xy = (core.getXPosition(), core.getYPosition()) if core.getXYStageDevice() \
-            else (0.0, 0.0)
-        return (*xy, core.getPosition() if core.getFocusDevice() else 0.0)
-
-    spec = specimen_for(profile, stage)
-    if spec is not None:
-        spec.prepare((int(core.getImageHeight()), int(core.getImageWidth())),
-                     _xy_list(profile, stage()[:2]))
-    return PyMMCorePlusBackend(core, mode=conn.kind, source=str(cfg), frame_source=spec)
+    return PyMMCorePlusBackend(core, mode=conn.kind, source=str(cfg),
+                               frame_source=_specimen_on(profile, mic.core))

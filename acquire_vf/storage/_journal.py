@@ -47,19 +47,26 @@ def qc_counts(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-def read_journal(path: Path) -> tuple[DatasetLayout, list[dict[str, Any]], bool]:
-    """Layout, frame records and whether the writer closed cleanly. A torn last line is ignored."""
-    jp = journal_path(path)
+def whole_lines(jp: Path, what: str) -> list[tuple[str, dict[str, Any]]]:
+    """A journal's lines with their records, up to a torn one (the line being written at a
+    crash: nothing after it is trusted)."""
     try:
         lines = jp.read_text(encoding="utf-8").splitlines()
     except OSError as e:
-        raise StorageError(f"journal '{jp}' cannot be read: {e.strerror or e}") from e
-    recs = []
+        raise StorageError(f"{what} '{jp}' cannot be read: {e.strerror or e}") from e
+    out = []
     for line in lines:
         try:
-            recs.append(json.loads(line))
+            out.append((line, json.loads(line)))
         except json.JSONDecodeError:
-            break  # the line being written at the crash; nothing after it is trusted
+            break
+    return out
+
+
+def read_journal(path: Path) -> tuple[DatasetLayout, list[dict[str, Any]], bool]:
+    """Layout, frame records and whether the writer closed cleanly. A torn last line is ignored."""
+    jp = journal_path(path)
+    recs = [rec for _, rec in whole_lines(jp, "journal")]
     if not recs or recs[0].get("kind") != "header":
         raise StorageError(f"journal '{jp}': expected a header line first, found none")
     frames = [r for r in recs if r.get("kind") == "frame"]
@@ -118,18 +125,8 @@ class JournaledWriter:
         self = cls.__new__(cls)
         self.path = Path(path)
         jp = journal_path(self.path)
-        try:
-            lines = jp.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise StorageError(f"cannot reopen '{self.path}': {e.strerror or e}") from e
-        kept = []
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                break  # the torn line of a killed writer; nothing after it is trusted
-            if rec.get("kind") not in ("annotations", "closed"):
-                kept.append(line)
+        kept = [line for line, rec in whole_lines(jp, "journal to reopen")
+                if rec.get("kind") not in ("annotations", "closed")]
         tmp = jp.with_name(jp.name + ".tmp")
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
         os.replace(tmp, jp)  # one step: the journal is whole before and after
