@@ -162,7 +162,10 @@ def test_a_hung_host_is_killed_at_the_deadline_and_restarts_are_bounded() -> Non
             hosted.infer(FRAMES)
         assert time.monotonic() - t0 < 5.0
         _wait(lambda: host.state == "up")
-        assert host.counts == {"restarts": 1, "crashes": 0, "hangs": 1, "starved": 0}
+        # starved calls depend on the machine's load (a busy CI waits on the host, rightly):
+        # the hang, its kill and the one restart are what this test is about
+        assert {k: host.counts[k] for k in ("restarts", "crashes", "hangs")} == \
+            {"restarts": 1, "crashes": 0, "hangs": 1}
         os.kill(host.pid, signal.SIGKILL)
         _wait(lambda: host.state == "failed")  # its one restart is spent
         with pytest.raises(EngineHostFault, match="restarts used"):
