@@ -11,7 +11,9 @@ backends, each real (Micro-Manager's demo configuration for the last two).
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +69,23 @@ def _events(backend: Any, profile: Any, kind: str) -> list[Any]:
     return list(build_plan(profile_sequence(profile), profile, base_z_um=info.z_um).events)
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
-def test_events_run_in_order_and_a_later_batch_runs_too(
-        kind: str, request: pytest.FixtureRequest) -> None:
+@contextlib.contextmanager
+def _running(kind: str, request: pytest.FixtureRequest) -> Iterator[tuple[Any, list[Any]]]:
+    """The backend set up for a run, with its events; torn down after, whatever happens."""
     prof = _profile(kind)
     b = _backend(kind, request, prof)
     b.setup(lambda e: True)
     try:
-        events = [e for e in _events(b, prof, kind) if event_channel(e) in ("AGP", "RNA")]
+        yield b, _events(b, prof, kind)
+    finally:
+        b.teardown()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_events_run_in_order_and_a_later_batch_runs_too(
+        kind: str, request: pytest.FixtureRequest) -> None:
+    with _running(kind, request) as (b, planned):
+        events = [e for e in planned if event_channel(e) in ("AGP", "RNA")]
         first, later = events[:4], events[4:6]
         got = list(b.execute(first))
         assert [(g.event.index["t"], event_channel(g.event)) for g in got] == \
@@ -82,28 +93,21 @@ def test_events_run_in_order_and_a_later_batch_runs_too(
         assert all(g.pixels.shape == tuple(b.describe().shape) for g in got)
         again = list(b.execute(later))
         assert [event_channel(g.event) for g in again] == [event_channel(e) for e in later]
-    finally:
-        b.teardown()
 
 
 @pytest.mark.parametrize("kind", [k for k in BACKENDS if k != "replay"])
 def test_move_z_moves_the_focus_between_batches(kind: str,
                                                 request: pytest.FixtureRequest) -> None:
-    prof = _profile(kind)
-    b = _backend(kind, request, prof)
-    b.setup(lambda e: True)
-    try:
-        ev = _events(b, prof, kind)[0].model_copy(update={"z_pos": None})  # z left to move_z
+    def z(md: dict[str, Any]) -> float:  # read back where a backend reads it back
+        return float(md["ZPosition_um"] if "ZPosition_um" in md
+                     else md["ZPosition_um_Intended"])
+
+    with _running(kind, request) as (b, events):
+        ev = events[0].model_copy(update={"z_pos": None})  # z left to move_z
         (before,) = list(b.execute([ev]))
         b.move_z(3.0)
         (after,) = list(b.execute([ev]))
-        def z(md: dict[str, Any]) -> float:  # read back where a backend reads it back
-            return float(md["ZPosition_um"] if "ZPosition_um" in md
-                         else md["ZPosition_um_Intended"])
-
         assert z(after.metadata) - z(before.metadata) == pytest.approx(3.0, abs=0.05)
-    finally:
-        b.teardown()
 
 
 def test_a_replay_cannot_move_and_says_how_far_it_was_asked(saved: Path) -> None:
@@ -117,19 +121,13 @@ def test_a_replay_cannot_move_and_says_how_far_it_was_asked(saved: Path) -> None
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_abort_from_another_thread_ends_the_batch_without_an_error(
         kind: str, request: pytest.FixtureRequest) -> None:
-    prof = _profile(kind)
-    b = _backend(kind, request, prof)
-    b.setup(lambda e: True)
-    events = _events(b, prof, kind)
     got: list[Any] = []
-    try:
+    with _running(kind, request) as (b, events):
         for img in b.execute(events):
             got.append(img)
             if len(got) == 1:
                 threading.Thread(target=b.abort).start()
         assert 1 <= len(got) < len(events)
-    finally:
-        b.teardown()
 
 
 @pytest.mark.parametrize("kind", [k for k in BACKENDS if k != "replay"])
