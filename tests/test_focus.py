@@ -133,6 +133,28 @@ def test_a_run_starts_with_a_zscan_and_records_estimates_against_the_truth(tmp_p
 
 
 @pytest.mark.slow
+def _steering_interval_s() -> float:
+    """The time-point interval that lets every brightfield estimate arrive before the next
+    time point on this machine as it is now: 0.3 s, or more where the estimator, timed here,
+    takes longer than a twentieth of that (a loaded machine: two suites on two cores made
+    estimates late, and late estimates z-scan)."""
+    import time
+
+    from acquire_vf.config import Compute
+    from acquire_vf.inference import create_estimator
+
+    est = create_estimator(ENGINES / "defocus_bf.onnx", Compute())
+    frame = np.random.default_rng(0).integers(100, 3000, (256, 256)).astype(np.uint16)
+    est.estimate(frame)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        est.estimate(frame)
+        times.append(time.perf_counter() - t0)
+    est.close()
+    return max(0.3, 20 * float(np.median(times)))
+
+
 def test_a_drifting_run_with_a_step_is_kept_in_focus(tmp_path) -> None:
     """200 time points, +-30 um of drift, a 15 um step at t = 100, steered by the brightfield
     estimator on the demo's simulator v4 specimen: z-scans at no more than 5% of time points
@@ -141,7 +163,7 @@ def test_a_drifting_run_with_a_step_is_kept_in_focus(tmp_path) -> None:
     (a phase object in focus shows no contrast), keeps 87-93% there (docs/focus.md)."""
     n = 200
     rep = _run(tmp_path, n, focus_drift_um=30.0, focus_drift_period=200,
-               focus_steps=[{"at": 100, "dz_um": 15.0}], interval_s=0.3)
+               focus_steps=[{"at": 100, "dz_um": 15.0}], interval_s=_steering_interval_s())
     focus = rep["focus"]
     bf = [e for e in focus["estimates"] if e["channel"] == "BF"]
     true = np.array([e["true_defocus_um"] for e in bf])
