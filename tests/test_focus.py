@@ -85,15 +85,19 @@ def test_the_shipped_estimators_find_focus_on_held_out_fields(stain) -> None:
 
 
 def _run(tmp_path: Path, n: int, interval_s: float = 0.1, steer: str = "BF",
-         **spec: Any) -> dict:
+         wait_s: float = 0.0, **spec: Any) -> dict:
+    """A closed-loop run on the memory backend. ``wait_s``: each time point waits up to this
+    long for the previous one's estimate (``wait_for_estimate_s``), so what the controller
+    decides does not depend on how fast this machine estimates."""
     from acquire_vf._session import run_session
 
-    update = {"specimen": spec, "verification": {"every": 1000},
-              "acquisition": {"time_points": n, "interval_s": interval_s},
-              "connection": {"kind": "memory", "shape": [256, 256]}}
+    update: dict[str, Any] = {"specimen": spec, "verification": {"every": 1000},
+                              "acquisition": {"time_points": n, "interval_s": interval_s},
+                              "connection": {"kind": "memory", "shape": [256, 256]},
+                              "autofocus": {"wait_for_estimate_s": wait_s}}
     if steer != "BF":  # AGP comes before BF in channel order: its estimator steers
         est = ENGINES / f"defocus_{steer.lower()}.onnx"
-        update["autofocus"] = {"estimators": {steer: str(est)}}
+        update["autofocus"]["estimators"] = {steer: str(est)}
     return run_session(demo_variant(update), tmp_path / "run", quiet=True)
 
 
@@ -132,42 +136,42 @@ def test_a_run_starts_with_a_zscan_and_records_estimates_against_the_truth(tmp_p
     assert sum(1 for r in f.records if r["channel"] == "AGP") == 6
 
 
+def test_a_time_point_waits_for_its_previous_estimate_and_counts_a_late_one() -> None:
+    """``wait_for_estimate_s``: the wait returns once the steering estimate of (t, p) is
+    decided; one that never comes runs the wait out, and the report counts it."""
+    import threading
+
+    from acquire_vf._frames import Frame, FrameId
+    from acquire_vf.acquisition._focus import FocusController
+
+    ctl = FocusController(load_profile("demo"))
+    assert ctl.channel == "BF"
+    assert not ctl.wait_decided(0, 0, 0.05, lambda: False)  # nothing estimated yet
+    frame = Frame(id=FrameId(0, 0, 0, "BF"), pixels=np.zeros((8, 8), np.uint16), seq=0,
+                  elapsed_ms=0.0, z_um=0.0)
+    later = threading.Timer(0.2, ctl.estimate, (0, 0, "BF", frame, 0.5, 0.4))
+    later.start()
+    assert ctl.wait_decided(0, 0, 30.0, lambda: False)  # returns when it is decided
+    assert not ctl.wait_decided(1, 0, 30.0, lambda: True)  # a stopping run does not wait
+    assert ctl.report()["late_estimates"] == 2
+
+
 @pytest.mark.slow
-def _steering_interval_s() -> float:
-    """The time-point interval that lets every brightfield estimate arrive before the next
-    time point on this machine as it is now: 0.3 s, or more where the estimator, timed here,
-    takes longer than a twentieth of that (a loaded machine: two suites on two cores made
-    estimates late, and late estimates z-scan)."""
-    import time
-
-    from acquire_vf.config import Compute
-    from acquire_vf.inference import create_estimator
-
-    est = create_estimator(ENGINES / "defocus_bf.onnx", Compute())
-    frame = np.random.default_rng(0).integers(100, 3000, (256, 256)).astype(np.uint16)
-    est.estimate(frame)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        est.estimate(frame)
-        times.append(time.perf_counter() - t0)
-    est.close()
-    return max(0.3, 20 * float(np.median(times)))
-
-
 def test_a_drifting_run_with_a_step_is_kept_in_focus(tmp_path) -> None:
     """200 time points, +-30 um of drift, a 15 um step at t = 100, steered by the brightfield
-    estimator on the demo's simulator v4 specimen: z-scans at no more than 5% of time points
-    (the issue's target; 2-5% measured), and at least 85% of frames within half the depth of
+    estimator on the demo's simulator v4 specimen, each time point waiting for the previous
+    one's estimate (so the run is the same on any machine): z-scans at no more than 5% of
+    time points (the issue's target; 9 of 200 on every run), and at least 85% of frames within half the depth of
     field, where the issue asks 95%: the v4 estimator, unsure within about 1 um of focus
     (a phase object in focus shows no contrast), keeps 87-93% there (docs/focus.md)."""
     n = 200
     rep = _run(tmp_path, n, focus_drift_um=30.0, focus_drift_period=200,
-               focus_steps=[{"at": 100, "dz_um": 15.0}], interval_s=_steering_interval_s())
+               focus_steps=[{"at": 100, "dz_um": 15.0}], wait_s=60.0)
     focus = rep["focus"]
     bf = [e for e in focus["estimates"] if e["channel"] == "BF"]
     true = np.array([e["true_defocus_um"] for e in bf])
-    assert len(bf) >= 0.9 * n
+    # each decided before the next time point (the last one's may not be: the run ends)
+    assert len(bf) >= n - 1 and focus["late_estimates"] == 0
     assert np.mean(np.abs(true) <= DOF_HALF_UM) >= 0.85, np.mean(np.abs(true) <= DOF_HALF_UM)
     assert len(focus["zscans"]) <= 0.05 * n, focus["zscans"]
     jumps = [c for c in focus["corrections"] if "jump" in c["why"]]
@@ -187,7 +191,7 @@ def test_an_inverted_z_drive_is_found_by_the_sign_probe_and_steered_right(tmp_pa
     controller flips its convention and keeps a drifting specimen in focus. Without the flip
     each signed estimate would move the stage away from focus."""
     n = 30
-    rep = _run(tmp_path, n, focus_drift_um=8.0, focus_drift_period=100, interval_s=0.3,
+    rep = _run(tmp_path, n, focus_drift_um=8.0, focus_drift_period=100, wait_s=60.0,
                z_drive_inverted=True)  # 0.5 um a time point at most
     focus = rep["focus"]
     check = focus["sign_check"]

@@ -132,6 +132,12 @@ class FocusController:
         it is confirmed by a z-scan (``confirm_steps``)."""
         self._truth = truth
         self._lock = threading.Lock()
+        self._decided = threading.Condition(self._lock)
+        self._handled: dict[int, int] = {}
+        """Per position, the last time point whose steering estimate was decided."""
+        self.late_estimates = 0
+        """Time points that went ahead without their previous estimate (``wait_for_estimate_s``
+        ran out)."""
         self._pos: dict[int, _Position] = {}
         self.record = FocusRecord()
         self._schedule = schedule
@@ -163,7 +169,35 @@ class FocusController:
                  sigma: float) -> float | None:
         """A frame set's estimate (pipeline thread): the distance from focus, or the signed
         defocus for a signed estimator's channel; returns the signed defocus it resolves
-        (``None`` when it cannot tell the side)."""
+        (``None`` when it cannot tell the side). Once the steering channel's estimate is
+        decided, :meth:`wait_decided` for (t, p) returns."""
+        try:
+            return self._estimate(t, p, channel, frame, distance, sigma)
+        finally:
+            if channel == self.channel:
+                with self._decided:
+                    self._handled[p] = max(self._handled.get(p, -1), t)
+                    self._decided.notify_all()
+
+    def wait_decided(self, t: int, p: int, timeout_s: float,
+                     stopping: Callable[[], bool]) -> bool:
+        """Wait until the steering estimate of (t, p) is decided (its correction or z-scan
+        asked for): ``True``; ``False`` when ``timeout_s`` ran out or the run is stopping
+        (counted as a late estimate)."""
+        import time
+
+        end = time.monotonic() + timeout_s
+        with self._decided:
+            while self._handled.get(p, -1) < t:
+                left = end - time.monotonic()
+                if left <= 0 or stopping():
+                    self.late_estimates += 1
+                    return False
+                self._decided.wait(min(left, 0.1))
+        return True
+
+    def _estimate(self, t: int, p: int, channel: str, frame: Frame, distance: float,
+                  sigma: float) -> float | None:
         self._check_sign()
         z = frame.z_um
         given = channel in self.signed_channels
@@ -496,6 +530,7 @@ class FocusController:
                     "signed": self.channel in self.signed_channels,
                     "sign_check": self.sign_check, "convention": self.convention,
                     "zscan_channel": self.zscan_channel,
+                    "late_estimates": self.late_estimates,
                     "estimates": list(self.record.estimates),
                     "corrections": list(self.record.corrections),
                     "zscans": list(self.record.zscans) + [

@@ -104,6 +104,8 @@ class AcquisitionRun:
         self.verifier = verifier
         self.ledger = DoseLedger(profile)
         self.focus = focus
+        self._steered: dict[int, int] = {}
+        """Per position, the last time point whose steering channel was acquired."""
         self._sink = sink
         self._ctl = RunControl(self._state_changed)
         # focus estimation runs on its own thread and slot, so the slow engines never starve it
@@ -274,7 +276,9 @@ class AcquisitionRun:
     def _loop(self) -> None:
         t0 = time.perf_counter()
         ctl = self._ctl
-        for batch in self.schedule.batches(lambda: ctl.stopping, self.backend.move_z):
+        wait = self.focus is not None and self.focus.af.wait_for_estimate_s > 0
+        for batch in self.schedule.batches(lambda: ctl.stopping, self.backend.move_z,
+                                           before=self._await_focus if wait else None):
             start = batch[0].min_start_time
             if start:
                 ctl.cancel.wait(max(0.0, t0 + start - time.perf_counter()))
@@ -294,9 +298,21 @@ class AcquisitionRun:
                 self._account(frame, img.event)
                 if is_zscan(img.event):
                     continue
+                if self.focus is not None and frame.id.c == self.focus.channel:
+                    self._steered[frame.id.p] = frame.id.t
                 self.signals.frameReady.emit(frame)
                 if ctl.fatal is not None:
                     return
+
+    def _await_focus(self, event: useq.MDAEvent) -> None:
+        """Before a position's next time point: its last steering frame's estimate decided
+        (``[autofocus] wait_for_estimate_s``), so what it asks for comes first."""
+        assert self.focus is not None
+        p, t = int(event.index.get("p", 0)), int(event.index.get("t", 0))
+        last = self._steered.get(p)
+        if last is not None and last < t:
+            self.focus.wait_decided(last, p, self.focus.af.wait_for_estimate_s,
+                                    lambda: self._ctl.stopping)
 
     def _wait_for_engines(self) -> None:
         self.pipeline.wait_idle()

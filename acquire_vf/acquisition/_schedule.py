@@ -115,14 +115,19 @@ class Schedule:
             self._seen += 1
             self._last_t[p] = max(self._last_t.get(p, -1), t)
 
-    def batches(self, stopping: Callable[[], bool], move: Callable[[float], None]
+    def batches(self, stopping: Callable[[], bool], move: Callable[[float], None],
+                before: Callable[[useq.MDAEvent], None] | None = None,
                 ) -> Iterator[list[useq.MDAEvent]]:
         """Events in order, cut where a time point is not yet due, where an event was
         inserted or a focus move asked for, and every :data:`MAX_BATCH` events; focus moves
         are made (``move``) before the batch after them. The runner applies the focus
-        offsets (:meth:`focused`) as it executes a batch, after waiting for its start."""
+        offsets (:meth:`focused`) as it executes a batch, after waiting for its start.
+        ``before``: called with the next planned event before anything inserted is taken
+        (the runner waits there for the focus controller's decision)."""
         queue = _Peek(iter(self.plan.events))  # made as they are reached, never all held
         while (queue or self._inserted) and not stopping():
+            if before is not None and queue:
+                before(queue.head)
             with self._lock:
                 inserted = list(self._inserted)
                 self._inserted.clear()

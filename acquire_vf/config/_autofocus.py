@@ -128,6 +128,12 @@ class AutofocusClosedLoop(_Refocusing):
     focus is taken as in focus (a phase object shows no contrast there, so a brightfield
     frame in focus is the least certain of all) for up to this many time points in a row;
     then, or anywhere else, a z-scan. 0: every unsure estimate is z-scanned."""
+    wait_for_estimate_s: float = Field(0.0, ge=0)
+    """Before each time point of a position, wait up to this long for the steering estimate
+    of its previous time point, so every correction and z-scan it asks for comes before the
+    next exposure (for intervals shorter than the estimator's time on a busy computer). 0:
+    never wait; a late estimate then steers a later time point. Waits that ran out are
+    counted in session.json (``focus.late_estimates``)."""
 
     @model_validator(mode="after")
     def _zscans_fit(self) -> AutofocusClosedLoop:
