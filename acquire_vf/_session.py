@@ -88,7 +88,8 @@ def make_run(profile: Profile, out_dir: Path, *,
     signals = RunSignals()
     return AcquisitionRun(profile, backend, sink, run_plan, stages=stages,
                           verifier=make_verifier(profile, stages, signals),
-                          pace_to_engines=replay is not None and as_fast_as_possible,
+                          pace_to_engines=(replay is not None and as_fast_as_possible) or
+                          getattr(profile.connection, "pace_to_engines", False),
                           focus=make_focus(profile, stages, schedule, signals.focus.emit),
                           schedule=schedule, signals=signals)
 

@@ -161,9 +161,10 @@ def test_a_drifting_run_with_a_step_is_kept_in_focus(tmp_path) -> None:
     """200 time points, +-30 um of drift, a 15 um step at t = 100, steered by the brightfield
     estimator on the demo's simulator v4 specimen, each time point waiting for the previous
     one's estimate (so the run is the same on any machine): z-scans at no more than 5% of
-    time points (the issue's target; 9 of 200 on every run), and at least 85% of frames within half the depth of
-    field, where the issue asks 95%: the v4 estimator, unsure within about 1 um of focus
-    (a phase object in focus shows no contrast), keeps 87-93% there (docs/focus.md)."""
+    time points (the issue's target; 9 of 200 on every run), and at least 85% of frames
+    within half the depth of field, where the issue asks 95%: the v4 estimator, unsure within
+    about 1 um of focus (a phase object in focus shows no contrast), keeps 87-93% there
+    (docs/focus.md)."""
     n = 200
     rep = _run(tmp_path, n, focus_drift_um=30.0, focus_drift_period=200,
                focus_steps=[{"at": 100, "dz_um": 15.0}], wait_s=60.0)

@@ -18,7 +18,10 @@ import threading
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from acquire_vf._frames import Frame
+from acquire_vf._stats import TimePoints
 from acquire_vf.config import Profile
 
 UNIT = "ms of exposure at relative power 1"
@@ -59,7 +62,8 @@ class DoseLedger:
         self.by_why: Counter[str] = Counter()
         self.dose_by_why: dict[str, float] = {}
         self.made: Counter[str] = Counter()
-        self.planes: set[tuple[int, int, int]] = set()
+        self.planes = TimePoints()
+        """The plan's planes acquired, by (position, z index) and time point."""
 
     def taken(self, frame: Frame, why: str = "plan") -> None:
         exposure = frame.exposure_ms if frame.exposure_ms is not None else \
@@ -71,7 +75,7 @@ class DoseLedger:
             self.by_why[why] += 1
             self.dose_by_why[why] = self.dose_by_why.get(why, 0.0) + d
             if why == "plan":
-                self.planes.add((frame.id.t, frame.id.p, frame.id.z))
+                self.planes.add((frame.id.p, frame.id.z), frame.id.t)
 
     def made_virtual(self, frame: Frame) -> None:
         if frame.id.c in self.dose and frame.id.c not in self._physical_names:
@@ -82,11 +86,13 @@ class DoseLedger:
     def _physical_names(self) -> set[str]:
         return {c.name for c in self.profile.channels}
 
-    def report(self, refocus_checked: set[tuple[int, int]] | None = None) -> dict[str, Any]:
+    def report(self, refocus_checked: TimePoints | None = None) -> dict[str, Any]:
+        """``refocus_checked``: the time points, by position, whose focus an estimator or the
+        refocus stage judged (a z-scan the comparator would have taken)."""
         prof = self.profile
         af = prof.autofocus
         with self._lock:
-            planes = set(self.planes)
+            planes = self.planes.copy()
             made = Counter(self.made)
             by_why, dose_by_why = Counter(self.by_why), dict(self.dose_by_why)
             taken = {"exposures": self.taken_exposures, "dose": round(self.taken_dose, 2)}
@@ -94,13 +100,14 @@ class DoseLedger:
         zscan_on = af.refocuses and af.zscan_planes > 0
         focus_ch = af.zscan_channel or prof.channels[0].name
         focus_dose = 0.0 if af.hardware_autofocus else self.dose[focus_ch]
-        due = {(t, p) for t, p, _ in planes if t % af.zscan_every == 0}
-        zscans = len(due) if zscan_on else 0
-        comp_exp = len(planes) * len(per_plane) + zscans * (
+        n_planes = planes.count()
+        due, avoided = _due_zscans(planes, af.zscan_every, refocus_checked or TimePoints())
+        zscans = due if zscan_on else 0
+        comp_exp = n_planes * len(per_plane) + zscans * (
             0 if af.hardware_autofocus else af.zscan_planes)
-        comp_dose = len(planes) * sum(self.dose[c] for c in per_plane) + \
+        comp_dose = n_planes * sum(self.dose[c] for c in per_plane) + \
             zscans * af.zscan_planes * focus_dose
-        avoided = len(due & (refocus_checked or set())) if zscan_on else 0
+        avoided = avoided if zscan_on else 0
         saved: dict[str, float] = {
             "virtual_channels": round(sum(n * self.dose[c] for c, n in made.items()), 2),
             "virtual_refocus": round(avoided * af.zscan_planes * focus_dose, 2),
@@ -114,7 +121,7 @@ class DoseLedger:
             "taken": taken,
             "comparator": {"exposures": comp_exp, "dose": round(comp_dose, 2)},
             "comparator_protocol": {
-                "channels_exposed_per_plane": per_plane, "planes": len(planes),
+                "channels_exposed_per_plane": per_plane, "planes": n_planes,
                 "zscan_planes": af.zscan_planes if zscan_on else 0,
                 "zscan_every": af.zscan_every, "hardware_autofocus": af.hardware_autofocus,
                 "zscans": zscans},
@@ -125,3 +132,29 @@ class DoseLedger:
             "exposures_by_reason": dict(by_why),
             "virtual_frames_made": dict(made),
         }
+
+
+def _due_zscans(planes: TimePoints, every: int, checked: TimePoints) -> tuple[int, int]:
+    """The comparator's z-scans (one per position and time point acquired, every ``every``
+    time points) and how many of them ``checked`` (by position) made unnecessary."""
+    by_p: dict[Any, np.ndarray] = {}
+    for key in planes:  # (position, z index)
+        p = key[0]  # type: ignore[index]
+        by_p[p] = _either(by_p.get(p), planes.mask(key))
+    due = avoided = 0
+    for p, acquired in by_p.items():
+        m = acquired & (np.arange(len(acquired)) % every == 0)
+        c = checked.mask(p)
+        n = min(len(m), len(c))
+        due += int(m.sum())
+        avoided += int((m[:n] & c[:n]).sum())
+    return due, avoided
+
+
+def _either(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
+    if a is None:
+        return b
+    long, short = (a, b) if len(a) >= len(b) else (b, a)
+    out = long.copy()
+    out[:len(short)] |= short
+    return out

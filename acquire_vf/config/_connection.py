@@ -57,6 +57,12 @@ class MemoryConnection(_Model):
     exposure_time: bool = False
     """Take each frame's exposure time, as a camera would (off: frames as fast as they
     render, which is what fast tests want)."""
+    pace_to_engines: bool = False
+    """Hand each frame set over only once the engines and the verifier have finished the one
+    before, as a replay as fast as possible does: every set reaches every engine, so what
+    the engines and checks decide is the same on a fast or a loaded computer (off: the
+    simulated camera runs at its own pace, and engines that fall behind skip sets, as on a
+    real rig)."""
 
 
 Connection = Annotated[

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from acquire_vf._stats import TimePoints
 from acquire_vf.pipeline._engine_stages import FocusEstimateStage, RefocusStage, SynthesisStage
 from acquire_vf.pipeline._protocol import Stage
 
@@ -44,13 +45,13 @@ class RunStages:
         """The synthesis stages that run an engine (what the verifier checks)."""
         return (s for s in self.synthesis if isinstance(s, SynthesisStage))
 
-    def checked_planes(self) -> set[tuple[int, int]]:
-        """The (t, p) whose focus a defocus estimator or the refocus stage checked: the dose
-        ledger's comparator would have z-scanned them."""
-        out: set[tuple[int, int]] = set()
+    def checked_planes(self) -> TimePoints:
+        """The time points, by position, whose focus a defocus estimator or the refocus stage
+        checked: the dose ledger's comparator would have z-scanned them."""
+        out = TimePoints()
         for s in (self.estimate, self.refocus):
             if s is not None:
-                out |= s.checked
+                out = out.union(s.checked)
         return out
 
     def gate_report(self) -> dict[str, Any]:

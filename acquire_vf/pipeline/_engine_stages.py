@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from acquire_vf._frames import ChannelInfo, Frame
+from acquire_vf._stats import TimePoints
 from acquire_vf.card import acceptance_band
 from acquire_vf.config import RefocusPolicy
 from acquire_vf.focus import focus_score
@@ -44,8 +45,9 @@ class FocusEstimateStage:
     def __init__(self, estimators: dict[str, Any]) -> None:
         self.estimators = estimators
         self.listeners: list[Any] = []
-        self.checked: set[tuple[int, int]] = set()
-        """(t, p) whose focus was judged without a z-scan (the ledger's saving)."""
+        self.checked = TimePoints()
+        """Time points, by position, whose focus was judged without a z-scan (the ledger's
+        saving)."""
 
     def process(self, fs: FrameSet) -> dict[str, Frame]:
         signed = fs.scores.setdefault("defocus", {})
@@ -60,8 +62,7 @@ class FocusEstimateStage:
                 resolved = listen(fs.t, fs.p, ch, frame, mu, sigma)
                 if resolved is not None:
                     signed[ch] = (resolved, sigma)
-        if len(self.checked) < 1_000_000:
-            self.checked.add((fs.t, fs.p))
+        self.checked.add(fs.p, fs.t)
         return {}
 
     def close(self) -> None:
@@ -140,8 +141,9 @@ class RefocusStage:
                 if found is not None:
                     self.gates[ch] = found
         self.applied = 0
-        self.checked: set[tuple[int, int]] = set()
-        """(t, p) whose focus this stage judged: a z-scan the run did not need."""
+        self.checked = TimePoints()
+        """Time points, by position, whose focus this stage judged: a z-scan the run did not
+        need."""
 
     @property
     def outputs(self) -> tuple[ChannelInfo, ...]:
@@ -149,8 +151,7 @@ class RefocusStage:
 
     def process(self, fs: FrameSet) -> dict[str, Frame]:
         out: dict[str, Frame] = {}
-        if len(self.checked) < 1_000_000:
-            self.checked.add((fs.t, fs.p))
+        self.checked.add(fs.p, fs.t)
         for ch, engine in self.engines.items():
             src = fs.frames[ch]
             score = focus_score(src.pixels)
