@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from acquire_vf._errors import AcquireVFError, DataError, ProfileError
 from acquire_vf._guard import Guard
 from acquire_vf.acquisition import (
+    FOCUS_LOG,
     AcquisitionRun,
+    FocusLog,
     RunPlan,
     RunSignals,
     Schedule,
@@ -214,6 +216,10 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
             raise
         if host is not None:
             run.attach_engine_host(host)
+        focus_log = None
+        if run.focus is not None:  # every focus event on disk; session.json keeps the first
+            focus_log = FocusLog(out / FOCUS_LOG)
+            run.signals.focus.connect(focus_log.write)
         if on_run is not None:
             on_run(run)
         restore, stopped_by = _cancel_on_signals(run)
@@ -230,6 +236,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
             restore()
             if control is not None:
                 control.close()
+            if focus_log is not None:
+                focus_log.close()
             if host is not None:
                 host.close()
             report = session_report(run, profile_source=profile_source, backend=backend_desc)

@@ -3,6 +3,7 @@ engines, never waiting on either."""
 
 from acquire_vf.acquisition._dose import by_purpose
 from acquire_vf.acquisition._focus import FocusController, make_focus
+from acquire_vf.acquisition._focus_log import FOCUS_LOG, FocusLog
 from acquire_vf.acquisition._layout import dataset_layout
 from acquire_vf.acquisition._payloads import (
     FocusCorrection,
@@ -36,7 +37,8 @@ from acquire_vf.acquisition._state import RunState, RunStatus
 from acquire_vf.acquisition._verify import CheckedChannel, Verifier, make_verifier
 
 __all__ = [
-    "AcquisitionRun", "CheckedChannel", "FocusController", "FocusCorrection", "FocusEstimate",
+    "FOCUS_LOG", "AcquisitionRun", "CheckedChannel", "FocusController", "FocusCorrection",
+    "FocusEstimate", "FocusLog",
     "FocusEvent", "FocusZScan", "SentinelFidelity", "SignCheck", "RunPlan", "RunProgress",
     "RunSignals",
     "RunState", "Schedule",

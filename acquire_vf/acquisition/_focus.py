@@ -44,6 +44,7 @@ import numpy as np
 import useq
 
 from acquire_vf._frames import Frame
+from acquire_vf.acquisition._focus_log import FOCUS_LOG
 from acquire_vf.acquisition._payloads import (
     FocusCorrection,
     FocusEstimate,
@@ -58,7 +59,9 @@ from acquire_vf.focus import focus_score, peak_of
 from acquire_vf.pipeline import RunStages
 
 log = logging.getLogger(__name__)
-MAX_RECORDS = 100_000
+MAX_RECORDS = 20_000
+"""Estimates, corrections and z-scans kept for session.json, each (the run folder's
+focus.jsonl has every one: :mod:`acquire_vf.acquisition._focus_log`)."""
 AMBIGUOUS_HOLD_UM = 3.0
 """An estimate whose side of focus is unknown waits (the stage holds) up to this distance;
 beyond it a z-scan settles focus (and, with the focus found before, the drift)."""
@@ -107,6 +110,7 @@ class FocusRecord:
     estimates: list[dict[str, Any]] = field(default_factory=list)
     corrections: list[dict[str, Any]] = field(default_factory=list)
     zscans: list[dict[str, Any]] = field(default_factory=list)
+    estimates_total: int = 0
 
 
 class FocusController:
@@ -229,6 +233,7 @@ class FocusController:
             rec["true_defocus_um"] = round(self._true_sign * (z - self._truth(t)), 3)
         self._emit(FocusEstimate(**rec))
         with self._lock:
+            self.record.estimates_total += 1
             if len(self.record.estimates) < MAX_RECORDS:
                 self.record.estimates.append(rec)
             if channel != self.channel or busy or t <= pos.last_t:
@@ -517,7 +522,7 @@ class FocusController:
             return
         self._schedule.adjust_focus(p, dz)
         if record:
-            self._emit(FocusCorrection(t, p, round(dz, 3)))
+            self._emit(FocusCorrection(t, p, round(dz, 3), why))
         with self._lock:
             self._pos.setdefault(p, _Position()).offset_um += dz
             if record and len(self.record.corrections) < MAX_RECORDS:
@@ -531,6 +536,8 @@ class FocusController:
                     "sign_check": self.sign_check, "convention": self.convention,
                     "zscan_channel": self.zscan_channel,
                     "late_estimates": self.late_estimates,
+                    "estimates_total": self.record.estimates_total,
+                    "log": FOCUS_LOG,
                     "estimates": list(self.record.estimates),
                     "corrections": list(self.record.corrections),
                     "zscans": list(self.record.zscans) + [

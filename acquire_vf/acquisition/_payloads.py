@@ -56,6 +56,8 @@ class FocusCorrection:
     t: int
     p: int
     dz_um: float
+    why: str = ""
+    """What the controller saw (the estimate, a jump, a z-scan's result)."""
 
 
 @dataclass(frozen=True)
