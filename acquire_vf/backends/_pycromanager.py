@@ -75,6 +75,7 @@ class PycroManagerBackend:
         """Per event awaiting its image: the stages' positions read after the hardware was
         set (pycromanager's own metadata has only the intended ones)."""
         self._moved = False
+        self._release_pixel_size: Callable[[], None] = lambda: None
 
     def describe(self) -> BackendInfo:
         c = self.core
@@ -94,6 +95,7 @@ class PycroManagerBackend:
         self._gate = gate
         stop_camera_sequence(self.core)  # never resize the buffer under a streaming camera
         set_buffer_footprint(self.core, self._buffer_mb)
+        self._release_pixel_size = hold_pixel_size(self.core)
         args: dict[str, Any] = {}
         if self.microscope.mode == "attach":
             args["port"] = int(self.microscope.source.rsplit(":", 1)[1])
@@ -227,6 +229,7 @@ class PycroManagerBackend:
                 if not self._aborted.is_set():
                     error = micro_manager_error(e)
         stop_camera_sequence(self.core)  # an aborted run can leave the camera streaming
+        self._release_pixel_size()
         self._restore_stages()
         if error is not None:
             raise error
@@ -253,6 +256,40 @@ def stop_camera_sequence(core: Any) -> None:
             log.warning("stopped a camera sequence that was still running")
     except Exception as e:  # a camera without sequencing, or a bridge error
         log.debug("stop sequence: %s", e)
+
+
+def hold_pixel_size(core: Any) -> Callable[[], None]:
+    """Answer ``get_pixel_size_um`` with the value it has now until the returned function is
+    called (the run's end), for an in-process core.
+
+    pycromanager asks for the pixel size with every frame it pops during a hardware
+    sequence; Micro-Manager reads it through the camera's binning property, and
+    ``CDeviceBase::GetProperty`` writes the device's strings on every read (the property's
+    value, and ``morePropertyErrorInfo_``) without a lock the camera's own sequence thread
+    respects. The demo camera's thread reads its binning and exposure properties for every
+    frame, so the two threads wrote the same ``std::string`` at once: "double free or
+    corruption" aborts, about one 20,000-frame run of seven on a loaded two-core machine
+    (the native stack and the destructor's member offsets named the string). Binning and the
+    pixel-size configuration do not change during a run, so nothing is lost."""
+    if not _in_process(core):  # the Java bridge: its core is not ours to change
+        return lambda: None
+    size = float(core.get_pixel_size_um())
+    own = vars(core).get("get_pixel_size_um")
+    core.get_pixel_size_um = lambda *args, **kwargs: size
+
+    def release() -> None:
+        if own is not None:
+            core.get_pixel_size_um = own
+        else:
+            vars(core).pop("get_pixel_size_um", None)
+
+    return release
+
+
+def _in_process(core: Any) -> bool:
+    import pymmcore
+
+    return isinstance(core, pymmcore.CMMCore)
 
 
 def set_buffer_footprint(core: Any, mb: int) -> None:
