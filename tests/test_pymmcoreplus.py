@@ -41,6 +41,33 @@ def test_a_demo_run_through_pymmcore_plus(tmp_path: Path) -> None:
     assert agp.std() > 0 and agp.shape == tuple(ds.layout.shape)
 
 
+def test_a_hardware_sequence_reads_no_camera_property_per_frame(tmp_path: Path) -> None:
+    """A fast single-channel run (hardware-sequenced by pymmcore-plus): its engine is swapped
+    for one whose frame metadata takes the exposure from the event and the pixel size from
+    the sequence's start (per-frame camera reads raced the camera's own thread; see
+    ``quiet_engine``), the frames say the channel's exposure, and the user's engine is back
+    when the run ends."""
+    from pymmcore_plus.mda import MDAEngine
+
+    prof = make_profile(channels=[{"name": "AGP", "preset": "Rhodamine", "exposure_ms": 2}],
+                        acquisition={"time_points": 40})
+    backend = open_backend(prof, "pymmcore-plus")
+    core = getattr(backend, "core", None) or backend.inner.core  # type: ignore[attr-defined]
+    before = core.mda.engine
+    seen: list[tuple[str, float]] = []
+    triggered: list[bool] = []
+    core.mda.events.frameReady.connect(
+        lambda img, ev, meta: (seen.append((type(core.mda.engine).__name__,
+                                            meta["exposure_ms"])),
+                               triggered.append(bool(meta.get("hardware_triggered")))))
+    run = make_run(prof, tmp_path, backend=backend, stages=[])
+    run.run()
+    assert run.state is RunState.FINISHED, run.errors
+    assert len(seen) == 40 and set(seen) == {("QuietEngine", 2.0)}
+    assert sum(triggered) > 20  # the camera streamed: a hardware sequence
+    assert core.mda.engine is before and type(before) is MDAEngine
+
+
 @pytest.mark.parametrize(("kind", "rule", "lost", "counted", "retries"),
                          [CASES[0], CASES[2], CASES[4], CASES[7], CASES[8]],
                          ids=[IDS[0], IDS[2], IDS[4], IDS[7], IDS[8]])

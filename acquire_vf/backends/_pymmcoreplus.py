@@ -87,6 +87,7 @@ class PyMMCorePlusBackend:
         self._gate: Gate = lambda e: True
         self._aborted = threading.Event()
         self._start: tuple[float | None, tuple[float, float] | None] = (None, None)
+        self._release_engine: Callable[[], None] = lambda: None
 
     def describe(self) -> BackendInfo:
         c = self.core
@@ -102,6 +103,7 @@ class PyMMCorePlusBackend:
         info = self.describe()
         self._start = (info.z_um, info.xy_um)
         self._gate = gate
+        self._release_engine = quiet_engine(self.core)
 
     def execute(self, events: Sequence[useq.MDAEvent]) -> Iterator[RawImage]:
         if self._aborted.is_set() or not events:
@@ -175,6 +177,7 @@ class PyMMCorePlusBackend:
         try:
             if c.isSequenceRunning():
                 c.stopSequenceAcquisition()
+            self._release_engine()
             if z is not None:
                 c.setPosition(z)
             if xy is not None:
@@ -182,3 +185,67 @@ class PyMMCorePlusBackend:
             c.waitForSystem()
         except Exception as e:  # noqa: BLE001 - never hide the run's own outcome
             log.warning("could not return the stages to their start: %s", e)
+
+
+def quiet_engine(core: Any) -> Callable[[], None]:
+    """Run with pymmcore-plus's engine whose frame metadata asks the camera nothing while it
+    streams, until the returned function is called (the run's end).
+
+    pymmcore-plus reads the exposure and the pixel size (the camera's binning) for every
+    frame of a hardware sequence; Micro-Manager's ``CDeviceBase::GetProperty`` writes the
+    device's strings on every read, unlocked against the camera's own sequence thread, which
+    reads its properties per frame too: the heap corruption the pycromanager backend met
+    (:func:`acquire_vf.backends._pycromanager.hold_pixel_size`). The exposure comes from the
+    event (or as read when the event was set up), the pixel size as read when the sequence
+    was. A caller's own engine (``attach``) is left as it is."""
+    from pymmcore_plus.mda import MDAEngine
+
+    engine = core.mda.engine
+    if type(engine) is not MDAEngine:
+        return lambda: None
+    quiet = _quiet_engine_class()(core, use_hardware_sequencing=engine.use_hardware_sequencing)
+    quiet.include_frame_position_metadata = engine.include_frame_position_metadata
+    core.register_mda_engine(quiet)
+    return lambda: core.register_mda_engine(engine)
+
+
+_QUIET: list[type] = []
+
+
+def _quiet_engine_class() -> type:
+    """The engine class (made on first use: pymmcore-plus is an optional extra)."""
+    if _QUIET:
+        return _QUIET[0]
+    from pymmcore_plus.mda import MDAEngine
+    from pymmcore_plus.metadata.functions import position
+
+    class QuietEngine(MDAEngine):
+        _pixel_size_um = 0.0
+        _exposure_ms = 0.0
+
+        def setup_sequence(self, sequence: Any) -> Any:
+            self._pixel_size_um = float(self.mmcore.getPixelSizeUm(True))
+            return super().setup_sequence(sequence)
+
+        def setup_event(self, event: Any) -> None:
+            super().setup_event(event)
+            self._exposure_ms = float(self.mmcore.getExposure())  # before the camera streams
+
+        def get_frame_metadata(self, event: Any, prop_values: Any = None,
+                               runner_time_ms: float = 0.0, include_position: bool = True,
+                               camera_device: str | None = None) -> Any:
+            if prop_values is None and (ch := event.channel):
+                prop_values = self._get_current_props(ch.group)
+            core = self.mmcore
+            info = {"format": "frame-dict", "version": "1.0", "runner_time_ms": runner_time_ms,
+                    "camera_device": camera_device or core.getPhysicalCameraDevice(),
+                    "property_values": prop_values or (),
+                    "exposure_ms": event.exposure if event.exposure is not None
+                    else self._exposure_ms,
+                    "pixel_size_um": self._pixel_size_um, "mda_event": event}
+            if include_position:
+                info["position"] = position(core)
+            return info
+
+    _QUIET.append(QuietEngine)
+    return QuietEngine
