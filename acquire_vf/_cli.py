@@ -358,6 +358,9 @@ def predict(
     uncertainty: Annotated[int | None, typer.Option(
         "--uncertainty", help="With --profile: passes per virtual frame for its uncertainty "
         "channel (0: none, 2-8; default: the profile's [verification]).")] = None,
+    chunk: Annotated[int, typer.Option(
+        "--chunk", help="With --cluster: frame sets per task (fewer scheduler round trips "
+        "for small frames; 1: a task per set).")] = 1,
     backend: BackendOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -370,7 +373,7 @@ def predict(
             raise DataError("predict: expected --model (images) or --profile (a saved run), "
                             "got both")
         predict_over_run(profile, inputs, out, cluster=cluster, adapt=adapt, backend=backend,
-                         overwrite=overwrite, uncertainty=uncertainty)
+                         overwrite=overwrite, uncertainty=uncertainty, chunk=chunk)
         return
     if model is None:
         raise DataError("predict: expected --model ENGINE (images) or --profile P (a saved "

@@ -21,7 +21,7 @@ def _adapt(text: str) -> tuple[int, int]:
 
 def predict_over_run(profile: str, inputs: list[Path], out: Path, *, cluster: str,
                      adapt: str, backend: str | None, overwrite: bool,
-                     uncertainty: int | None = None) -> None:
+                     uncertainty: int | None = None, chunk: int = 1) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
     from rich.table import Table
@@ -32,6 +32,8 @@ def predict_over_run(profile: str, inputs: list[Path], out: Path, *, cluster: st
 
     if uncertainty is not None and uncertainty not in (0, *range(2, 9)):
         raise DataError(f"--uncertainty: expected 0 (none) or 2 to 8 passes, got {uncertainty}")
+    if chunk < 1:
+        raise DataError(f"--chunk: expected 1 or more frame sets per task, got {chunk}")
     if len(inputs) != 1:
         raise DataError(f"predict --profile: expected one saved run, got {len(inputs)} inputs")
     if not out.name.endswith(".zarr"):
@@ -62,7 +64,7 @@ def predict_over_run(profile: str, inputs: list[Path], out: Path, *, cluster: st
     with bar:
         summary = predict_dataset(prof, inputs[0], out, cluster=cluster, backend=backend,
                                   adapt=_adapt(adapt), on_start=started, on_set=done,
-                                  uncertainty=uncertainty)
+                                  uncertainty=uncertainty, chunk=chunk)
     before = summary["frame_sets_done_before"]
     table = Table(title=f"{out.name}: {summary['frame_sets']} frame sets in "
                   f"{summary['seconds']:.1f} s" + (f" ({before} done before: went on where "

@@ -1,5 +1,6 @@
 """Throughput of ``predict --profile demo`` over a saved run: one process against a Dask
-LocalCluster of one and of two single-threaded workers (issue 35's targets: two workers over
+LocalCluster of one and of two single-threaded workers, the two also with four frame sets
+per task (`--chunk 4`) (issue 35's targets: two workers over
 one >= 1.7 on a 2-core machine; the distributed path's overhead over one process <= 10% at
 512 x 512).
 
@@ -52,17 +53,19 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         src = saved_run(Path(tmp) / "run", a.size, a.time_points)
-        for name, prof, cluster in (("one process, 1 thread", one_thread, "none"),
-                                    ("local:1", demo, "local:1"),
-                                    ("local:2", demo, "local:2")):
+        for name, prof, cluster, chunk in (("one process, 1 thread", one_thread, "none", 1),
+                                           ("local:1", demo, "local:1", 1),
+                                           ("local:2", demo, "local:2", 1),
+                                           ("local:2, --chunk 4", demo, "local:2", 4)):
             t0 = time.perf_counter()
             ready: list[float] = []
 
             def started(n: int, dashboard: str | None, ready: list[float] = ready) -> None:
                 ready.append(time.perf_counter())
 
-            s = predict_dataset(prof, src, Path(tmp) / f"{cluster}.ome.zarr", cluster=cluster,
-                                backend="onnxruntime", on_start=started)
+            s = predict_dataset(prof, src, Path(tmp) / f"{cluster}-{chunk}.ome.zarr",
+                                cluster=cluster, backend="onnxruntime", on_start=started,
+                                chunk=chunk)
             end = time.perf_counter()
             wall = end - ready[0]  # from engines loaded on every worker to the last set written
             rows[name] = {"frame_sets": s["frame_sets"], "start_s": round(ready[0] - t0, 2),
@@ -70,9 +73,10 @@ def main() -> None:
                           "task_s_mean": round(sum(w["seconds"] for w in s["workers"].values())
                                                / s["frame_sets"], 3)}
             print(f"{name}: {rows[name]}", flush=True)
-    base, w1, w2 = (rows[k]["sets_per_s"] for k in rows)
+    base, w1, w2, w2c = (rows[k]["sets_per_s"] for k in rows)
     out = {"size": a.size, "frame_sets": rows["local:2"]["frame_sets"], "rows": rows,
            "two_workers_over_one": round(w2 / w1, 3),
+           "two_workers_chunk4_over_one": round(w2c / w1, 3),
            "distributed_overhead_per_set": round(base / w1 - 1, 3),
            "note": "sets per second from the moment every worker has its engines (start_s: "
                    "the cluster and the engines) to the last set written"}

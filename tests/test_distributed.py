@@ -61,11 +61,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {fmt: _saved_run(base / fmt, fmt) for fmt in ("ome-tiff", "ome-zarr")}
 
 
-@pytest.mark.parametrize("fmt", ["ome-tiff", "ome-zarr"])
+@pytest.mark.parametrize(("fmt", "chunk"), [("ome-tiff", 1), ("ome-zarr", 3)])
 def test_two_workers_write_what_one_process_writes_bit_for_bit(
-        runs: dict[str, Path], tmp_path: Path, fmt: str) -> None:
+        runs: dict[str, Path], tmp_path: Path, fmt: str, chunk: int) -> None:
+    """Two workers, a task per frame set or three sets per task (``--chunk``)."""
     one = _predict(runs[fmt], tmp_path / "one.ome.zarr", "none")
-    two = _predict(runs[fmt], tmp_path / "two.ome.zarr", "local:2")
+    two = _predict(runs[fmt], tmp_path / "two.ome.zarr", "local:2", chunk=chunk)
     a, b = _planes(tmp_path / "one.ome.zarr"), _planes(tmp_path / "two.ome.zarr")
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -115,7 +116,8 @@ def test_a_plane_that_cannot_be_read_is_one_line_and_the_rest_are_written(
     chunk = next(p for p in sorted((store / "0").rglob("*"))  # a chunk of position 0
                  if p.is_file() and "c" in p.relative_to(store).parts)
     chunk.write_bytes(b"not a chunk")  # one plane of position 0 corrupt
-    summary = _predict(src, tmp_path / "out.ome.zarr", "local:2")
+    # two sets per task: the bad set costs itself, not the set it shares a task with
+    summary = _predict(src, tmp_path / "out.ome.zarr", "local:2", chunk=2)
     (line,) = summary["failures"]
     assert "cannot be read" in line and "p=0" in line
     written = {(k[0], k[1]) for k in _planes(tmp_path / "out.ome.zarr") if k[3] == "DNA"}
@@ -139,7 +141,8 @@ def test_the_cli_over_a_saved_demo_run_on_two_workers(runs: dict[str, Path],
                                                       tmp_path: Path) -> None:
     out = tmp_path / "OUT.zarr"
     proc = subprocess.run([sys.executable, "-m", "acquire_vf", "predict", "--profile", "demo",
-                           "--cluster", "local:2", str(runs["ome-tiff"]), "--out", str(out)],
+                           "--cluster", "local:2", "--chunk", "2", str(runs["ome-tiff"]),
+                           "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "virtual channel" in proc.stdout and "Mito" in proc.stdout

@@ -22,7 +22,14 @@ from acquire_vf._frames import Frame, FrameId, raised_flags
 from acquire_vf.config import Profile
 from acquire_vf.distributed._cluster import local_workers, open_client
 from acquire_vf.distributed._source import DatasetSource, open_source
-from acquire_vf.distributed._work import SetKey, SetResult, run_set, worker_for
+from acquire_vf.distributed._work import (
+    SetKey,
+    SetResult,
+    failed_set,
+    run_set,
+    run_sets,
+    worker_for,
+)
 
 RETRIES = 2
 """Tries after the first for a task whose worker died (the scheduler reruns it elsewhere)."""
@@ -60,12 +67,13 @@ def with_uncertainty(profile: Profile, passes: int | None) -> Profile:
 
 def predict_dataset(profile: Profile, source: Path, out: Path, *, cluster: str = "none",
                     backend: str | None = None, adapt: tuple[int, int] = (1, 4),
-                    uncertainty: int | None = None,
+                    uncertainty: int | None = None, chunk: int = 1,
                     on_start: Callable[[int, str | None], None] | None = None,
                     on_set: Callable[[SetResult], None] | None = None) -> dict[str, Any]:
     """Every frame set of the saved run at ``source`` through ``profile``'s refocus and
     synthesis stages; the virtual channels written to ``out`` (OME-Zarr); ``uncertainty``
-    passes per virtual frame if given (else the profile's). ``on_start(n,
+    passes per virtual frame if given (else the profile's); ``chunk`` frame sets per task on a
+    cluster (fewer scheduler round trips; a retried task redoes its chunk). ``on_start(n,
     dashboard)`` and ``on_set(result)`` report progress. Returns ``predict.json``'s content."""
     from acquire_vf.storage import DatasetLayout
 
@@ -102,7 +110,7 @@ def predict_dataset(profile: Profile, source: Path, out: Path, *, cluster: str =
         report = _Tally(outputs)
         report.resumed = len(keys) - len(todo)
         try:
-            for res in _results(client, profile, backend, str(source), todo):
+            for res in _results(client, profile, backend, str(source), todo, chunk):
                 _write(writer, src, res, have)
                 report.add(res)
                 if on_set is not None:
@@ -124,8 +132,9 @@ def sidecar_name(out: Path) -> str:
 
 
 def _results(client: Any, profile: Profile, backend: str | None, path: str,
-             keys: list[SetKey]) -> Iterator[SetResult]:
-    """Each frame set's result as it is done (a failed task: a result saying why)."""
+             keys: list[SetKey], chunk: int = 1) -> Iterator[SetResult]:
+    """Each frame set's result as it is done (a failed task: a result per set saying why);
+    ``chunk`` sets per cluster task."""
     if client is None:
         for key in keys:
             yield _guarded(functools.partial(run_set, profile, backend, path, key), key)
@@ -133,21 +142,24 @@ def _results(client: Any, profile: Profile, backend: str | None, path: str,
     from distributed import as_completed
 
     pf, bf = client.scatter(profile, broadcast=True), backend
-    futures = {client.submit(run_set, pf, bf, path, key, pure=False, retries=RETRIES): key
-               for key in keys}
+    groups = [keys[i:i + max(chunk, 1)] for i in range(0, len(keys), max(chunk, 1))]
+    futures = {client.submit(run_sets, pf, bf, path, group, pure=False, retries=RETRIES):
+               group for group in groups}
     for fut in as_completed(futures):
-        key = futures.pop(fut)
-        yield _guarded(fut.result, key)
+        group = futures.pop(fut)
+        try:
+            results = fut.result()
+        except Exception as e:  # noqa: BLE001 - a task that failed every try
+            results = [failed_set(key, e) for key in group]
+        yield from results
         fut.release()
 
 
 def _guarded(get: Callable[[], SetResult], key: SetKey) -> SetResult:
     try:
         return get()
-    except DataError as e:
-        return SetResult(key, not_made={"*": str(e)})
-    except Exception as e:  # noqa: BLE001 - a task that failed every try: said, the rest go on
-        return SetResult(key, not_made={"*": f"{type(e).__name__}: {e}"})
+    except Exception as e:  # noqa: BLE001 - a set that failed: said, the rest go on
+        return failed_set(key, e)
 
 
 FAILED = "failed: "

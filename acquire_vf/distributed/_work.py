@@ -115,6 +115,27 @@ def run_set(profile: Profile, backend: str | None, path: str, key: SetKey) -> Se
     return res
 
 
+def run_sets(profile: Profile, backend: str | None, path: str,
+             keys: list[SetKey]) -> list[SetResult]:
+    """The task a cluster runs for ``--chunk N``: several frame sets in one task (one
+    scheduler round trip for ``N`` sets); a set that fails says why, the rest go on."""
+    out = []
+    for key in keys:
+        try:
+            out.append(run_set(profile, backend, path, key))
+        except Exception as e:  # noqa: BLE001 - one set's failure costs that set
+            out.append(failed_set(key, e))
+    return out
+
+
+def failed_set(key: SetKey, e: BaseException) -> SetResult:
+    """A frame set that could not be read or run: a result saying why, in one line."""
+    from acquire_vf._errors import DataError
+
+    why = str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}"
+    return SetResult(key, not_made={"*": why})
+
+
 def _worker_name() -> str:
     try:
         from distributed import get_worker
