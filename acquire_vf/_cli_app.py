@@ -30,7 +30,8 @@ PlanOpt = Annotated[Path | None, typer.Option(
     "napari-micromanager save it) instead of the profile's [acquisition].")]
 AcqOpt = Annotated[str | None, typer.Option(
     "--acquisition", help="Acquisition backend: pycromanager (Micro-Manager; the default), "
-    "pymmcore-plus (Micro-Manager's core through pymmcore-plus's MDA engine, in this process) "
-    "or memory (the simulated specimen rendered directly, no Micro-Manager).")]
+    "pymmcore-plus (Micro-Manager's core through pymmcore-plus's MDA engine, in this process; "
+    "the default for [connection] kind = \"pymmcore-plus\") or memory (the simulated specimen "
+    "rendered directly, no Micro-Manager).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", metavar="",
                                             help="Replace an existing output.")]

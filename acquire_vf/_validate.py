@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from acquire_vf._errors import AcquireVFError, ProfileError
-from acquire_vf.config import HeadlessConnection, Profile
+from acquire_vf.config import HeadlessConnection, Profile, PyMMCorePlusConnection
 
 
 def problems(prof: Profile, *, here: bool = False) -> list[str]:
@@ -31,6 +31,10 @@ def problems(prof: Profile, *, here: bool = False) -> list[str]:
 
     out: list[str] = []
     conn = prof.connection
+    if isinstance(conn, PyMMCorePlusConnection) and conn.mm_dir is not None \
+            and not conn.mm_dir.is_dir():
+        out.append(f"connection.mm_dir: expected the Micro-Manager installation folder, "
+                   f"'{conn.mm_dir}' does not exist")
     if isinstance(conn, HeadlessConnection):
         if not conn.mm_dir.is_dir():
             out.append(f"connection.mm_dir: expected the Micro-Manager installation folder, "

@@ -41,6 +41,23 @@ def test_a_demo_run_through_pymmcore_plus(tmp_path: Path) -> None:
     assert agp.std() > 0 and agp.shape == tuple(ds.layout.shape)
 
 
+def test_a_profile_names_pymmcore_plus_as_its_connection(tmp_path: Path) -> None:
+    """``[connection] kind = "pymmcore-plus"`` (no ``mm_dir``: the demo adapters) picks the
+    pymmcore-plus backend without ``--acquisition``; pycromanager is refused in one line."""
+    from acquire_vf._errors import MicroscopeError
+
+    prof = make_profile(connection={"kind": "pymmcore-plus"}, acquisition={"time_points": 2})
+    backend = open_backend(prof)
+    info = backend.describe()
+    assert (info.name, info.mode) == ("pymmcore-plus", "pymmcore-plus")
+    run = make_run(prof, tmp_path, backend=backend, stages=[])
+    run.run()
+    assert run.state is RunState.FINISHED, run.errors
+    assert run.frames_acquired == 2 * len(prof.channels)
+    with pytest.raises(MicroscopeError, match="pymmcore-plus's MDA engine"):
+        open_backend(prof, "pycromanager")
+
+
 def test_a_hardware_sequence_reads_no_camera_property_per_frame(tmp_path: Path) -> None:
     """A fast single-channel run (hardware-sequenced by pymmcore-plus): its engine is swapped
     for one whose frame metadata takes the exposure from the event and the pixel size from

@@ -23,6 +23,7 @@ from acquire_vf.config import (
     HeadlessConnection,
     MemoryConnection,
     Profile,
+    PyMMCorePlusConnection,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,10 @@ def connect(profile: Profile) -> Microscope:
     if isinstance(conn, MemoryConnection):
         raise MicroscopeError("connection kind 'memory' has no Micro-Manager to connect to; "
                               "expected kind 'demo', 'headless' or 'attach'")
+    if isinstance(conn, PyMMCorePlusConnection):
+        raise MicroscopeError("connection kind 'pymmcore-plus' runs through pymmcore-plus's "
+                              "MDA engine, not pycromanager; expected --acquisition "
+                              "pymmcore-plus (the default for this kind)")
     if isinstance(conn, AttachConnection):
         mic = _attach(conn)
     else:

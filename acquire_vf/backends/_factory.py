@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from acquire_vf.backends._protocol import AcquisitionBackend, check_backend
-from acquire_vf.config import MemoryConnection, Profile
+from acquire_vf.config import MemoryConnection, Profile, PyMMCorePlusConnection
 
 BACKENDS = ("pycromanager", "pymmcore-plus", "memory", "replay")
 
@@ -35,6 +35,7 @@ def open_backend(profile: Profile, kind: str | None = None, *,
     connected and checked against the profile; the simulated specimen prepared at the plan's
     positions when the profile has one."""
     kind = kind or ("memory" if isinstance(profile.connection, MemoryConnection)
+                    else "pymmcore-plus" if isinstance(profile.connection, PyMMCorePlusConnection)
                     else "pycromanager")
     if kind not in BACKENDS:
         from acquire_vf._errors import ProfileError
@@ -122,20 +123,22 @@ def _pymmcore_plus(profile: Profile) -> Any:
 
     conn = profile.connection
     if isinstance(conn, DemoConnection):
-        mm_dir = demo_adapter_dir()
+        mm_dir, demo = demo_adapter_dir(), True
     elif isinstance(conn, HeadlessConnection):
-        mm_dir = conn.mm_dir
+        mm_dir, demo = conn.mm_dir, False
+    elif isinstance(conn, PyMMCorePlusConnection):
+        mm_dir, demo = conn.mm_dir or demo_adapter_dir(), conn.is_demo
     else:
         raise MicroscopeError(f"the pymmcore-plus backend runs Micro-Manager's core in this "
-                              f"process: expected connection kind 'demo' or 'headless', got "
-                              f"'{conn.kind}'")
+                              f"process: expected connection kind 'pymmcore-plus', 'demo' or "
+                              f"'headless', got '{conn.kind}'")
     cfg = Path(conn.config_file)
     cfg = cfg if cfg.is_absolute() else mm_dir / cfg
     if not cfg.is_file():
         raise MicroscopeError(f"Micro-Manager config file not found: '{cfg}'")
     core = load_core(mm_dir, cfg)
     mic = Microscope(core=SnakeCase(core), mode=conn.kind, source=str(cfg))
-    if isinstance(conn, DemoConnection) and profile.specimen.kind == "simulated":
+    if demo and profile.specimen.kind == "simulated":
         define_missing_presets(mic, profile)
     check_profile_against_hardware(mic, profile)
     return PyMMCorePlusBackend(core, mode=conn.kind, source=str(cfg),

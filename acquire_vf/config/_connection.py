@@ -47,6 +47,27 @@ class AttachConnection(_Model):
     """Longest wait for the application to answer."""
 
 
+class PyMMCorePlusConnection(_Model):
+    """Micro-Manager's core in this process as pymmcore-plus's ``CMMCorePlus``, the run's
+    events through its MDA engine (hardware-sequenced where its engine finds the devices
+    allow it). The same config files as ``demo`` and ``headless``: without ``mm_dir``, the
+    demo adapters of ``mm-test-adapters``."""
+
+    kind: Literal["pymmcore-plus"]
+    config_file: Path = Path("MMConfig_demo.cfg")
+    """Hardware configuration file; relative paths are relative to ``mm_dir``."""
+    mm_dir: Path | None = None
+    """Micro-Manager installation folder (holds the device adapters); none: the demo
+    adapters shipped in ``mm-test-adapters``."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Longest wait for the configuration to load (real hardware can be slow)."""
+
+    @property
+    def is_demo(self) -> bool:
+        """The demo adapters (``mm_dir`` not given)."""
+        return self.mm_dir is None
+
+
 class MemoryConnection(_Model):
     """No Micro-Manager: the simulated specimen is rendered straight into frames (the
     in-memory backend), a frame in milliseconds. Needs ``specimen.kind = "simulated"``."""
@@ -66,6 +87,7 @@ class MemoryConnection(_Model):
 
 
 Connection = Annotated[
-    DemoConnection | HeadlessConnection | AttachConnection | MemoryConnection,
+    DemoConnection | HeadlessConnection | AttachConnection | MemoryConnection
+    | PyMMCorePlusConnection,
     Field(discriminator="kind"),
 ]

@@ -33,6 +33,7 @@ from acquire_vf.config._connection import (
     DemoConnection,
     HeadlessConnection,
     MemoryConnection,
+    PyMMCorePlusConnection,
 )
 from acquire_vf.config._faults import Debug, FaultPolicy
 from acquire_vf.config._output import Display, Storage
@@ -44,6 +45,7 @@ __all__ = ["PROFILE_VERSION", "Acceptance", "AttachConnection", "Autofocus", "Au
            "Refocusing",
            "Camera", "Compute", "DemoConnection", "Display", "FocusStep", "HeadlessConnection",
            "MemoryConnection", "Perturbation", "PhysicalChannel", "Profile", "Protocol",
+           "PyMMCorePlusConnection",
            "Queues", "RefocusPolicy", "Specimen", "Storage", "Tiling", "Verification",
            "VirtualChannel", "XYPosition"]
 
