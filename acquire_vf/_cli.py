@@ -401,10 +401,14 @@ def predict(
 
 @app.command("build-engine")
 def build_engine(
-    onnx: Annotated[Path, typer.Argument(help="Engine (NAME.onnx with NAME.json).")],
+    onnx: Annotated[Path | None, typer.Argument(
+        help="Engine (NAME.onnx with NAME.json); without it, every engine of --profile.")
+    ] = None,
     profile: Annotated[str | None, typer.Option(
         "--profile", help="Take tile, batch, precision and device from this profile's "
-        "[tiling] and [compute], so the session finds the plan.")] = None,
+        "[tiling] and [compute], so the session finds the plan. Without ONNX on a machine "
+        "with no NVIDIA GPU: measure every CPU path of the profile's engines and keep the "
+        "fastest that agrees with fp32 (sessions run it).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="fp32, fp16 or int8 "
                                                   "(default: the profile's, else fp16).")] = None,
     tile: Annotated[int | None, typer.Option("--tile", help="Tile size the plan is built for "
@@ -413,11 +417,19 @@ def build_engine(
                                               "(default: the profile's, else 4).")] = None,
 ) -> None:
     """Build the TensorRT plan for this GPU into the engine cache, ahead of a session (for
-    the tiling and precision the session will ask for: pass its --profile)."""
+    the tiling and precision the session will ask for: pass its --profile); on a CPU-only
+    machine, --profile alone chooses each engine's fastest CPU path by measurement."""
     from acquire_vf.config import Compute, Tiling, load_profile
     from acquire_vf.inference import create_engine
 
     prof = load_profile(profile) if profile is not None else None
+    if onnx is None:
+        if prof is None:
+            raise DataError("build-engine: expected an ONNX engine or --profile P, got neither")
+        from acquire_vf._cli_fastest import fastest_paths
+
+        fastest_paths(prof)
+        return
     tiling = prof.tiling if prof is not None else Tiling()
     base = prof.compute.model_dump() if prof is not None else {"precision": "fp16"}
     chosen = precision or base["precision"]

@@ -49,7 +49,7 @@ def _median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return round(min(times), 3)
 
 
-def _interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int,
+def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int,
                     warmup: int = 3) -> dict[str, float]:
     """Best of ``repeats`` for each function, run in turn, so that every one of them meets
     the same machine state (thermal, other load, allocator warm-up)."""
@@ -141,14 +141,14 @@ def run(json_path: Path | None = None, *, quick: bool = False,
             detail["live_pymmcore_plus"]["acquisition_rate_ratio"]
     from acquire_vf._bench_host import handoff, int8_speedup, openvino_over_onnxruntime
 
-    detail["int8"] = int8_speedup(work / "realtime.onnx", work, reps, _interleaved_ms)
+    detail["int8"] = int8_speedup(work / "realtime.onnx", work, reps, interleaved_ms)
     progress(f"int8: {detail['int8']}")
     result["int8_over_fp32_speedup"] = detail["int8"]["int8_over_fp32_speedup"]
-    detail["openvino"] = openvino_over_onnxruntime(work, cores, reps, _interleaved_ms)
+    detail["openvino"] = openvino_over_onnxruntime(work, cores, reps, interleaved_ms)
     progress(f"openvino: {detail['openvino']}")
     result["openvino_over_onnxruntime"] = {k: v["openvino_over_onnxruntime"]
                                            for k, v in detail["openvino"].items()}
-    detail["engine_host"] = handoff(work, reps, _interleaved_ms)
+    detail["engine_host"] = handoff(work, reps, interleaved_ms)
     progress(f"engine host hand-off: {detail['engine_host']}")
     for key in ("handoff_ms_per_2048_frame_set", "host_call_ms_per_2048_frame_set"):
         result[key] = detail["engine_host"][key]
@@ -193,7 +193,7 @@ def _inference(cards: dict[str, Any], work: Path, cpu: Compute, quick: bool, rep
             if size == 512:
                 tr = TorchRunner(path, threads=cores)
                 fns["torch"] = lambda: tr.run(x)  # noqa: B023
-            t = _interleaved_ms(fns, 2 if big else reps, warmup=1 if big else 3)
+            t = interleaved_ms(fns, 2 if big else reps, warmup=1 if big else 3)
             model_ms, infer_ms, tiled_ms = t["model"], t["frame"], t["tiled"]
             torch_ms = t.get("torch")
             gflop = card.gflop_per_256 * (size / 256) ** 2
@@ -218,7 +218,7 @@ def uncertainty_cost(engine: Path, cpu: Compute, reps: int, size: int = 512
     fns: dict[str, Callable[[], Any]] = {"one_pass": lambda: eng.infer(frames)}
     for n in (2, 4, 8):
         fns[f"passes_{n}"] = lambda n=n: infer_with_uncertainty(eng, frames, n)  # type: ignore[misc]
-    t = _interleaved_ms(fns, reps, warmup=1)
+    t = interleaved_ms(fns, reps, warmup=1)
     out: dict[str, Any] = {"size": size, "one_pass_ms": t["one_pass"]}
     for n in (2, 4, 8):
         out[f"passes_{n}"] = round(t[f"passes_{n}"] / t["one_pass"], 3)

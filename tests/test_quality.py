@@ -36,10 +36,10 @@ LAYERS: list[set[str]] = [
     {"display", "training", "evaluate", "quantize"},
     {"calibration", "interop"},
     {"_session", "_api", "bench", "_bench_host", "_bench_storage", "_validate", "_recover",
-     "_guard", "_control", "_attach", "_napari_attach"},
+     "_guard", "_control", "_attach", "_napari_attach", "_fastest"},
     {"distributed"},  # the live run's stages (_session.build_stages) on Dask workers
     {"_cli", "_cli_app", "_cli_train", "_cli_evaluate", "_cli_calibrate", "_cli_docs",
-     "_cli_control", "_cli_predict", "__main__"},
+     "_cli_control", "_cli_predict", "_cli_fastest", "__main__"},
 ]
 """DESIGN.md's order: each unit imports only from tiers below it. Top-level modules of one
 tier may use each other (``bench`` runs sessions); subpackages of one tier may not."""

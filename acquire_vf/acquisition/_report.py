@@ -77,6 +77,8 @@ def session_report(run: AcquisitionRun, *, profile_source: str = "",
         "acquisition_backend": run.backend_info.name,
         "specimen": prof.specimen.model_dump(mode="json"),
         "backend": backend,
+        "engine_choices": {e.card.name: e.chosen["why"] for e in run.stages.engines()
+                           if getattr(e, "chosen", None)},
         "files": [run.data_path.name] if run.data_path else [],
         "queues": {
             "pipeline_sets_dropped": p.sets_dropped if p else 0,

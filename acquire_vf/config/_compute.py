@@ -21,6 +21,11 @@ class Compute(_Model):
     """CPU threads for inference; 0 means all cores but one (the spare one is acquisition's)."""
     device: int = Field(0, ge=0)
     """CUDA device index."""
+    measured: bool = True
+    """Run each engine on the backend and precision ``acquire-vf build-engine --profile``
+    measured fastest on this machine (at this tile, batch and threads), where it has; else,
+    or when false, the order of ``backends``. ``session.json`` says which and why
+    (``engine_choices``)."""
     host: Literal["process", "thread"] = "process"
     """Where engines run: ``process``, an engine host process (``python -m
     acquire_vf.engine_host``) whose crash, hang or out-of-memory never touches acquisition;

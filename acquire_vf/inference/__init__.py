@@ -7,6 +7,13 @@ profile chooses.
 from typing import Any
 
 from acquire_vf.inference._checks import INPUT_FLAGS, check_inputs, input_stats
+from acquire_vf.inference._choice import (
+    ChoiceKey,
+    choice_key,
+    choice_record,
+    cpu_model,
+    save_choice,
+)
 from acquire_vf.inference._deconvolution import (
     DeconvolutionRefocus,
     DeconvolutionResult,
@@ -15,14 +22,16 @@ from acquire_vf.inference._deconvolution import (
 from acquire_vf.inference._defocus import DefocusEstimator, create_estimator, frame_normalise
 from acquire_vf.inference._engine import InferenceError, TiledEngine
 from acquire_vf.inference._errors import BackendUnavailable, EngineFileError
-from acquire_vf.inference._factory import create_engine, first_runner
+from acquire_vf.inference._factory import cpu_threads, create_engine, first_runner, make_runner
 from acquire_vf.inference._predict import predict
 from acquire_vf.inference._protocol import Engine, Runner
 from acquire_vf.inference._tiling import run_tiled, stitched_shape
 from acquire_vf.inference._tta import infer_with_uncertainty, spread_frame
 
 __all__ = [
-    "INPUT_FLAGS", "BackendUnavailable", "DeconvolutionRefocus", "DeconvolutionResult",
+    "INPUT_FLAGS", "BackendUnavailable", "ChoiceKey", "choice_key", "choice_record",
+    "cpu_model", "cpu_threads", "make_runner", "save_choice", "DeconvolutionRefocus",
+    "DeconvolutionResult",
     "DefocusEstimator", "Engine", "EngineFileError",
     "InferenceError", "OnnxRuntimeRunner", "OpenVINORunner", "Runner", "TensorRTRunner",
     "TiledEngine",

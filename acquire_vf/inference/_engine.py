@@ -42,6 +42,8 @@ class TiledEngine:
         self.tile = max(m, ((tile or card.tile) // m) * m)
         self.overlap = card.overlap if overlap is None else overlap
         self.batch = batch
+        self.chosen: dict[str, Any] | None = None
+        """The measured choice this engine runs (``build-engine --profile``), if any."""
         self._in = [card.normalisation[c] for c in card.inputs]
         self._out = card.normalisation[card.output]
         self._max = np.iinfo(np.dtype(card.dtype)).max

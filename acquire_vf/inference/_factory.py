@@ -90,9 +90,40 @@ def create_engine(onnx_path: str | Path, compute: Compute, *, tile: int | None =
     card = ModelCard.load(path)
     m = card.multiple_of
     tile_px = max(m, ((tile or card.tile) // m) * m)
-    runner = any_runner(path, card, compute, backend=backend, tile=tile_px, batch=batch,
-                        host=host)
-    return TiledEngine(card, runner, tile=tile_px, overlap=overlap, batch=batch)
+    chosen = measured_choice(card, compute, tile_px, batch) if backend is None else None
+    runner = None
+    if chosen is not None:  # build-engine measured this engine here: run what it chose
+        try:
+            run_card = ModelCard.load(Path(chosen["onnx"]))
+            runner = any_runner(Path(chosen["onnx"]), run_card, compute.model_copy(
+                update={"precision": "fp32"}), backend=chosen["backend"], tile=tile_px,
+                batch=batch, host=host)
+            # its checks keep the fp32 engine's held-out figures and band: the choice was
+            # taken only where its output costs at most TOLERANCE_DB of them
+            card = run_card.model_copy(update={"metrics": card.metrics,
+                                               "acceptance": card.acceptance})
+        except BackendUnavailable as e:
+            log.warning("engine %s: the measured choice (%s %s) cannot run here (%s); the "
+                        "profile's backends instead", card.name, chosen["backend"],
+                        chosen["precision"], e)
+            chosen = None
+    if runner is None:
+        runner = any_runner(path, card, compute, backend=backend, tile=tile_px, batch=batch,
+                            host=host)
+    engine = TiledEngine(card, runner, tile=tile_px, overlap=overlap, batch=batch)
+    engine.chosen = chosen
+    return engine
+
+
+def measured_choice(card: ModelCard, compute: Compute, tile: int, batch: int
+                    ) -> dict[str, Any] | None:
+    """What ``build-engine --profile`` measured fastest for ``card`` at this geometry on this
+    machine (``[compute] measured``), or ``None``."""
+    if not compute.measured or card.quantization:
+        return None
+    from acquire_vf.inference._choice import choice_key, load_choice
+
+    return load_choice(choice_key(card, tile, batch, cpu_threads(compute)))
 
 
 def any_runner(path: Path, card: ModelCard, compute: Compute, *, backend: str | None,
