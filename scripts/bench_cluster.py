@@ -42,6 +42,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--time-points", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3, help="configurations run in turns, "
+                    "this many times; each one's best round is reported")
     ap.add_argument("--json", type=Path, default=ROOT / "docs" / "performance" / "cluster.json")
     a = ap.parse_args()
     from acquire_vf.config import load_profile
@@ -50,36 +52,39 @@ def main() -> None:
     demo = load_profile("demo")
     one_thread = demo.model_copy(update={"compute": demo.compute.model_copy(
         update={"threads": 1})})
-    rows = {}
+    rows: dict[str, dict[str, float]] = {}
+    configs = (("one process, 1 thread", one_thread, "none", 1), ("local:1", demo, "local:1", 1),
+               ("local:2", demo, "local:2", 1), ("local:2, --chunk 4", demo, "local:2", 4))
     with tempfile.TemporaryDirectory() as tmp:
         src = saved_run(Path(tmp) / "run", a.size, a.time_points)
-        for name, prof, cluster, chunk in (("one process, 1 thread", one_thread, "none", 1),
-                                           ("local:1", demo, "local:1", 1),
-                                           ("local:2", demo, "local:2", 1),
-                                           ("local:2, --chunk 4", demo, "local:2", 4)):
-            t0 = time.perf_counter()
-            ready: list[float] = []
+        for r in range(a.rounds):  # in turns, best of the rounds: each meets the same machine
+            for name, prof, cluster, chunk in configs:
+                t0 = time.perf_counter()
+                ready: list[float] = []
 
-            def started(n: int, dashboard: str | None, ready: list[float] = ready) -> None:
-                ready.append(time.perf_counter())
+                def started(n: int, dashboard: str | None, ready: list[float] = ready) -> None:
+                    ready.append(time.perf_counter())
 
-            s = predict_dataset(prof, src, Path(tmp) / f"{cluster}-{chunk}.ome.zarr",
-                                cluster=cluster, backend="onnxruntime", on_start=started,
-                                chunk=chunk)
-            end = time.perf_counter()
-            wall = end - ready[0]  # from engines loaded on every worker to the last set written
-            rows[name] = {"frame_sets": s["frame_sets"], "start_s": round(ready[0] - t0, 2),
-                          "wall_s": round(wall, 2), "sets_per_s": round(s["frame_sets"] / wall, 3),
-                          "task_s_mean": round(sum(w["seconds"] for w in s["workers"].values())
-                                               / s["frame_sets"], 3)}
-            print(f"{name}: {rows[name]}", flush=True)
+                s = predict_dataset(prof, src, Path(tmp) / f"{cluster}-{chunk}-{r}.ome.zarr",
+                                    cluster=cluster, backend="onnxruntime", on_start=started,
+                                    chunk=chunk)
+                wall = time.perf_counter() - ready[0]  # engines loaded to last set written
+                row = {"frame_sets": s["frame_sets"], "start_s": round(ready[0] - t0, 2),
+                       "wall_s": round(wall, 2), "sets_per_s": round(s["frame_sets"] / wall, 3),
+                       "task_s_mean": round(sum(w["seconds"] for w in s["workers"].values())
+                                            / s["frame_sets"], 3)}
+                print(f"round {r + 1}, {name}: {row}", flush=True)
+                if name not in rows or row["sets_per_s"] > rows[name]["sets_per_s"]:
+                    rows[name] = row
     base, w1, w2, w2c = (rows[k]["sets_per_s"] for k in rows)
     out = {"size": a.size, "frame_sets": rows["local:2"]["frame_sets"], "rows": rows,
            "two_workers_over_one": round(w2 / w1, 3),
            "two_workers_chunk4_over_one": round(w2c / w1, 3),
            "distributed_overhead_per_set": round(base / w1 - 1, 3),
+           "rounds": a.rounds,
            "note": "sets per second from the moment every worker has its engines (start_s: "
-                   "the cluster and the engines) to the last set written"}
+                   "the cluster and the engines) to the last set written; the configurations "
+                   "in turns, each one's best of the rounds"}
     print(json.dumps({k: v for k, v in out.items() if k != "rows"}, indent=1))
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(out, indent=1) + "\n")
