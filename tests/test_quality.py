@@ -27,7 +27,7 @@ def test_tool_is_clean(cmd: list[str]) -> None:
 
 LAYERS: list[set[str]] = [
     {"__init__", "_errors", "_paths", "_frames", "_stats", "card", "layouts", "focus",
-     "metrics", "pairs", "tolerance", "fidelity", "optics", "psf_fit"},  # leaf modules
+     "metrics", "pairs", "tolerance", "fidelity", "optics", "psf_fit", "subpixel"},  # leaves
     {"config"},
     {"storage", "inference", "simulate"},
     {"pipeline", "engine_host"},
