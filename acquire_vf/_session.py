@@ -220,6 +220,7 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
         if run.focus is not None:  # every focus event on disk; session.json keeps the first
             focus_log = FocusLog(out / FOCUS_LOG)
             run.signals.focus.connect(focus_log.write)
+            run.focus.log = FOCUS_LOG
         if on_run is not None:
             on_run(run)
         restore, stopped_by = _cancel_on_signals(run)

@@ -44,7 +44,6 @@ import numpy as np
 import useq
 
 from acquire_vf._frames import Frame
-from acquire_vf.acquisition._focus_log import FOCUS_LOG
 from acquire_vf.acquisition._payloads import (
     FocusCorrection,
     FocusEstimate,
@@ -139,6 +138,8 @@ class FocusController:
         self._decided = threading.Condition(self._lock)
         self._handled: dict[int, int] = {}
         """Per position, the last time point whose steering estimate was decided."""
+        self.log: str | None = None
+        """The run folder's file with every focus event (set by whoever writes it)."""
         self.late_estimates = 0
         """Time points that went ahead without their previous estimate (``wait_for_estimate_s``
         ran out)."""
@@ -537,7 +538,7 @@ class FocusController:
                     "zscan_channel": self.zscan_channel,
                     "late_estimates": self.late_estimates,
                     "estimates_total": self.record.estimates_total,
-                    "log": FOCUS_LOG,
+                    **({"log": self.log} if self.log else {}),
                     "estimates": list(self.record.estimates),
                     "corrections": list(self.record.corrections),
                     "zscans": list(self.record.zscans) + [
