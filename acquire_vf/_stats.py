@@ -4,7 +4,7 @@ latency statistics, and which time points something happened at."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 import numpy as np
 
@@ -80,12 +80,20 @@ class TimePoints:
         return sum(int.from_bytes(b, "little").bit_count() for b in self._bits.values())
 
     def union(self, other: TimePoints) -> TimePoints:
-        out = self.copy()
-        for key, bits in other._bits.items():
-            mine = out._bits.get(key, bytearray())
-            n = max(len(mine), len(bits))
-            out._bits[key] = bytearray((int.from_bytes(mine, "little") |
-                                        int.from_bytes(bits, "little")).to_bytes(n, "little"))
+        return self.copy().merged(lambda key: key, other)
+
+    def merged(self, key_of: Callable[[Hashable], Hashable],
+               *more: TimePoints) -> TimePoints:
+        """A new one whose key ``key_of(k)`` holds every time point of the keys it maps from
+        (here and in ``more``): per position from (position, z), say."""
+        out = TimePoints()
+        for src in (self, *more):
+            for key, bits in src._bits.items():
+                k = key_of(key)
+                mine = out._bits.get(k, bytearray())
+                n = max(len(mine), len(bits))
+                out._bits[k] = bytearray((int.from_bytes(mine, "little") |
+                                          int.from_bytes(bits, "little")).to_bytes(n, "little"))
         return out
 
     def copy(self) -> TimePoints:

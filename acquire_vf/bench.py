@@ -50,7 +50,7 @@ def _median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 
 def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int,
-                    warmup: int = 3) -> dict[str, float]:
+                   warmup: int = 3) -> dict[str, float]:
     """Best of ``repeats`` for each function, run in turn, so that every one of them meets
     the same machine state (thermal, other load, allocator warm-up)."""
     for _ in range(warmup):

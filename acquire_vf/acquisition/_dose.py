@@ -137,24 +137,13 @@ class DoseLedger:
 def _due_zscans(planes: TimePoints, every: int, checked: TimePoints) -> tuple[int, int]:
     """The comparator's z-scans (one per position and time point acquired, every ``every``
     time points) and how many of them ``checked`` (by position) made unnecessary."""
-    by_p: dict[Any, np.ndarray] = {}
-    for key in planes:  # (position, z index)
-        p = key[0]  # type: ignore[index]
-        by_p[p] = _either(by_p.get(p), planes.mask(key))
+    by_p = planes.merged(lambda key: key[0])  # type: ignore[index]  # (position, z index)
     due = avoided = 0
-    for p, acquired in by_p.items():
-        m = acquired & (np.arange(len(acquired)) % every == 0)
+    for p in by_p:
+        m = by_p.mask(p)
+        m &= np.arange(len(m)) % every == 0
         c = checked.mask(p)
         n = min(len(m), len(c))
         due += int(m.sum())
         avoided += int((m[:n] & c[:n]).sum())
     return due, avoided
-
-
-def _either(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
-    if a is None:
-        return b
-    long, short = (a, b) if len(a) >= len(b) else (b, a)
-    out = long.copy()
-    out[:len(short)] |= short
-    return out

@@ -189,14 +189,23 @@ class FocusController:
         """Wait until the steering estimate of (t, p) is decided (its correction or z-scan
         asked for): ``True``; ``False`` when ``timeout_s`` ran out or the run is stopping
         (counted as a late estimate)."""
+        if self._wait(lambda: self._handled.get(p, -1) >= t, timeout_s, stopping):
+            return True
+        with self._lock:
+            self.late_estimates += 1
+        return False
+
+    def _wait(self, ready: Callable[[], bool], timeout_s: float,
+              stopping: Callable[[], bool] = lambda: False) -> bool:
+        """Wait on the controller's condition until ``ready()`` (checked holding the lock),
+        ``timeout_s`` runs out or ``stopping()``; whether it became ready."""
         import time
 
         end = time.monotonic() + timeout_s
         with self._decided:
-            while self._handled.get(p, -1) < t:
+            while not ready():
                 left = end - time.monotonic()
                 if left <= 0 or stopping():
-                    self.late_estimates += 1
                     return False
                 self._decided.wait(min(left, 0.1))
         return True
@@ -227,6 +236,7 @@ class FocusController:
                 self._signed[(t, p)] = (optical, sigma) if optical is not None else None
                 while len(self._signed) > 512:
                     self._signed.pop(next(iter(self._signed)))
+                self._decided.notify_all()  # the refocus stage may be waiting (signed())
         rec: dict[str, Any] = {"t": t, "p": p, "channel": channel,
                                "defocus_um": None if optical is None else round(optical, 3),
                                "distance_um": round(distance, 3), "sigma_um": round(sigma, 3)}
@@ -391,15 +401,9 @@ class FocusController:
     def signed(self, t: int, p: int, wait_s: float = 0.5) -> tuple[float, float] | None:
         """The signed defocus of (t, p) and its sigma, once estimated (waits up to
         ``wait_s``: the estimator runs beside the engines and is quicker)."""
-        import time
-
-        end = time.monotonic() + wait_s
-        while True:
-            with self._lock:
-                known, got = (t, p) in self._signed, self._signed.get((t, p))
-            if known or time.monotonic() >= end:
-                return got
-            time.sleep(0.005)
+        self._wait(lambda: (t, p) in self._signed, wait_s)
+        with self._lock:
+            return self._signed.get((t, p))
 
     def zscan_frame(self, frame: Frame, z_um: float) -> None:
         """A z-scan exposure arrived (acquisition thread): score it; fit when all are in. The
