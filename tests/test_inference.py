@@ -266,3 +266,28 @@ def test_a_shipped_engine_on_openvino_agrees_with_onnxruntime_in_camera_units() 
     assert np.abs(a.astype(np.int64) - b.astype(np.int64)).max() <= 0.001 * 65535
     eo.close()
     ev.close()
+
+
+def test_an_estimator_beside_the_pipeline_takes_its_own_threads_and_never_spins() -> None:
+    """ONNX Runtime's own record of the sessions: the pipeline's engine gets the profile's
+    threads and spins between operators; the closed loop's defocus estimator, which runs
+    beside it, gets ``estimator_threads`` and does not spin (two sessions spinning on the same
+    cores ran 0.63x: ``scripts/perf_threads.py``)."""
+    from acquire_vf.inference import create_estimator
+
+    root = Path(__file__).resolve().parents[1] / "engines"
+    compute = Compute(backends=("onnxruntime",), threads=2)
+    engine = create_engine(root / "cps_dna.onnx", compute.model_copy(update={"measured": False}))
+    est = create_estimator(root / "defocus_bf.onnx", compute)
+    try:
+        opts = engine.runner.session.get_session_options()
+        assert opts.intra_op_num_threads == 2
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+        opts = est.runner.session.get_session_options()
+        assert opts.intra_op_num_threads == 1
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        alone = create_estimator(root / "defocus_bf.onnx",
+                                 compute.model_copy(update={"estimator_threads": 0}))
+        assert alone.runner.session.get_session_options().intra_op_num_threads == 2
+    finally:
+        engine.close()

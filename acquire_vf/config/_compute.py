@@ -19,6 +19,16 @@ class Compute(_Model):
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     threads: int = Field(0, ge=0)
     """CPU threads for inference; 0 means all cores but one (the spare one is acquisition's)."""
+    estimator_threads: int = Field(1, ge=0)
+    """CPU threads for the closed loop's defocus estimators; 0 means as ``threads``. They run
+    beside the pipeline's engine, so they never spin (ONNX Runtime's thread pool otherwise
+    spins between operators): on 2 cores, an engine beside an estimator with all cores and
+    spinning ran 22.9 frames/s, beside one thread not spinning 25.8, the estimator 26.7
+    against 24.8 calls/s (``scripts/perf_threads.py``; ``docs/performance.md``, Threads)."""
+    spin: bool = True
+    """ONNX Runtime's intra-op threads spin between operators (faster alone: 61.9 against
+    57.1 frames/s on 2 cores); off where several engines share the cores (two engines with all
+    cores each: 42.3 spinning, 66.8 not)."""
     device: int = Field(0, ge=0)
     """CUDA device index."""
     measured: bool = True

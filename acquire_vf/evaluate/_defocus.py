@@ -54,7 +54,7 @@ def evaluate_defocus(model: Path, data: Path, out: Path, *, exposure_ms: float |
     from acquire_vf.inference import create_estimator
     from acquire_vf.simulate import Camera
 
-    est = create_estimator(model, compute or Compute())
+    est = create_estimator(model, compute or Compute(estimator_threads=0))  # alone: all cores
     images, zs = held_out_stacks(est.card, data, realistic=realistic)
     if exposure_ms is None:  # the recipe's typical exposure
         exposure_ms = float(est.card.defocus.get("exposure_ms", 50.0))

@@ -86,5 +86,8 @@ def create_estimator(path: str | Path, compute: Any, backend: str | None = None,
     from acquire_vf.inference._factory import any_runner
 
     card = ModelCard.load(Path(path))
+    # beside the pipeline's engine: its own few threads, never spinning (Compute's fields)
+    compute = compute.model_copy(update={
+        "threads": compute.estimator_threads or compute.threads, "spin": False})
     return DefocusEstimator(card, any_runner(Path(path), card, compute, backend=backend,
                                              tile=CROP, batch=4, host=host))

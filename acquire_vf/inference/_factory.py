@@ -52,7 +52,8 @@ def _make_runner(backend: str, onnx_path: Path, card: ModelCard, compute: Comput
 
         gpu = "CUDAExecutionProvider" in ort.get_available_providers()
         return OnnxRuntimeRunner(onnx_path, device="cuda" if gpu else "cpu",
-                                 threads=cpu_threads(compute), precision=compute.precision)
+                                 threads=cpu_threads(compute), precision=compute.precision,
+                                 spin=compute.spin)
     if backend == "torch":
         from acquire_vf.inference._torch import TorchRunner
 
