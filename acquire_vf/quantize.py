@@ -46,7 +46,12 @@ def calibration_tiles(card: ModelCard, n: int, tile: int, data: Path | None = No
     norms = [card.normalisation[c] for c in card.inputs]
     tiles = []
     for p in pairs:
-        x = np.stack([nm.forward(p.inputs[i]) for i, nm in enumerate(norms)])
+        if card.training.get("equalize_inputs"):  # as the engine sees its inputs
+            from acquire_vf.inference._equalise import equalise
+
+            x = np.stack([equalise(c) for c in p.inputs])
+        else:
+            x = np.stack([nm.forward(p.inputs[i]) for i, nm in enumerate(norms)])
         h, w = x.shape[-2:]
         s = min(tile, h, w) // card.multiple_of * card.multiple_of
         y0, x0 = (h - s) // 2, (w - s) // 2

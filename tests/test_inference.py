@@ -291,3 +291,42 @@ def test_an_estimator_beside_the_pipeline_takes_its_own_threads_and_never_spins(
         assert alone.runner.session.get_session_options().intra_op_num_threads == 2
     finally:
         engine.close()
+
+
+def test_an_engine_trained_on_equalised_inputs_equalises_each_whole_frame(tmp_path: Path) -> None:
+    """``[train] equalize = true``: training equalised each whole frame's histogram, so
+    inference must too (it had scaled by the dataset's range: an engine fed inputs unlike
+    its training). An identity engine then returns the frame's equalised histogram in the
+    output's range, whatever the exposure: three times the light gives the same frame, and
+    training's patches are cut from frames equalised whole."""
+    from acquire_vf.card import ModelCard
+    from acquire_vf.inference._equalise import equalise
+    from acquire_vf.training._data import PatchSampler
+
+    path = identity(tmp_path)
+    card = ModelCard.load(path)
+    card.model_copy(update={"training": {"equalize_inputs": True}}).save(path)
+    engine = create_engine(path, ORT, tile=64)
+    rng = np.random.default_rng(2)
+    frame = rng.gamma(2.0, 300.0, (96, 130)).astype(np.float32) + 100
+    out, _ = engine.infer([frame])
+    brighter, _ = engine.infer([frame * 3])
+    np.testing.assert_allclose(out, brighter, atol=1.0)
+    expected = (equalise(frame) + 1) / 2 * 65535  # the output's range [0, 65535]
+    np.testing.assert_allclose(out, expected, atol=1.0)
+    assert out.max() - out.min() > 60000  # spread over the range, not the raw scale
+
+    class Data:
+        inputs, target = ("in0",), "out"
+        normalisation = card.normalisation
+
+    from acquire_vf.pairs import Pair
+
+    pair = Pair(inputs=frame[None], target=frame[None], key=("f",))
+    sampler = PatchSampler(Data(), [pair], 32, augment=False, equalize=True)
+    x, _ = sampler.batch(np.random.default_rng(0), 4)
+    whole = equalise(frame)
+    for patch in x[:, 0]:  # every patch is a window of the whole frame's equalisation
+        hits = [(y, xx) for y in range(96 - 31) for xx in range(130 - 31)
+                if np.array_equal(whole[y:y + 32, xx:xx + 32], patch)]
+        assert hits

@@ -46,6 +46,8 @@ class TiledEngine:
         """The measured choice this engine runs (``build-engine --profile``), if any."""
         self._in = [card.normalisation[c] for c in card.inputs]
         self._out = card.normalisation[card.output]
+        self._equalise = bool((card.training or {}).get("equalize_inputs"))
+        """Inputs histogram-equalised frame by frame (``[train] equalize``), not scaled."""
         self._max = np.iinfo(np.dtype(card.dtype)).max
 
     def warmup(self, frame_shape: tuple[int, int] | None = None) -> None:
@@ -79,6 +81,15 @@ class TiledEngine:
         for f in frames:
             if not (np.issubdtype(f.dtype, np.integer) or np.issubdtype(f.dtype, np.floating)):
                 raise InferenceError(f"expected integer or float pixels, got {f.dtype}")
+        if self._equalise:  # the whole frame, as training equalised it
+            from acquire_vf.inference._equalise import equalise
+
+            eq = np.stack([equalise(f) for f in frames])
+            if slot is None:
+                return eq
+            x = slot((len(frames), *frames[0].shape), **self._geometry)
+            x[...] = eq
+            return x
         if slot is None:
             return np.stack([n.forward(f) for n, f in zip(self._in, frames, strict=True)])
         x = slot((len(frames), *frames[0].shape), **self._geometry)

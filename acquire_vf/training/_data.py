@@ -43,6 +43,13 @@ class PatchSampler:
 
     def __init__(self, data: PairedData, pairs: list[Pair], patch: int, *, augment: bool,
                  equalize: bool = False) -> None:
+        if equalize:  # each whole frame, as inference equalises it (never a patch)
+            import dataclasses
+
+            from acquire_vf.inference._equalise import equalise
+
+            pairs = [dataclasses.replace(p, inputs=np.stack([equalise(c) for c in p.inputs]))
+                     for p in pairs]
         self.pairs = pairs
         self.patch = patch
         self.augment = augment
@@ -55,9 +62,7 @@ class PatchSampler:
 
     def normalise(self, inputs: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.equalize:
-            from skimage.exposure import equalize_hist
-
-            inputs = np.stack([equalize_hist(c).astype(np.float32) * 2 - 1 for c in inputs])
+            inputs = np.asarray(inputs, np.float32)  # equalised whole in __init__
         else:
             inputs = np.stack([n.forward(c) for n, c in zip(self.in_norm, inputs, strict=True)])
         return inputs, self.out_norm.forward(target)
