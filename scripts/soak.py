@@ -64,6 +64,18 @@ def soak_profile(sets: int) -> Any:
     return profile_from_dict(base, source="soak")
 
 
+def trimmed_rss_mb() -> float | None:
+    """The session's RSS after glibc hands its free heap pages back (``malloc_trim``):
+    what the process still uses, as against what its allocator keeps. ``None`` off glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return None
+    return round(_rss_mb(os.getpid()), 1)
+
+
 def sample(run: Any, host: Any, journal: Path, t0: float) -> dict[str, Any]:
     frames = run.frames_acquired
     size = journal.stat().st_size if journal.is_file() else 0
@@ -115,8 +127,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_soak(sets: int, kills: int, every_s: float, out_dir: Path, seed: int = 0
-             ) -> dict[str, Any]:
+def run_soak(sets: int, kills: int, every_s: float, out_dir: Path, seed: int = 0,
+             trim: bool = False) -> dict[str, Any]:
     from acquire_vf._session import run_session
 
     prof = soak_profile(sets)
@@ -139,6 +151,8 @@ def run_soak(sets: int, kills: int, every_s: float, out_dir: Path, seed: int = 0
                 run = runs[0]
                 host = run.exposure.engine_host
                 rows.append(sample(run, host, journal, t0))
+                if trim:
+                    rows[-1]["rss_trimmed_mb"] = trimmed_rss_mb()
                 print(json.dumps(rows[-1]), flush=True)
                 deadline = time.monotonic() + every_s
                 while time.monotonic() < deadline and not done.is_set():
@@ -208,9 +222,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability")
     ap.add_argument("--from-log", type=Path, help="summarise a soak stopped before its end "
                     "from its printed samples (its stdout) instead of running one")
+    ap.add_argument("--trim", action="store_true", help="after each sample, hand glibc's "
+                    "free heap back (malloc_trim) and sample again (rss_trimmed_mb): a leak "
+                    "grows both, an allocator keeping freed pages only the first")
     a = ap.parse_args()
     summary = (from_log(a.from_log, a.sets, a.out) if a.from_log is not None
-               else run_soak(a.sets, a.kills, a.every, a.out))
+               else run_soak(a.sets, a.kills, a.every, a.out, trim=a.trim))
     print(json.dumps(summary, indent=1))
 
 
