@@ -47,7 +47,7 @@ def calibration_tiles(card: ModelCard, n: int, tile: int, data: Path | None = No
     tiles = []
     for p in pairs:
         if card.training.get("equalize_inputs"):  # as the engine sees its inputs
-            from acquire_vf.inference._equalise import equalise
+            from acquire_vf.inference import equalise
 
             x = np.stack([equalise(c) for c in p.inputs])
         else:

@@ -1,6 +1,8 @@
 """The refocus gate on simulated validation cells, the way the real-image suite runs it.
 
     .venv/bin/python scripts/gate_validation.py            # docs/real/gate-validation.json
+    .venv/bin/python scripts/gate_validation.py --model engines/refocus_agp.onnx \
+        --estimator engines/defocus_agp.onnx --out /tmp/agp.json
 
 The real-image suite (``scripts/real_images.py``) takes real in-focus images, defocuses them
 through the engine's own optics and asks whether the gate makes any plane worse. Its sets are
@@ -8,7 +10,8 @@ untouched: nothing may be chosen on them. This script asks the same question of 
 engine's *held-out (validation)* fields, simulated and never trained on, so that rules can be
 chosen here and run once on the real sets afterwards:
 
-- ``as simulated``: the noise-free in-focus DNA plane of each held-out field;
+- ``as simulated``: the noise-free in-focus plane of each held-out field (the engine's
+  stain: DNA for ``refocus``);
 - ``with its own noise``: the same plane as a camera would have recorded it (Poisson at about
   150 photo-electrons at the brightest nuclei over 10 of background, read noise, 8 bits): a
   real in-focus image carries its own noise, and the suite's defocusing blurs that noise as if
@@ -37,18 +40,20 @@ sys.path.insert(0, str(ROOT))
 ZS = (-10.0, -8.0, -6.0, -4.0, -3.0, -2.0, 0.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
-def in_focus_dna(model: Path) -> list[Path]:
-    """The noise-free in-focus DNA planes of the engine's held-out set (BBBC006 layout: ``w1``
-    is Hoechst, ``z_16`` is focus), simulated if not cached."""
+def in_focus_planes(model: Path) -> list[Path]:
+    """The noise-free in-focus planes of the engine's stain in its held-out set (BBBC006
+    layout: ``z_16`` is focus), simulated if not cached."""
     from acquire_vf.card import ModelCard
     from acquire_vf.evaluate._sets import set_spec, simulate_set
+    from acquire_vf.layouts import BBBC006_CHANNELS
 
     card = ModelCard.load(model)
+    w = {name: k for k, name in BBBC006_CHANNELS.items()}.get(card.output)
     folder = simulate_set(card, set_spec(card, None, "held_out"))
-    planes = sorted((folder / "clean" / "BBBC006_v1_images_z_16").glob("*_w1*.tif"))
-    if not planes:
-        raise SystemExit(f"{folder}: expected the BBBC006 layout's clean/ in-focus DNA planes "
-                         "(a DNA refocus engine's held-out set); found none")
+    planes = sorted((folder / "clean" / "BBBC006_v1_images_z_16").glob(f"*_w{w}*.tif"))
+    if w is None or not planes:
+        raise SystemExit(f"{folder}: expected the BBBC006 layout's clean/ in-focus planes of "
+                         f"'{card.output}' (a refocus engine's held-out set); found none")
     return planes
 
 
@@ -80,15 +85,20 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=ROOT / "engines" / "refocus.onnx")
+    ap.add_argument("--estimator", type=Path, default=None,
+                    help="the defocus estimator the gate takes as its second witness when not "
+                    "seeded (default: the one of the engine's stain beside it, as predict)")
+    ap.add_argument("--no-estimator", action="store_true", help="the gate without one")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "real" / "gate-validation.json")
     args = ap.parse_args()
-    planes = in_focus_dna(args.model)
+    planes = in_focus_planes(args.model)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, scale, noisy in (("as simulated", 1.0, False), ("with its own noise", 1.0, True),
                                    ("half-size nuclei, own noise", 0.5, True)):
             images = variant(planes, Path(tmp) / name.replace(" ", "_"), scale, noisy)
-            res = real_refocus(args.model, images, zs=ZS)
+            res = real_refocus(args.model, images, zs=ZS, estimator=False if
+                               args.no_estimator else args.estimator or True)
             res["images"] = [p.name for p in planes]
             results[name] = res
             print(f"\n{name} ({len(images)} held-out fields)")

@@ -300,7 +300,7 @@ def test_an_engine_trained_on_equalised_inputs_equalises_each_whole_frame(tmp_pa
     output's range, whatever the exposure: three times the light gives the same frame, and
     training's patches are cut from frames equalised whole."""
     from acquire_vf.card import ModelCard
-    from acquire_vf.inference._equalise import equalise
+    from acquire_vf.inference import equalise
     from acquire_vf.training._data import PatchSampler
 
     path = identity(tmp_path)

@@ -181,6 +181,7 @@ def test_predict_on_a_real_in_focus_nucleus_frame_is_no_worse_than_it(tmp_path) 
     assert r.returncode == 0, r.stderr
     side = json.loads((tmp_path / "refocused.tif.json").read_text())
     assert side["qc"]["refocus_choice"] in ("camera", "deconvolution"), side["qc"]
+    assert side["qc"]["refocus_defocus_by"] == "defocus_dna"  # the witness shipped beside it
     assert "refocus gate:" in r.stdout
     src, got = tifffile.imread(image), tifffile.imread(out)
     assert got.dtype == src.dtype and got.shape == src.shape
@@ -190,3 +191,42 @@ def test_predict_on_a_real_in_focus_nucleus_frame_is_no_worse_than_it(tmp_path) 
         n = CARD.normalisation[CARD.output]
         assert image_metrics(to_unit(got, n.low, n.high), to_unit(src, n.low, n.high))[
             "psnr"] > 35
+
+
+@pytest.mark.slow
+def test_a_defocus_estimator_is_a_second_witness_for_the_learned_frame(tmp_path) -> None:
+    """Without a seed the gate trusts the learned frame by the defocus the frame itself
+    explains the camera's from; on real-like frames that reads up to 3 µm too far
+    (``scripts/gate_validation.py``). A defocus estimator of the stain, when there is one, is
+    a second witness: both readings must be where the card trusts the engine. Here (a
+    simulated v4 DNA field 2 µm off focus, trust moved to beyond +-2.5 µm so the readings
+    straddle it) the learned frame explains the camera's from +3 µm and the gate alone takes
+    it; ``defocus_dna`` reads about 2.3 µm and the witnessed gate does not."""
+    from acquire_vf.config import Compute
+    from acquire_vf.evaluate._real import _Scene
+    from acquire_vf.inference import create_engine, create_estimator, estimator_beside
+    from acquire_vf.simulate import Realism, ensure_dataset
+
+    folder = ensure_dataset("bbbc006", tmp_path / "v4", fields=1, seed=9006, size=(256, 256),
+                            realism=Realism())
+    plane = next((folder / "clean" / "BBBC006_v1_images_z_16").glob("*_w1*.tif"))
+    seen = _Scene(CARD, plane).seen(-2.0, np.random.default_rng(0))
+    ort = Compute(backends=("onnxruntime",), measured=False)
+    engine = create_engine(ROOT / "engines" / "refocus.onnx", ort)
+    found = estimator_beside(ROOT / "engines" / "refocus.onnx", "DNA")
+    assert found is not None and found.name == "defocus_dna.onnx"
+    est = create_estimator(found, ort)
+    try:
+        learned, _ = engine.infer([seen])
+        lo, hi = CARD.training["data"]["z_range_um"]
+        alone, witnessed = gate_for(CARD, (lo, hi)), gate_for(CARD, (lo, hi), estimator=est)
+        alone.learned_beyond = witnessed.learned_beyond = (-2.5, 2.5)
+        chi2, z_learned = alone.consistency(seen, learned)
+        assert chi2 <= alone.band and z_learned >= 2.5
+        assert alone.choose(seen, learned).choice == "learned"
+        d = witnessed.choose(seen, learned)
+        assert d.choice != "learned" and "read by defocus_dna" in d.reason
+        assert witnessed.choose(seen, learned, z_hint_um=-2.0).choice != "learned"
+    finally:
+        engine.close()
+        est.close()

@@ -46,7 +46,9 @@ class Worker:
         stages, _ = build_stages(profile, backend=backend)
         refocus = stages.refocus
         if refocus is not None:  # every frame through the gate; no order-dependent policy
-            refocus = RefocusStage(refocus.engines, policy="always")
+            # the profile's defocus estimators, idle offline, are the gate's second witness
+            est = stages.estimate.estimators if stages.estimate is not None else None
+            refocus = RefocusStage(refocus.engines, policy="always", estimators=est)
         self.stages = RunStages(refocus=refocus, synthesis=stages.synthesis).pipeline()
         self.outputs = [c for s in self.stages for c in s.outputs]
         self._inputs: dict[str, Any] = {}

@@ -41,11 +41,15 @@ def fetch_real_nuclei(cache: Path) -> Path:
 
 
 def real_refocus(model: Path, images: Path | list[Path], zs: tuple[float, ...] = (
-        -10.0, -8.0, -6.0, -4.0, 0.0, 4.0, 6.0, 8.0)) -> dict[str, Any]:
+        -10.0, -8.0, -6.0, -4.0, 0.0, 4.0, 6.0, 8.0), estimator: Path | bool = True
+        ) -> dict[str, Any]:
     """The refocus engine ``model`` on real in-focus images defocused through its own optics:
     per defocus, the input's, the learned engine's and the refocus gate's PSNR and SSIM against
     the in-focus truth (gate without and with the true defocus as a hint), the consistency
     check's verdict, and 95% intervals by field (each image a field; one image: its quadrants).
+    ``estimator``: the defocus estimator the gate takes as its second witness when not seeded
+    (``True``: the one of the engine's stain shipped beside it, as ``predict`` does; ``False``:
+    none).
     """
     from acquire_vf.card import ModelCard, acceptance_band
     from acquire_vf.config import Compute
@@ -59,7 +63,11 @@ def real_refocus(model: Path, images: Path | list[Path], zs: tuple[float, ...] =
     images = [images] if isinstance(images, Path) else list(images)
     lo, hi = (card.training.get("data") or {}).get("z_range_um", (-12.0, 8.0))
     engine = create_engine(model, Compute(backends=("onnxruntime",)))
-    gate = gate_for(card, (lo, hi))
+    from acquire_vf.inference import create_estimator, estimator_beside
+
+    found = estimator_beside(model, card.output) if estimator is True else estimator or None
+    est = create_estimator(found, Compute(backends=("onnxruntime",))) if found else None
+    gate = gate_for(card, (lo, hi), estimator=est)
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     try:
@@ -69,6 +77,8 @@ def real_refocus(model: Path, images: Path | list[Path], zs: tuple[float, ...] =
                 rows += _rows(scene, engine, gate, z, rng, field=None if len(images) == 1 else k)
     finally:
         engine.close()
+        if est is not None:
+            est.close()
     band = acceptance_band(card).get("consistency_chi2_max")
     per_z = [_summary([r for r in rows if r["z_um"] == z], band) for z in zs]
     worse = [p for p in per_z if p["gain_db"] < 0]

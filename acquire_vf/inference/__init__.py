@@ -19,8 +19,14 @@ from acquire_vf.inference._deconvolution import (
     DeconvolutionResult,
     transfer_function,
 )
-from acquire_vf.inference._defocus import DefocusEstimator, create_estimator, frame_normalise
+from acquire_vf.inference._defocus import (
+    DefocusEstimator,
+    create_estimator,
+    estimator_beside,
+    frame_normalise,
+)
 from acquire_vf.inference._engine import InferenceError, TiledEngine
+from acquire_vf.inference._equalise import equalise
 from acquire_vf.inference._errors import BackendUnavailable, EngineFileError
 from acquire_vf.inference._factory import cpu_threads, create_engine, first_runner, make_runner
 from acquire_vf.inference._predict import predict
@@ -36,7 +42,8 @@ __all__ = [
     "InferenceError", "OnnxRuntimeRunner", "OpenVINORunner", "Runner", "TensorRTRunner",
     "TiledEngine",
     "TorchRunner", "check_inputs", "create_engine",
-    "create_estimator", "first_runner", "frame_normalise", "infer_with_uncertainty",
+    "create_estimator", "equalise", "estimator_beside", "first_runner", "frame_normalise",
+    "infer_with_uncertainty",
     "input_stats", "predict", "run_tiled", "spread_frame", "stitched_shape", "transfer_function"
 ]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from acquire_vf.card import ModelCard
+from acquire_vf.card import CardError, ModelCard
 
 CROP = 96
 """Crop size when the card does not say (the training patch)."""
@@ -91,3 +91,17 @@ def create_estimator(path: str | Path, compute: Any, backend: str | None = None,
         "threads": compute.estimator_threads or compute.threads, "spin": False})
     return DefocusEstimator(card, any_runner(Path(path), card, compute, backend=backend,
                                              tile=CROP, batch=4, host=host))
+
+
+def estimator_beside(model: Path, stain: str) -> Path | None:
+    """The defocus estimator of ``stain`` shipped beside the engine ``model`` (a card in the
+    same folder whose task is ``defocus`` and whose ``defocus.stain`` is ``stain``), if any:
+    what the refocus gate decides by when no closed loop seeds it (``predict``)."""
+    for card_path in sorted(Path(model).parent.glob("*.json")):
+        try:
+            card = ModelCard.load(card_path.with_suffix(".onnx"), verify=False)
+        except CardError:  # a JSON that is no card (a choice record, a report): not ours
+            continue
+        if card.task == "defocus" and card.defocus.get("stain") == stain:
+            return card_path.with_suffix(".onnx")
+    return None

@@ -66,14 +66,8 @@ def predict(model: Path, inputs: Sequence[Path], out: Path, compute: Compute,
         pred, qc = engine.infer(images)
     finally:
         engine.close()
-    gate = None
     if gate_for is not None and engine.card.task == "refocus":
-        z = (engine.card.training.get("data") or {}).get("z_range_um", (-12.0, 8.0))
-        gate = gate_for(engine.card, (float(z[0]), float(z[1])))
-    if gate is not None:  # as live: learned if consistent, else deconvolved, else the camera's
-        decision = gate.choose(images[0], pred)
-        pred = decision.frame.astype(pred.dtype, copy=False)
-        qc.update(decision.qc())
+        pred = _gated(model, engine.card, images[0], pred, qc, compute, gate_for)
     out.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(out, pred, photometric="minisblack", metadata={
         "acquire-vf": "VIRTUAL (predicted)", "engine": engine.card.name,
@@ -84,6 +78,30 @@ def predict(model: Path, inputs: Sequence[Path], out: Path, compute: Compute,
             "backend": engine.backend, "qc": _plain(qc)}
     sidecar(out).write_text(json.dumps(info, indent=2), encoding="utf-8")
     return {**info, **qc}
+
+
+def _gated(model: Path, card: Any, seen: np.ndarray, pred: np.ndarray, qc: dict[str, Any],
+           compute: Compute, gate_for: Any) -> np.ndarray:
+    """The refocus gate's frame (as live: learned if consistent, else deconvolved, else the
+    camera's), deciding by the defocus estimator of the engine's stain shipped beside it when
+    there is one (no closed loop seeds ``predict``); its choice goes into ``qc``."""
+    from acquire_vf.inference._defocus import create_estimator, estimator_beside
+
+    z = (card.training.get("data") or {}).get("z_range_um", (-12.0, 8.0))
+    found = estimator_beside(model, card.output)
+    est = create_estimator(found, compute) if found is not None else None
+    try:
+        gate = gate_for(card, (float(z[0]), float(z[1])), estimator=est)
+        if gate is None:
+            return pred
+        decision = gate.choose(seen, pred)
+    finally:
+        if est is not None:
+            est.close()
+    qc.update(decision.qc())
+    if est is not None:
+        qc["refocus_defocus_by"] = est.card.name
+    return decision.frame.astype(pred.dtype, copy=False)
 
 
 def sidecar(out: Path) -> Path:

@@ -119,7 +119,8 @@ class RefocusStage:
     def __init__(self, engines: dict[str, TiledEngine], *,
                  policy: RefocusPolicy | str = RefocusPolicy.ALWAYS,
                  threshold: float = 0.6, confident_sigma: float = CONFIDENT_SIGMA,
-                 lookup: Any = None, gate: bool = True) -> None:
+                 lookup: Any = None, gate: bool = True,
+                 estimators: dict[str, Any] | None = None) -> None:
         self.engines = engines
         self.channels = tuple(engines)
         self.policy = RefocusPolicy(policy)
@@ -137,7 +138,10 @@ class RefocusStage:
 
             for ch, engine in engines.items():
                 lo, _, _, hi = refocus_range(engine)
-                found = gate_for(engine.card, (lo, hi))
+                # an estimator only where nothing else calls it (offline: ``predict``); live,
+                # the closed loop's own thread runs it and seeds the gate through ``lookup``
+                found = gate_for(engine.card, (lo, hi),
+                                 estimator=(estimators or {}).get(ch))
                 if found is not None:
                     self.gates[ch] = found
         self.applied = 0

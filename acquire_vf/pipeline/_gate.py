@@ -60,7 +60,8 @@ class RefocusGate:
     def __init__(self, optics: Mapping[str, Any], band: float,
                  z_range_um: tuple[float, float],
                  in_focus_um: tuple[float, float] = (-2.0, 2.0), step_um: float = 1.0,
-                 learned_beyond_um: tuple[float, float] | None = None) -> None:
+                 learned_beyond_um: tuple[float, float] | None = None,
+                 estimator: Any = None) -> None:
         from acquire_vf.inference import DeconvolutionRefocus
 
         self.optics, self.band, self.z_range = dict(optics), float(band), z_range_um
@@ -78,6 +79,11 @@ class RefocusGate:
         """The learned frame is taken only at defocus <= the first or >= the second (µm):
         where its card's held-out set showed it beating the camera's frame (see
         :func:`trusted_defocus`); ``None``: wherever it is consistent."""
+        self.estimator = estimator
+        """Without a seed: a defocus estimator of the engine's stain (``estimate(pixels) ->
+        (defocus, sigma)``), a second witness for the learned frame: it is taken only where
+        both the defocus it explains the camera's frame from and the estimator's are trusted
+        (on real-like frames the first reads 0-3 µm too far). ``None``: the first alone."""
         self.deconvolution = DeconvolutionRefocus(self.optics, z_range_um, step_um)
         self.choices: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
@@ -118,13 +124,18 @@ class RefocusGate:
                     "camera", seen, f"the frame is in focus (the learned frame explains it at "
                     f"{z_learned:+.3g} um: nothing to refocus)", chi2, z_learned))
             z_at = z_hint_um if z_hint_um is not None else z_learned
+            read_by = ""
+            if chi2["learned"] <= self.band and self.learned_trusted(z_at) and \
+                    z_hint_um is None and self.estimator is not None:
+                z_at = self.estimated(seen, z_learned)  # a second witness, not the engine's
+                read_by = f" (read by {getattr(self.estimator.card, 'name', 'the estimator')})"
             if chi2["learned"] <= self.band and self.learned_trusted(z_at):
                 return self._note(GateDecision("learned", learned, "consistent with the "
                                                "camera's frame", chi2, z_learned))
             learned_why = (f"learned frame inconsistent (chi2 {chi2['learned']:.1f} > "
                            f"{self.band:.1f})") if chi2["learned"] > self.band else (
-                f"the learned engine did not beat the camera's frame at {z_at:+.3g} um on "
-                "its held-out set")
+                f"the learned engine did not beat the camera's frame at {z_at:+.3g} um"
+                f"{read_by} on its held-out set")
         dec = self.deconvolution.refocus(seen, z_hint_um)
         chi2["deconvolution"] = self.chi2(seen, dec.frame)
         if lo < dec.z_um < hi or (z_hint_um is None and lo <= dec.z_um <= hi):
@@ -139,6 +150,15 @@ class RefocusGate:
             "camera", seen, f"{learned_why}; deconvolution at {dec.z_um:+.3g} um inconsistent "
             f"too (chi2 {chi2['deconvolution']:.1f})", chi2, dec.z_um))
 
+    def estimated(self, seen: np.ndarray, z_learned: float | None) -> float:
+        """The estimator's defocus of ``seen``; an estimator of distance (fluorescence: a
+        symmetric PSF has no sign) takes the side the learned frame explains it from."""
+        z, _ = self.estimator.estimate(seen)
+        if not getattr(self.estimator, "signed", False) and z_learned is not None and \
+                z_learned < 0:
+            z = -abs(z)
+        return float(z)
+
     def _note(self, d: GateDecision) -> GateDecision:
         self.choices[d.choice] += 1
         self.reasons[d.reason.split(";")[0] if d.choice != "camera" else d.reason] += 1
@@ -151,7 +171,8 @@ class RefocusGate:
 
 
 def gate_for(card: Any, z_range_um: tuple[float, float],
-             in_focus_um: tuple[float, float] | None = None) -> RefocusGate | None:
+             in_focus_um: tuple[float, float] | None = None,
+             estimator: Any = None) -> RefocusGate | None:
     """The gate a refocus engine's card allows (its optics and band), else ``None``: an
     engine whose card records neither cannot be checked (``evaluate --update-card`` writes
     them)."""
@@ -164,7 +185,7 @@ def gate_for(card: Any, z_range_um: tuple[float, float],
         ex = (card.training.get("data") or {}).get("exclude_um", (-2.0, 2.0))
         in_focus_um = (float(ex[0]), float(ex[1]))
     return RefocusGate(card.optics, band, z_range_um, in_focus_um,
-                       learned_beyond_um=trusted_defocus(card))
+                       learned_beyond_um=trusted_defocus(card), estimator=estimator)
 
 
 def trusted_defocus(card: Any) -> tuple[float, float] | None:

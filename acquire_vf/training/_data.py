@@ -46,7 +46,7 @@ class PatchSampler:
         if equalize:  # each whole frame, as inference equalises it (never a patch)
             import dataclasses
 
-            from acquire_vf.inference._equalise import equalise
+            from acquire_vf.inference import equalise
 
             pairs = [dataclasses.replace(p, inputs=np.stack([equalise(c) for c in p.inputs]))
                      for p in pairs]
