@@ -17,8 +17,9 @@ from acquire_vf._errors import AcquireVFError, DataError, ProfileError
 from acquire_vf._guard import Guard
 from acquire_vf.acquisition import (
     FOCUS_LOG,
+    SENTINEL_LOG,
     AcquisitionRun,
-    FocusLog,
+    EventLog,
     RunPlan,
     RunSignals,
     Schedule,
@@ -216,11 +217,15 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
             raise
         if host is not None:
             run.attach_engine_host(host)
-        focus_log = None
-        if run.focus is not None:  # every focus event on disk; session.json keeps the first
-            focus_log = FocusLog(out / FOCUS_LOG)
-            run.signals.focus.connect(focus_log.write)
+        logs: list[EventLog] = []  # every focus event and sentinel on disk (session.json: a sample)
+        if run.focus is not None:
+            logs.append(EventLog(out / FOCUS_LOG))
+            run.signals.focus.connect(logs[-1].write)
             run.focus.log = FOCUS_LOG
+        if run.verifier is not None:
+            logs.append(EventLog(out / SENTINEL_LOG))
+            run.signals.fidelity.connect(logs[-1].write)
+            run.verifier.log = SENTINEL_LOG
         if on_run is not None:
             on_run(run)
         restore, stopped_by = _cancel_on_signals(run)
@@ -237,8 +242,8 @@ def run_session(profile: Profile, out_dir: Path | None, *, time_points: int | No
             restore()
             if control is not None:
                 control.close()
-            if focus_log is not None:
-                focus_log.close()
+            for event_log in logs:
+                event_log.close()
             if host is not None:
                 host.close()
             report = session_report(run, profile_source=profile_source, backend=backend_desc)

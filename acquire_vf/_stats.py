@@ -1,10 +1,12 @@
 """Run bookkeeping with flat (or one-bit-per-time-point) memory over arbitrarily long runs:
-latency statistics, and which time points something happened at."""
+latency statistics, which time points something happened at, and a report's rows thinned
+evenly over a run of any length."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -100,3 +102,33 @@ class TimePoints:
         out = TimePoints()
         out._bits = {k: bytearray(b) for k, b in self._bits.items()}
         return out
+
+
+class Thinned:
+    """At most ``cap`` rows spread evenly over everything appended: when full, every second
+    row kept goes and from then on only every ``stride``-th row is taken. A run's report
+    samples its whole length at a bounded memory (the full record is the run folder's JSON
+    lines); ``total`` counts every row offered."""
+
+    def __init__(self, cap: int) -> None:
+        if cap < 2:
+            raise ValueError(f"a thinned record keeps at least 2 rows, got {cap}")
+        self.cap = cap
+        self.rows: list[Any] = []
+        self.stride = 1
+        """Rows kept are those whose offer number is a multiple of this."""
+        self.total = 0
+
+    def append(self, row: Any) -> None:
+        if self.total % self.stride == 0:
+            self.rows.append(row)
+            if len(self.rows) >= self.cap:
+                self.rows = self.rows[::2]
+                self.stride *= 2
+        self.total += 1
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)

@@ -88,7 +88,24 @@ def sample(run: Any, host: Any, journal: Path, t0: float) -> dict[str, Any]:
             "host_rss_mb": round(_rss_mb(host.pid), 1) if host and host.pid else None,
             "fds": _count("/proc/self/fd"), "threads": _count("/proc/self/task"),
             "shm_segments": len(list(Path("/dev/shm").glob(f"acqvf_{os.getpid()}_*"))),
-            "journal_bytes_per_frame": round(size / frames, 1) if frames else None}
+            "journal_bytes_per_frame": round(size / frames, 1) if frames else None,
+            "records": records(run)}
+
+
+def records(run: Any) -> dict[str, int]:
+    """How many rows the run keeps in memory for its report, by kind (each capped): where a
+    growing RSS before the caps are reached goes."""
+    out: dict[str, int] = {}
+    if run.focus is not None:
+        rec = run.focus.record
+        out.update(focus_estimates=len(rec.estimates), focus_corrections=len(rec.corrections),
+                   focus_zscans=len(rec.zscans))
+    if run.verifier is not None:
+        out["sentinel_rows"] = sum(len(r.fidelity) + len(r.switches)
+                                   for r in run.verifier.records.values())
+    out["plan_lookahead"] = len(run.sequence._buffer)
+    out["plan_allowed"] = len(run.sequence._allowed)
+    return out
 
 
 def growth(rows: list[dict[str, Any]], key: str, warm: float) -> dict[str, float]:

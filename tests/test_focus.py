@@ -130,13 +130,14 @@ def test_a_run_starts_with_a_zscan_and_records_estimates_against_the_truth(tmp_p
         assert check["verdict"] == "the Z drive moves as assumed"
     else:  # an unsigned estimator cannot tell: nothing is probed
         assert check is None and focus["convention"] == 1.0
-    # every focus event in the run folder's focus.jsonl (session.json keeps the first 20,000)
+    # every focus event in the run folder's focus.jsonl (session.json keeps a thinned sample)
     log = [json.loads(line) for line in (tmp_path / "run" / focus["log"]).read_text(
         ).splitlines()]
     kinds = [e["kind"] for e in log]
     assert kinds.count("FocusEstimate") == focus["estimates_total"] == len(est)
     assert kinds.count("FocusZScan") == sum(1 for z in focus["zscans"] if z.get("finished", 1))
-    assert kinds.count("FocusCorrection") == len(focus["corrections"])
+    assert kinds.count("FocusCorrection") == focus["corrections_total"] == len(
+        focus["corrections"])
     from acquire_vf.storage import open_dataset
 
     (f,) = open_dataset(tmp_path / "run")

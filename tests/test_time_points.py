@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from acquire_vf._frames import Frame, FrameId
-from acquire_vf._stats import TimePoints
+from acquire_vf._stats import Thinned, TimePoints
 from acquire_vf.acquisition._dose import DoseLedger
 from acquire_vf.config import demo_variant
 
@@ -59,3 +59,22 @@ def test_the_ledger_counts_planes_and_zscans_as_sets_did() -> None:
     focus_dose = ledger.dose[profile.autofocus.zscan_channel or profile.channels[0].name]
     assert rep["saved_by_cause"]["virtual_refocus"] == round(
         len(due & checked_pairs) * profile.autofocus.zscan_planes * focus_dose, 2)
+
+
+def test_a_thinned_record_keeps_an_even_sample_of_a_run_of_any_length() -> None:
+    """At most ``cap`` rows, evenly spaced from the first, for runs far longer than the cap;
+    ``total`` counts every row; a run shorter than the cap keeps every row."""
+    short = Thinned(10)
+    for i in range(9):
+        short.append(i)
+    assert list(short) == list(range(9)) and short.total == 9 and short.stride == 1
+    for n, cap in ((100_000, 2_000), (3_000, 2_000), (12_345, 64)):
+        rec = Thinned(cap)
+        for i in range(n):
+            rec.append({"t": i})
+        ts = [r["t"] for r in rec]
+        assert len(rec) < cap and rec.total == n
+        assert ts[0] == 0 and len(ts) >= cap // 2 - 1  # never fewer than half the cap
+        gaps = set(np.diff(ts))
+        assert gaps == {rec.stride}  # even: every stride-th row, none missing between
+        assert n - 1 - ts[-1] < 2 * rec.stride  # it reaches the end of the run

@@ -176,6 +176,12 @@ def test_the_dataset_holds_sentinels_uncertainty_and_their_fidelity(tmp_path) ->
                                                                                      "physical"))
     assert sentinel_t == [0, 5, 10]
     assert [x["t"] for x in rep["verification"]["DNA"]["fidelity"]] == [0, 5, 10]
+    # every judged sentinel in the run folder's sentinels.jsonl (session.json: a sample)
+    log = [json.loads(line) for line in (tmp_path / "run" / rep["verification"]["DNA"][
+        "log"]).read_text().splitlines()]
+    assert sorted((e["channel"], e["t"]) for e in log) == sorted(
+        (c, x["t"]) for c, v in rep["verification"].items() for x in v["fidelity"])
+    assert {e["kind"] for e in log} == {"SentinelFidelity"}
     with tifffile.TiffFile(f.path) as tif:
         ome = tif.ome_metadata or ""
     assert ome.count('Namespace="acquire-vf/sentinel-fidelity"') == 9  # 3 channels x 3

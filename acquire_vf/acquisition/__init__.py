@@ -2,8 +2,8 @@
 engines, never waiting on either."""
 
 from acquire_vf.acquisition._dose import by_purpose
+from acquire_vf.acquisition._event_log import FOCUS_LOG, SENTINEL_LOG, EventLog
 from acquire_vf.acquisition._focus import FocusController, make_focus
-from acquire_vf.acquisition._focus_log import FOCUS_LOG, FocusLog
 from acquire_vf.acquisition._layout import dataset_layout
 from acquire_vf.acquisition._payloads import (
     FocusCorrection,
@@ -38,7 +38,7 @@ from acquire_vf.acquisition._verify import CheckedChannel, Verifier, make_verifi
 
 __all__ = [
     "FOCUS_LOG", "AcquisitionRun", "CheckedChannel", "FocusController", "FocusCorrection",
-    "FocusEstimate", "FocusLog",
+    "FocusEstimate", "EventLog", "SENTINEL_LOG",
     "FocusEvent", "FocusZScan", "SentinelFidelity", "SignCheck", "RunPlan", "RunProgress",
     "RunSignals",
     "RunState", "Schedule",

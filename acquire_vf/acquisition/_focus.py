@@ -44,6 +44,7 @@ import numpy as np
 import useq
 
 from acquire_vf._frames import Frame
+from acquire_vf._stats import Thinned
 from acquire_vf.acquisition._payloads import (
     FocusCorrection,
     FocusEstimate,
@@ -59,8 +60,12 @@ from acquire_vf.pipeline import RunStages
 
 log = logging.getLogger(__name__)
 MAX_RECORDS = 20_000
-"""Estimates, corrections and z-scans kept for session.json, each (the run folder's
-focus.jsonl has every one: :mod:`acquire_vf.acquisition._focus_log`)."""
+"""Z-scans kept for session.json (they are rare; the run folder's focus.jsonl has every
+one: :mod:`acquire_vf.acquisition._event_log`)."""
+SAMPLE_ROWS = 2_000
+"""Estimates and corrections (about one per time point each) session.json keeps, thinned
+evenly over the run (:class:`~acquire_vf._stats.Thinned`): at 20,000 kept, a long run's
+memory grew about 0.6 kB per time point until the 20,000th (measured in the soak)."""
 AMBIGUOUS_HOLD_UM = 3.0
 """An estimate whose side of focus is unknown waits (the stage holds) up to this distance;
 beyond it a z-scan settles focus (and, with the focus found before, the drift)."""
@@ -106,10 +111,13 @@ estimator's range, outside the in-focus band, where a brightfield frame shows it
 
 @dataclass
 class FocusRecord:
-    estimates: list[dict[str, Any]] = field(default_factory=list)
-    corrections: list[dict[str, Any]] = field(default_factory=list)
+    estimates: Thinned = field(default_factory=lambda: Thinned(SAMPLE_ROWS))
+    corrections: Thinned = field(default_factory=lambda: Thinned(SAMPLE_ROWS))
     zscans: list[dict[str, Any]] = field(default_factory=list)
-    estimates_total: int = 0
+
+    @property
+    def estimates_total(self) -> int:
+        return self.estimates.total
 
 
 class FocusController:
@@ -244,9 +252,7 @@ class FocusController:
             rec["true_defocus_um"] = round(self._true_sign * (z - self._truth(t)), 3)
         self._emit(FocusEstimate(**rec))
         with self._lock:
-            self.record.estimates_total += 1
-            if len(self.record.estimates) < MAX_RECORDS:
-                self.record.estimates.append(rec)
+            self.record.estimates.append(rec)
             if channel != self.channel or busy or t <= pos.last_t:
                 return signed
             pos.last_t = t
@@ -530,7 +536,7 @@ class FocusController:
             self._emit(FocusCorrection(t, p, round(dz, 3), why))
         with self._lock:
             self._pos.setdefault(p, _Position()).offset_um += dz
-            if record and len(self.record.corrections) < MAX_RECORDS:
+            if record:
                 self.record.corrections.append({"t": t, "p": p, "dz_um": round(dz, 3),
                                                 "why": why})
 
@@ -542,6 +548,9 @@ class FocusController:
                     "zscan_channel": self.zscan_channel,
                     "late_estimates": self.late_estimates,
                     "estimates_total": self.record.estimates_total,
+                    "corrections_total": self.record.corrections.total,
+                    "sampled_every": {"estimates": self.record.estimates.stride,
+                                      "corrections": self.record.corrections.stride},
                     **({"log": self.log} if self.log else {}),
                     "estimates": list(self.record.estimates),
                     "corrections": list(self.record.corrections),

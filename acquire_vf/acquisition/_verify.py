@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acquire_vf._frames import SUSPECT_FLAGS, Frame, raised_flags
+from acquire_vf._stats import Thinned
 from acquire_vf.acquisition._payloads import SentinelFidelity
 from acquire_vf.acquisition._signals import RunSignals
 from acquire_vf.card import acceptance_band
@@ -49,7 +50,11 @@ that set) must not keep frames for the rest of a three-day run (the soak found 5
 more held after 1,400 sets than after 400). Not fewer: the engines' queue keeps up to
 ``[queues] kept`` (8) sentinel sets, which at a sentinel every 5 time points is 40 time points
 behind the camera (16 lost 2 of 40 sentinel pairs in a loaded test run)."""
-MAX_RECORDS = 20_000
+SAMPLE_ROWS = 2_000
+"""Judged sentinels and trust switches per channel that session.json and the OME annotation
+keep, thinned evenly over the run (:class:`~acquire_vf._stats.Thinned`; the run folder's
+``sentinels.jsonl`` has every one): at 20,000 kept, a long run grew about 0.3 kB per time
+point for days (measured in the soak)."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,8 @@ class _Trust:
 @dataclass
 class _Record:
     sentinels: int = 0
-    fidelity: list[dict[str, Any]] = field(default_factory=list)
-    switches: list[dict[str, Any]] = field(default_factory=list)
+    fidelity: Thinned = field(default_factory=lambda: Thinned(SAMPLE_ROWS))
+    switches: Thinned = field(default_factory=lambda: Thinned(SAMPLE_ROWS))
     outside: int = 0
 
 
@@ -96,6 +101,8 @@ class Verifier:
         self._virtual: OrderedDict[tuple[int, int, int, str], Frame] = OrderedDict()
         self._inputs: OrderedDict[tuple[int, int, int], dict[str, Frame]] = OrderedDict()
         self.records = {c: _Record() for c in self.channels}
+        self.log: str | None = None
+        """The run folder's file with every judged sentinel (``sentinels.jsonl``), if any."""
         self.exposures: Counter[tuple[str, str]] = Counter()
         """(channel, why) -> exposures taken: why is "sentinel", "suspect" or "physical"."""
         self.pairs_dropped = 0
@@ -232,8 +239,7 @@ class Verifier:
         with self._lock:
             rec.sentinels += 1
             rec.outside += bool(bad)
-            if len(rec.fidelity) < MAX_RECORDS:
-                rec.fidelity.append(row)
+            rec.fidelity.append(row)
         if self._on_fidelity is not None:
             more = {k: v for k, v in fid.items() if k not in ("psnr", "ssim", "mae")}
             self._on_fidelity(SentinelFidelity(
@@ -275,8 +281,7 @@ class Verifier:
             sw = {"t": t, "p": p, "from": trust.state, "to": to, "why": why, **figures}
             trust.state, trust.good = to, 0
             rec = self.records[c]
-            if len(rec.switches) < MAX_RECORDS:
-                rec.switches.append(sw)
+            rec.switches.append(sw)
         log.info("virtual channel %s at position %d: %s from t=%d (%s)", c, p, to, t, why)
 
     def _trust_of(self, c: str, p: int) -> _Trust:
@@ -308,8 +313,10 @@ class Verifier:
                 positions = {str(p): tr.state for (ch, p), tr in self._trust.items() if ch == c}
                 fidelity, switches = list(rec.fidelity), list(rec.switches)
             out[c] = {"sentinels": rec.sentinels, "outside_band": rec.outside,
-                      "fidelity": fidelity, "state": self.state(c), "positions": positions,
-                      "switches": switches, "band": self.channels[c].band,
+                      "fidelity": fidelity, "fidelity_sampled_every": rec.fidelity.stride,
+                      "state": self.state(c), "positions": positions,
+                      "switches": switches, "switches_total": rec.switches.total,
+                      "band": self.channels[c].band, **({"log": self.log} if self.log else {}),
                       "exposures": {why: n for (ch, why), n in self.exposures.items()
                                     if ch == c}}
         return out

@@ -1,6 +1,7 @@
-"""Every closed-loop focus event of a run, one JSON line each, in the run folder's
-``focus.jsonl``: the whole record of a three-day run, where ``session.json`` keeps the first
-:data:`acquire_vf.acquisition._focus.MAX_RECORDS` of each kind (memory stays flat)."""
+"""Every closed-loop focus event and every judged sentinel of a run, one JSON line each, in
+the run folder's ``focus.jsonl`` and ``sentinels.jsonl``: the whole record of a three-day run,
+where ``session.json`` keeps an evenly thinned sample of each kind
+(:class:`acquire_vf._stats.Thinned`), so the session's memory stops growing early."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import json
 import threading
 from dataclasses import asdict
 from pathlib import Path
-
-from acquire_vf.acquisition._payloads import FocusEvent
+from typing import Any
 
 FOCUS_LOG = "focus.jsonl"
+SENTINEL_LOG = "sentinels.jsonl"
 
 
-class FocusLog:
-    """Appends each ``signals.focus`` event as it comes (any thread), a line at a time, so a
+class EventLog:
+    """Appends each event (a dataclass, from any thread) as it comes, a line at a time, so a
     run that dies keeps every event written before."""
 
     def __init__(self, path: Path) -> None:
@@ -23,7 +24,7 @@ class FocusLog:
         self._f = path.open("a", buffering=1, encoding="utf-8")  # line-buffered
         self._lock = threading.Lock()
 
-    def write(self, event: FocusEvent) -> None:
+    def write(self, event: Any) -> None:
         line = json.dumps({"kind": type(event).__name__, **asdict(event)})
         with self._lock:
             if not self._f.closed:
