@@ -255,6 +255,7 @@ def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
     if why:
         print(f"{name}: held, not shipped: {why}", flush=True)
         return {**verdict, "phase": "held", "reason": why}
+    q.engines.mkdir(parents=True, exist_ok=True)  # a new pass ships into a new folder
     for suffix in (".onnx", ".json"):
         tmp = q.engines / f".{name}{suffix}.tmp"
         shutil.copy2(run / "engine" / f"{name}{suffix}", tmp)
