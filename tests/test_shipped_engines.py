@@ -58,8 +58,8 @@ def test_each_recipe_ships_an_engine_with_held_out_metrics(recipe) -> None:
 
 def _shipped_recipe(recipe, card: dict):  # noqa: ANN001, ANN202 - Path in, Path out
     """The recipe the shipped engine of ``recipe``'s name learned from: the v3 one, or a v4
-    queue's (``training/v4/``, ``training/v4b/``), whichever its card's text is."""
-    for folder in ("v4b", "v4", "."):
+    queue's (``training/v4/``, ``v4b/``, ``v4c/``), whichever its card's text is."""
+    for folder in ("v4c", "v4b", "v4", "."):
         candidate = (ROOT / "training" / folder / recipe.name).resolve()
         if candidate.is_file() and _training_part(card["training"]["recipe_text"]) == \
                 _training_part(candidate.read_text()):
