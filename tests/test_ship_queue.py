@@ -202,3 +202,24 @@ def test_a_second_pass_continues_from_the_first_and_is_judged_against_the_shippe
     assert e["init"] is None and Path(e["replaces"]).read_text() == "engines mda_phc_dapi"
     assert sq._replaces({"init": "old.onnx"}) == "old.onnx"  # a state file from before
     assert sq._replaces({"init": None, "replaces": "v3.onnx"}) == "v3.onnx"
+
+
+def test_a_pass_ships_into_an_engines_folder_it_creates(tmp_path: Path) -> None:
+    """The v4c pass shipped into ``engines-v4c/``, which did not exist yet: the copy failed
+    after training had finished. The queue now makes the folder."""
+    sq = _ship_queue()
+    run = tmp_path / "runs" / "mda_phc_dapi"
+    (run / "engine").mkdir(parents=True)
+    for suffix in (".onnx", ".json"):
+        (run / "engine" / f"mda_phc_dapi{suffix}").write_text(f"engine{suffix}")
+    for folder, psnr in (("report", 18.05), ("report-init", 4.86)):
+        (run / folder).mkdir()
+        (run / folder / "metrics.json").write_text(json.dumps({
+            "prediction": {"psnr": psnr}, "baselines": {"linear": {"psnr": 16.88}}}))
+    q = sq.Queue(tmp_path / "recipes", tmp_path / "runs", tmp_path / "engines-v4c",
+                 tmp_path / "docs" / "models")
+    recipe = {"task": "synthesis", "train": {"steps": 3000}}
+    out = sq._check(q, "mda_phc_dapi", recipe, run, {"steps": 3000, "replaces": "old.onnx"})
+    assert out["phase"] == "shipped", out
+    assert (tmp_path / "engines-v4c" / "mda_phc_dapi.onnx").read_text() == "engine.onnx"
+    assert (tmp_path / "docs" / "models" / "mda_phc_dapi" / "metrics.json").is_file()
