@@ -63,10 +63,11 @@ def real_refocus(model: Path, images: Path | list[Path], zs: tuple[float, ...] =
     images = [images] if isinstance(images, Path) else list(images)
     lo, hi = (card.training.get("data") or {}).get("z_range_um", (-12.0, 8.0))
     engine = create_engine(model, Compute(backends=("onnxruntime",)))
-    from acquire_vf.inference import create_estimator, estimator_beside
+    from acquire_vf.inference import create_estimator, create_estimator_beside
 
-    found = estimator_beside(model, card.output) if estimator is True else estimator or None
-    est = create_estimator(found, Compute(backends=("onnxruntime",))) if found else None
+    ort = Compute(backends=("onnxruntime",))
+    est = (create_estimator_beside(model, card.output, ort) if estimator is True else
+           create_estimator(estimator, ort) if estimator else None)
     gate = gate_for(card, (lo, hi), estimator=est)
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []

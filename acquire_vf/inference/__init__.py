@@ -22,6 +22,7 @@ from acquire_vf.inference._deconvolution import (
 from acquire_vf.inference._defocus import (
     DefocusEstimator,
     create_estimator,
+    create_estimator_beside,
     estimator_beside,
     frame_normalise,
 )
@@ -42,8 +43,8 @@ __all__ = [
     "InferenceError", "OnnxRuntimeRunner", "OpenVINORunner", "Runner", "TensorRTRunner",
     "TiledEngine",
     "TorchRunner", "check_inputs", "create_engine",
-    "create_estimator", "equalise", "estimator_beside", "first_runner", "frame_normalise",
-    "infer_with_uncertainty",
+    "create_estimator", "create_estimator_beside", "equalise", "estimator_beside",
+    "first_runner", "frame_normalise", "infer_with_uncertainty",
     "input_stats", "predict", "run_tiled", "spread_frame", "stitched_shape", "transfer_function"
 ]
 

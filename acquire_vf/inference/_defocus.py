@@ -93,6 +93,12 @@ def create_estimator(path: str | Path, compute: Any, backend: str | None = None,
                                              tile=CROP, batch=4, host=host))
 
 
+def create_estimator_beside(model: Path, stain: str, compute: Any) -> DefocusEstimator | None:
+    """:func:`create_estimator` of the estimator :func:`estimator_beside` finds, if any."""
+    found = estimator_beside(model, stain)
+    return create_estimator(found, compute) if found is not None else None
+
+
 def estimator_beside(model: Path, stain: str) -> Path | None:
     """The defocus estimator of ``stain`` shipped beside the engine ``model`` (a card in the
     same folder whose task is ``defocus`` and whose ``defocus.stain`` is ``stain``), if any:

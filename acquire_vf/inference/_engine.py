@@ -17,6 +17,7 @@ import numpy as np
 
 from acquire_vf.card import ModelCard
 from acquire_vf.focus import focus_score
+from acquire_vf.inference._equalise import equalise
 from acquire_vf.inference._protocol import Runner
 from acquire_vf.inference._tiling import run_tiled
 
@@ -81,20 +82,13 @@ class TiledEngine:
         for f in frames:
             if not (np.issubdtype(f.dtype, np.integer) or np.issubdtype(f.dtype, np.floating)):
                 raise InferenceError(f"expected integer or float pixels, got {f.dtype}")
-        if self._equalise:  # the whole frame, as training equalised it
-            from acquire_vf.inference._equalise import equalise
-
-            eq = np.stack([equalise(f) for f in frames])
-            if slot is None:
-                return eq
-            x = slot((len(frames), *frames[0].shape), **self._geometry)
-            x[...] = eq
-            return x
-        if slot is None:
-            return np.stack([n.forward(f) for n, f in zip(self._in, frames, strict=True)])
-        x = slot((len(frames), *frames[0].shape), **self._geometry)
+        x = slot((len(frames), *frames[0].shape), **self._geometry) if slot is not None else \
+            np.empty((len(frames), *frames[0].shape), np.float32)
         for n, f, xi in zip(self._in, frames, x, strict=True):
-            n.forward(f, out=xi)
+            if self._equalise:  # the whole frame, as training equalised it
+                xi[...] = equalise(f)
+            else:
+                n.forward(f, out=xi)
         return x
 
     def _tiled(self, x: np.ndarray) -> np.ndarray:

@@ -85,11 +85,10 @@ def _gated(model: Path, card: Any, seen: np.ndarray, pred: np.ndarray, qc: dict[
     """The refocus gate's frame (as live: learned if consistent, else deconvolved, else the
     camera's), deciding by the defocus estimator of the engine's stain shipped beside it when
     there is one (no closed loop seeds ``predict``); its choice goes into ``qc``."""
-    from acquire_vf.inference._defocus import create_estimator, estimator_beside
+    from acquire_vf.inference._defocus import create_estimator_beside
 
     z = (card.training.get("data") or {}).get("z_range_um", (-12.0, 8.0))
-    found = estimator_beside(model, card.output)
-    est = create_estimator(found, compute) if found is not None else None
+    est = create_estimator_beside(model, card.output, compute)
     try:
         gate = gate_for(card, (float(z[0]), float(z[1])), estimator=est)
         if gate is None:

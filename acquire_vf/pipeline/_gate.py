@@ -80,10 +80,11 @@ class RefocusGate:
         where its card's held-out set showed it beating the camera's frame (see
         :func:`trusted_defocus`); ``None``: wherever it is consistent."""
         self.estimator = estimator
-        """Without a seed: a defocus estimator of the engine's stain (``estimate(pixels) ->
-        (defocus, sigma)``), a second witness for the learned frame: it is taken only where
-        both the defocus it explains the camera's frame from and the estimator's are trusted
-        (on real-like frames the first reads 0-3 µm too far). ``None``: the first alone."""
+        """Without a seed: a defocus estimator of the engine's stain
+        (:class:`~acquire_vf.inference.DefocusEstimator`), a second witness for the learned
+        frame: it is taken only where both the defocus it explains the camera's frame from and
+        the estimator's are trusted (on real-like frames the first reads 0-3 µm too far).
+        ``None``: the first alone."""
         self.deconvolution = DeconvolutionRefocus(self.optics, z_range_um, step_um)
         self.choices: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
@@ -128,7 +129,7 @@ class RefocusGate:
             if chi2["learned"] <= self.band and self.learned_trusted(z_at) and \
                     z_hint_um is None and self.estimator is not None:
                 z_at = self.estimated(seen, z_learned)  # a second witness, not the engine's
-                read_by = f" (read by {getattr(self.estimator.card, 'name', 'the estimator')})"
+                read_by = f" (read by {self.estimator.card.name})"
             if chi2["learned"] <= self.band and self.learned_trusted(z_at):
                 return self._note(GateDecision("learned", learned, "consistent with the "
                                                "camera's frame", chi2, z_learned))
@@ -154,8 +155,7 @@ class RefocusGate:
         """The estimator's defocus of ``seen``; an estimator of distance (fluorescence: a
         symmetric PSF has no sign) takes the side the learned frame explains it from."""
         z, _ = self.estimator.estimate(seen)
-        if not getattr(self.estimator, "signed", False) and z_learned is not None and \
-                z_learned < 0:
+        if not self.estimator.signed and z_learned is not None and z_learned < 0:
             z = -abs(z)
         return float(z)
 
