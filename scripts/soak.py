@@ -144,8 +144,38 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+class Growth:
+    """Where the session's memory grows, by the Python line that allocated it: a tracemalloc
+    snapshot after warm-up, compared with a fresh one at every later sample, the largest
+    growth written to ``tracemalloc.txt`` (numpy reports its buffers to tracemalloc too)."""
+
+    def __init__(self, warm_sets: int, out: Path, frames: int = 12) -> None:
+        import tracemalloc
+
+        self.tm, self.warm, self.out, self.base = tracemalloc, warm_sets, out, None
+        tracemalloc.start(frames)
+
+    def sample(self, frame_sets: int) -> None:
+        if frame_sets < self.warm:
+            return
+        snap = self.tm.take_snapshot().filter_traces((
+            self.tm.Filter(False, self.tm.__file__), self.tm.Filter(False, "<frozen *>")))
+        if self.base is None:
+            self.base, self.base_sets = snap, frame_sets
+            return
+        top = snap.compare_to(self.base, "traceback")[:15]
+        lines = [f"growth from frame set {self.base_sets:,} to {frame_sets:,}: "
+                 f"{sum(s.size_diff for s in snap.compare_to(self.base, 'filename')) / 2**20:+.2f} "
+                 "MB traced in all\n"]
+        for stat in top:
+            lines.append(f"{stat.size_diff / 1024:+10.1f} KB  {stat.count_diff:+7d} blocks")
+            lines += [f"      {fr.filename}:{fr.lineno}" for fr in stat.traceback[-6:]]
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text("\n".join(lines) + "\n")
+
+
 def run_soak(sets: int, kills: int, every_s: float, out_dir: Path, seed: int = 0,
-             trim: bool = False) -> dict[str, Any]:
+             trim: bool = False, trace: bool = False) -> dict[str, Any]:
     from acquire_vf._session import run_session
 
     prof = soak_profile(sets)
@@ -158,6 +188,8 @@ def run_soak(sets: int, kills: int, every_s: float, out_dir: Path, seed: int = 0
         run_dir = Path(tmp) / "run"
         journal = run_dir / "acquisition.ome.tif.journal"
         t0 = time.monotonic()
+        growth_by_line = Growth(max(sets // 10, 50), out_dir / "tracemalloc.txt") if trace \
+            else None
 
         def watch() -> None:
             while not runs and not done.is_set():
@@ -170,6 +202,8 @@ def run_soak(sets: int, kills: int, every_s: float, out_dir: Path, seed: int = 0
                 rows.append(sample(run, host, journal, t0))
                 if trim:
                     rows[-1]["rss_trimmed_mb"] = trimmed_rss_mb()
+                if growth_by_line is not None:
+                    growth_by_line.sample(rows[-1]["frame_sets"])
                 print(json.dumps(rows[-1]), flush=True)
                 deadline = time.monotonic() + every_s
                 while time.monotonic() < deadline and not done.is_set():
@@ -242,9 +276,13 @@ def main() -> None:
     ap.add_argument("--trim", action="store_true", help="after each sample, hand glibc's "
                     "free heap back (malloc_trim) and sample again (rss_trimmed_mb): a leak "
                     "grows both, an allocator keeping freed pages only the first")
+    ap.add_argument("--tracemalloc", action="store_true", help="trace Python allocations "
+                    "(slower) and write where memory grew after warm-up, by the line that "
+                    "allocated it, to OUT/tracemalloc.txt at every sample")
     a = ap.parse_args()
     summary = (from_log(a.from_log, a.sets, a.out) if a.from_log is not None
-               else run_soak(a.sets, a.kills, a.every, a.out, trim=a.trim))
+               else run_soak(a.sets, a.kills, a.every, a.out, trim=a.trim,
+                             trace=a.tracemalloc))
     print(json.dumps(summary, indent=1))
 
 

@@ -46,7 +46,8 @@ def _psnr(frame: np.ndarray, truth: np.ndarray) -> float:
 def test_a_consistent_learned_frame_is_kept_and_an_invented_one_is_not() -> None:
     gate = gate_for(CARD, (-12.0, 8.0))
     assert gate is not None
-    seen, truth = _scene(-8.0)  # where the card's held-out set shows the engine gaining
+    seen, truth = _scene(gate.learned_beyond[0] - 1.0)  # where the card trusts the engine
+    # (from 1 µm beyond its edge: the check reads a frame 1 µm nearer focus than it is)
     kept = gate.choose(seen, truth.astype(np.uint16))  # the ideal refocus: what the camera saw
     assert kept.choice == "learned" and kept.chi2["learned"] <= gate.band
     rng = np.random.default_rng(1)
@@ -119,6 +120,78 @@ def test_the_simulated_specimen_in_focus_is_never_deconvolved_by_an_estimate() -
         print(z, d.choice, d.z_um, round(gain, 2))
         assert d.choice == "camera" and abs(d.z_um or 0.0) <= 2.0, (z, d.reason)
         assert gain >= -0.05, (z, d.reason, gain)
+
+
+def test_real_validation_cells_decide_where_each_path_is_trusted() -> None:
+    """A table measured on real validation cells (``scripts/gate_validation.py
+    --write-card``) sets where the learned frame (outward from the innermost plane whose gain
+    and every one beyond it are sure) and the deconvolution (inward: from focus out to the
+    last sure plane) are taken; it overrides the card's simulated held-out table."""
+    from acquire_vf.pipeline._gate import trust_from, trusted_deconvolution, trusted_defocus
+
+    def row(z: float, learned: float, deconv: float) -> dict:
+        return {"z_um": z, "gain_ci95": [learned, learned + 1],
+                "deconvolution_ci95": [deconv, deconv + 1]}
+
+    table = [row(-10, 0.2, -3), row(-8, 0.1, -2), row(-6, -0.5, -1), row(-4, 0.3, -0.1),
+             row(-3, -1, 0.5), row(-2, -5, 2), row(0, -20, 1), row(2, -5, -0.2), row(3, -1, 0.5),
+             row(4, 0.3, 0.4), row(6, 0.2, -1), row(8, -0.1, -2)]
+    trust = trust_from(table, (-2.0, 2.0))
+    assert trust == {"learned_beyond_um": [-8.0, None], "deconvolution_within_um": [-3.0, 0.0]}
+    held_out = trusted_defocus(CARD.model_copy(update={"metrics": {
+        k: v for k, v in CARD.metrics.items() if k != "real_validation"}}))
+    assert held_out is not None and held_out != (-8.0, float("inf"))
+    card = CARD.model_copy(update={"metrics": {**CARD.metrics, "real_validation": trust}})
+    assert trusted_defocus(card) == (-8.0, float("inf"))
+    assert trusted_deconvolution(card) == (-3.0, 0.0)  # none beyond focus on the + side
+
+    gate = gate_for(card, (-12.0, 8.0))
+    for z, want in ((2.0, "camera"), (-2.0, "deconvolution")):
+        seen, truth = _scene(z, seed=7)
+        bad = (seen * 2).astype(np.uint16)  # an invented learned frame
+        d = gate.choose(seen, bad, z)
+        assert d.choice == want, (z, d.reason)
+        if want == "camera":
+            assert "did not beat the camera's frame at +2 um on real validation" in d.reason
+            assert d.chi2["deconvolution"] <= gate.band  # consistent, yet not trusted there
+    seen, truth = _scene(6.0, seed=8)  # consistent learned frame, never trusted on this side
+    d = gate.choose(seen, truth.astype(np.uint16), 6.0)
+    assert d.choice != "learned" and "did not beat the camera's frame at +6" in d.reason
+
+
+@pytest.mark.slow
+def test_on_real_validation_cells_the_gate_makes_no_plane_worse() -> None:
+    """The shipped ``refocus`` card's trust on real Kc167 nuclei (ExampleFly POS076, four
+    quadrants, defocused through the engine's optics; POS218 never read): with the defocus
+    seeded and estimated, no plane is worse than the camera's frame, where the simulated
+    table's trust lost 0.7 dB at +-6 µm. Skipped when the registry cannot be reached."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import tifffile
+
+    from acquire_vf._paths import cache_root
+    from acquire_vf.evaluate._real import real_refocus
+    from acquire_vf.evaluate._real_sets import fetch_set
+
+    try:
+        fields = {p.name: p for p in fetch_set("examplefly", cache_root() / "real")}
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"the package registry cannot be reached: {e}")
+    assert CARD.metrics.get("real_validation"), "the shipped card records its real validation"
+    im = tifffile.imread(fields["01_POS076_D.TIF"])
+    with tempfile.TemporaryDirectory() as tmp:
+        quads = []
+        for k, (y, x) in enumerate(((0, 0), (0, 500), (503, 0), (503, 500))):
+            quads.append(Path(tmp) / f"q{k}.tif")
+            tifffile.imwrite(quads[-1], im[y:y + 503, x:x + 500])
+        res = real_refocus(ROOT / "engines" / "refocus.onnx", quads,
+                           zs=(-10.0, -6.0, -4.0, 2.0, 6.0, 8.0))
+    gains = {p["z_um"]: (p["gate_gain_db"], p["gate_seeded_gain_db"]) for p in res["per_z"]}
+    print(gains)
+    assert min(min(g) for g in gains.values()) >= -0.05, gains
+    assert gains[2.0][1] > 0.5, gains  # seeded, the deconvolution still gains near focus
 
 
 def test_deconvolution_leaves_an_in_focus_frame_alone() -> None:

@@ -41,7 +41,7 @@ def fetch_real_nuclei(cache: Path) -> Path:
 
 
 def real_refocus(model: Path, images: Path | list[Path], zs: tuple[float, ...] = (
-        -10.0, -8.0, -6.0, -4.0, 0.0, 4.0, 6.0, 8.0), estimator: Path | bool = True
+        -10.0, -8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0), estimator: Path | bool = True
         ) -> dict[str, Any]:
     """The refocus engine ``model`` on real in-focus images defocused through its own optics:
     per defocus, the input's, the learned engine's and the refocus gate's PSNR and SSIM against
@@ -137,6 +137,8 @@ def _rows(scene: _Scene, engine: Any, gate: Any, z: float, rng: np.random.Genera
         for key, hint in (("gate", None), ("gate_seeded", z)):
             d = gate.choose(seen, pred, hint)
             frames[key], choices[key] = d.frame, d.choice
+        # the physics path alone at the true defocus: where the gate may trust it
+        frames["deconvolution"] = gate.deconvolution.refocus(seen, z).frame
     h, w = seen.shape
     parts = [((slice(None), slice(None)), field)] if field is not None else [
         ((slice(qy * h // 2, (qy + 1) * h // 2), slice(qx * w // 2, (qx + 1) * w // 2)),
@@ -172,7 +174,11 @@ def _summary(sub: list[dict[str, Any]], band: float | None) -> dict[str, Any]:
         if k in sub[0]:
             out[f"{k}_gain_db"] = round(float(np.mean(gain(k))), 2)
             out[f"{k}_ci95"] = field_ci(gain(k), fields)
+            out[f"{k}_worst_db"] = round(float(np.min(gain(k))), 2)  # one field (or quadrant)
             out[f"{k}_choices"] = dict(sorted(
                 {c: sum(r["choices"][k] == c for r in sub) for c in
                  {r["choices"][k] for r in sub}}.items()))
+    if "deconvolution" in sub[0]:
+        out["deconvolution_gain_db"] = round(float(np.mean(gain("deconvolution"))), 2)
+        out["deconvolution_ci95"] = field_ci(gain("deconvolution"), fields)
     return out

@@ -9,11 +9,13 @@ worse, by 4.5 to 25.6 dB); physics cannot. For each frame the gate takes, in ord
 1. the **learned** engine's frame, if it is consistent with the camera's frame (the forward
    check of :mod:`acquire_vf.simulate._consistency`: re-blurred at the best plane, it must
    give back the camera's frame within the card's chi-square band) and the defocus is one
-   where the card's held-out table shows the engine beating the camera's frame
-   (:func:`trusted_defocus`);
+   where the engine was measured beating the camera's frame (:func:`trusted_defocus`: on
+   real validation cells where the card has them, else on its simulated held-out table);
 2. else the **deconvolution** of the camera's frame
    (:class:`~acquire_vf.inference.DeconvolutionRefocus`, no weights, at the defocus the
-   closed loop estimated or, without one, the likeliest), if it is consistent;
+   closed loop estimated or, without one, the likeliest), if it is consistent and, where the
+   card's real validation measured it, at a defocus where it beat the camera's frame there
+   (:func:`trusted_deconvolution`);
 3. else the **camera**'s frame itself: the plane is not refocused, and says why.
 
 Every choice is recorded with its chi-squares and reason: ``session.json`` (``refocus_gate``),
@@ -61,7 +63,8 @@ class RefocusGate:
                  z_range_um: tuple[float, float],
                  in_focus_um: tuple[float, float] = (-2.0, 2.0), step_um: float = 1.0,
                  learned_beyond_um: tuple[float, float] | None = None,
-                 estimator: Any = None) -> None:
+                 estimator: Any = None,
+                 deconvolution_within_um: tuple[float, float] | None = None) -> None:
         from acquire_vf.inference import DeconvolutionRefocus
 
         self.optics, self.band, self.z_range = dict(optics), float(band), z_range_um
@@ -77,14 +80,19 @@ class RefocusGate:
         16-17 dB (1 µm off focus, 9-10 dB), against +8 dB gained where the truth was +-2 µm."""
         self.learned_beyond = learned_beyond_um
         """The learned frame is taken only at defocus <= the first or >= the second (µm):
-        where its card's held-out set showed it beating the camera's frame (see
-        :func:`trusted_defocus`); ``None``: wherever it is consistent."""
+        where it was measured beating the camera's frame (real validation cells, else its
+        card's held-out set; see :func:`trusted_defocus`); ``None``: wherever it is
+        consistent."""
         self.estimator = estimator
         """Without a seed: a defocus estimator of the engine's stain
         (:class:`~acquire_vf.inference.DefocusEstimator`), a second witness for the learned
         frame: it is taken only where both the defocus it explains the camera's frame from and
         the estimator's are trusted (on real-like frames the first reads 0-3 µm too far).
         ``None``: the first alone."""
+        self.deconvolution_within = deconvolution_within_um
+        """The deconvolved frame is taken only at a defocus in this range (µm, ends included):
+        where the card's real validation cells showed it beating the camera's frame (see
+        :func:`trusted_deconvolution`); ``None``: wherever it is consistent."""
         self.deconvolution = DeconvolutionRefocus(self.optics, z_range_um, step_um)
         self.choices: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
@@ -136,13 +144,19 @@ class RefocusGate:
             learned_why = (f"learned frame inconsistent (chi2 {chi2['learned']:.1f} > "
                            f"{self.band:.1f})") if chi2["learned"] > self.band else (
                 f"the learned engine did not beat the camera's frame at {z_at:+.3g} um"
-                f"{read_by} on its held-out set")
+                f"{read_by} where it was measured")
         dec = self.deconvolution.refocus(seen, z_hint_um)
         chi2["deconvolution"] = self.chi2(seen, dec.frame)
         if lo < dec.z_um < hi or (z_hint_um is None and lo <= dec.z_um <= hi):
             return self._note(GateDecision(
                 "camera", seen, f"{learned_why}; the frame is in focus ({dec.z_um:+.3g} um: "
                 "nothing to deconvolve)", chi2, dec.z_um))
+        within = self.deconvolution_within
+        if chi2["deconvolution"] <= self.band and within is not None and not (
+                within[0] <= dec.z_um <= within[1]):
+            return self._note(GateDecision(
+                "camera", seen, f"{learned_why}; deconvolution did not beat the camera's frame "
+                f"at {dec.z_um:+.3g} um on real validation cells", chi2, dec.z_um))
         if chi2["deconvolution"] <= self.band:
             return self._note(GateDecision("deconvolution", dec.frame,
                                            f"{learned_why}; deconvolved at {dec.z_um:+.3g} um",
@@ -185,36 +199,90 @@ def gate_for(card: Any, z_range_um: tuple[float, float],
         ex = (card.training.get("data") or {}).get("exclude_um", (-2.0, 2.0))
         in_focus_um = (float(ex[0]), float(ex[1]))
     return RefocusGate(card.optics, band, z_range_um, in_focus_um,
-                       learned_beyond_um=trusted_defocus(card), estimator=estimator)
+                       learned_beyond_um=trusted_defocus(card), estimator=estimator,
+                       deconvolution_within_um=trusted_deconvolution(card))
 
 
 def trusted_defocus(card: Any) -> tuple[float, float] | None:
-    """Where the learned engine may be taken: on each side of focus, from the innermost
-    defocus of its card's held-out table (``metrics.held_out.per_z``, simulated, never trained
-    on) from which outward every plane's PSNR gain over the camera's frame has its 95%
-    interval above zero. ``None`` when the card has no such table; ``(-inf, inf)`` (never)
+    """Where the learned engine may be taken (at defocus <= the first or >= the second, µm).
+
+    From the card's real validation cells (``metrics.real_validation``, written by
+    ``scripts/gate_validation.py --write-card``) where it has them, else from its simulated
+    held-out table (``metrics.held_out.per_z``, never trained on): on each side of focus, the
+    innermost defocus from which outward every plane's PSNR gain over the camera's frame has
+    its 95% interval above zero. ``None`` when the card has neither; ``(-inf, inf)`` (never)
     when no plane qualifies.
 
     Chosen on validation: on simulated v4 fields (seeds 5 and 6, never trained on) the v4
     ``refocus`` engine's frames passed the consistency check from -3 to +3 µm and lost 2 to
-    20 dB there; its card's table shows no gain at +-4 µm (intervals across zero)."""
+    20 dB there; its card's table shows no gain at +-4 µm (intervals across zero). On real
+    Kc167 nuclei (ExampleFly's validation fields) the simulated table's +-6 µm lost 0.7 dB:
+    real cells, where a card has them, decide."""
+    real = (card.metrics or {}).get("real_validation") or {}
+    if real.get("learned_beyond_um"):
+        lo, hi = real["learned_beyond_um"]  # JSON has no infinity: null is "never"
+        return (float("-inf") if lo is None else float(lo),
+                float("inf") if hi is None else float(hi))
     rows = ((card.metrics or {}).get("held_out") or {}).get("per_z") or []
-    gains = {}
-    for r in rows:
-        ci = (r.get("gain_over_input") or {}).get("psnr_ci95")
-        if ci:
-            gains[float(r["z_um"])] = float(ci[0]) > 0.0
-    if not gains:
-        return None
+    gains = {float(r["z_um"]): float(r["gain_over_input"]["psnr_ci95"][0]) > 0.0 for r in rows
+             if (r.get("gain_over_input") or {}).get("psnr_ci95")}
+    return _outer_edges(gains) if gains else None
+
+
+def trusted_deconvolution(card: Any) -> tuple[float, float] | None:
+    """Where the deconvolved frame may be taken (µm, ends included): from the card's real
+    validation cells (``metrics.real_validation.deconvolution_within_um``); ``None`` (wherever
+    it is consistent) when the card has none."""
+    within = ((card.metrics or {}).get("real_validation") or {}).get("deconvolution_within_um")
+    return (float(within[0]), float(within[1])) if within else None
+
+
+def _outer_edges(better: Mapping[float, bool]) -> tuple[float, float]:
+    """On each side of focus, the innermost defocus from which outward every plane is
+    ``better``; ``-inf``/``inf`` where the outermost is not."""
 
     def edge(side: list[float]) -> float | None:
         inner = None
         for z in side:  # outermost first
-            if not gains[z]:
+            if not better[z]:
                 break
             inner = z
         return inner
 
-    neg = edge(sorted(z for z in gains if z < 0))
-    pos = edge(sorted((z for z in gains if z > 0), reverse=True))
+    neg = edge(sorted(z for z in better if z < 0))
+    pos = edge(sorted((z for z in better if z > 0), reverse=True))
     return (neg if neg is not None else float("-inf"), pos if pos is not None else float("inf"))
+
+
+def _inner_edges(better: Mapping[float, bool], in_focus: tuple[float, float]
+                 ) -> tuple[float, float]:
+    """On each side, the outermost defocus up to which every plane from the in-focus band
+    outward is ``better``; 0 (focus: nothing on that side) where the first is not."""
+
+    def edge(side: list[float]) -> float:
+        outer = 0.0
+        for z in side:  # innermost first
+            if not better[z]:
+                break
+            outer = z
+        return outer
+
+    lo, hi = in_focus
+    return (edge(sorted((z for z in better if z <= lo), reverse=True)),
+            edge(sorted(z for z in better if z >= hi)))
+
+
+def trust_from(per_z: list[Mapping[str, Any]], in_focus: tuple[float, float]) -> dict[str, Any]:
+    """The gate's trust, measured: from a real-image run's table
+    (:func:`acquire_vf.evaluate.real_refocus`'s ``per_z`` on validation cells), where the
+    learned frame and the deconvolution (at the true defocus) each beat the camera's frame,
+    95% interval above zero: ``learned_beyond_um`` and ``deconvolution_within_um``."""
+    learned = {float(r["z_um"]): float(r["gain_ci95"][0]) > 0.0 for r in per_z
+               if not in_focus[0] < r["z_um"] < in_focus[1]}
+    deconv = {float(r["z_um"]): float(r["deconvolution_ci95"][0]) > 0.0 for r in per_z
+              if "deconvolution_ci95" in r and not in_focus[0] < r["z_um"] < in_focus[1]}
+    out: dict[str, Any] = {"learned_beyond_um": [
+        z if np.isfinite(z) else None for z in _outer_edges(learned)]}  # JSON: null is never
+    if deconv:
+        out["deconvolution_within_um"] = list(_inner_edges(deconv, in_focus))
+    return out
