@@ -105,6 +105,9 @@ def records(run: Any) -> dict[str, int]:
                                    for r in run.verifier.records.values())
     out["plan_lookahead"] = len(run.sequence._buffer)
     out["plan_allowed"] = len(run.sequence._allowed)
+    from acquire_vf.optics import _psf_plane
+
+    out["psf_planes_cached"] = _psf_plane.cache_info().currsize  # bounded (lru, 512)
     return out
 
 
@@ -145,18 +148,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 class Growth:
-    """Where the session's memory grows, by the Python line that allocated it: a tracemalloc
-    snapshot after warm-up, compared with a fresh one at every later sample, the largest
-    growth written to ``tracemalloc.txt`` (numpy reports its buffers to tracemalloc too)."""
+    """Where the session's memory grows, by the Python line that allocated it: tracing starts
+    after warm-up (it slows the run), its first snapshot is compared with a fresh one at every
+    later sample, the largest growth written to ``tracemalloc.txt`` (numpy reports its
+    buffers to tracemalloc too)."""
 
     def __init__(self, warm_sets: int, out: Path, frames: int = 12) -> None:
         import tracemalloc
 
-        self.tm, self.warm, self.out, self.base = tracemalloc, warm_sets, out, None
-        tracemalloc.start(frames)
+        self.tm, self.warm, self.out, self.base, self.frames = (
+            tracemalloc, warm_sets, out, None, frames)
 
     def sample(self, frame_sets: int) -> None:
         if frame_sets < self.warm:
+            return
+        if not self.tm.is_tracing():
+            self.tm.start(self.frames)
             return
         snap = self.tm.take_snapshot().filter_traces((
             self.tm.Filter(False, self.tm.__file__), self.tm.Filter(False, "<frozen *>")))
@@ -169,7 +176,8 @@ class Growth:
                  "MB traced in all\n"]
         for stat in top:
             lines.append(f"{stat.size_diff / 1024:+10.1f} KB  {stat.count_diff:+7d} blocks")
-            lines += [f"      {fr.filename}:{fr.lineno}" for fr in stat.traceback[-6:]]
+            lines += [f"      {fr.filename}:{fr.lineno}"  # the allocating line first
+                      for fr in list(reversed(stat.traceback))[:6]]
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("\n".join(lines) + "\n")
 

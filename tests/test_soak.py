@@ -32,3 +32,28 @@ def test_a_short_soak_keeps_its_resources_flat(tmp_path: Path) -> None:
     after = summary["after_the_run"]
     assert after["shm_segments"] == 0 and after["threads"] <= g["threads"]["first"]
     assert (tmp_path / "soak.png").is_file() and (tmp_path / "soak.csv").is_file()
+
+
+def test_the_soak_names_the_line_whose_memory_grew(tmp_path: Path) -> None:
+    """``--tracemalloc``: tracing starts after warm-up and each later sample writes where the
+    traced heap grew since the first, by the allocating line."""
+    spec = importlib.util.spec_from_file_location("soak", ROOT / "scripts" / "soak.py")
+    assert spec is not None and spec.loader is not None
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    out = tmp_path / "tracemalloc.txt"
+    growth = soak.Growth(100, out)
+    kept: list[bytes] = []
+    try:
+        growth.sample(50)  # warming up: nothing traced
+        assert not growth.tm.is_tracing()
+        growth.sample(100)  # tracing starts
+        growth.sample(150)  # the first snapshot
+        kept.append(bytearray(3 * 2**20))  # a leak of 3 MB, from this line
+        growth.sample(200)
+    finally:
+        growth.tm.stop()
+    text = out.read_text()
+    assert text.startswith("growth from frame set 150 to 200:")
+    first = text.splitlines()[2:4]
+    assert first[0].split()[0].startswith("+307") and "test_soak.py" in first[1], text[:400]
