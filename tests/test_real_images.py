@@ -103,14 +103,18 @@ def test_a_refocused_frame_of_the_engines_own_kind_passes_the_check(tmp_path: Pa
     from acquire_vf.simulate import write_dataset
 
     root = write_dataset("bbbc006", tmp_path / "d", fields=1, seed=4242, size=(256, 256))
+    from acquire_vf.card import ModelCard
+    from acquire_vf.pipeline._gate import trusted_defocus
+
+    edge = trusted_defocus(ModelCard.load(ROOT / "engines" / "refocus.onnx"))[0]
     src_ref = next(s for s, _ in layouts.autofocus_pairs(layouts.scan_bbbc006(root), "DNA")
-                   if s.z_um == -6.0)
+                   if s.z_um == edge)
     engine = create_engine(ROOT / "engines" / "refocus.onnx", Compute(backends=("onnxruntime",)))
     stage = RefocusStage({"DNA": engine}, policy="always")
     src = Frame(FrameId(0, 0, 0, "DNA"), tifffile.imread(src_ref.path), seq=0, elapsed_ms=0.0)
-    # with the closed loop's estimate (-6 um, where the card shows the engine beating the
-    # camera's frame) the learned frame passes the check and goes on to later stages
-    seeded = FrameSet(0, 0, 0, {"DNA": src}, scores={"defocus": {"DNA": (-6.0, 0.5)}})
+    # with the closed loop's estimate (where the card trusts the engine: -10 um, measured on
+    # real validation cells) the learned frame passes the check and goes on to later stages
+    seeded = FrameSet(0, 0, 0, {"DNA": src}, scores={"defocus": {"DNA": (edge, 0.5)}})
     out = stage.process(seeded)
     # without one the gate reads the defocus from the learned frame; where that is inside the
     # card's untrusted range the camera's frame stays, and the set says why
