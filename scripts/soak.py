@@ -149,9 +149,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 class Growth:
     """Where the session's memory grows, by the Python line that allocated it: tracing starts
-    after warm-up (it slows the run), its first snapshot is compared with a fresh one at every
-    later sample, the largest growth written to ``tracemalloc.txt`` (numpy reports its
-    buffers to tracemalloc too)."""
+    after warm-up (it slows the run), the first snapshot is taken ``warm_sets`` later, and each
+    later sample's growth since it goes to ``tracemalloc.txt``, largest first (numpy reports
+    its buffers to tracemalloc too).
+
+    The wait matters: a bounded container that replaces its oldest items (the frame-order
+    check's 4,096 recent frames, the report's thinned rows) looks like growth to a late tracer
+    until every item allocated before tracing began has been replaced: the new items are
+    traced, the old ones freed untraced. Measured: 3,654 new blocks of frame identities "grew"
+    over 609 sets while the live count stayed at 4,096 (``gc``, 2,500 sets)."""
 
     def __init__(self, warm_sets: int, out: Path, frames: int = 12) -> None:
         import tracemalloc
@@ -164,6 +170,9 @@ class Growth:
             return
         if not self.tm.is_tracing():
             self.tm.start(self.frames)
+            self.started = frame_sets
+            return
+        if frame_sets < self.started + self.warm:  # a turnover of what was there untraced
             return
         snap = self.tm.take_snapshot().filter_traces((
             self.tm.Filter(False, self.tm.__file__), self.tm.Filter(False, "<frozen *>")))

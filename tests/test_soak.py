@@ -48,12 +48,14 @@ def test_the_soak_names_the_line_whose_memory_grew(tmp_path: Path) -> None:
         growth.sample(50)  # warming up: nothing traced
         assert not growth.tm.is_tracing()
         growth.sample(100)  # tracing starts
-        growth.sample(150)  # the first snapshot
+        growth.sample(150)  # still turning over what was there before
+        assert growth.base is None
+        growth.sample(200)  # the first snapshot
         kept.append(bytearray(3 * 2**20))  # a leak of 3 MB, from this line
-        growth.sample(200)
+        growth.sample(250)
     finally:
         growth.tm.stop()
     text = out.read_text()
-    assert text.startswith("growth from frame set 150 to 200:")
+    assert text.startswith("growth from frame set 200 to 250:")
     first = text.splitlines()[2:4]
     assert first[0].split()[0].startswith("+307") and "test_soak.py" in first[1], text[:400]
