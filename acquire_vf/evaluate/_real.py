@@ -137,8 +137,10 @@ def _rows(scene: _Scene, engine: Any, gate: Any, z: float, rng: np.random.Genera
         for key, hint in (("gate", None), ("gate_seeded", z)):
             d = gate.choose(seen, pred, hint)
             frames[key], choices[key] = d.frame, d.choice
-        # the physics path alone at the true defocus: where the gate may trust it
-        frames["deconvolution"] = gate.deconvolution.refocus(seen, z).frame
+        # the physics path alone at the true defocus (where the gate may trust it): the
+        # seeded gate's own frame when it deconvolved, else made here
+        frames["deconvolution"] = frames["gate_seeded"] if choices["gate_seeded"] == \
+            "deconvolution" else gate.deconvolution.refocus(seen, z).frame
     h, w = seen.shape
     parts = [((slice(None), slice(None)), field)] if field is not None else [
         ((slice(qy * h // 2, (qy + 1) * h // 2), slice(qx * w // 2, (qx + 1) * w // 2)),
@@ -170,15 +172,13 @@ def _summary(sub: list[dict[str, Any]], band: float | None) -> dict[str, Any]:
         "gain_ci95": field_ci(gain("prediction"), fields),
         "chi2": round(chi2, 2),
         "flagged": bool(band is not None and chi2 > band)}
-    for k in ("gate", "gate_seeded"):
+    for k in ("gate", "gate_seeded", "deconvolution"):
         if k in sub[0]:
             out[f"{k}_gain_db"] = round(float(np.mean(gain(k))), 2)
             out[f"{k}_ci95"] = field_ci(gain(k), fields)
             out[f"{k}_worst_db"] = round(float(np.min(gain(k))), 2)  # one field (or quadrant)
+        if k in sub[0]["choices"]:
             out[f"{k}_choices"] = dict(sorted(
                 {c: sum(r["choices"][k] == c for r in sub) for c in
                  {r["choices"][k] for r in sub}}.items()))
-    if "deconvolution" in sub[0]:
-        out["deconvolution_gain_db"] = round(float(np.mean(gain("deconvolution"))), 2)
-        out["deconvolution_ci95"] = field_ci(gain("deconvolution"), fields)
     return out
