@@ -15,6 +15,8 @@ engine's, over the engine's median), ``acquisition_rate_ratio`` (the engine in t
 ``host_call_ms_per_2048_frame_set`` (the call alone, less the host's own time),
 ``int8_over_fp32_speedup`` (``acquire-vf quantize``), ``openvino_over_onnxruntime`` (per
 graph: realtime and paper fp32, realtime int8; above 1: OpenVINO faster),
+``best_cpu_fraction_of_matmul`` (per preset, the fastest of those paths and its share of the
+matrix-multiply rate),
 ``uncertainty_cost_ratio`` (a virtual frame with its test-time-augmentation uncertainty,
 2/4/8 passes, over one pass),
 ``write_mb_per_s`` (OME-TIFF and OME-Zarr at 2048 x 2048) and ``zarr_over_tiff_write_ratio``,
@@ -71,6 +73,26 @@ def matmul_gflops(n: int = 2048) -> float:
     b = np.random.default_rng(1).random((n, n), np.float32)
     ms = _median_ms(lambda: a @ b, repeats=5)
     return round(2 * n**3 / (ms / 1e3) / 1e9, 1)
+
+
+def best_cpu_fraction(paths: dict[str, Any], gflop_per_256: dict[str, float],
+                      matmul: float) -> dict[str, Any]:
+    """Per preset, the fastest CPU path measured side by side (``openvino_over_onnxruntime``'s
+    batch of four 512 x 512 tiles, every core: ONNX Runtime and OpenVINO, fp32 and, for the
+    realtime preset, INT8) and its rate as a fraction of the fp32 matrix-multiply rate. The
+    work is the fp32 graph's multiply-adds whatever the path's precision: the fraction says
+    how near the useful work comes to what the cores multiply, not their int8 peak."""
+    out: dict[str, Any] = {}
+    for key, times in paths.items():
+        preset, precision = key.split("_")
+        gflop = gflop_per_256[preset] * 4 * (512 / 256) ** 2
+        for backend in ("onnxruntime", "openvino"):
+            ms = times[f"{backend}_ms"]
+            best = out.get(preset)
+            if best is None or ms < best["ms"]:
+                out[preset] = {"path": f"{backend} {precision}", "ms": ms,
+                               "fraction": round(gflop / (ms / 1e3) / matmul, 3)}
+    return out
 
 
 def device_description() -> str:
@@ -148,6 +170,9 @@ def run(json_path: Path | None = None, *, quick: bool = False,
     progress(f"openvino: {detail['openvino']}")
     result["openvino_over_onnxruntime"] = {k: v["openvino_over_onnxruntime"]
                                            for k, v in detail["openvino"].items()}
+    result["best_cpu_fraction_of_matmul"] = best_cpu_fraction(
+        detail["openvino"], {k: c.gflop_per_256 for k, c in engines.items()},
+        detail["matmul_gflops"])
     detail["engine_host"] = handoff(work, reps, interleaved_ms)
     progress(f"engine host hand-off: {detail['engine_host']}")
     for key in ("handoff_ms_per_2048_frame_set", "host_call_ms_per_2048_frame_set"):

@@ -15,6 +15,18 @@ tap ``k`` where ``o = 2 i - 1 + k``: an even output ``2m`` takes ``x[m]`` throug
 one ``2m + 1`` takes ``x[m]`` through tap 2 and ``x[m + 1]`` through tap 0. So a 2 x 2
 convolution over offsets {0, 1} (input padded by one at the bottom and right) with, per phase,
 ``TAP[phase][offset]`` = {even: (1, none), odd: (2, 0)} in each direction gives every phase.
+
+**The interleave's layout** (``layout``). ONNX Runtime runs ``QLinearConv`` channels-last
+(NHWC) and wraps each in transposes to the graph's NCHW; ``DepthToSpace`` is NCHW only, so each
+upsampling layer paid a transpose out, a ``DepthToSpace`` on bytes and a transpose back, and
+the U-Net's concatenations ran NCHW between them: 37% of the INT8 engine's time (profiler,
+``cps_dna``, four 512 x 512 tiles). With ``layout="nhwc"`` the interleave is written
+channels-last: transpose to NHWC, reshape the 4C channels to (2, 2, C), swap the row phase
+past the columns, reshape to (2H, 2W, C), transpose back. ONNX Runtime's transpose optimiser
+cancels the outer transposes against those around the convolutions, so the decoder stays
+channels-last throughout (concatenations on the last axis) and the interleave moves C-byte
+runs instead of single bytes. The target shape is taken from the graph's (float) input, so
+no quantised tensor is dequantised just to read its shape.
 """
 
 from __future__ import annotations
@@ -65,14 +77,76 @@ def subpixel_weights(w_t: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarr
     return w, b.astype(w_t.dtype)
 
 
-def rewrite_transposed_convs(model: Any) -> tuple[Any, int]:
-    """``model`` with each rewritable ``ConvTranspose`` as ``Conv`` + ``DepthToSpace``; the
-    number rewritten."""
+def _input_scale(model: Any, names: list[str]) -> dict[str, int]:
+    """For each tensor in ``names``: how many times smaller its height and width are than the
+    graph input's (ONNX shape inference at a fixed size that every depth divides)."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    size = 4096
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    for i, d in enumerate(dims):
+        if i >= 2:
+            d.Clear()
+            d.dim_value = size
+    inferred = onnx.shape_inference.infer_shapes(m)
+    found = {v.name: v for v in inferred.graph.value_info}
+    out = {}
+    for name in names:
+        h = found[name].type.tensor_type.shape.dim[2].dim_value
+        if not h:
+            raise ValueError(f"subpixel: the height of '{name}' could not be inferred")
+        out[name] = size // h
+    return out
+
+
+def _nhwc_shuffle(stem: str, phases: str, output: str, source: str, scale: int, cout: int
+                  ) -> tuple[list[Any], list[Any]]:
+    """Nodes and initialisers interleaving ``phases`` (N, 4C, H, W; DCR order) into ``output``
+    (N, C, 2H, 2W) through channels-last; ``source`` is the graph input, ``scale`` how many
+    times larger its height and width are than H and W."""
+    from onnx import helper, numpy_helper
+
+    def node(op: str, inputs: list[str], out: str, **attrs: Any) -> Any:
+        return helper.make_node(op, inputs, [out], name=f"{stem}_{out.rsplit('_', 1)[-1]}",
+                                **attrs)
+
+    const = {f"{stem}_hw": np.array([0, 2, 3], np.int64),
+             f"{stem}_split": np.array([0, 0, 0, 2, 2, -1], np.int64),
+             f"{stem}_grow": np.array([1, 2, 2], np.int64),
+             f"{stem}_scale": np.array([1, scale, scale], np.int64),
+             f"{stem}_cout": np.array([cout], np.int64)}
+    nodes = [
+        node("Transpose", [phases], f"{stem}_nhwc", perm=[0, 2, 3, 1]),
+        node("Reshape", [f"{stem}_nhwc", f"{stem}_split"], f"{stem}_split6"),
+        node("Transpose", [f"{stem}_split6"], f"{stem}_interleave", perm=[0, 1, 3, 2, 4, 5]),
+        node("Shape", [source], f"{stem}_inshape"),
+        node("Gather", [f"{stem}_inshape", f"{stem}_hw"], f"{stem}_nhw", axis=0),
+        node("Mul", [f"{stem}_nhw", f"{stem}_grow"], f"{stem}_nhw2"),
+        node("Div", [f"{stem}_nhw2", f"{stem}_scale"], f"{stem}_nhwout"),
+        node("Concat", [f"{stem}_nhwout", f"{stem}_cout"], f"{stem}_outshape", axis=0),
+        node("Reshape", [f"{stem}_interleave", f"{stem}_outshape"], f"{stem}_up"),
+        helper.make_node("Transpose", [f"{stem}_up"], [output], name=f"{stem}_nchw",
+                         perm=[0, 3, 1, 2]),
+    ]
+    return nodes, [numpy_helper.from_array(v, k) for k, v in const.items()]
+
+
+def rewrite_transposed_convs(model: Any, *, layout: str = "nchw") -> tuple[Any, int]:
+    """``model`` with each rewritable ``ConvTranspose`` as ``Conv`` + an interleave of its
+    phases: ``DepthToSpace`` (``layout="nchw"``) or the channels-last form ONNX Runtime's INT8
+    kernels run best (``"nhwc"``, module docstring); the number rewritten."""
     import onnx
     from onnx import helper, numpy_helper
 
+    if layout not in ("nchw", "nhwc"):
+        raise ValueError(f"subpixel: layout 'nchw' or 'nhwc' expected, got '{layout}'")
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
+    todo = [n for n in graph.node if _rewritable(n, inits)]
+    scale = _input_scale(model, [n.input[0] for n in todo]) if layout == "nhwc" and todo else {}
+    source = graph.input[0].name
     nodes, count = [], 0
     for node in graph.node:
         if not _rewritable(node, inits):
@@ -88,8 +162,14 @@ def rewrite_transposed_convs(model: Any) -> tuple[Any, int]:
         nodes.append(helper.make_node("Conv", [node.input[0], f"{stem}_w", f"{stem}_b"],
                                       [phases], name=f"{stem}_conv", kernel_shape=[2, 2],
                                       pads=[0, 0, 1, 1], strides=[1, 1]))
-        nodes.append(helper.make_node("DepthToSpace", [phases], list(node.output),
-                                      name=f"{stem}_d2s", blocksize=2, mode="DCR"))
+        if layout == "nhwc":
+            more, consts = _nhwc_shuffle(stem, phases, node.output[0], source,
+                                         scale[node.input[0]], w.shape[0] // 4)
+            nodes.extend(more)
+            graph.initializer.extend(consts)
+        else:
+            nodes.append(helper.make_node("DepthToSpace", [phases], list(node.output),
+                                          name=f"{stem}_d2s", blocksize=2, mode="DCR"))
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)

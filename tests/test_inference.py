@@ -247,6 +247,8 @@ def test_onnxruntime_and_openvino_agree(engines, shape) -> None:
         ov_runner = OpenVINORunner(engines[name], threads=1)
         x = np.random.default_rng(0).uniform(-1, 1, (2, n_in, *shape)).astype(np.float32)
         assert np.abs(ort_runner.run(x) - ov_runner.run(x)).max() < 1e-4
+        # a second shape on the same runner (a last, smaller batch): compiled for it, static
+        assert np.abs(ort_runner.run(x[1:]) - ov_runner.run(x[1:])).max() < 1e-4
         ov_runner.close()
 
 
