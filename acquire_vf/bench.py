@@ -95,10 +95,25 @@ def best_cpu_fraction(paths: dict[str, Any], gflop_per_256: dict[str, float],
     return out
 
 
+def _cpu_flags() -> list[str]:
+    """The CPU features int8 and bf16 kernels depend on, where Linux lists them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    return [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16") if f in have]
+
+
 def device_description() -> str:
     import os
 
-    desc = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    from acquire_vf.inference._choice import cpu_model
+
+    flags = _cpu_flags()
+    desc = (f"{cpu_model()} ({platform.machine()}"
+            + (f"; {', '.join(flags)}" if flags else "") + f"), {os.cpu_count()} CPU cores")
     try:
         import torch
 

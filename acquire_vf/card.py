@@ -203,8 +203,8 @@ def engine_table(folder: Path) -> str:
     for f in sorted(folder.glob("*.json")):
         c = ModelCard.model_validate(json.loads(f.read_text()))
         held, final = c.metrics.get("held_out") or {}, c.metrics.get("final_test") or {}
-        if c.task == "defocus" or not held.get("prediction"):
-            continue
+        if c.task == "defocus" or not held.get("prediction") or c.quantization:
+            continue  # INT8 engines: docs/performance.md (their cost against the fp32 one)
         p = held["prediction"]
         val = f"{p['psnr']:.2f} dB / {p['ssim']:.3f} / {p['tl']:.3f} ({met(held)})"
         fin, base = "not run", "–"

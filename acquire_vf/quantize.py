@@ -63,11 +63,12 @@ def calibration_tiles(card: ModelCard, n: int, tile: int, data: Path | None = No
 
 
 def quantize_engine(src: Path, out: Path, *, frames: int = 32, tile: int | None = None,
-                    tiles: list[np.ndarray] | None = None, data: Path | None = None
-                    ) -> ModelCard:
+                    tiles: list[np.ndarray] | None = None, data: Path | None = None,
+                    layout: str = "nhwc") -> ModelCard:
     """Write the INT8 engine ``out`` (and its card) from the fp32 engine ``src``, calibrated
     on its training data (or on ``tiles``: ``bench``'s speed measurement, where the ranges do
-    not matter)."""
+    not matter). ``layout``: how the upsampling's phases are interleaved
+    (:func:`acquire_vf.subpixel.rewrite_transposed_convs`; ``nchw`` only to measure it)."""
     import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -102,7 +103,7 @@ def quantize_engine(src: Path, out: Path, *, frames: int = 32, tile: int | None 
 
     # ONNX Runtime has no int8 ConvTranspose: rewritten exactly as Conv + a channels-last
     # interleave first (acquire_vf.subpixel: its int8 convolutions run channels-last)
-    model, rewritten = rewrite_transposed_convs(onnx.load(str(src)), layout="nhwc")
+    model, rewritten = rewrite_transposed_convs(onnx.load(str(src)), layout=layout)
     with tempfile.TemporaryDirectory(prefix="acquire-vf-quantize-") as tmp:
         fp32 = Path(tmp) / "subpixel.onnx"
         onnx.save(model, str(fp32))
@@ -114,8 +115,8 @@ def quantize_engine(src: Path, out: Path, *, frames: int = 32, tile: int | None 
         "from": card.name, "from_sha256": card.onnx_sha256, "from_path": str(src.resolve()),
         "format": "QDQ", "weights": "int8, per output channel", "activations": "uint8, per tensor",
         "upsampling": (f"{rewritten} transposed convolutions as sub-pixel Conv + a "
-                       "channels-last interleave (exact; quantised where ConvTranspose would "
-                       "run in float)"
+                       f"{'channels-last interleave' if layout == 'nhwc' else 'DepthToSpace'} "
+                       "(exact; quantised where ConvTranspose would run in float)"
                        if rewritten else "no transposed convolutions"),
         "calibration": (f"{len(calib)} synthetic tiles (speed measurement only)" if synthetic
                         else f"{len(calib)} tiles of {calib[0].shape[-1]} px, the centres of "

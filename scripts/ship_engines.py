@@ -86,7 +86,7 @@ def write_index() -> None:
     for f in cards:
         c = json.loads(f.read_text())
         held = c.get("metrics", {}).get("held_out")
-        if not held:
+        if not held or c.get("quantization"):  # INT8 engines: docs/performance.md
             continue
         targets = held.get("targets") or c["metrics"].get("targets", [])
         if c["task"] == "defocus":  # docs/focus.md

@@ -121,6 +121,8 @@ SHARED_ENGINES_ENV = "ACQUIRE_VF_TEST_ENGINES"
 """The folder where the ``engines`` fixture builds its engines once: ``run.py test`` makes it
 for all its pytest processes, which share the files (a lock lets one build them)."""
 _SHARED = pytest.StashKey[str]()
+_CACHE = pytest.StashKey[str]()
+ENGINE_CACHE_ENV = "ACQUIRE_VF_ENGINE_CACHE"
 _EXIT = pytest.StashKey[int]()
 
 
@@ -133,11 +135,16 @@ def group_of(item: pytest.Item) -> str | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not os.environ.get(SHARED_ENGINES_ENV):
-        import tempfile
+    import tempfile
 
+    if not os.environ.get(SHARED_ENGINES_ENV):
         os.environ[SHARED_ENGINES_ENV] = tempfile.mkdtemp(prefix="acquire-vf-test-engines-")
         config.stash[_SHARED] = os.environ[SHARED_ENGINES_ENV]
+    if not os.environ.get(ENGINE_CACHE_ENV):
+        # the tests never read this machine's engine cache: a path build-engine measured
+        # fastest here (an INT8 engine, say) would change what every session test runs
+        os.environ[ENGINE_CACHE_ENV] = tempfile.mkdtemp(prefix="acquire-vf-test-cache-")
+        config.stash[_CACHE] = os.environ[ENGINE_CACHE_ENV]
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
@@ -186,12 +193,13 @@ def _close_qt_windows():
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[_EXIT] = int(exitstatus)
-    shared = session.config.stash.get(_SHARED, None)
-    if shared:  # this process made the shared engines' folder: it removes it
-        import shutil
+    import shutil
 
-        shutil.rmtree(shared, ignore_errors=True)
-        os.environ.pop(SHARED_ENGINES_ENV, None)
+    for key, env in ((_SHARED, SHARED_ENGINES_ENV), (_CACHE, ENGINE_CACHE_ENV)):
+        made = session.config.stash.get(key, None)
+        if made:  # this process made the folder: it removes it
+            shutil.rmtree(made, ignore_errors=True)
+            os.environ.pop(env, None)
 
 
 @pytest.hookimpl(trylast=True)

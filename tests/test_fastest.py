@@ -122,3 +122,43 @@ def test_a_session_runs_the_recorded_choice_and_says_why(tmp_path: Path, monkeyp
     rep = run_session(prof, tmp_path / "run", quiet=True)
     assert rep["engine_choices"] == {eng.card.name: rec["why"]}, rep["engine_choices"]
     assert rec["why"].startswith("fastest of ")
+
+
+def test_a_chosen_int8_engine_is_checked_by_its_own_band_once_measured(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """A recorded INT8 choice runs with the fp32 engine's figures and band until the INT8
+    engine has its own held-out measurement (``evaluate --held-out --update-card``); then with
+    its own: its test-time-augmentation spread is its own (cps_er's INT8 spread ran 6% above
+    the fp32 band's basis and flagged a steady demo channel as uncertain)."""
+    from acquire_vf._fastest import choose_for_profile
+    from acquire_vf.card import ModelCard, sha256_file
+    from acquire_vf.inference import create_engine
+
+    monkeypatch.setenv("ACQUIRE_VF_ENGINE_CACHE", str(tmp_path / "cache"))
+    engine = _engines(tmp_path, "good")
+    prof = _profile(engine)
+    (rec,) = choose_for_profile(prof, reps=1)
+    int8 = engine.with_name("cps_dna.int8.onnx")
+    saved = Path(rec["saved_to"])
+    choice = json.loads(saved.read_text())  # whichever was fastest here: int8 recorded
+    choice.update(backend="onnxruntime", precision="int8", onnx=str(int8),
+                  onnx_sha256=sha256_file(int8))
+    saved.write_text(json.dumps(choice))
+    t = prof.tiling
+    fp32_card = ModelCard.load(engine)
+
+    def chosen() -> tuple[Any, ModelCard]:
+        e = create_engine(engine, prof.compute, tile=t.tile, overlap=t.overlap, batch=t.batch)
+        e.close()
+        return e.chosen, e.card
+
+    ran, card = chosen()
+    assert ran is not None and ran["precision"] == "int8"
+    assert card.acceptance == fp32_card.acceptance and card.metrics == fp32_card.metrics
+    own = ModelCard.load(int8)
+    band = {**fp32_card.acceptance, "uncertainty_max": 0.5}
+    own.model_copy(update={"metrics": {"held_out": {"prediction": {"psnr": 1.0}}},
+                           "acceptance": band}).save(int8)
+    ran, card = chosen()
+    assert ran is not None and ran["precision"] == "int8"
+    assert card.acceptance == band and card.metrics["held_out"]["prediction"]["psnr"] == 1.0

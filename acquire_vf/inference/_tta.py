@@ -40,23 +40,19 @@ def infer_with_uncertainty(engine: Any, frames: Sequence[np.ndarray], passes: in
     """
     if not 2 <= passes <= len(TRANSFORMS):
         raise ValueError(f"uncertainty passes: expected 2 to {len(TRANSFORMS)}, got {passes}")
-    total: np.ndarray | None = None
-    total_sq: np.ndarray | None = None
     qc: dict[str, Any] = {}
     dtype = frames[0].dtype
+    outs = []
     for i, (turns, mirror) in enumerate(TRANSFORMS[:passes]):
         out, q = engine.infer([_forward(f, turns, mirror) for f in frames])
-        y = _back(out.astype(np.float64), turns, mirror)
+        outs.append(_back(out, turns, mirror))
         if i == 0:
             qc = q
-            total, total_sq = y.copy(), y * y
-        else:
-            assert total is not None and total_sq is not None
-            total += y
-            total_sq += y * y
-    assert total is not None and total_sq is not None
-    mean = total / passes
-    spread = np.sqrt(np.maximum(total_sq / passes - mean * mean, 0.0)).astype(np.float32)
+    # float32 (camera units of at most 16 bits: exact in 24 of mantissa); the mean and the
+    # spread about it, in two passes over the stack (no sum of squares to cancel)
+    stack = np.stack(outs).astype(np.float32)
+    mean = stack.mean(axis=0)
+    spread = np.sqrt(np.square(stack - mean).mean(axis=0))
     if np.issubdtype(dtype, np.integer):
         top = np.iinfo(dtype).max
         virtual = np.clip(np.rint(mean), 0, top).astype(dtype)
