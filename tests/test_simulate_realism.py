@@ -198,3 +198,33 @@ def test_the_live_specimen_shows_cells_where_they_are_at_each_time_point() -> No
     s0, s20 = (still.render((128, 128), t, "DNA", 0.0, 0.0, 0.0, 20.0).astype(float)
                for t in (0, 20))
     assert np.corrcoef(s0.ravel(), s20.ravel())[0, 1] > 0.9
+
+
+def test_a_dose_floor_bounds_the_randomised_dose_and_keys_its_own_cache(tmp_path: Path
+                                                                         ) -> None:
+    """``dose_floor`` (a recipe's ``[data.simulated]``): every field's dose lies between it and
+    the nominal dose; the default keeps the datasets made before under their keys."""
+    from acquire_vf._errors import ProfileError
+    from acquire_vf.config import load_recipe, simulated_root
+    from acquire_vf.simulate._realism import draw_style
+    from tests._helpers import ROOT
+
+    def doses(realism: Realism) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        return np.array([draw_style(rng, realism, ("DNA",)).dose for _ in range(200)])
+
+    wide, narrow = doses(Realism(randomise=True)), doses(Realism(randomise=True, dose_floor=0.1))
+    assert wide.min() < 0.05 and wide.max() <= 1.0
+    assert narrow.min() >= 0.1 and narrow.max() <= 1.0 and narrow.min() < 0.15
+    text = (ROOT / "training" / "v4d" / "mda_phc_vinculin.toml").read_text()
+    floored = tmp_path / "floored.toml"
+    floored.write_text(text.replace("randomise = true", "randomise = true\ndose_floor = 0.1"))
+    base, low = (load_recipe(ROOT / "training" / "v4d" / "mda_phc_vinculin.toml")[0],
+                 load_recipe(floored)[0])
+    assert "dose_floor" not in base.data.simulated.realism()  # its cache key as before
+    assert Realism(**low.data.simulated.realism()).dose_floor == 0.1
+    assert simulated_root(low) != simulated_root(base)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("randomise = true", "randomise = false\ndose_floor = 0.1"))
+    with pytest.raises(ProfileError, match="dose_floor bounds the randomised dose"):
+        load_recipe(bad)

@@ -41,18 +41,30 @@ class SimulatedData(_Model):
     aberration, pixel size, dose)."""
     dose: float = Field(1.0, gt=0, le=10)
     """With ``realistic``: photon scale (1: about 5,000 electrons at the brightest pixels)."""
+    dose_floor: float = Field(0.01, gt=0, le=1)
+    """With ``randomise``: the dimmest field's dose as a fraction of ``dose`` (each field's
+    is drawn log-uniformly from it to ``dose``; 0.01, the default, reaches the low-dose
+    live-cell regime)."""
 
     @model_validator(mode="after")
     def _realism_needs_realistic(self) -> SimulatedData:
         if (self.randomise or self.dose != 1.0) and not self.realistic:
             raise ValueError("randomise and dose are simulator version 4's: set realistic = "
                              "true with them")
+        if self.dose_floor != 0.01 and not self.randomise:
+            raise ValueError("dose_floor bounds the randomised dose: set randomise = true "
+                             "with it")
         return self
 
     def realism(self) -> dict[str, object] | None:
         """The arguments of the :class:`~acquire_vf.simulate.Realism` these settings ask for
         (``None``: the thin, bright specimen of simulator version 3)."""
-        return {"randomise": self.randomise, "dose": self.dose} if self.realistic else None
+        if not self.realistic:
+            return None
+        out: dict[str, object] = {"randomise": self.randomise, "dose": self.dose}
+        if self.dose_floor != 0.01:  # only where set: the datasets made before keep their keys
+            out["dose_floor"] = self.dose_floor
+        return out
 
 
 class Data(_Model):
@@ -308,6 +320,8 @@ def simulated_root(recipe: Recipe) -> Path:
     key = f"{d.simulate}-{d.simulated.fields}-{d.simulated.seed}-{d.simulated.size}"
     if d.simulated.realistic:  # version 3's keys stay as they were
         key += f"-realistic-{d.simulated.randomise}-{d.simulated.dose}"
+        if d.simulated.dose_floor != 0.01:
+            key += f"-floor-{d.simulated.dose_floor}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return data_root(str(d.cache)) / f"{d.simulate}-{digest}"
 

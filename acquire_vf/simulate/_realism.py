@@ -56,6 +56,8 @@ class Realism:
     fixed_pattern: bool = True
     dose: float = 1.0
     randomise: bool = False
+    dose_floor: float = 0.01
+    """With ``randomise``: the dimmest field's dose as a fraction of ``dose``."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def draw_style(rng: np.random.Generator, realism: Realism, stains: tuple[str, ..
         pixel_scale=q(rng.uniform(0.8, 1.2), 0.05),
         na_scale=q(rng.uniform(0.95, 1.05), 0.025),
         depth_um=q(rng.uniform(1.0, 6.0), 1.0),
-        dose=float(realism.dose * np.exp(rng.uniform(np.log(0.01), 0.0))),
+        dose=float(realism.dose * np.exp(rng.uniform(np.log(realism.dose_floor), 0.0))),
         axis=axis,
     )
 
