@@ -109,7 +109,7 @@ def _cpu_flags() -> list[str]:
 def device_description() -> str:
     import os
 
-    from acquire_vf.inference._choice import cpu_model
+    from acquire_vf.inference import cpu_model
 
     flags = _cpu_flags()
     desc = (f"{cpu_model()} ({platform.machine()}"
