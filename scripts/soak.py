@@ -179,14 +179,21 @@ class Growth:
         if self.base is None:
             self.base, self.base_sets = snap, frame_sets
             return
-        top = snap.compare_to(self.base, "traceback")[:15]
+        diff = snap.compare_to(self.base, "traceback")
         lines = [f"growth from frame set {self.base_sets:,} to {frame_sets:,}: "
                  f"{sum(s.size_diff for s in snap.compare_to(self.base, 'filename')) / 2**20:+.2f} "
-                 "MB traced in all\n"]
-        for stat in top:
-            lines.append(f"{stat.size_diff / 1024:+10.1f} KB  {stat.count_diff:+7d} blocks")
-            lines += [f"      {fr.filename}:{fr.lineno}"  # the allocating line first
-                      for fr in list(reversed(stat.traceback))[:6]]
+                 "MB traced in all", "", "largest growth (arrays in flight sit here):"]
+        # a leak of records is many small blocks: by size alone, the frames in flight at the
+        # moment of the snapshot hide it, so the lines that gained most blocks come second
+        by_count = sorted(diff, key=lambda st: -st.count_diff)[:10]
+        for title, stats in (("", diff[:15]), ("most new blocks (how a leak of small records "
+                                                "looks):", by_count)):
+            if title:
+                lines += ["", title]
+            for stat in stats:
+                lines.append(f"{stat.size_diff / 1024:+10.1f} KB  {stat.count_diff:+7d} blocks")
+                lines += [f"      {fr.filename}:{fr.lineno}"  # the allocating line first
+                          for fr in list(reversed(stat.traceback))[:6]]
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("\n".join(lines) + "\n")
 

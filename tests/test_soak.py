@@ -52,10 +52,15 @@ def test_the_soak_names_the_line_whose_memory_grew(tmp_path: Path) -> None:
         assert growth.base is None
         growth.sample(200)  # the first snapshot
         kept.append(bytearray(3 * 2**20))  # a leak of 3 MB, from this line
+        records = [str(i) * 3 for i in range(20_000)]  # and of many small records
         growth.sample(250)
     finally:
         growth.tm.stop()
     text = out.read_text()
     assert text.startswith("growth from frame set 200 to 250:")
-    first = text.splitlines()[2:4]
+    lines = text.splitlines()
+    first = lines[lines.index("largest growth (arrays in flight sit here):") + 1:][:2]
     assert first[0].split()[0].startswith("+307") and "test_soak.py" in first[1], text[:400]
+    most = lines[lines.index("most new blocks (how a leak of small records looks):") + 1:][:2]
+    assert int(most[0].split()[2]) >= 19_000 and "test_soak.py" in most[1], text[-600:]
+    assert len(records) == 20_000
