@@ -231,6 +231,28 @@ def _doing_nothing(report: Path) -> tuple[float, str] | None:
     return None
 
 
+def paired(new: Path, old: Path) -> str | None:
+    """The new engine's PSNR less the old one's, field by field over the same held-out fields:
+    mean and 95% bootstrap interval (said, not judged by: the rule is the mean PSNR, fixed
+    before any pass; with four fields an interval this wide says the two cannot be told
+    apart). ``None`` where either report has no per-field figures."""
+    try:
+        a, b = (json.loads((r / "per_image.json").read_text()) for r in (new, old))
+        pa = {json.dumps(x["key"]): float(x["prediction"]["psnr"]) for x in a}
+        pb = {json.dumps(x["key"]): float(x["prediction"]["psnr"]) for x in b}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    diff = [pa[k] - pb[k] for k in pa if k in pb]
+    if len(diff) < 2:
+        return None
+    import numpy as np
+
+    d = np.array(diff)
+    boot = d[np.random.default_rng(0).integers(0, len(d), (2000, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return f"{d.mean():+.2f} dB [{lo:+.2f}, {hi:+.2f}] over {len(d)} fields, paired"
+
+
 def judge(run: Path, steps: int, want: int, replaces: bool) -> tuple[str, dict[str, Any]]:
     """Why the engine in ``run`` is held ('' to ship it), and the figures: it must have run
     its whole schedule, be no worse than the engine it replaces, and beat doing nothing (an
@@ -243,8 +265,11 @@ def judge(run: Path, steps: int, want: int, replaces: bool) -> tuple[str, dict[s
         why = f"held-out {said}, worse than the engine it replaces ({said_old})"
     if not why and nothing is not None and new < nothing[0]:
         why = f"held-out {said}, below doing nothing ({nothing[1]})"
-    return why, {"held_out": said, "replaced_held_out": said_old or None,
-                 "baseline": nothing[1] if nothing else None}
+    verdict = {"held_out": said, "replaced_held_out": said_old or None,
+               "baseline": nothing[1] if nothing else None}
+    if replaces:
+        verdict["paired_against_replaced"] = paired(run / "report", run / "report-init")
+    return why, verdict
 
 
 def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
@@ -253,7 +278,9 @@ def _check(q: Queue, name: str, recipe: dict[str, Any], run: Path,
     want = int(recipe["steps"] if recipe["task"] == "defocus" else recipe["train"]["steps"])
     why, verdict = judge(run, int(e.get("steps", 0)), want, bool(_replaces(e)))
     if why:
-        print(f"{name}: held, not shipped: {why}", flush=True)
+        print(f"{name}: held, not shipped: {why}"
+              + (f" (paired: {verdict['paired_against_replaced']})"
+                 if verdict.get("paired_against_replaced") else ""), flush=True)
         return {**verdict, "phase": "held", "reason": why}
     q.engines.mkdir(parents=True, exist_ok=True)  # a new pass ships into a new folder
     for suffix in (".onnx", ".json"):

@@ -223,3 +223,26 @@ def test_a_pass_ships_into_an_engines_folder_it_creates(tmp_path: Path) -> None:
     assert out["phase"] == "shipped", out
     assert (tmp_path / "engines-v4c" / "mda_phc_dapi.onnx").read_text() == "engine.onnx"
     assert (tmp_path / "docs" / "models" / "mda_phc_dapi" / "metrics.json").is_file()
+
+
+def test_the_verdict_says_the_paired_difference_field_by_field(tmp_path: Path) -> None:
+    """The v4e pass of mda_factin_vinculin: 24.06 against 24.15 dB on four held-out fields,
+    held by the rule; field by field the difference is -0.09 dB [-0.64, +0.46], which the
+    verdict records beside the rule's figures (it does not change the rule)."""
+    sq = _ship_queue()
+    new, old = [0.57, -0.73, 0.34, -0.54], [0.0, 0.0, 0.0, 0.0]
+    for folder, shift in (("report", new), ("report-init", old)):
+        (tmp_path / folder).mkdir()
+        psnr = [24.0 + s for s in shift]
+        (tmp_path / folder / "metrics.json").write_text(json.dumps({
+            "prediction": {"psnr": sum(psnr) / 4}, "baselines": {"linear": {"psnr": 22.1}}}))
+        (tmp_path / folder / "per_image.json").write_text(json.dumps([
+            {"key": ["MDA231", f"s{i}"], "prediction": {"psnr": v}} for i, v in enumerate(psnr)]))
+    why, verdict = sq.judge(tmp_path, 6000, 6000, True)
+    assert "worse than the engine it replaces" in why
+    said = verdict["paired_against_replaced"]
+    assert said.startswith("-0.09 dB [") and said.endswith("over 4 fields, paired"), said
+    lo, hi = (float(v) for v in said.split("[")[1].split("]")[0].split(", "))
+    assert lo < -0.09 < hi and lo < 0 < hi
+    (tmp_path / "report-init" / "per_image.json").unlink()
+    assert sq.judge(tmp_path, 6000, 6000, True)[1]["paired_against_replaced"] is None
