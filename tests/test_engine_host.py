@@ -343,3 +343,26 @@ def test_the_torch_backend_runs_live_in_the_host_never_beside_micro_manager(tmp_
     assert rep["engine_host"]["mode"] == "process" and rep["engine_host"]["crashes"] == 0
     if not already:
         assert "torch" not in sys.modules
+
+
+def test_an_engine_the_host_cannot_run_leaves_no_shared_memory() -> None:
+    """A measured choice's backend missing on this machine (build-engine chose OpenVINO; the
+    venv has no OpenVINO): the host refuses the engine, and the block made for it is unlinked
+    at once, not left for the resource tracker to report at exit (the demo said "5 leaked
+    shared_memory objects" when every choice fell back)."""
+    from acquire_vf.engine_host._shm import session_blocks
+    from acquire_vf.inference import BackendUnavailable
+
+    host = EngineHost(deadline_s=5.0, restarts=2)
+    try:
+        before = session_blocks(os.getpid())
+        with pytest.raises(BackendUnavailable, match="tensorrt"):
+            create_engine(ENGINE, Compute(backends=("tensorrt",)), tile=128, overlap=16,
+                          host=host)
+        assert session_blocks(os.getpid()) == before
+        ok = create_engine(ENGINE, Compute(), tile=128, overlap=16, host=host)  # host still fine
+        assert ok.infer(FRAMES)[1]["finite"]
+        assert len(session_blocks(os.getpid())) > len(before)
+    finally:
+        host.close()
+    assert session_blocks(os.getpid()) == before

@@ -285,7 +285,11 @@ class EngineHost:
         r = HostedRunner(self, Load(str(path), compute.model_dump(mode="json"), backend, tile,
                                     batch))
         with self._lock:
-            r.attach()
+            try:
+                r.attach()
+            except BaseException:  # a backend the host cannot run (a measured choice's on
+                r.release()  # a machine without it): its block unlinked, not left in /dev/shm
+                raise
             self._runners.append(r)
         return r
 
