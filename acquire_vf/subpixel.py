@@ -25,8 +25,8 @@ channels-last: transpose to NHWC, reshape the 4C channels to (2, 2, C), swap the
 past the columns, reshape to (2H, 2W, C), transpose back. ONNX Runtime's transpose optimiser
 cancels the outer transposes against those around the convolutions, so the decoder stays
 channels-last throughout (concatenations on the last axis) and the interleave moves C-byte
-runs instead of single bytes. The target shape is taken from the graph's (float) input, so
-no quantised tensor is dequantised just to read its shape.
+runs instead of single bytes. (The quantiser dequantises a tensor for its ``Shape`` reader;
+``acquire_vf.quantize`` points that reader at the quantised tensor.)
 """
 
 from __future__ import annotations
@@ -77,55 +77,25 @@ def subpixel_weights(w_t: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarr
     return w, b.astype(w_t.dtype)
 
 
-def _input_scale(model: Any, names: list[str]) -> dict[str, int]:
-    """For each tensor in ``names``: how many times smaller its height and width are than the
-    graph input's (ONNX shape inference at a fixed size that every depth divides)."""
-    import onnx
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    size = 4096
-    dims = m.graph.input[0].type.tensor_type.shape.dim
-    for i, d in enumerate(dims):
-        if i >= 2:
-            d.Clear()
-            d.dim_value = size
-    inferred = onnx.shape_inference.infer_shapes(m)
-    found = {v.name: v for v in inferred.graph.value_info}
-    out = {}
-    for name in names:
-        h = found[name].type.tensor_type.shape.dim[2].dim_value
-        if not h:
-            raise ValueError(f"subpixel: the height of '{name}' could not be inferred")
-        out[name] = size // h
-    return out
-
-
-def _nhwc_shuffle(stem: str, phases: str, output: str, source: str, scale: int, cout: int
-                  ) -> tuple[list[Any], list[Any]]:
+def _nhwc_shuffle(stem: str, phases: str, output: str) -> tuple[list[Any], list[Any]]:
     """Nodes and initialisers interleaving ``phases`` (N, 4C, H, W; DCR order) into ``output``
-    (N, C, 2H, 2W) through channels-last; ``source`` is the graph input, ``scale`` how many
-    times larger its height and width are than H and W."""
+    (N, C, 2H, 2W) through channels-last."""
     from onnx import helper, numpy_helper
 
     def node(op: str, inputs: list[str], out: str, **attrs: Any) -> Any:
         return helper.make_node(op, inputs, [out], name=f"{stem}_{out.rsplit('_', 1)[-1]}",
                                 **attrs)
 
-    const = {f"{stem}_hw": np.array([0, 2, 3], np.int64),
-             f"{stem}_split": np.array([0, 0, 0, 2, 2, -1], np.int64),
-             f"{stem}_grow": np.array([1, 2, 2], np.int64),
-             f"{stem}_scale": np.array([1, scale, scale], np.int64),
-             f"{stem}_cout": np.array([cout], np.int64)}
+    const = {f"{stem}_split": np.array([0, 0, 0, 2, 2, -1], np.int64),
+             f"{stem}_grow": np.array([1, 2, 2, 1], np.int64),
+             f"{stem}_four": np.array([1, 1, 1, 4], np.int64)}
     nodes = [
         node("Transpose", [phases], f"{stem}_nhwc", perm=[0, 2, 3, 1]),
         node("Reshape", [f"{stem}_nhwc", f"{stem}_split"], f"{stem}_split6"),
         node("Transpose", [f"{stem}_split6"], f"{stem}_interleave", perm=[0, 1, 3, 2, 4, 5]),
-        node("Shape", [source], f"{stem}_inshape"),
-        node("Gather", [f"{stem}_inshape", f"{stem}_hw"], f"{stem}_nhw", axis=0),
-        node("Mul", [f"{stem}_nhw", f"{stem}_grow"], f"{stem}_nhw2"),
-        node("Div", [f"{stem}_nhw2", f"{stem}_scale"], f"{stem}_nhwout"),
-        node("Concat", [f"{stem}_nhwout", f"{stem}_cout"], f"{stem}_outshape", axis=0),
+        node("Shape", [f"{stem}_nhwc"], f"{stem}_inshape"),  # (N, H, W, 4C)
+        node("Mul", [f"{stem}_inshape", f"{stem}_grow"], f"{stem}_grown"),
+        node("Div", [f"{stem}_grown", f"{stem}_four"], f"{stem}_outshape"),  # (N, 2H, 2W, C)
         node("Reshape", [f"{stem}_interleave", f"{stem}_outshape"], f"{stem}_up"),
         helper.make_node("Transpose", [f"{stem}_up"], [output], name=f"{stem}_nchw",
                          perm=[0, 3, 1, 2]),
@@ -144,9 +114,6 @@ def rewrite_transposed_convs(model: Any, *, layout: str = "nchw") -> tuple[Any, 
         raise ValueError(f"subpixel: layout 'nchw' or 'nhwc' expected, got '{layout}'")
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    todo = [n for n in graph.node if _rewritable(n, inits)]
-    scale = _input_scale(model, [n.input[0] for n in todo]) if layout == "nhwc" and todo else {}
-    source = graph.input[0].name
     nodes, count = [], 0
     for node in graph.node:
         if not _rewritable(node, inits):
@@ -163,8 +130,7 @@ def rewrite_transposed_convs(model: Any, *, layout: str = "nchw") -> tuple[Any, 
                                       [phases], name=f"{stem}_conv", kernel_shape=[2, 2],
                                       pads=[0, 0, 1, 1], strides=[1, 1]))
         if layout == "nhwc":
-            more, consts = _nhwc_shuffle(stem, phases, node.output[0], source,
-                                         scale[node.input[0]], w.shape[0] // 4)
+            more, consts = _nhwc_shuffle(stem, phases, node.output[0])
             nodes.extend(more)
             graph.initializer.extend(consts)
         else:
