@@ -242,15 +242,15 @@ def paired(new: Path, old: Path) -> str | None:
         pb = {json.dumps(x["key"]): float(x["prediction"]["psnr"]) for x in b}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    diff = [pa[k] - pb[k] for k in pa if k in pb]
-    if len(diff) < 2:
-        return None
-    import numpy as np
+    keys = [k for k in pa if k in pb]
+    diff = [pa[k] - pb[k] for k in keys]
+    from acquire_vf.evaluate import field_ci  # the evaluation's own interval by field
 
-    d = np.array(diff)
-    boot = d[np.random.default_rng(0).integers(0, len(d), (2000, len(d)))].mean(axis=1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return f"{d.mean():+.2f} dB [{lo:+.2f}, {hi:+.2f}] over {len(d)} fields, paired"
+    ci = field_ci(diff, keys)
+    if ci is None:
+        return None
+    return (f"{sum(diff) / len(diff):+.2f} dB [{ci[0]:+.2f}, {ci[1]:+.2f}] over {len(diff)} "
+            "fields, paired")
 
 
 def judge(run: Path, steps: int, want: int, replaces: bool) -> tuple[str, dict[str, Any]]:
